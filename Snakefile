@@ -1,0 +1,33 @@
+# crossdiff: does training on data of one difficulty help on data of another?
+# The DAG: responses -> IRT difficulty -> bins -> figures (and, with later stages, fine-tuning,
+# cross-bin evaluation and heatmaps). Logic lives in the crossdiff package; rules call its CLI.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+import crossdiff.config
+
+
+configfile: "config/config.yaml"
+
+
+# JSON-schema validation with defaults filled in everywhere (also inside each dataset entry);
+# a bad key stops here with its name.
+config = crossdiff.config.validate(config, origin="config")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/benchmark.smk"
+include: "workflow/rules/responses.smk"
+include: "workflow/rules/irt.smk"
+include: "workflow/rules/bins.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

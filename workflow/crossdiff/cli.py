@@ -1,0 +1,76 @@
+"""The ``crossdiff`` command line: one subcommand per workflow stage.
+
+Each stage module defines ``add_arguments(parser)`` and ``run(args)``; a module is imported only
+when its subcommand runs, so ``crossdiff --help`` stays fast and heavy libraries (torch, lm-eval)
+load only for the stages that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+from crossdiff.errors import CrossdiffError
+
+# subcommand -> (module, one-line help). Add new stages here.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "generate-benchmark": ("crossdiff.data.synthetic", "generate the synthetic arithmetic benchmark"),
+    "simulate-leaderboard": ("crossdiff.responses.simulate", "sample a leaderboard from a known 2PL"),
+    "import-responses": ("crossdiff.responses.build", "build the canonical response matrix"),
+    "fit-irt": ("crossdiff.irt.fit", "fit a 1PL/2PL IRT model to a response matrix"),
+    "make-bins": ("crossdiff.bins", "split items into equal-size difficulty bins"),
+    "bin-stability": ("crossdiff.stability", "share of items whose bin changes between two fits"),
+    "plot-difficulty": ("crossdiff.plots", "difficulty report figures"),
+}
+
+
+def json_arg(text: str):
+    """argparse type for options that take a JSON object (the rules pass config sections this way)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at char {exc.pos}): {text[:80]}")
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _usage() -> str:
+    width = max(len(c) for c in COMMANDS)
+    lines = ["usage: crossdiff <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run 'crossdiff <command> --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] == "--version":
+        from crossdiff import __version__
+
+        print(__version__)
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"crossdiff: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, help_ = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"crossdiff {name}", description=help_)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        module.run(args)
+    except CrossdiffError as exc:
+        print(f"crossdiff {name}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

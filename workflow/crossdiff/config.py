@@ -1,0 +1,104 @@
+"""Configuration: JSON-schema validation that fills defaults everywhere and names bad keys.
+
+``validate(config)`` checks a config dict against workflow/schemas/config.schema.yaml, fills in every
+default (also inside per-dataset entries and the branch of a ``oneOf`` that matches), and raises
+CrossdiffError naming the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from crossdiff.errors import CrossdiffError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+def load_schema(path: Path | None = None) -> dict:
+    return yaml.safe_load(Path(path or SCHEMA_PATH).read_text())
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    while "$ref" in schema:
+        ref = schema["$ref"]
+        assert ref.startswith("#/"), ref
+        node = root
+        for part in ref[2:].split("/"):
+            node = node[part]
+        schema = node
+    return schema
+
+
+def _fill(instance, schema: dict, root: dict):
+    """Fill defaults into ``instance`` following ``schema`` (after it has been validated)."""
+    schema = _resolve(schema, root)
+    if not isinstance(instance, dict):
+        return instance
+    for branch in schema.get("oneOf", []):
+        branch = _resolve(branch, root)
+        if jsonschema.Draft7Validator({**branch, "definitions": root.get("definitions", {})}).is_valid(instance):
+            _fill(instance, branch, root)
+            break
+    props = schema.get("properties", {})
+    for key, sub in props.items():
+        sub_r = _resolve(sub, root)
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        elif key not in instance and "default" in sub_r:
+            instance[key] = copy.deepcopy(sub_r["default"])
+        if key in instance:
+            instance[key] = _fill(instance[key], sub_r, root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in instance:
+            if key not in props:
+                instance[key] = _fill(instance[key], extra, root)
+    return instance
+
+
+def _describe(error: jsonschema.ValidationError, root: dict) -> str:
+    path = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties":
+        allowed = sorted(_resolve(error.schema, root).get("properties", {}))
+        bad = sorted(set(error.instance) - set(allowed))
+        where = f"{path}." if error.absolute_path else ""
+        return (f"unknown key(s) {', '.join(where + b for b in bad)}"
+                + (f"; expected one of: {', '.join(allowed)}" if allowed else ""))
+    if error.validator == "oneOf":
+        # report the branch whose 'source' matches, if any
+        source = error.instance.get("source") if isinstance(error.instance, dict) else None
+        for branch in error.schema["oneOf"]:
+            if _resolve(branch, root).get("properties", {}).get("source", {}).get("const") == source:
+                sub = next(iter(jsonschema.Draft7Validator({**branch, "definitions": root.get("definitions", {})}).iter_errors(error.instance)), None)
+                if sub is not None:
+                    sub.path.extendleft(reversed(list(error.absolute_path)))
+                    return _describe(sub, root)
+        sources = [_resolve(b, root)["properties"]["source"]["const"] for b in error.schema["oneOf"]]
+        return f"{path}.source = {source!r}; expected one of: {', '.join(sources)}"
+    return f"{path}: {error.message}"
+
+
+def validate(config: dict, schema: dict | None = None, origin: str = "config") -> dict:
+    """Return a validated copy of ``config`` with all defaults filled in."""
+    schema = schema or load_schema()
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        lines = [f"{origin}: {_describe(e, schema)}" for e in errors]
+        raise CrossdiffError("invalid configuration:\n  " + "\n  ".join(lines))
+    return _fill(copy.deepcopy(config), schema, schema)
+
+
+def load(path: str | Path) -> dict:
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except FileNotFoundError:
+        raise CrossdiffError(f"{p}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise CrossdiffError(f"{p}: not valid YAML: {exc}") from None
+    return validate(raw, origin=str(p))

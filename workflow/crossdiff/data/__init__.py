@@ -1,0 +1,1 @@
+"""Benchmarks: where items come from (generated, a local file, or a dataset adapter)."""

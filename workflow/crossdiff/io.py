@@ -1,0 +1,127 @@
+"""Atomic writes and table readers with clear errors.
+
+Every output goes to a temporary path beside its destination and is renamed into place only
+when complete, so a killed job never leaves a half file that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import polars as pl
+
+from crossdiff.errors import CrossdiffError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success, remove it on error.
+
+    With ``directory=True`` the temporary path is an empty directory, replaced as a whole.
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if directory:
+            if dest.exists():
+                old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+                dest.rename(old)
+                tmp.rename(dest)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(dest)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        raise
+
+
+def write_parquet(df: pl.DataFrame, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        df.write_parquet(tmp)
+
+
+def write_csv(df: pl.DataFrame, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        df.write_csv(tmp)
+
+
+def write_json(obj, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def write_text(text: str, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_jsonl(rows, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(obj):
+    import numpy as np
+
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_table(path: str | os.PathLike, what: str = "table") -> pl.DataFrame:
+    """Read a CSV, TSV, parquet or JSONL file, raising CrossdiffError naming the file when it fails."""
+    p = Path(path)
+    if not p.exists():
+        raise CrossdiffError(f"{p}: {what} not found (expected a CSV, TSV, parquet or JSONL file)")
+    if p.is_dir():
+        raise CrossdiffError(f"{p}: {what} is a directory, expected a file")
+    suffix = "".join(p.suffixes[-2:]) if p.suffix == ".gz" else p.suffix
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pl.read_parquet(p)
+        if suffix in (".csv", ".csv.gz"):
+            return pl.read_csv(p, infer_schema_length=10000)
+        if suffix in (".tsv", ".tsv.gz"):
+            return pl.read_csv(p, separator="\t", infer_schema_length=10000)
+        if suffix in (".jsonl", ".ndjson"):
+            return pl.read_ndjson(p)
+    except Exception as exc:  # polars raises many types; all mean "unreadable"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CrossdiffError(f"{p}: cannot read {what}: {first}") from exc
+    raise CrossdiffError(
+        f"{p}: unknown {what} format '{suffix or '(no extension)'}'; expected .csv, .tsv, .parquet or .jsonl"
+    )
+
+
+def require_columns(df: pl.DataFrame, columns, path, what: str = "table") -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise CrossdiffError(
+            f"{path}: {what} lacks column(s) {', '.join(repr(c) for c in missing)}; "
+            f"found {', '.join(repr(c) for c in df.columns)}"
+        )

@@ -1,0 +1,56 @@
+"""What every IRT engine takes and returns.
+
+Input: a dense response matrix ``Y`` (models x items, uint8 0/1) and a boolean ``observed`` mask of
+the same shape; cells with ``observed == False`` are missing and are left out of the fit, never
+imputed (their value in ``Y`` is ignored).
+
+Model: P(correct) = sigmoid(discrimination_j * (ability_i - difficulty_j)); 1PL has discrimination 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class IrtSettings:
+    engine: str = "fast"  # fast | py-irt-compatible | py-irt
+    model: str = "1pl"  # 1pl | 2pl
+    priors: str = "vague"  # vague | hierarchical
+    epochs: int = 2000  # py-irt / py-irt-compatible SVI steps
+    lr: float = 0.1
+    lr_decay: float = 0.9999
+    seed: int = 42
+    max_iter: int = 200  # fast engine: maximum Newton sweeps
+    tol: float = 1e-6  # fast engine: convergence tolerance (max abs parameter change)
+    threads: int | None = None  # torch/numpy threads; None = min(2, cores)
+    device: str = "auto"  # auto | cpu | cuda
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "IrtSettings":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class EngineResult:
+    ability: np.ndarray  # (M,)
+    difficulty: np.ndarray  # (N,) point estimate (posterior mean / MAP)
+    difficulty_sd: np.ndarray | None = None  # (N,) posterior sd, if the engine gives one
+    discrimination: np.ndarray | None = None  # (N,) 2PL only
+    ability_sd: np.ndarray | None = None
+    info: dict = field(default_factory=dict)  # iterations, converged, final_loss, criterion, ...
+
+    def logits(self) -> np.ndarray:
+        """Predicted log-odds of a correct response, models x items."""
+        a = self.discrimination if self.discrimination is not None else 1.0
+        return a * (self.ability[:, None] - self.difficulty[None, :])
+
+
+def check_matrix(Y: np.ndarray, observed: np.ndarray) -> None:
+    if Y.shape != observed.shape or Y.ndim != 2:
+        raise ValueError(f"Y {Y.shape} and observed {observed.shape} must be equal 2-D shapes")
+    if observed.dtype != np.bool_:
+        raise ValueError("observed must be a boolean mask")

@@ -1,0 +1,136 @@
+"""Stage 4: difficulty report figures (seaborn, written atomically as PNG).
+
+Figures (``--figure``):
+- ``histogram``: IRT difficulty histogram with the bin edges;
+- ``bin_accuracy``: observed accuracy per difficulty bin;
+- ``calibration``: predicted vs observed accuracy on held-out cells;
+- ``spearman``: Spearman correlations between IRT difficulty and every other difficulty feature of
+  the items (as in the paper's Figure 2);
+- ``truth``: estimated vs true difficulty (simulated data only).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+import seaborn as sns  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+
+from crossdiff.errors import CrossdiffError  # noqa: E402
+from crossdiff.io import atomic_path, read_table, require_columns  # noqa: E402
+
+FIGURES = ("histogram", "bin_accuracy", "calibration", "spearman", "truth")
+
+
+def save(fig, path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def histogram(irt_items: pl.DataFrame, bins: pl.DataFrame, title: str):
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.histplot(irt_items["difficulty"].to_numpy(), bins=40, ax=ax, color="#4c72b0")
+    edges = bins.group_by("bin").agg(pl.col("difficulty").max()).sort("bin")["difficulty"].to_numpy()[:-1]
+    for e in edges:
+        ax.axvline(e, color="#c44e52", lw=0.8, ls="--")
+    ax.set(xlabel="IRT difficulty (logits)", ylabel="items", title=f"{title}: difficulty and {len(edges) + 1} bins")
+    return fig
+
+
+def bin_accuracy(bins: pl.DataFrame, title: str):
+    s = bins.group_by("bin").agg(pl.col("accuracy").mean(), pl.col("accuracy").std().alias("sd"), pl.len()).sort("bin")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.barplot(x=s["bin"].to_numpy(), y=s["accuracy"].to_numpy(), ax=ax, color="#55a868")
+    ax.set(xlabel="difficulty bin (0 = easiest)", ylabel="mean observed accuracy of the leaderboard",
+           ylim=(0, 1), title=f"{title}: accuracy per bin")
+    return fig
+
+
+def calibration(held: pl.DataFrame, title: str, n_groups: int = 10):
+    if held.height == 0:
+        raise CrossdiffError("no held-out cells: set irt.holdout_fraction > 0 for the calibration figure")
+    df = held.with_columns(((pl.col("p") * n_groups).floor().clip(0, n_groups - 1)).alias("g"))
+    s = df.group_by("g").agg(pl.col("p").mean(), pl.col("correct").mean(), pl.len()).sort("g")
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
+    ax.scatter(s["p"], s["correct"], s=20 + 200 * s["len"] / s["len"].max(), color="#4c72b0")
+    ax.plot(s["p"], s["correct"], color="#4c72b0")
+    ax.set(xlabel="predicted P(correct)", ylabel="observed accuracy", xlim=(0, 1), ylim=(0, 1),
+           title=f"{title}: held-out calibration ({held.height} cells)")
+    return fig
+
+
+def feature_table(irt_items: pl.DataFrame, items: pl.DataFrame | None) -> pl.DataFrame:
+    df = irt_items.select("item_id", pl.col("difficulty").alias("IRT difficulty"), pl.col("accuracy").alias("observed accuracy"))
+    if items is not None:
+        numeric = [c for c, t in items.schema.items() if c != "item_id" and t.is_numeric()]
+        df = df.join(items.select(pl.col("item_id").cast(pl.Utf8), *numeric), on="item_id", how="left")
+    return df.drop("item_id")
+
+
+def spearman(irt_items: pl.DataFrame, items: pl.DataFrame | None, title: str):
+    df = feature_table(irt_items, items)
+    cols = [c for c in df.columns if df[c].drop_nulls().n_unique() > 1]
+    data = df.select(cols).to_numpy().astype(float)
+    rho = spearmanr(data, nan_policy="omit").statistic if len(cols) > 2 else np.corrcoef(data.T)
+    rho = np.atleast_2d(rho)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(cols), 0.8 + 0.7 * len(cols)))
+    sns.heatmap(rho, annot=True, fmt=".2f", vmin=-1, vmax=1, cmap="vlag", xticklabels=cols, yticklabels=cols,
+                square=True, ax=ax, cbar_kws={"label": "Spearman ρ"})
+    ax.set_title(f"{title}: difficulty measures")
+    return fig
+
+
+def truth(irt_items: pl.DataFrame, truth_items: pl.DataFrame, title: str):
+    df = irt_items.join(truth_items.select("item_id", pl.col("difficulty").alias("true")), on="item_id")
+    rho = spearmanr(df["difficulty"], df["true"]).statistic
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(df["true"], df["difficulty"], s=6, alpha=0.5, color="#4c72b0")
+    lo, hi = float(min(df["true"].min(), df["difficulty"].min())), float(max(df["true"].max(), df["difficulty"].max()))
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--")
+    ax.set(xlabel="true difficulty (simulation)", ylabel="estimated difficulty",
+           title=f"{title}: recovery, Spearman {rho:.3f}")
+    return fig
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--figure", required=True, choices=FIGURES)
+    p.add_argument("--irt-items", required=True)
+    p.add_argument("--bins")
+    p.add_argument("--heldout")
+    p.add_argument("--items", help="item table with difficulty features")
+    p.add_argument("--truth", help="true item parameters (simulated data)")
+    p.add_argument("--title", default="")
+    p.add_argument("--output", required=True)
+
+
+def _need(args, name):
+    value = getattr(args, name)
+    if not value:
+        raise CrossdiffError(f"figure {args.figure!r} needs --{name.replace('_', '-')}")
+    return read_table(value, name)
+
+
+def run(args: argparse.Namespace) -> None:
+    sns.set_theme(style="whitegrid", context="notebook")
+    irt_items = read_table(args.irt_items, "IRT item table")
+    require_columns(irt_items, ["item_id", "difficulty", "accuracy"], args.irt_items, "IRT item table")
+    t = args.title
+    if args.figure == "histogram":
+        fig = histogram(irt_items, _need(args, "bins"), t)
+    elif args.figure == "bin_accuracy":
+        fig = bin_accuracy(_need(args, "bins"), t)
+    elif args.figure == "calibration":
+        fig = calibration(_need(args, "heldout"), t)
+    elif args.figure == "spearman":
+        fig = spearman(irt_items, read_table(args.items, "item table") if args.items else None, t)
+    else:
+        fig = truth(irt_items, _need(args, "truth"), t)
+    save(fig, args.output)

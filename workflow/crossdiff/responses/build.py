@@ -1,0 +1,129 @@
+"""Stage 1: build the canonical response matrix of one dataset from its source, with filters.
+
+Steps: read the source; collapse exact duplicate (model, item) rows and reject conflicting ones;
+check item ids against the item table; then filter (identical models, items everybody gets right
+or wrong, too few responses per model or item; repeated until stable) and record every dropped
+model or item with the reason in ``dropped.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import polars as pl
+
+from crossdiff.cli import json_arg
+from crossdiff.errors import CrossdiffError
+from crossdiff.io import atomic_path, read_table, require_columns, write_csv, write_parquet
+from crossdiff.responses.importers import read_source
+
+DROPPED_SCHEMA = {"kind": pl.Utf8, "id": pl.Utf8, "reason": pl.Utf8, "detail": pl.Utf8}
+
+
+def resolve_duplicates(df: pl.DataFrame, path) -> tuple[pl.DataFrame, int]:
+    """Collapse identical duplicate (model, item) rows; raise on conflicting ones."""
+    agg = df.group_by(["model_id", "item_id"]).agg(
+        pl.col("correct").min().alias("lo"), pl.col("correct").max().alias("hi"), pl.len().alias("n")
+    )
+    conflict = agg.filter(pl.col("lo") != pl.col("hi")).sort(["model_id", "item_id"])
+    if conflict.height:
+        r = conflict.row(0, named=True)
+        raise CrossdiffError(
+            f"{path}: model {r['model_id']!r}, item {r['item_id']!r} appears {r['n']} times with conflicting "
+            f"correctness (0 and 1); expected one value per (model, item) pair "
+            f"({conflict.height} conflicting pair(s) in all)"
+        )
+    n_extra = int((agg["n"] - 1).sum())
+    return agg.select("model_id", "item_id", pl.col("lo").alias("correct")), n_extra
+
+
+def check_items(df: pl.DataFrame, items: pl.DataFrame, path, items_path) -> None:
+    unknown = df.select("item_id").unique().join(items.select(pl.col("item_id").cast(pl.Utf8)), on="item_id", how="anti")
+    if unknown.height:
+        examples = ", ".join(repr(x) for x in sorted(unknown["item_id"].to_list())[:5])
+        raise CrossdiffError(f"{path}: {unknown.height} item id(s) not in the item table {items_path} (e.g. {examples}); "
+                             f"the responses' item ids must match the items' item_id column")
+
+
+def apply_filters(df: pl.DataFrame, f: dict) -> tuple[pl.DataFrame, list[dict]]:
+    dropped: list[dict] = []
+    if f.get("dedupe_models", True):
+        # models with identical answers on identical items: keep the first by model_id
+        sig = (df.sort("item_id").group_by("model_id", maintain_order=False)
+                 .agg(pl.col("item_id").str.join("\x1f").alias("items"), pl.col("correct").cast(pl.Utf8).str.join("").alias("answers"))
+                 .sort("model_id"))
+        first = sig.group_by(["items", "answers"], maintain_order=True).agg(pl.col("model_id").first().alias("kept"))
+        dup = sig.join(first, on=["items", "answers"]).filter(pl.col("model_id") != pl.col("kept"))
+        for r in dup.iter_rows(named=True):
+            dropped.append({"kind": "model", "id": r["model_id"], "reason": "duplicate_model", "detail": f"identical responses to {r['kept']}"})
+        df = df.join(dup.select("model_id"), on="model_id", how="anti")
+    min_m, min_i = int(f.get("min_responses_per_model", 1)), int(f.get("min_responses_per_item", 1))
+    while True:
+        changed = False
+        if f.get("drop_constant_items", True):
+            st = df.group_by("item_id").agg(pl.col("correct").mean().alias("acc"), pl.len().alias("n"))
+            const = st.filter((pl.col("acc") == 0) | (pl.col("acc") == 1)).sort("item_id")
+            for r in const.iter_rows(named=True):
+                reason = "all_correct" if r["acc"] == 1 else "all_wrong"
+                dropped.append({"kind": "item", "id": r["item_id"], "reason": reason, "detail": f"{r['n']} responses"})
+            if const.height:
+                df, changed = df.join(const.select("item_id"), on="item_id", how="anti"), True
+        for key, kind, minimum in (("item_id", "item", min_i), ("model_id", "model", min_m)):
+            counts = df.group_by(key).len()
+            few = counts.filter(pl.col("len") < minimum).sort(key)
+            for r in few.iter_rows(named=True):
+                dropped.append({"kind": kind, "id": r[key], "reason": f"fewer_than_{minimum}_responses", "detail": f"{r['len']} responses"})
+            if few.height:
+                df, changed = df.join(few.select(key), on=key, how="anti"), True
+        if not changed:
+            return df, dropped
+
+
+def build(source: str, path, settings: dict, filters: dict, items_path=None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    raw = read_source(source, path, settings)
+    if raw.height == 0:
+        raise CrossdiffError(f"{path}: no responses found")
+    df, n_dup_rows = resolve_duplicates(raw, path)
+    if items_path:
+        items = read_table(items_path, "item table")
+        require_columns(items, ["item_id"], items_path, "item table")
+        check_items(df, items, path, items_path)
+    n_models0, n_items0 = df["model_id"].n_unique(), df["item_id"].n_unique()
+    df, dropped = apply_filters(df, filters)
+    dropped_df = pl.DataFrame(dropped, schema=DROPPED_SCHEMA)
+    if df.height == 0:
+        reasons = dropped_df.group_by("kind", "reason").len().sort("kind", "reason")
+        summary = "; ".join(f"{r['len']} {r['kind']}(s) {r['reason']}" for r in reasons.iter_rows(named=True))
+        raise CrossdiffError(f"{path}: the response matrix is empty after filtering ({summary}); "
+                             f"relax filters.min_responses_per_model / min_responses_per_item")
+    df = df.sort(["model_id", "item_id"]).with_columns(pl.col("correct").cast(pl.Int8))
+    stats = {
+        "source": source, "input": str(path), "rows_read": raw.height, "duplicate_rows_collapsed": n_dup_rows,
+        "models_before": n_models0, "items_before": n_items0,
+        "models": df["model_id"].n_unique(), "items": df["item_id"].n_unique(), "responses": df.height,
+        "density": df.height / (df["model_id"].n_unique() * df["item_id"].n_unique()),
+        "dropped": {f"{k}:{r}": n for (k, r), n in dropped_df.group_by("kind", "reason").len().sort("kind", "reason").rows_by_key(["kind", "reason"], unique=True).items()} if dropped_df.height else {},
+    }
+    return df, dropped_df, stats
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", required=True, choices=["simulated", "table", "lm_eval_samples"])
+    p.add_argument("--input", required=True, help="source file or directory")
+    p.add_argument("--settings", type=json_arg, default={}, help="JSON: the dataset's responses section")
+    p.add_argument("--filters", type=json_arg, default={}, help="JSON: the filters section")
+    p.add_argument("--items", help="item table to check item ids against")
+    p.add_argument("--output", required=True, help="canonical long parquet")
+    p.add_argument("--dropped", required=True, help="CSV of dropped models/items and why")
+    p.add_argument("--stats", help="JSON summary of the import")
+
+
+def run(args: argparse.Namespace) -> None:
+    df, dropped, stats = build(args.source, args.input, args.settings, args.filters, args.items)
+    write_csv(dropped, args.dropped)
+    if args.stats:
+        with atomic_path(args.stats) as tmp:
+            tmp.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    write_parquet(df, args.output)
+    print(json.dumps(stats, indent=2, sort_keys=True))

@@ -1,0 +1,18 @@
+rule fit_irt:
+    input:
+        "results/responses/{dataset}.parquet",
+    output:
+        irt_items="results/irt/{dataset}/items.parquet",
+        irt_models="results/irt/{dataset}/models.parquet",
+        heldout="results/irt/{dataset}/heldout.parquet",
+        summary="results/irt/{dataset}/fit.json",
+    log:
+        "logs/fit_irt/{dataset}.log",
+    params:
+        settings=cli_json(irt_settings()),
+    threads: 2
+    shell:
+        "OMP_WAIT_POLICY=PASSIVE crossdiff fit-irt --responses {input} "
+        "--settings {params.settings} --items-out {output.irt_items} "
+        "--models-out {output.irt_models} --heldout-out {output.heldout} "
+        "--summary-out {output.summary} > {log} 2>&1"
