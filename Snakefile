@@ -1,6 +1,11 @@
 # crossdiff: does training on data of one difficulty help on data of another?
 # The DAG: responses -> IRT difficulty -> bins -> figures (and, with later stages, fine-tuning,
 # cross-bin evaluation and heatmaps). Logic lives in the crossdiff package; rules call its CLI.
+#
+# `snakemake --lint` asks for a conda environment or container per rule. Every rule runs the
+# crossdiff CLI from one environment with tested pins (envs/requirements.txt, installed by
+# `make venv`): the same software for every step, on a workstation and on SLURM nodes alike.
+# That is the one lint we deliberately leave (tests/test_workflow.py checks nothing else).
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -28,6 +33,6 @@ include: "workflow/rules/figures.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

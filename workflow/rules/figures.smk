@@ -67,7 +67,9 @@ rule difficulty_spearman:
     log:
         "logs/figures/{dataset}/spearman.log",
     params:
-        item_table=lambda wc, input: f"--items {input.item_table}" if input.item_table else "",
+        item_table=lambda wc, input: (
+            f"--items {input.item_table}" if input.item_table else ""
+        ),
     shell:
         "crossdiff plot-difficulty --figure spearman --irt-items {input.irt} "
         "{params.item_table} --title {wildcards.dataset} --output {output} > {log} 2>&1"

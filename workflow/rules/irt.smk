@@ -8,9 +8,9 @@ rule fit_irt:
         summary="results/irt/{dataset}/fit.json",
     log:
         "logs/fit_irt/{dataset}.log",
+    threads: 2
     params:
         settings=cli_json(irt_settings()),
-    threads: 2
     shell:
         "OMP_WAIT_POLICY=PASSIVE crossdiff fit-irt --responses {input} "
         "--settings {params.settings} --items-out {output.irt_items} "

@@ -12,7 +12,9 @@ rule import_responses:
         source=lambda wc: dataset(wc.dataset)["responses"]["source"],
         settings=lambda wc: cli_json(dataset(wc.dataset)["responses"]),
         filters=lambda wc: cli_json(filters_for(wc.dataset)),
-        item_table=lambda wc, input: f"--items {input.item_table}" if input.item_table else "",
+        item_table=lambda wc, input: (
+            f"--items {input.item_table}" if input.item_table else ""
+        ),
     shell:
         "crossdiff import-responses --source {params.source} --input {input.raw} "
         "--settings {params.settings} --filters {params.filters} {params.item_table} "

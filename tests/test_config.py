@@ -1,0 +1,67 @@
+import pytest
+import yaml
+
+from crossdiff.config import load, validate
+from crossdiff.errors import CrossdiffError
+
+MINIMAL = {"datasets": {"d": {"items": {"source": "synthetic"}, "responses": {"source": "simulated"}}}}
+
+
+def test_defaults_are_filled_everywhere():
+    c = validate(MINIMAL)
+    assert c["irt"]["engine"] == "fast" and c["irt"]["epochs"] == 2000 and c["irt"]["holdout_fraction"] == 0.05
+    assert c["bins"]["n_bins"] == 10
+    assert c["filters"]["drop_constant_items"] is True
+    # defaults inside the per-dataset entry and inside the oneOf branch that matched
+    assert c["datasets"]["d"]["items"]["n_items"] == 1000
+    assert c["datasets"]["d"]["responses"]["n_models"] == 300
+    assert MINIMAL["datasets"]["d"]["items"] == {"source": "synthetic"}, "input must not be mutated"
+
+
+def test_table_source_defaults():
+    c = validate({"datasets": {"d": {"items": {"source": "none"}, "responses": {"source": "table", "path": "x.csv"}}}})
+    assert c["datasets"]["d"]["responses"]["format"] == "auto"
+    assert c["datasets"]["d"]["responses"]["correct_column"] == "correct"
+
+
+@pytest.mark.parametrize(
+    "patch, expected",
+    [
+        ({"irt": {"epoch": 5}}, "irt.epoch"),
+        ({"bogus": 1}, "bogus"),
+        ({"bins": {"n_bins": "ten"}}, "bins.n_bins"),
+        ({"irt": {"engine": "mirt"}}, "irt.engine"),
+    ],
+)
+def test_bad_keys_and_types_are_named(patch, expected):
+    with pytest.raises(CrossdiffError) as exc:
+        validate({**MINIMAL, **patch})
+    assert expected in str(exc.value)
+
+
+def test_bad_key_inside_dataset_branch_is_named():
+    bad = {"datasets": {"d": {"items": {"source": "synthetic"}, "responses": {"source": "simulated", "n_model": 3}}}}
+    with pytest.raises(CrossdiffError, match=r"datasets\.d\.responses\.n_model.*expected one of: .*n_models"):
+        validate(bad)
+
+
+def test_missing_required_path_is_named():
+    bad = {"datasets": {"d": {"items": {"source": "synthetic"}, "responses": {"source": "table"}}}}
+    with pytest.raises(CrossdiffError, match=r"datasets\.d\.responses: 'path' is a required property"):
+        validate(bad)
+
+
+def test_shipped_config_is_valid(repo):
+    c = load(repo / "config" / "config.yaml")
+    assert c["datasets"]["arith"]["responses"]["source"] == "simulated"
+
+
+def test_load_names_missing_and_broken_files(tmp_path):
+    with pytest.raises(CrossdiffError, match="nope.yaml: config file not found"):
+        load(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("datasets: [unclosed\n")
+    with pytest.raises(CrossdiffError, match="broken.yaml: not valid YAML"):
+        load(broken)
+    (tmp_path / "ok.yaml").write_text(yaml.safe_dump(MINIMAL))
+    assert load(tmp_path / "ok.yaml")["bins"]["n_bins"] == 10
