@@ -13,7 +13,7 @@ datasets:
     items: {source: synthetic, n_items: 150, seed: 1}
     responses: {source: simulated, n_models: 80, missing_rate: 0.1, n_duplicates: 2, seed: 2}
 filters: {min_responses_per_model: 20, min_responses_per_item: 10}
-irt: {engine: fast, seed: 1}
+irt: {engine: fast, seed: 3, stability: {seeds: [4], engines: [py-irt-compatible]}}
 bins: {n_bins: 3}
 """
 
@@ -55,6 +55,7 @@ EXPECTED = [
     "results/irt/tiny/fit.json",
     "results/bins/tiny/bins.parquet",
     "results/bins/tiny/summary.csv",
+    "results/bins/tiny/stability.csv",
 ] + [f"results/figures/tiny/difficulty/{f}.png" for f in ("histogram", "bin_accuracy", "calibration", "spearman", "truth")]
 
 
@@ -69,6 +70,9 @@ def test_every_declared_output_exists(small_run):
     assert sorted(bins.group_by("bin").len()["len"].to_list()) == [50, 50, 50] or bins.height < 150
     dropped = pl.read_csv(small_run / "results/responses/tiny.dropped.csv")
     assert (dropped["reason"] == "duplicate_model").sum() == 2
+    stability = pl.read_csv(small_run / "results/bins/tiny/stability.csv")
+    assert stability["comparison"].to_list() == ["seed4", "py-irt-compatible"]
+    assert ((stability["share_changed_bin"] >= 0) & (stability["share_changed_bin"] <= 1)).all()
     logs = list((small_run / "logs").rglob("*.log"))
     assert len(logs) >= 10
 

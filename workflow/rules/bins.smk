@@ -16,3 +16,31 @@ rule make_bins:
     shell:
         "crossdiff make-bins --items {input} --n-bins {params.n_bins} "
         "--output {output.bins} --summary {output.summary} > {log} 2>&1"
+
+
+rule bin_stability:
+    input:
+        reference="results/irt/{dataset}/items.parquet",
+        replicates=lambda wc: expand(
+            "results/irt/{dataset}/replicates/{replicate}/items.parquet",
+            dataset=wc.dataset,
+            replicate=replicate_labels(),
+        ),
+    output:
+        report(
+            "results/bins/{dataset}/stability.csv",
+            caption="../report/bin_stability.rst",
+            category="Difficulty",
+            subcategory="{dataset}",
+        ),
+    log:
+        "logs/bin_stability/{dataset}.log",
+    params:
+        replicates=lambda wc, input: " ".join(
+            f"--replicate {label}={path}"
+            for label, path in zip(replicate_labels(), input.replicates)
+        ),
+        n_bins=config["bins"]["n_bins"],
+    shell:
+        "crossdiff bin-stability --reference {input.reference} {params.replicates} "
+        "--n-bins {params.n_bins} --output {output} > {log} 2>&1"

@@ -6,6 +6,7 @@ import crossdiff.config
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    replicate=r"seed\d+|fast|py-irt-compatible|py-irt",
     b=r"\d+",
     t=r"\d+",
 
@@ -49,7 +50,7 @@ def filters_for(name):
 
 
 def irt_settings():
-    return config["irt"]
+    return {k: v for k, v in config["irt"].items() if k != "stability"}
 
 
 def difficulty_targets(name):
@@ -61,8 +62,27 @@ def difficulty_targets(name):
     out += [f"results/figures/{name}/difficulty/{f}.png" for f in DIFFICULTY_FIGURES]
     if is_simulated(name):
         out.append(f"results/figures/{name}/difficulty/truth.png")
+    if replicate_labels():
+        out.append(f"results/bins/{name}/stability.csv")
     return out
 
 
 def all_targets():
     return [t for name in DATASETS for t in difficulty_targets(name)]
+
+
+def replicate_labels():
+    """Replicate IRT fits for the bin-stability table: seed<N> of the chosen engine, or an engine name."""
+    st = config["irt"]["stability"]
+    labels = [f"seed{s}" for s in st["seeds"] if s != config["irt"]["seed"]]
+    return labels + [e for e in st["engines"] if e != config["irt"]["engine"]]
+
+
+def replicate_settings(label):
+    s = dict(config["irt"])
+    s.pop("stability")
+    if label.startswith("seed"):
+        s["seed"] = int(label[4:])
+    else:
+        s["engine"] = label
+    return s

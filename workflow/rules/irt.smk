@@ -16,3 +16,23 @@ rule fit_irt:
         "--settings {params.settings} --items-out {output.irt_items} "
         "--models-out {output.irt_models} --heldout-out {output.heldout} "
         "--summary-out {output.summary} > {log} 2>&1"
+
+
+rule fit_irt_replicate:
+    input:
+        "results/responses/{dataset}.parquet",
+    output:
+        irt_items="results/irt/{dataset}/replicates/{replicate}/items.parquet",
+        irt_models="results/irt/{dataset}/replicates/{replicate}/models.parquet",
+        heldout="results/irt/{dataset}/replicates/{replicate}/heldout.parquet",
+        summary="results/irt/{dataset}/replicates/{replicate}/fit.json",
+    log:
+        "logs/fit_irt_replicate/{dataset}/{replicate}.log",
+    threads: 2
+    params:
+        settings=lambda wc: cli_json(replicate_settings(wc.replicate)),
+    shell:
+        "OMP_WAIT_POLICY=PASSIVE crossdiff fit-irt --responses {input} "
+        "--settings {params.settings} --items-out {output.irt_items} "
+        "--models-out {output.irt_models} --heldout-out {output.heldout} "
+        "--summary-out {output.summary} > {log} 2>&1"
