@@ -1,0 +1,239 @@
+"""Benchmark adapters: the paper's six datasets as crossdiff item tables.
+
+Each adapter knows where a benchmark lives (Hugging Face ``datasets`` id, config(s), split, as the
+Open LLM Leaderboard evaluated it), how its rows map to an item table (``item_id``, ``question``,
+``answer``, optional ``choices`` and ``solution``, human difficulty metadata), and the default
+prompt format (``crossdiff.prompts.PromptFormat`` keys) used for both training and evaluation.
+
+``item_id`` matches the leaderboard's per-sample ``doc_id``: the row index within the evaluated
+split, prefixed by the subtask for benchmarks that the leaderboard splits into subtasks
+(``boolean_expressions/12`` for BBH, ``algebra/3`` for MATH, ``murder_mysteries/0`` for MuSR).
+
+Items are loaded from the hub (``datasets.load_dataset``), or from a local file or directory
+in the dataset's real schema (``path``), which is how tests and offline users run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import polars as pl
+
+from crossdiff.cli import json_arg
+from crossdiff.errors import CrossdiffError
+from crossdiff.io import write_parquet
+
+BBH_SUBTASKS = (
+    "boolean_expressions", "causal_judgement", "date_understanding", "disambiguation_qa",
+    "formal_fallacies", "geometric_shapes", "hyperbaton", "logical_deduction_five_objects",
+    "logical_deduction_seven_objects", "logical_deduction_three_objects", "movie_recommendation",
+    "navigate", "object_counting", "penguins_in_a_table", "reasoning_about_colored_objects",
+    "ruin_names", "salient_translation_error_detection", "snarks", "sports_understanding",
+    "temporal_sequences", "tracking_shuffled_objects_five_objects",
+    "tracking_shuffled_objects_seven_objects", "tracking_shuffled_objects_three_objects",
+    "web_of_lies",
+)  # the 24 subtasks of the leaderboard's BBH (dyck_languages, multistep_arithmetic_two, word_sorting excluded)
+MATH_SUBTASKS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
+                 "number_theory", "prealgebra", "precalculus")
+MUSR_SUBTASKS = ("murder_mysteries", "object_placements", "team_allocation")
+
+
+@dataclass(frozen=True)
+class Adapter:
+    name: str
+    hub_id: str
+    configs: tuple[str | None, ...]  # dataset configs (subtasks); (None,) for one
+    split: str
+    to_item: Callable[[dict, str | None], dict]
+    prompt: dict = field(default_factory=dict)
+    subtask_in_id: bool = False
+    split_is_subtask: bool = False  # MuSR: the subtask is the split name
+    keep: Callable[[dict], bool] | None = None  # row filter (MATH: level 5 only)
+
+
+def _boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} (balanced braces), as MATH solutions give their answer."""
+    i = text.rfind("\\boxed")
+    if i < 0:
+        return None
+    j = text.find("{", i)
+    if j < 0:
+        return None
+    depth, k = 0, j
+    while k < len(text):
+        depth += {"{": 1, "}": -1}.get(text[k], 0)
+        if depth == 0:
+            return text[j + 1:k]
+        k += 1
+    return None
+
+
+def _n_words(s: str) -> int:
+    return len(s.split())
+
+
+def arc_item(row: dict, _sub) -> dict:
+    labels, texts = row["choices"]["label"], row["choices"]["text"]
+    if row["answerKey"] not in labels:
+        raise ValueError(f"answerKey {row['answerKey']!r} not among labels {labels}")
+    return {"question": row["question"], "choices": list(texts), "answer": str(labels.index(row["answerKey"])),
+            "n_choices": len(texts), "question_words": _n_words(row["question"])}
+
+
+def gsm8k_item(row: dict, _sub) -> dict:
+    solution, _, final = row["answer"].rpartition("####")
+    if not _:
+        raise ValueError("answer has no '#### <number>' line")
+    return {"question": row["question"], "answer": final.strip().replace(",", ""), "solution": row["answer"],
+            "n_steps": len([ln for ln in solution.strip().splitlines() if ln.strip()]),
+            "n_calculations": solution.count("<<"), "question_words": _n_words(row["question"])}
+
+
+def mmlu_pro_item(row: dict, _sub) -> dict:
+    options = list(row["options"])
+    return {"question": row["question"], "choices": options, "answer": str(int(row["answer_index"])),
+            "category": row.get("category"), "source": row.get("src"), "n_choices": len(options),
+            "question_words": _n_words(row["question"])}
+
+
+def bbh_item(row: dict, sub) -> dict:
+    return {"question": row["input"], "answer": str(row["target"]).strip(), "subtask": sub,
+            "question_words": _n_words(row["input"])}
+
+
+def math_item(row: dict, sub) -> dict:
+    answer = _boxed(row["solution"])
+    if answer is None:
+        raise ValueError("solution has no \\boxed{} answer")
+    level = str(row.get("level", ""))
+    m = re.search(r"(\d+)", level)
+    return {"question": row["problem"], "answer": answer, "solution": row["solution"],
+            "subject": row.get("type") or sub, "level": int(m.group(1)) if m else None,
+            "solution_words": _n_words(row["solution"]), "question_words": _n_words(row["problem"])}
+
+
+def musr_item(row: dict, sub) -> dict:
+    choices = row["choices"]
+    if isinstance(choices, str):
+        choices = ast.literal_eval(choices)
+    text = f"{row['narrative']}\n\n{row['question']}"
+    return {"question": text, "choices": list(choices), "answer": str(int(row["answer_index"])), "domain": sub,
+            "n_choices": len(choices), "narrative_words": _n_words(row["narrative"])}
+
+
+MC_PROMPT = {"scoring": "multiple_choice", "template": "Question: {question}\nAnswer:", "choice_template": " {choice}"}
+
+ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
+    Adapter("arc", "allenai/ai2_arc", ("ARC-Challenge",), "test", arc_item, MC_PROMPT),
+    Adapter("gsm8k", "openai/gsm8k", ("main",), "test", gsm8k_item,
+            {"template": "Question: {question}\nAnswer:", "target": " {solution}", "answer_regex": r"#### (-?[0-9.,]+)",
+             "stop": ["Question:", "\n\n"], "max_gen_toks": 256}),
+    Adapter("mmlu_pro", "TIGER-Lab/MMLU-Pro", (None,), "test", mmlu_pro_item,
+            {**MC_PROMPT, "template": "Question: {question}\nOptions:\n{options}\nAnswer:", "choice_template": " {label}"}),
+    Adapter("bbh", "SaylorTwift/bbh", BBH_SUBTASKS, "test", bbh_item,
+            {"template": "Q: {question}\nA:", "answer_regex": r"^\s*(.+?)\s*$", "stop": ["\n\n", "Q:"], "max_gen_toks": 64},
+            subtask_in_id=True),
+    Adapter("math", "lighteval/MATH-Hard", MATH_SUBTASKS, "test", math_item,
+            {"template": "Problem:\n{question}\n\nSolution:", "target": " {solution}", "answer_regex": r"(.*)",
+             "stop": ["Problem:"], "max_gen_toks": 1024, "checker": "math"},
+            subtask_in_id=True, keep=lambda r: str(r.get("level", "")).strip() == "Level 5"),
+    Adapter("musr", "TAUR-Lab/MuSR", MUSR_SUBTASKS, "test", musr_item, MC_PROMPT, subtask_in_id=True, split_is_subtask=True),
+)}
+
+
+def _read_local(path: Path, sub: str | None) -> list[dict]:
+    """Rows of a local file in the dataset's real schema; a directory holds one file per subtask."""
+    if path.is_dir():
+        if sub is None:
+            files = sorted(p for p in path.iterdir() if p.suffix in (".jsonl", ".json", ".parquet"))
+        else:
+            files = [p for p in (path / f"{sub}.jsonl", path / f"{sub}.parquet", path / f"{sub}.json") if p.exists()]
+        if not files:
+            return []
+        rows: list[dict] = []
+        for f in files:
+            rows += _read_local(f, None)
+        return rows
+    if not path.exists():
+        raise CrossdiffError(f"{path}: items file not found")
+    if path.suffix == ".parquet":
+        return pl.read_parquet(path).to_dicts()
+    rows = []
+    with open(path) as fh:
+        if path.suffix == ".json":
+            data = json.load(fh)
+            return data if isinstance(data, list) else data.get("examples", [])
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise CrossdiffError(f"{path}: line {n}: not valid JSON ({exc.msg})") from None
+    return rows
+
+
+def _load_rows(adapter: Adapter, sub: str | None, settings: dict) -> list[dict]:
+    if settings.get("path"):
+        rows = _read_local(Path(settings["path"]), sub if adapter.configs != (None,) else None)
+        if adapter.configs != (None,) and Path(settings["path"]).is_file():
+            rows = [r for r in rows if r.get("subtask", sub) == sub]
+        return rows
+    import datasets  # noqa: PLC0415 - heavy import, only for hub loading
+
+    hub_id = settings.get("hub_id") or adapter.hub_id
+    split = sub if adapter.split_is_subtask else settings.get("split") or adapter.split
+    config = None if adapter.split_is_subtask else sub
+    return list(datasets.load_dataset(hub_id, config, split=split))
+
+
+def load_items(name: str, settings: dict | None = None) -> pl.DataFrame:
+    settings = settings or {}
+    if name not in ADAPTERS:
+        raise CrossdiffError(f"items.adapter = {name!r}; expected one of: {', '.join(ADAPTERS)}")
+    adapter = ADAPTERS[name]
+    subtasks: Iterable = settings.get("subtasks") or adapter.configs
+    unknown = [s for s in subtasks if s not in adapter.configs]
+    if unknown:
+        raise CrossdiffError(f"items.subtasks: unknown {name} subtask(s) {unknown}; expected some of {list(adapter.configs)}")
+    where = settings.get("path") or adapter.hub_id
+    items = []
+    for sub in subtasks:
+        kept = (r for r in _load_rows(adapter, sub, settings) if adapter.keep is None or adapter.keep(r))
+        # doc ids count the kept rows: MATH-Hard on the hub holds level 5 only, so both agree
+        for index, row in enumerate(kept):
+            try:
+                item = adapter.to_item(row, sub)
+            except (KeyError, ValueError, SyntaxError) as exc:
+                of = f" of {sub}" if adapter.subtask_in_id else ""
+                raise CrossdiffError(f"{where}: {name} row {index}{of}: {type(exc).__name__} {exc}; "
+                                     f"expected the {name} schema") from None
+            item_id = f"{sub}/{index}" if adapter.subtask_in_id else str(index)
+            if "choices" in item:
+                item["choices"] = json.dumps(item["choices"])  # one string column, parsed by prompts
+            items.append({"item_id": item_id, **item})
+    if not items:
+        raise CrossdiffError(f"{where}: no {name} items found")
+    df = pl.DataFrame(items, infer_schema_length=None)
+    return df.with_columns(pl.col("question").str.len_chars().alias("question_length"))
+
+
+def default_prompt(name: str) -> dict:
+    return dict(ADAPTERS[name].prompt)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--adapter", required=True, choices=sorted(ADAPTERS))
+    p.add_argument("--settings", type=json_arg, default={}, help="JSON: the dataset's items section")
+    p.add_argument("--output", required=True)
+
+
+def run(args: argparse.Namespace) -> None:
+    df = load_items(args.adapter, args.settings)
+    write_parquet(df, args.output)
+    print(f"wrote {df.height} {args.adapter} items to {args.output}")
