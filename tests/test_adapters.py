@@ -78,7 +78,11 @@ def test_bad_rows_name_file_row_and_schema(tmp_path):
 
 def test_cli_writes_item_table(tmp_path):
     out = tmp_path / "items.parquet"
-    proc = crossdiff_cli("prepare-items", "--adapter", "gsm8k", "--settings", json.dumps({"path": str(FIX / "gsm8k.jsonl")}),
-                         "--output", str(out))
+    settings = {"source": "hub", "adapter": "gsm8k", "path": str(FIX / "gsm8k.jsonl")}
+    proc = crossdiff_cli("prepare-items", "--settings", json.dumps(settings), "--dataset", "g", "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     assert pl.read_parquet(out).height == 3
+    synthetic = {"source": "synthetic", "n_items": 30, "seed": 1}
+    proc = crossdiff_cli("prepare-items", "--settings", json.dumps(synthetic), "--dataset", "ar", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert pl.read_parquet(out)["item_id"][0] == "ar-00"

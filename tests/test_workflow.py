@@ -31,7 +31,7 @@ def planned_jobs(proc) -> dict[str, int]:
 def test_default_config_dry_run():
     proc = snakemake(REPO, "-n", "--cores", "2")
     jobs = planned_jobs(proc)
-    for rule in ("generate_benchmark", "simulate_leaderboard", "import_responses", "fit_irt", "make_bins", "difficulty_truth"):
+    for rule in ("simulate_leaderboard", "import_responses", "fit_irt", "make_bins", "difficulty_truth"):
         assert jobs.get(rule) == 1 or "Nothing to be done" in proc.stdout + proc.stderr, jobs
 
 

@@ -16,8 +16,7 @@ from crossdiff.errors import CrossdiffError
 
 # subcommand -> (module, one-line help). Add new stages here.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "generate-benchmark": ("crossdiff.data.synthetic", "generate the synthetic arithmetic benchmark"),
-    "prepare-items": ("crossdiff.data.adapters", "item table of a real benchmark (hub or local file)"),
+    "prepare-items": ("crossdiff.data.adapters", "item table: generated benchmark, or a real one (hub or local file)"),
     "simulate-leaderboard": ("crossdiff.responses.simulate", "sample a leaderboard from a known 2PL"),
     "import-responses": ("crossdiff.responses.build", "build the canonical response matrix"),
     "fit-irt": ("crossdiff.irt.fit", "fit a 1PL/2PL IRT model to a response matrix"),

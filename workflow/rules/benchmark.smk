@@ -1,17 +1,13 @@
-rule generate_benchmark:
+rule prepare_items:
     output:
         "results/items/{dataset}.parquet",
     log:
-        "logs/generate_benchmark/{dataset}.log",
+        "logs/prepare_items/{dataset}.log",
     params:
-        n_items=lambda wc: dataset(wc.dataset)["items"]["n_items"],
-        max_ops=lambda wc: dataset(wc.dataset)["items"]["max_ops"],
-        max_digits=lambda wc: dataset(wc.dataset)["items"]["max_digits"],
-        seed=lambda wc: dataset(wc.dataset)["items"]["seed"],
+        settings=lambda wc: cli_json(dataset(wc.dataset)["items"]),
     shell:
-        "crossdiff generate-benchmark --output {output} --n-items {params.n_items} "
-        "--max-ops {params.max_ops} --max-digits {params.max_digits} "
-        "--seed {params.seed} --prefix {wildcards.dataset} > {log} 2>&1"
+        "crossdiff prepare-items --settings {params.settings} --dataset {wildcards.dataset} "
+        "--output {output} > {log} 2>&1"
 
 
 rule simulate_leaderboard:

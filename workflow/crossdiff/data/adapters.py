@@ -227,13 +227,29 @@ def default_prompt(name: str) -> dict:
     return dict(ADAPTERS[name].prompt)
 
 
+def prepare_items(settings: dict, dataset: str) -> pl.DataFrame:
+    """The item table for a dataset's ``items`` config section (source ``synthetic`` or ``hub``)."""
+    source = settings.get("source", "hub")
+    if source == "synthetic":
+        from crossdiff.data.synthetic import generate_items
+
+        return generate_items(int(settings["n_items"]), int(settings["seed"]), int(settings.get("max_ops", 5)),
+                              int(settings.get("max_digits", 3)), prefix=dataset)
+    if source == "hub":
+        if "adapter" not in settings:
+            raise CrossdiffError(f"datasets.{dataset}.items: source 'hub' needs an adapter ({', '.join(ADAPTERS)})")
+        return load_items(settings["adapter"], settings)
+    raise CrossdiffError(f"datasets.{dataset}.items.source = {source!r}: nothing to prepare (expected synthetic or hub)")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--adapter", required=True, choices=sorted(ADAPTERS))
-    p.add_argument("--settings", type=json_arg, default={}, help="JSON: the dataset's items section")
+    p.add_argument("--settings", type=json_arg, required=True,
+                   help='JSON: the dataset\'s items section, e.g. {"source": "hub", "adapter": "arc", "path": "arc.jsonl"}')
+    p.add_argument("--dataset", default="items", help="dataset name (synthetic item_id prefix, messages)")
     p.add_argument("--output", required=True)
 
 
 def run(args: argparse.Namespace) -> None:
-    df = load_items(args.adapter, args.settings)
+    df = prepare_items(args.settings, args.dataset)
     write_parquet(df, args.output)
-    print(f"wrote {df.height} {args.adapter} items to {args.output}")
+    print(f"wrote {df.height} items of {args.dataset} to {args.output}")

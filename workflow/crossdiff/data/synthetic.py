@@ -8,12 +8,9 @@ kept as columns and later serve as "human" difficulty metrics beside IRT difficu
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import polars as pl
 
-from crossdiff.io import write_parquet
 
 OPS = ("+", "-", "*")
 
@@ -84,18 +81,3 @@ def generate_items(n_items: int, seed: int, max_ops: int = 5, max_digits: int = 
         pl.Series("item_id", [f"{prefix}-{i:0{width}d}" for i in range(n_items)]),
         pl.col("question").str.len_chars().alias("question_length"),
     ).select(["item_id", "question", "answer", "n_ops", "max_digits", "total_digits", "has_mul", "answer_digits", "question_length"])
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output", required=True, help="item table (parquet)")
-    p.add_argument("--n-items", type=int, required=True)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--max-ops", type=int, default=5)
-    p.add_argument("--max-digits", type=int, default=3)
-    p.add_argument("--prefix", default="arith", help="item_id prefix")
-
-
-def run(args: argparse.Namespace) -> None:
-    df = generate_items(args.n_items, args.seed, args.max_ops, args.max_digits, args.prefix)
-    write_parquet(df, args.output)
-    print(f"wrote {df.height} items to {args.output}")
