@@ -30,6 +30,10 @@ include: "workflow/rules/responses.smk"
 include: "workflow/rules/irt.smk"
 include: "workflow/rules/bins.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/aggregate.smk"
 
 
 rule all:

@@ -65,3 +65,10 @@ def test_load_names_missing_and_broken_files(tmp_path):
         load(broken)
     (tmp_path / "ok.yaml").write_text(yaml.safe_dump(MINIMAL))
     assert load(tmp_path / "ok.yaml")["bins"]["n_bins"] == 10
+
+
+def test_defaults_filled_inside_list_entries():
+    c = validate({**MINIMAL, "models": [{"id": "tiny", "build": "tiny"}, {"id": "org/model"}]})
+    assert c["models"][0]["build_settings"] == {} and c["models"][1]["build"] is None
+    with pytest.raises(CrossdiffError, match=r"models\.1\.revision"):
+        validate({**MINIMAL, "models": [{"id": "a"}, {"id": "b", "revision": "x"}]})

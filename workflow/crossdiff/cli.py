@@ -18,11 +18,20 @@ from crossdiff.errors import CrossdiffError
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-items": ("crossdiff.data.adapters", "item table: generated benchmark, or a real one (hub or local file)"),
     "simulate-leaderboard": ("crossdiff.responses.simulate", "sample a leaderboard from a known 2PL"),
+    "collect-leaderboard": ("crossdiff.responses.leaderboard", "collect a response matrix from Open LLM Leaderboard details"),
     "import-responses": ("crossdiff.responses.build", "build the canonical response matrix"),
     "fit-irt": ("crossdiff.irt.fit", "fit a 1PL/2PL IRT model to a response matrix"),
     "make-bins": ("crossdiff.bins", "split items into equal-size difficulty bins"),
     "bin-stability": ("crossdiff.stability", "share of items whose bin changes between two fits"),
     "plot-difficulty": ("crossdiff.plots", "difficulty report figures"),
+    "register-models": ("crossdiff.slugs", "table of model ids and their path-safe slugs"),
+    "build-base-model": ("crossdiff.base_model", "build the tiny local base model of the embedded default"),
+    "make-sft-data": ("crossdiff.sft_data", "prompt/completion training data of one bin"),
+    "make-task": ("crossdiff.evaluate", "lm-eval task (YAML + JSONL) of one bin"),
+    "finetune": ("crossdiff.finetune", "fine-tune a model on one bin (TRL SFT, resumable)"),
+    "evaluate": ("crossdiff.evaluate", "score one model on several bins in one lm-eval call"),
+    "aggregate": ("crossdiff.aggregate", "tidy results table with gains and bootstrap intervals"),
+    "plot-results": ("crossdiff.heatmaps", "accuracy and gain heatmaps, gain vs bin gap"),
 }
 
 

@@ -36,6 +36,8 @@ def _resolve(schema: dict, root: dict) -> dict:
 def _fill(instance, schema: dict, root: dict):
     """Fill defaults into ``instance`` following ``schema`` (after it has been validated)."""
     schema = _resolve(schema, root)
+    if isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        return [_fill(x, schema["items"], root) for x in instance]
     if not isinstance(instance, dict):
         return instance
     for branch in schema.get("oneOf", []):

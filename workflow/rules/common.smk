@@ -1,4 +1,5 @@
 import json
+import re
 import shlex
 
 import crossdiff.config
@@ -7,6 +8,7 @@ import crossdiff.config
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     replicate=r"seed\d+|fast|py-irt-compatible|py-irt",
+    train=r"zero-shot|train\d+",
     b=r"\d+",
     t=r"\d+",
 
@@ -68,7 +70,7 @@ def difficulty_targets(name):
 
 
 def all_targets():
-    return [t for name in DATASETS for t in difficulty_targets(name)]
+    return [t for name in DATASETS for t in difficulty_targets(name)] + study_targets()
 
 
 def replicate_labels():
@@ -86,3 +88,81 @@ def replicate_settings(label):
     else:
         s["engine"] = label
     return s
+
+
+# ---------------------------------------------------------------- the study half: models x bins
+from crossdiff.slugs import slugify
+
+MODELS = {slugify(m["id"]): m for m in config["models"]}
+N_BINS = config["bins"]["n_bins"]
+
+
+wildcard_constraints:
+    model="|".join(re.escape(m) for m in MODELS) or "(?!)",
+
+
+def study_datasets():
+    names = config["study"]["datasets"]
+    if names is None:
+        names = [d for d in DATASETS if dataset(d)["items"]["source"] != "none"]
+    unknown = sorted(set(names) - set(DATASETS))
+    if unknown:
+        raise ValueError(f"config study.datasets: unknown dataset(s) {unknown}")
+    return names if config["models"] else []
+
+
+def train_bins():
+    bins = config["study"]["train_bins"]
+    return list(range(N_BINS)) if bins is None else bins
+
+
+def prompt_of(name):
+    return dataset(name).get("prompt", {})
+
+
+def base_model_input(wildcards):
+    """The built model's directory for locally built models; nothing for hub ids."""
+    m = MODELS[wildcards.model]
+    return f"results/models/{wildcards.model}" if m["build"] else []
+
+
+def base_model_ref(model):
+    m = MODELS[model]
+    return f"results/models/{model}" if m["build"] else m["id"]
+
+
+def gpu_prefix(stage):
+    """Run a GPU job through `crossdiff gpu-run`, which gives it its own device(s) locally."""
+    n = config["resources"][stage]["gpu"]
+    if not n:
+        return ""
+    devices = config["gpus"]["devices"]
+    devices = devices if isinstance(devices, str) else ",".join(map(str, devices))
+    return (
+        f"crossdiff gpu-run --count {n} --devices {devices} "
+        f"--lock-dir {shlex.quote(config['gpus']['lock_dir'])} -- "
+    )
+
+
+def eval_outputs(model, name, train):
+    return [f"results/eval/{model}/{name}/{train}/bin{t}.json" for t in range(N_BINS)]
+
+
+def study_targets():
+    out = []
+    for name in study_datasets():
+        for model in MODELS:
+            out += eval_outputs(model, name, "zero-shot")
+            for b in train_bins():
+                out += eval_outputs(model, name, f"train{b}")
+            out += [
+                f"results/figures/{name}/{model}/accuracy.png",
+                f"results/figures/{name}/{model}/gain.png",
+            ]
+        out += [
+            f"results/figures/{name}/gain_vs_gap.png",
+            f"results/figures/{name}/zero_shot.png",
+        ]
+    if out:
+        out += ["results/tables/results.parquet", "results/models/models.tsv"]
+    return out

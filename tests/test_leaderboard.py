@@ -1,0 +1,350 @@
+"""The Open LLM Leaderboard collector, against a fake Hub on 127.0.0.1 (tests/hub_server.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hub_server import FakeHub, FakeRepo  # noqa: E402
+
+from crossdiff.errors import CrossdiffError  # noqa: E402
+from crossdiff.responses import leaderboard as lb  # noqa: E402
+
+BIN = Path(sys.executable).parent
+SECRET = "hf_SeCrEtToKeN1234567890"
+SUBTASKS = ("boolean_expressions", "navigate")
+N_DOCS = 5
+
+
+# ------------------------------------------------------------------ fixture data (real field names)
+def v2_samples(model: str, subtask: str, answers: list[int], metric: str = "acc_norm", doc_ids=None) -> bytes:
+    """lm-eval --log_samples lines as the v2 leaderboard stored them."""
+    lines = []
+    for doc_id, a in zip(doc_ids if doc_ids is not None else range(len(answers)), answers):
+        lines.append(json.dumps({
+            "doc_id": doc_id, "doc": {"input": f"{subtask} question {doc_id}", "target": "True"}, "target": "True",
+            "arguments": {"gen_args_0": {"arg_0": f"Q{doc_id}\nA: ", "arg_1": " True"},
+                          "gen_args_1": {"arg_0": f"Q{doc_id}\nA: ", "arg_1": " False"}},
+            "resps": [[["-0.5", "False"]], [["-1.5", "False"]]], "filtered_resps": [["-0.5", "False"], ["-1.5", "False"]],
+            "filter": "none", "metrics": [metric], "doc_hash": f"{doc_id:064x}", "prompt_hash": "0" * 64,
+            "target_hash": "1" * 64, metric: float(a)}))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def v2_repo(model: str, runs: dict[str, dict[str, list[int]]], **kw) -> tuple[str, FakeRepo]:
+    slug = model.replace("/", "__")
+    files = {}
+    for ts, per_sub in runs.items():
+        files[f"{slug}/results_{ts}.json"] = b"{}"
+        for sub, answers in per_sub.items():
+            files[f"{slug}/samples_leaderboard_bbh_{sub}_{ts}.jsonl"] = v2_samples(model, sub, answers)
+        # a file of another task, which must be ignored
+        files[f"{slug}/samples_leaderboard_mmlu_pro_{ts}.jsonl"] = v2_samples(model, "x", [1, 0], "acc")
+    return f"open-llm-leaderboard/{slug}-details", FakeRepo(files, **kw)
+
+
+def answers_for(model: str, sub: str) -> list[int]:
+    h = sum(map(ord, model + sub))
+    return [(h >> i) & 1 for i in range(N_DOCS)]
+
+
+def parquet_bytes(df: pl.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.write_parquet(buf)
+    return buf.getvalue()
+
+
+def v1_repo(model: str, ts_dir: str, ts_file: str, acc_norm: list[int], gsm8k: list[int]) -> tuple[str, FakeRepo]:
+    """v1 details: early ARC layout (flat acc/acc_norm columns) and later GSM8K layout (metrics struct)."""
+    slug = model.replace("/", "__")
+    n = len(acc_norm)
+    arc = pl.DataFrame({"example": [f"Mercury_{i}" for i in range(n)], "query": ["q"] * n,
+                        "choices": [["a", "b"]] * n, "gold": [0] * n, "acc": [1 - a for a in acc_norm],
+                        "acc_norm": [float(a) for a in acc_norm], "predictions": [[-1.0, -2.0]] * n,
+                        "truncated": [[0, 0]] * n, "num_asked_few_shots": [25] * n, "num_effective_few_shots": [25] * n})
+    g = len(gsm8k)
+    gsm = pl.DataFrame({"example": [f"question {i}" for i in range(g)], "full_prompt": ["Question: ..."] * g,
+                        "predictions": [["42"]] * g, "metrics": [{"acc": a} for a in gsm8k], "gold": [""] * g})
+    files = {f"{ts_dir}/details_harness|arc:challenge|25_{ts_file}.parquet": parquet_bytes(arc),
+             f"{ts_dir}/details_harness|gsm8k|5_{ts_file}.parquet": parquet_bytes(gsm),
+             f"results_{ts_file}.json": b"{}"}
+    return f"open-llm-leaderboard-old/details_{slug}", FakeRepo(files)
+
+
+V2_SETTINGS = {"source": "leaderboard", "version": "v2", "task": "leaderboard_bbh", "subtasks": True,
+               "metric": "acc_norm", "threshold": 0.5, "concurrency": 4, "backoff_base": 0.05, "max_retries": 4}
+
+OLD, NEW = "2024-06-26T10-00-00.000001", "2024-07-01T12-30-45.123456"
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """conftest makes the Hub offline for the whole suite; these tests talk to 127.0.0.1 only."""
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+
+
+def v2_hub(**extra_repos) -> FakeHub:
+    repos = dict([
+        # evaluated twice: the old run answered everything wrong, the newest run is the one to keep
+        v2_repo("org1/good-a", {OLD: {s: [0] * N_DOCS for s in SUBTASKS},
+                                NEW: {s: answers_for("org1/good-a", s) for s in SUBTASKS}}),
+        v2_repo("org2/good-b", {NEW: {s: answers_for("org2/good-b", s) for s in SUBTASKS}}),
+        v2_repo("org3/flaky", {NEW: {s: answers_for("org3/flaky", s) for s in SUBTASKS}}, fail_first=1),
+        v2_repo("org4/limited", {NEW: {s: answers_for("org4/limited", s) for s in SUBTASKS}}, rate_limit_first=1),
+    ])
+    # incomplete: only 3 of the 5 navigate docs
+    name, repo = v2_repo("org6/partial", {NEW: {"boolean_expressions": answers_for("org6/partial", "boolean_expressions")}})
+    repo.files[f"org6__partial/samples_leaderboard_bbh_navigate_{NEW}.jsonl"] = v2_samples("org6/partial", "navigate", [1, 0, 1])
+    repos[name] = repo
+    repos.update(extra_repos)
+    return FakeHub(repos)
+
+
+MODELS = ["org1/good-a", "org2/good-b", "org3/flaky", "org4/limited", "org5/missing", "org6/partial", "org2/good-b"]
+
+
+def read_manifest(path) -> dict[str, dict]:
+    return lb.Manifest(path).read()
+
+
+# ------------------------------------------------------------------ tests
+def test_normal_run_retries_404_dedupe_and_coverage(tmp_path, online):
+    with v2_hub() as hub:
+        s = lb.parse_settings({**V2_SETTINGS, "endpoint": hub.url})
+        out, man = tmp_path / "out.parquet", tmp_path / "manifest.jsonl"
+        report = lb.collect(s, MODELS, tmp_path / "cache", man, out, progress=False)
+
+        df = pl.read_parquet(out)
+        assert df.schema == {"model_id": pl.Utf8, "item_id": pl.Utf8, "correct": pl.Int8}
+        # the partial model is dropped (coverage: drop), the 404 one failed, the duplicate listed once
+        assert sorted(df["model_id"].unique()) == ["org1/good-a", "org2/good-b", "org3/flaky", "org4/limited"]
+        assert sorted(df["item_id"].unique()) == sorted(f"{s_}/{i}" for s_ in SUBTASKS for i in range(N_DOCS))
+        for m in ("org1/good-a", "org3/flaky"):
+            got = df.filter(pl.col("model_id") == m).sort("item_id")
+            for sub in SUBTASKS:
+                vals = [got.filter(pl.col("item_id") == f"{sub}/{i}")["correct"][0] for i in range(N_DOCS)]
+                assert vals == answers_for(m, sub), (m, sub)  # newest run of good-a, not the all-wrong old one
+
+        rec = read_manifest(man)
+        assert rec["org1/good-a"]["status"] == "done" and rec["org1/good-a"]["run"] == NEW
+        assert all(NEW in f for f in rec["org1/good-a"]["files"])
+        assert rec["org5/missing"]["status"] == "failed" and rec["org5/missing"]["error_kind"] == "not_found"
+        assert "open-llm-leaderboard/org5__missing-details" in rec["org5/missing"]["error"]
+        assert rec["org5/missing"]["started"] and rec["org5/missing"]["finished"]
+        # 500 then 200, and 429 with Retry-After, both ended done
+        assert rec["org3/flaky"]["status"] == "done" and rec["org4/limited"]["status"] == "done"
+        assert ("GET", "/api/datasets/open-llm-leaderboard/org3__flaky-details/tree/main", 500) in hub.requests
+        assert any(st == 429 for _, p, st in hub.requests if "org4__limited" in p)
+
+        assert report["duplicate_models"] == ["org2/good-b"]
+        assert [r["model_id"] for r in report["incomplete_coverage"]] == ["org6/partial"]
+        assert report["incomplete_coverage"][0]["missing"] == 2
+        assert report["dropped_incomplete"] == ["org6/partial"]
+        assert [f["model_id"] for f in report["failed"]] == ["org5/missing"]
+        assert json.loads(Path(report["report"]).read_text())["models_failed"] == 1
+        # nothing downloaded twice; the other task's files and the old run never downloaded
+        assert hub.downloads and max(hub.downloads.values()) == 1
+        assert not any("mmlu_pro" in f or OLD in f for _, f in hub.downloads)
+
+        # a second run with coverage: keep resumes everything from the manifest without any request
+        n_requests = len(hub.requests)
+        s_keep = lb.parse_settings({**V2_SETTINGS, "endpoint": hub.url, "coverage": "keep", "retry_failed": False})
+        report2 = lb.collect(s_keep, MODELS, tmp_path / "cache", man, tmp_path / "keep.parquet", progress=False)
+        assert len(hub.requests) == n_requests
+        assert report2["this_run"]["resumed_from_manifest"] == 5
+        keep = pl.read_parquet(tmp_path / "keep.parquet")
+        assert keep.filter(pl.col("model_id") == "org6/partial").height == N_DOCS + 3
+
+
+def test_items_table_defines_coverage(tmp_path, online):
+    with v2_hub() as hub:
+        items = tmp_path / "items.csv"
+        ids = [f"{s_}/{i}" for s_ in SUBTASKS for i in range(N_DOCS + 1)]  # one item nobody answered
+        pl.DataFrame({"item_id": ids}).write_csv(items)
+        s = lb.parse_settings({**V2_SETTINGS, "endpoint": hub.url, "coverage": "keep"})
+        report = lb.collect(s, ["org1/good-a", "org2/good-b"], tmp_path / "c", tmp_path / "m.jsonl",
+                            tmp_path / "o.parquet", items_path=items, progress=False)
+        assert report["reference_items"] == len(ids)
+        assert {r["model_id"]: r["missing"] for r in report["incomplete_coverage"]} == {"org1/good-a": 2, "org2/good-b": 2}
+
+
+def test_v1_parquet_layouts(tmp_path, online):
+    arc_a, gsm_a = [1, 0, 1, 1], [0, 1, 1]
+    repos = dict([v1_repo("old/m1", "2023-08-19T16:35:46.942696", "2023-08-19T16:35:46.942696", arc_a, gsm_a),
+                  v1_repo("old/m2", "2023-11-07T07:11:46.594603", "2023-11-07T07-11-46.594603", [0, 0, 1, 0], [1, 1, 0])])
+    with FakeHub(repos) as hub:
+        for task, metric, expect in (("arc:challenge|25", "acc_norm", arc_a), ("gsm8k|5", "acc", gsm_a)):
+            s = lb.parse_settings({"version": "v1", "task": task, "metric": metric, "endpoint": hub.url})
+            out = tmp_path / f"{metric}.parquet"
+            report = lb.collect(s, ["old/m1", "old/m2"], tmp_path / "cache", tmp_path / f"{metric}.jsonl", out, progress=False)
+            assert report["models_done"] == 2, report["failed"]
+            df = pl.read_parquet(out).filter(pl.col("model_id") == "old/m1").sort(pl.col("item_id").cast(pl.Int64))
+            assert df["item_id"].to_list() == [str(i) for i in range(len(expect))]  # row position
+            assert df["correct"].to_list() == expect
+        s = lb.parse_settings({"version": "v1", "task": "arc:challenge|25", "metric": "acc_norm", "item_key": "example",
+                               "endpoint": hub.url})
+        lb.collect(s, ["old/m1"], tmp_path / "cache", tmp_path / "ex.jsonl", tmp_path / "ex.parquet", progress=False)
+        assert pl.read_parquet(tmp_path / "ex.parquet")["item_id"].to_list()[0].startswith("Mercury_")
+        assert max(hub.downloads.values()) == 1  # second and third pass read the cache
+
+
+def test_gated_without_and_with_token(tmp_path, online, monkeypatch):
+    name, repo = v2_repo("gate/model", {NEW: {s: answers_for("gate/model", s) for s in SUBTASKS}}, gated=True)
+    with FakeHub({name: repo}, tokens={SECRET}) as hub:
+        s = lb.parse_settings({**V2_SETTINGS, "endpoint": hub.url})
+        with pytest.raises(CrossdiffError, match=r"gated dataset and HF_TOKEN is not set.*open-llm-leaderboard/gate__model-details"):
+            lb.collect(s, ["gate/model"], tmp_path / "c", tmp_path / "m.jsonl", tmp_path / "o.parquet", progress=False)
+        rec = read_manifest(tmp_path / "m.jsonl")["gate/model"]
+        assert rec["error_kind"] == "gated" and "huggingface.co/datasets/open-llm-leaderboard/gate__model-details" in rec["error"]
+
+        monkeypatch.setenv("HF_TOKEN", "hf_wrongtoken999")
+        with pytest.raises(CrossdiffError, match="token in HF_TOKEN has no access"):
+            lb.collect(s, ["gate/model"], tmp_path / "c", tmp_path / "m.jsonl", tmp_path / "o.parquet", progress=False)
+
+        monkeypatch.setenv("HF_TOKEN", SECRET)
+        report = lb.collect(s, ["gate/model"], tmp_path / "c", tmp_path / "m.jsonl", tmp_path / "o.parquet", progress=False)
+        assert report["models_done"] == 1
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            assert SECRET.encode() not in f.read_bytes(), f
+
+
+def run_cli(tmp_path, hub, settings, models, extra_env=None, wait=True):
+    (tmp_path / "models.txt").write_text("\n".join(models) + "\n")
+    code = ("import sys; from crossdiff.cli import COMMANDS, main; "
+            "COMMANDS.setdefault('collect-leaderboard', ('crossdiff.responses.leaderboard', 'collect')); "
+            "sys.exit(main(sys.argv[1:]))")
+    cmd = [str(BIN / "python"), "-c", code, "collect-leaderboard", "--settings", json.dumps(settings),
+           "--models-list", str(tmp_path / "models.txt"), "--cache-dir", str(tmp_path / "cache"),
+           "--manifest", str(tmp_path / "manifest.jsonl"), "--output", str(tmp_path / "out.parquet")]
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hfhome")}
+    env.pop("HF_TOKEN", None)
+    env.update(extra_env or {})
+    if not wait:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_kill_and_resume_downloads_nothing_twice(tmp_path):
+    models = [f"org{i}/m{i}" for i in range(6)]
+    repos = dict(v2_repo(m, {NEW: {s: answers_for(m, s) for s in SUBTASKS}}, delay=0.0 if i < 1 else 0.25)
+                 for i, m in enumerate(models))
+    settings = {**V2_SETTINGS, "concurrency": 1}
+    with FakeHub(repos) as hub:
+        proc = run_cli(tmp_path, hub, settings, models, wait=False)
+        man = tmp_path / "manifest.jsonl"
+        deadline = time.time() + 60
+        while time.time() < deadline and not (man.exists() and read_manifest(man)):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        first = read_manifest(man)
+        assert 1 <= len(first) < len(models), "the kill should land mid-run"
+        assert not (tmp_path / "out.parquet").exists()
+
+        done = run_cli(tmp_path, hub, settings, models)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "6 models done" in done.stdout and "resumed" in done.stdout
+        assert max(hub.downloads.values()) == 1  # nothing downloaded twice
+        assert len(hub.downloads) == len(models) * len(SUBTASKS)
+        df = pl.read_parquet(tmp_path / "out.parquet")
+        assert df.height == len(models) * len(SUBTASKS) * N_DOCS
+        # models done before the kill were not contacted again
+        for m in first:
+            slug = m.replace("/", "__")
+            assert hub.count("GET", f"{slug}-details/tree") == 1
+
+
+def test_cli_gated_message_and_token_never_printed(tmp_path):
+    name, repo = v2_repo("gate/model", {NEW: {s: [1] * N_DOCS for s in SUBTASKS}}, gated=True)
+    with FakeHub({name: repo}, tokens={"hf_other"}) as hub:
+        proc = run_cli(tmp_path, hub, V2_SETTINGS, ["gate/model"], extra_env={"HF_TOKEN": SECRET})
+        assert proc.returncode == 2
+        assert "open-llm-leaderboard/gate__model-details is a gated dataset" in proc.stderr
+        assert "has no access" in proc.stderr
+        assert SECRET not in proc.stdout + proc.stderr
+        for f in tmp_path.rglob("*"):
+            if f.is_file():
+                assert SECRET.encode() not in f.read_bytes(), f
+
+
+def test_models_from_contents_dataset(tmp_path, online):
+    contents = pl.DataFrame({"fullname": ["org1/good-a", "org2/good-b", "org2/good-b"],
+                             "Available on the hub": [True, True, True], "Precision": ["bfloat16", "float16", "bfloat16"]})
+    with v2_hub(**{"open-llm-leaderboard/contents": FakeRepo({"data/train-00000-of-00001.parquet": parquet_bytes(contents),
+                                                             "README.md": b"x"})}) as hub:
+        s = lb.parse_settings({**V2_SETTINGS, "endpoint": hub.url})
+        report = lb.collect(s, None, tmp_path / "c", tmp_path / "m.jsonl", tmp_path / "o.parquet", progress=False)
+        assert report["models_done"] == 2 and report["duplicate_models"] == ["org2/good-b"]
+
+
+def test_select_files_newest_run_and_subtasks():
+    s = lb.parse_settings({"version": "v2", "task": "leaderboard_math", "subtasks": True, "metric": "exact_match"})
+    files = ["a__b/samples_leaderboard_math_algebra_hard_2024-06-26T10-00-00.1.json",
+             "a__b/samples_leaderboard_math_algebra_hard_2024-07-01T10-00-00.1.jsonl",
+             "a__b/samples_leaderboard_math_geometry_hard_2024-06-26T10-00-00.1.jsonl",
+             "a__b/samples_leaderboard_mmlu_pro_2024-07-01T10-00-00.1.jsonl", "a__b/results_2024-07-01T10-00-00.1.json"]
+    chosen = lb.select_files(files, s)
+    assert chosen == {"algebra_hard": ("2024-07-01T10-00-00.1", files[1]), "geometry_hard": ("2024-06-26T10-00-00.1", files[2])}
+    s1 = lb.parse_settings({"version": "v1", "task": "gsm8k|5", "metric": "acc"})
+    f1 = ["2023-11-05T00:29:27.161865/details_harness|gsm8k|5_2023-11-05T00-29-27.161865.parquet",
+          "2023-11-07T07:11:46.594603/details_harness|gsm8k|5_2023-11-07T07-11-46.594603.parquet",
+          "2023-11-07T07:11:46.594603/details_harness|drop|3_2023-11-07T07-11-46.594603.parquet"]
+    assert lb.select_files(f1, s1) == {"": ("2023-11-07T07-11-46.594603", f1[1])}
+    assert lb.repo_for("meta-llama/Llama-2-7b-hf", s1) == "open-llm-leaderboard-old/details_meta-llama__Llama-2-7b-hf"
+    assert lb.repo_for("Qwen/Qwen2.5-7B", s) == "open-llm-leaderboard/Qwen__Qwen2.5-7B-details"
+
+
+def test_with_retries_backoff_and_retry_after():
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    def err(status, headers=None):
+        resp = httpx2.Response(status, headers=headers or {}, request=httpx2.Request("GET", "http://127.0.0.1/x"))
+        return HfHubHTTPError(f"{status}", response=resp)
+
+    s = lb.parse_settings({"version": "v2", "task": "t", "max_retries": 3, "backoff_base": 0.5, "backoff_max": 10})
+    sleeps, calls = [], []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise err(503)
+        if len(calls) == 2:
+            raise err(429, {"Retry-After": "7"})
+        return "ok"
+
+    assert lb.with_retries(flaky, s, sleep=sleeps.append) == "ok"
+    assert sleeps == [0.5, 7.0]
+    sleeps.clear()
+    with pytest.raises(HfHubHTTPError):
+        lb.with_retries(lambda: (_ for _ in ()).throw(err(500)), s, sleep=sleeps.append)
+    assert sleeps == [0.5, 1.0, 2.0]  # gave up after max_retries
+    sleeps.clear()
+    with pytest.raises(HfHubHTTPError):
+        lb.with_retries(lambda: (_ for _ in ()).throw(err(404)), s, sleep=sleeps.append)
+    assert sleeps == []  # not retried
+    assert lb.classify(err(404), "o/r", None).kind == "not_found"
+
+
+def test_bad_settings():
+    with pytest.raises(CrossdiffError, match="version"):
+        lb.parse_settings({"task": "x"})
+    with pytest.raises(CrossdiffError, match="task"):
+        lb.parse_settings({"version": "v2"})
+    with pytest.raises(CrossdiffError, match="coverage"):
+        lb.parse_settings({"version": "v2", "task": "t", "coverage": "maybe"})

@@ -1,0 +1,344 @@
+"""lm-eval task generation per (dataset, test bin) and evaluation of one checkpoint on many bins.
+
+Task folder (``results/tasks/{dataset}/bin{t}/``), written by :func:`make_task`:
+
+* ``data.jsonl``: that bin's items rendered by :class:`~crossdiff.prompts.PromptFormat`
+  (``item_id``, ``prompt``, ``user``, ``gold`` [, ``choices``]);
+* ``task.yaml``: task ``crossdiff_{dataset}_bin{t}`` (plain-text prompt column);
+* ``task_chat.yaml``: task ``crossdiff_{dataset}_bin{t}_chat`` (user column; the evaluator applies the
+  chat template with the instruction as system message) — used when the model's tokenizer has a chat
+  template and the format's ``chat_template`` allows it;
+* ``task.json``: dataset, bin, task names, n_items, prompt format.
+
+:func:`evaluate_model` loads the model ONCE and scores all requested task folders in ONE
+``lm_eval.simple_evaluate`` call (``TaskManager(include_path=..., include_defaults=False)``),
+then writes one result JSON per test bin plus its per-sample log (``<result>.samples.jsonl``:
+item_id, correct 0/1, prediction, target). YAML copies with the data path re-resolved to the
+folder's current location are used, so moving ``results/`` does not break tasks.
+
+Evaluation settings (``--settings`` JSON; all optional):
+
+===============  =========  ==============================================================
+key              default    meaning
+===============  =========  ==============================================================
+backend          "hf"       "hf" (transformers) or "vllm" (when installed)
+batch_size       32         per-forward batch size (int or "auto" for hf)
+device           "auto"     "auto" (cuda if available), "cuda" or "cpu"
+dtype            "auto"     "auto" = float32 on CPU, bfloat16 on CUDA; or an explicit dtype
+max_length       null       model context length override
+limit            null       score only the first N items per bin (debugging only)
+model_args       {}         extra keyword arguments for the lm-eval model class
+===============  =========  ==============================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from crossdiff.cli import json_arg
+from crossdiff.errors import CrossdiffError
+from crossdiff.io import atomic_path, write_json, write_jsonl, write_text
+from crossdiff.prompts import PromptFormat
+
+DEFAULTS = {
+    "backend": "hf",
+    "batch_size": 32,
+    "device": "auto",
+    "dtype": "auto",
+    "max_length": None,
+    "limit": None,
+    "model_args": {},
+}
+
+#: number of model loads done by :func:`load_lm` in this process (tests assert one per checkpoint)
+MODEL_LOADS = 0
+
+
+def task_name(dataset: str, b: int) -> str:
+    return f"crossdiff_{re.sub(r'[^A-Za-z0-9_]', '_', dataset)}_bin{int(b)}"
+
+
+def samples_path(result_path) -> Path:
+    p = Path(result_path)
+    return p.with_name(p.name[: -len(".json")] + ".samples.jsonl" if p.name.endswith(".json") else p.name + ".samples.jsonl")
+
+
+# ---------------------------------------------------------------------------------------- tasks
+def make_task(items_path, bins_path, b: int, output, dataset: str, prompt: dict | None = None) -> dict:
+    """Write the lm-eval task folder for test bin ``b`` of ``dataset``; returns its task.json."""
+    from crossdiff.sft_data import bin_items
+
+    fmt = PromptFormat.from_config(prompt)
+    df = bin_items(items_path, bins_path, b)
+    rows = [fmt.eval_record(item) for item in df.to_dicts()]
+    name = task_name(dataset, b)
+    meta = {
+        "dataset": dataset,
+        "bin": int(b),
+        "task": name,
+        "task_chat": f"{name}_chat",
+        "n_items": len(rows),
+        "scoring": fmt.scoring,
+        "metric": fmt.primary_metric,
+        "prompt": fmt.to_config(),
+    }
+    with atomic_path(output, directory=True) as tmp:
+        tmp = Path(tmp)
+        write_jsonl(rows, tmp / "data.jsonl")
+        final_data = str((Path(output) / "data.jsonl").resolve())
+        for chat, fname, tname in ((False, "task.yaml", name), (True, "task_chat.yaml", f"{name}_chat")):
+            cfg = fmt.task_config(tname, final_data, chat=chat)
+            write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), tmp / fname)
+        write_json(meta, tmp / "task.json")
+    return meta
+
+
+def read_task(task_dir) -> dict:
+    d = Path(task_dir)
+    meta_path = d / "task.json"
+    if not meta_path.exists():
+        raise CrossdiffError(f"{d}: not a task folder (no task.json); create it with 'crossdiff make-task'")
+    import json
+
+    meta = json.loads(meta_path.read_text())
+    meta["dir"] = str(d.resolve())
+    return meta
+
+
+# ---------------------------------------------------------------------------------------- model
+def resolve_settings(settings: dict | None) -> dict:
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise CrossdiffError(f"evaluation settings: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
+    s = {**DEFAULTS, **settings}
+    if s["backend"] not in ("hf", "vllm"):
+        raise CrossdiffError(f"evaluation settings.backend: expected 'hf' or 'vllm', got {s['backend']!r}")
+    return s
+
+
+def load_lm(model_path, s: dict):
+    """Construct the lm-eval model object once (and count it)."""
+    global MODEL_LOADS
+    from crossdiff.base_model import offline_env
+
+    offline_env()
+    import torch
+
+    device = s["device"]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = s["dtype"]
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    kwargs = dict(s["model_args"])
+    if s["max_length"]:
+        kwargs["max_length"] = s["max_length"]
+    t0 = time.time()
+    if s["backend"] == "vllm":
+        try:
+            from lm_eval.models.vllm_causallms import VLLM
+        except ImportError as exc:
+            raise CrossdiffError(f"evaluation settings.backend is 'vllm' but vllm is not importable: {exc}") from None
+        lm = VLLM(pretrained=str(model_path), dtype=dtype, batch_size=s["batch_size"], **kwargs)
+    else:
+        from lm_eval.models.huggingface import HFLM
+
+        if not Path(model_path).exists() and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in str(model_path):
+            raise CrossdiffError(f"{model_path}: model directory not found")
+        lm = HFLM(pretrained=str(model_path), device=device, dtype=dtype, batch_size=s["batch_size"], **kwargs)
+    MODEL_LOADS += 1
+    print(f"loaded model {model_path} ({s['backend']}, {device}, {dtype}) in {time.time() - t0:.1f} s; "
+          f"loaded model {MODEL_LOADS} time(s) in this process")
+    return lm
+
+
+def _prepared_include_dir(tasks: list[dict], tmp: Path) -> None:
+    """Copies of the task YAMLs whose data path points at each folder's current data.jsonl."""
+    for meta in tasks:
+        data = str(Path(meta["dir"]) / "data.jsonl")
+        if not Path(data).exists():
+            raise CrossdiffError(f"{meta['dir']}: data.jsonl missing; recreate the task folder")
+        for fname in ("task.yaml", "task_chat.yaml"):
+            src = Path(meta["dir"]) / fname
+            if not src.exists():
+                raise CrossdiffError(f"{src}: task YAML missing; recreate the task folder")
+            cfg = yaml.safe_load(src.read_text())
+            cfg["dataset_kwargs"] = {"data_files": {"test": data}}
+            (tmp / f"{cfg['task']}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+
+
+def _prediction(sample: dict, scoring: str):
+    if scoring == "multiple_choice":
+        scores = [r[0] if isinstance(r, (list, tuple)) else r for r in sample.get("filtered_resps", [])]
+        scores = [s[0] if isinstance(s, (list, tuple)) else s for s in scores]
+        return int(max(range(len(scores)), key=lambda i: float(scores[i]))) if scores else None
+    resp = sample.get("filtered_resps")
+    while isinstance(resp, (list, tuple)) and resp:
+        resp = resp[0]
+    return resp
+
+
+def _raw(sample: dict):
+    resp = sample.get("resps")
+    while isinstance(resp, (list, tuple)) and resp:
+        resp = resp[0]
+    return resp if isinstance(resp, str) else None
+
+
+def evaluate_model(
+    model_path,
+    task_dirs: list,
+    outputs: list,
+    settings: dict | None = None,
+    model_name: str | None = None,
+    train_bin: str | int = "zero-shot",
+    lm=None,
+) -> list[dict]:
+    """Score ``model_path`` on every task folder with ONE model load and ONE lm-eval call.
+
+    ``outputs[i]`` receives the result JSON of ``task_dirs[i]``; its per-sample log goes beside it.
+    Pass ``lm`` to reuse an already constructed lm-eval model.
+    """
+    if len(task_dirs) != len(outputs):
+        raise CrossdiffError(f"got {len(task_dirs)} task folder(s) but {len(outputs)} output path(s); they pair up")
+    if not task_dirs:
+        raise CrossdiffError("no task folders to evaluate")
+    s = resolve_settings(settings)
+    tasks = [read_task(d) for d in task_dirs]
+    formats = {m["task"]: PromptFormat.from_config(m["prompt"], where=f"{m['dir']}/task.json:prompt") for m in tasks}
+    instructions = {f.instruction.strip() for f in formats.values()}
+    if lm is None:
+        lm = load_lm(model_path, s)
+    tokenizer = getattr(lm, "tokenizer", None)
+    chat_flags = {name: fmt.use_chat(tokenizer) for name, fmt in formats.items()}
+    chat = any(chat_flags.values())
+    if chat and (len(set(chat_flags.values())) > 1 or len(instructions) > 1):
+        raise CrossdiffError("tasks evaluated together must agree on chat_template and instruction; evaluate them separately")
+    names = [m["task_chat"] if chat else m["task"] for m in tasks]
+
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="crossdiff-tasks-") as tmp:
+        _prepared_include_dir(tasks, Path(tmp))
+        manager = TaskManager(include_path=tmp, include_defaults=False)
+        results = simple_evaluate(
+            model=lm,
+            tasks=names,
+            task_manager=manager,
+            num_fewshot=0,
+            log_samples=True,
+            bootstrap_iters=0,
+            apply_chat_template=chat,
+            system_instruction=(instructions.pop() or None) if chat else None,
+            limit=s["limit"],
+        )
+    wall = time.time() - t0
+    if results is None:
+        raise CrossdiffError("lm-eval returned no results (non-zero rank?)")
+
+    written = []
+    for meta, name, out in zip(tasks, names, outputs):
+        fmt = formats[meta["task"]]
+        metric = fmt.primary_metric
+        key = f"{metric},{fmt.filter_name}"
+        task_res = results["results"].get(name, {})
+        if key not in task_res:
+            raise CrossdiffError(f"lm-eval results for {name} lack {key!r}; got {sorted(task_res)}")
+        rows = []
+        for sample in sorted(results["samples"][name], key=lambda x: x["doc_id"]):
+            correct = sample.get(metric)
+            rows.append({
+                "item_id": sample["doc"]["item_id"],
+                "correct": int(round(float(correct))),
+                "prediction": _prediction(sample, fmt.scoring),
+                "target": sample["doc"]["gold"],
+                "raw": _raw(sample) if fmt.scoring == "generation" else None,
+            })
+        n = len(rows)
+        value = float(task_res[key])
+        mean = sum(r["correct"] for r in rows) / n if n else math.nan
+        stderr = math.sqrt(mean * (1 - mean) / (n - 1)) if n > 1 else None
+        extra = {k.split(",")[0]: v for k, v in task_res.items() if "," in k and "stderr" not in k and k != key}
+        record = {
+            "model": model_name or str(model_path),
+            "model_path": str(model_path),
+            "dataset": meta["dataset"],
+            "train_bin": str(train_bin),
+            "test_bin": int(meta["bin"]),
+            "task": name,
+            "metric": metric,
+            "value": value,
+            "stderr": stderr,
+            "n_items": n,
+            "other_metrics": extra,
+            "chat_template": chat,
+            "backend": s["backend"],
+            "eval_seconds_all_bins": wall,
+            "samples": samples_path(out).name,
+        }
+        write_jsonl(rows, samples_path(out))  # samples first: a result JSON implies its samples exist
+        write_json(record, out)
+        written.append(record)
+    print(f"evaluated {model_path} on {len(names)} bin(s) in {wall:.1f} s: "
+          + ", ".join(f"bin{r['test_bin']}={r['value']:.3f}" for r in written))
+    return written
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def add_task_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--items", required=True, help="item table (parquet)")
+    p.add_argument("--bins", required=True, help="bins table (parquet: item_id, difficulty, bin)")
+    p.add_argument("--bin", type=int, required=True, help="test bin")
+    p.add_argument("--dataset", required=True, help="dataset name (used in the task name)")
+    p.add_argument("--output", required=True, help="task folder to create")
+    p.add_argument("--prompt", type=json_arg, default={}, help="JSON object: the dataset's prompt format")
+
+
+def run_task(args: argparse.Namespace) -> None:
+    meta = make_task(args.items, args.bins, args.bin, args.output, args.dataset, args.prompt)
+    print(f"wrote task {meta['task']} ({meta['n_items']} items) to {args.output}")
+
+
+def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model directory (fine-tuned checkpoint or base model) or HF id")
+    p.add_argument("--tasks", nargs="+", required=True, help="task folders (from make-task), one per test bin")
+    p.add_argument("--outputs", nargs="+", required=True, help="result JSON per task folder, same order")
+    p.add_argument("--model-name", help="model name recorded in the results (default: --model)")
+    p.add_argument("--train-bin", default="zero-shot", help="'zero-shot' or the training bin number")
+    p.add_argument("--settings", type=json_arg, default={}, help="JSON object of evaluation settings (see module doc)")
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    evaluate_model(args.model, args.tasks, args.outputs, args.settings, args.model_name, args.train_bin)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Two subcommands share this module: ``crossdiff make-task`` and ``crossdiff evaluate``.
+
+    The CLI names the parser ``crossdiff <command>``; a parser whose prog ends in ``make-task`` gets
+    the task-generation arguments, any other the evaluation arguments.
+    """
+    if p.prog.split()[-1] == "make-task":
+        add_task_arguments(p)
+        p.set_defaults(_crossdiff_stage="make-task")
+    else:
+        add_evaluate_arguments(p)
+        p.set_defaults(_crossdiff_stage="evaluate")
+
+
+def run(args: argparse.Namespace) -> None:
+    if getattr(args, "_crossdiff_stage", "evaluate") == "make-task":
+        run_task(args)
+    else:
+        run_evaluate(args)

@@ -1,0 +1,156 @@
+"""Figures of the central result, from the tidy table written by ``aggregate``.
+
+Per model x dataset:
+* ``{model}__{dataset}__accuracy.png``: train bin (rows, plus a zero-shot row on top) x test bin;
+* ``{model}__{dataset}__gain.png``: gain over zero-shot, diverging palette centred on 0, diagonal
+  masked, ``*`` on cells whose paired bootstrap interval excludes 0;
+Per dataset (all models):
+* ``{dataset}__gain_vs_gap.png``: mean gain by signed bin gap (train - test), one line per model;
+* ``{dataset}__zero_shot.png``: zero-shot accuracy per test bin, one line per model.
+All PNGs are written atomically; the function returns the list of written paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from crossdiff.errors import CrossdiffError
+from crossdiff.io import atomic_path, read_table, require_columns, write_json
+
+REQUIRED = ["model", "dataset", "train_bin", "test_bin", "value", "gain", "significant"]
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "x"
+
+
+def _save(fig, path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+
+
+def _matrix(df: pl.DataFrame, column: str, rows: list[str], cols: list[int]) -> np.ndarray:
+    m = np.full((len(rows), len(cols)), np.nan)
+    lookup = {(r["train_bin"], r["test_bin"]): r[column] for r in df.iter_rows(named=True)}
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            v = lookup.get((r, c))
+            if v is not None:
+                m[i, j] = float(v)
+    return m
+
+
+def plot_all(table, outdir, dataset: str | None = None) -> list[str]:
+    """Write the figures; with ``dataset``, only that dataset's, laid out as the workflow declares them:
+    ``outdir/{model}/accuracy.png``, ``outdir/{model}/gain.png``, ``outdir/gain_vs_gap.png``,
+    ``outdir/zero_shot.png``. Without it, every dataset's with flat ``{model}__{dataset}__*.png`` names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    df = read_table(table, "results table") if not isinstance(table, pl.DataFrame) else table
+    require_columns(df, REQUIRED, table if not isinstance(table, pl.DataFrame) else "results table", "results table")
+    outdir = Path(outdir)
+    if dataset is not None:
+        df = df.filter(pl.col("dataset") == dataset)
+        if df.height == 0:
+            raise CrossdiffError(f"{table}: no rows for dataset {dataset!r}")
+
+    def path(kind: str, model: str | None, ds: str) -> Path:
+        if dataset is not None:
+            return outdir / _safe(model) / f"{kind}.png" if model else outdir / f"{kind}.png"
+        return outdir / (f"{_safe(model)}__{_safe(ds)}__{kind}.png" if model else f"{_safe(ds)}__{kind}.png")
+
+    written: list[str] = []
+    for (model, dataset_), sub in df.group_by(["model", "dataset"], maintain_order=True):
+        test_bins = sorted(sub["test_bin"].unique().to_list())
+        train = sorted({int(t) for t in sub["train_bin"].to_list() if t != "zero-shot"})
+        rows = (["zero-shot"] if "zero-shot" in sub["train_bin"].to_list() else []) + [str(t) for t in train]
+        acc = _matrix(sub, "value", rows, test_bins)
+        fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(test_bins), 1.0 + 0.55 * len(rows)))
+        sns.heatmap(acc, ax=ax, annot=True, fmt=".2f", cmap="viridis", vmin=0, vmax=max(1e-9, np.nanmax(acc)) if np.isfinite(acc).any() else 1,
+                    xticklabels=test_bins, yticklabels=rows, cbar_kws={"label": "accuracy"}, annot_kws={"size": 7})
+        ax.set_xlabel("test bin (0 = easiest)")
+        ax.set_ylabel("train bin")
+        ax.set_title(f"{model} / {dataset_}: accuracy")
+        p = path("accuracy", model, dataset_)
+        _save(fig, p)
+        plt.close(fig)
+        written.append(str(p))
+
+        ft = sub.filter(pl.col("train_bin") != "zero-shot")
+        if ft.height:
+            trows = [str(t) for t in train]
+            gain = _matrix(ft, "gain", trows, test_bins)
+            sig = _matrix(ft.with_columns(pl.col("significant").cast(pl.Float64)), "significant", trows, test_bins)
+            mask = np.array([[int(r) == c for c in test_bins] for r in trows])
+            annot = np.array([[("" if np.isnan(gain[i, j]) else f"{gain[i, j]:+.2f}") + ("*" if sig[i, j] == 1 else "")
+                               for j in range(len(test_bins))] for i in range(len(trows))], dtype=object)
+            lim = np.nanmax(np.abs(np.where(mask, np.nan, gain))) if np.isfinite(np.where(mask, np.nan, gain)).any() else 1.0
+            lim = max(lim, 1e-6)
+            fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(test_bins), 1.0 + 0.55 * len(trows)))
+            sns.heatmap(gain, mask=mask, ax=ax, annot=annot, fmt="", cmap="RdBu", center=0, vmin=-lim, vmax=lim,
+                        xticklabels=test_bins, yticklabels=trows, cbar_kws={"label": "gain over zero-shot"},
+                        annot_kws={"size": 7}, linewidths=0.3, linecolor="white")
+            ax.set_xlabel("test bin (0 = easiest)")
+            ax.set_ylabel("train bin")
+            ax.set_title(f"{model} / {dataset_}: gain over zero-shot (* = 95% CI excludes 0; diagonal masked)")
+            p = path("gain", model, dataset_)
+            _save(fig, p)
+            plt.close(fig)
+            written.append(str(p))
+
+    for (dataset_,), sub in df.group_by(["dataset"], maintain_order=True):
+        ft = sub.filter(pl.col("train_bin") != "zero-shot").with_columns(
+            (pl.col("train_bin").cast(pl.Int64, strict=False) - pl.col("test_bin")).alias("gap")
+        )
+        if ft.height:
+            mean = ft.group_by(["model", "gap"]).agg(pl.col("gain").mean()).sort(["model", "gap"])
+            fig, ax = plt.subplots(figsize=(6, 4))
+            sns.lineplot(data=mean.to_pandas(), x="gap", y="gain", hue="model", marker="o", ax=ax)
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.axvline(0, color="grey", lw=0.8, ls=":")
+            ax.set_xlabel("bin gap (train bin - test bin)")
+            ax.set_ylabel("mean gain over zero-shot")
+            ax.set_title(f"{dataset_}: gain vs difficulty gap")
+            p = path("gain_vs_gap", None, dataset_)
+            _save(fig, p)
+            plt.close(fig)
+            written.append(str(p))
+        zs = sub.filter(pl.col("train_bin") == "zero-shot").sort(["model", "test_bin"])
+        if zs.height:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            sns.lineplot(data=zs.select(["model", "test_bin", "value"]).to_pandas(), x="test_bin", y="value",
+                         hue="model", marker="o", ax=ax)
+            ax.set_xlabel("test bin (0 = easiest)")
+            ax.set_ylabel("zero-shot accuracy")
+            ax.set_ylim(bottom=0)
+            ax.set_title(f"{dataset_}: zero-shot accuracy per bin")
+            p = path("zero_shot", None, dataset_)
+            _save(fig, p)
+            plt.close(fig)
+            written.append(str(p))
+    if not written:
+        raise CrossdiffError(f"{table}: no rows to plot")
+    return written
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--table", required=True, help="tidy results table (parquet, from aggregate)")
+    p.add_argument("--outdir", required=True, help="folder for the PNGs")
+    p.add_argument("--dataset", help="only this dataset, in the workflow's layout (outdir/{model}/accuracy.png, ...)")
+    p.add_argument("--manifest", help="JSON listing the written PNGs (a stable Snakemake output)")
+
+
+def run(args: argparse.Namespace) -> None:
+    paths = plot_all(args.table, args.outdir, args.dataset)
+    if args.manifest:
+        write_json({"figures": paths}, args.manifest)
+    print(f"wrote {len(paths)} figure(s) to {args.outdir}")

@@ -1,0 +1,704 @@
+"""Collect a benchmark's response matrix from the Open LLM Leaderboard's per-model "details" datasets.
+
+The leaderboard published every evaluated model's per-sample outputs as a dataset repo on the
+Hugging Face Hub. Two generations, two layouts (verified from the dataset cards and from code that
+reads them; references below):
+
+**v1** (archived June 2024; ARC-Challenge 25-shot, GSM8K 5-shot, HellaSwag, MMLU, ...). The repos
+moved to the ``open-llm-leaderboard-old`` namespace when v2 took the original one:
+``open-llm-leaderboard-old/details_{org}__{model}`` (e.g. ``details_meta-llama__Llama-2-7b-hf``).
+One parquet file per task and run, ``{run}/details_harness|{task}|{shots}_{run}.parquet``, e.g.
+``2023-09-18T03-05-58.053951/details_harness|gsm8k|5_2023-09-18T03-05-58.053951.parquet``; the
+run timestamp is written with ``:`` in older repos (``2023-08-19T16:35:46.942696``) and with
+``-`` later, sometimes both (directory vs file name). Dataset configs are named
+``harness_arc_challenge_25`` / ``harness_gsm8k_5``. Not gated. Columns: early files (July 2023)
+carry flat metric columns (``example, query, choices, gold, acc, acc_norm, predictions,
+truncated, num_asked_few_shots, num_effective_few_shots, input_tokens, cont_tokens``); later
+files carry a ``metrics`` struct (``metrics.acc``; GSM8K: ``example, full_prompt, predictions,
+metrics, gold, input_tokens, cont_tokens``). There is **no doc_id column**: rows come in the
+leaderboard's own (shuffled w.r.t. the HF split) example order, identical across models, so the
+row position is the item id (``item_key: row``, default); ``example`` holds a native id (early
+ARC files) or the rendered question (later files) and can be used instead (``item_key: example``).
+
+**v2** (June 2024 - 2025; MMLU-Pro, BBH, MATH lvl 5, MuSR, GPQA, IFEval), lm-evaluation-harness
+``--log_samples`` output: ``open-llm-leaderboard/{org}__{model}-details``, files
+``{org}__{model}/samples_{task}_{run}.jsonl`` (``.json`` in mid-2024 runs, still JSON lines) and
+``{org}__{model}/results_{run}.json``; ``run`` like ``2025-01-27T10-10-36.877664``. One file per
+subtask: ``leaderboard_bbh_boolean_expressions`` ... (24 BBH), ``leaderboard_math_algebra_hard``
+... (7 MATH subjects), ``leaderboard_musr_{murder_mysteries,object_placements,team_allocation}``,
+``leaderboard_mmlu_pro`` (single). Each line is an lm-eval sample: ``doc_id`` (position within
+the subtask's split), ``doc``, ``target``, ``arguments``, ``resps``, ``filtered_resps``,
+``filter``, ``metrics`` (list of metric names), ``doc_hash``/``prompt_hash``/``target_hash``
+and one field per metric: ``acc_norm`` (BBH, MuSR, GPQA), ``acc`` (MMLU-Pro), ``exact_match``
+(MATH). These repos are **gated** ("auto" approval): a token (``HF_TOKEN``) of an account that
+accepted the terms on each repo's page is needed.
+
+The list of models comes from a file (``--models-list``: one ``org/model`` per line, or a
+CSV/parquet with a ``fullname``/``model_id`` column), from ``settings.models``, or from the
+leaderboard's contents dataset ``open-llm-leaderboard/contents`` (``data/train-*.parquet``,
+column ``fullname``; also ``Available on the hub``, ``Flagged``, ``Merged``...).
+
+References: dataset cards of ``open-llm-leaderboard/EleutherAI__pythia-1b-details`` (configs and
+``samples_leaderboard_*_2025-01-27T10-10-36.877664.jsonl`` paths) and
+``open-llm-leaderboard-old/details_meta-llama__Llama-2-7b-hf`` (``harness_gsm8k_5`` split paths),
+and public scripts reading ``open-llm-leaderboard-old/details_Corianas__Quokka_2.7b`` /
+``details_meta-llama__Meta-Llama-3-8B`` parquet files and ``open-llm-leaderboard/{fullname
+with / -> __}-details`` trees (found with the project's code search, 2026).
+
+What the collector does, per model, in a thread pool (``concurrency``): list the repo's files
+(``HfApi.list_repo_files``), pick the task's files (several runs of one model: the newest run
+timestamp wins, per subtask), download each (``hf_hub_download`` into ``cache_dir/<model slug>/``,
+skipped when already there), extract per-item correctness with the configured metric and
+threshold, and cache the extracted table. Every finished model (done or failed, with its error)
+is appended to the manifest (JSONL, one fsync'ed line per model), so a killed run resumes where it
+stopped: models already done are not contacted again. 429 and 5xx answers (and connection errors)
+are retried with exponential backoff (``Retry-After`` honoured); a model that keeps failing is
+recorded as failed and skipped. ``HF_ENDPOINT`` and ``HF_TOKEN`` are read at run time; the token
+is never written anywhere (error texts are scrubbed of it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from crossdiff.cli import json_arg
+from crossdiff.errors import CrossdiffError
+from crossdiff.io import read_table, write_json, write_parquet
+from crossdiff.slugs import slugify
+
+SCHEMA = {"model_id": pl.Utf8, "item_id": pl.Utf8, "correct": pl.Int8}
+
+DEFAULTS = {
+    "v1": {"repo_template": "open-llm-leaderboard-old/details_{org}__{name}", "metric": "acc_norm", "item_key": "row"},
+    "v2": {"repo_template": "open-llm-leaderboard/{org}__{name}-details", "metric": "acc_norm", "item_key": "doc_id"},
+}
+CONTENTS_REPO = "open-llm-leaderboard/contents"
+
+# run timestamps as the leaderboard writes them: 2023-08-19T16:35:46.942696 or 2024-06-26T10-00-00.123
+_TS = r"\d{4}-\d{2}-\d{2}T\d{2}[-:_]\d{2}[-:_]\d{2}(?:\.\d+)?"
+_V2_FILE = re.compile(rf"^samples_(?P<task>.+)_(?P<ts>{_TS})\.jsonl?$")
+_V1_FILE = re.compile(rf"^details_(?P<task>.+)_(?P<ts>{_TS})\.parquet$")
+
+_RETRY_STATUS = (429, 500, 502, 503, 504)
+
+# test hook: called in the main thread after each model is recorded (e.g. to simulate a kill)
+_after_model_hook = None
+
+
+# ---------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class Settings:
+    version: str
+    task: str
+    subtasks: bool
+    metric: str
+    threshold: float
+    filter: str | None
+    item_key: str
+    repo_template: str
+    revision: str
+    concurrency: int
+    max_retries: int
+    backoff_base: float
+    backoff_max: float
+    coverage: str
+    retry_failed: bool
+    max_models: int
+    contents_repo: str
+    contents_column: str
+    endpoint: str | None
+
+    def extraction_key(self) -> str:
+        """Hash of what determines the extracted table (not how it was downloaded)."""
+        key = json.dumps([self.version, self.task, self.subtasks, self.metric, self.threshold, self.filter,
+                          self.item_key, self.repo_template, self.revision])
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def parse_settings(raw: dict) -> Settings:
+    raw = dict(raw or {})
+    raw.pop("source", None)
+    version = str(raw.get("version", "")).lower()
+    if version not in DEFAULTS:
+        raise CrossdiffError(f"responses.version: {raw.get('version')!r}; expected 'v1' (open-llm-leaderboard-old "
+                             f"details parquet) or 'v2' (open-llm-leaderboard lm-eval samples)")
+    task = raw.get("task")
+    if not task or not isinstance(task, str):
+        raise CrossdiffError("responses.task: required, e.g. 'leaderboard_bbh' (v2, with subtasks: true), "
+                             "'leaderboard_mmlu_pro' (v2), 'arc:challenge|25' or 'gsm8k|5' (v1)")
+    if version == "v1" and not task.startswith("harness|"):
+        task = f"harness|{task}"
+    d = DEFAULTS[version]
+    coverage = raw.get("coverage", "drop")
+    if coverage not in ("drop", "keep"):
+        raise CrossdiffError(f"responses.coverage: {coverage!r}; expected 'drop' or 'keep'")
+    try:
+        s = Settings(
+            version=version, task=task, subtasks=bool(raw.get("subtasks", False)),
+            metric=str(raw.get("metric", d["metric"])), threshold=float(raw.get("threshold", 0.5)),
+            filter=raw.get("filter"), item_key=str(raw.get("item_key", d["item_key"])),
+            repo_template=str(raw.get("repo_template", d["repo_template"])), revision=str(raw.get("revision", "main")),
+            concurrency=max(1, int(raw.get("concurrency", 8))), max_retries=max(0, int(raw.get("max_retries", 5))),
+            backoff_base=float(raw.get("backoff_base", 1.0)), backoff_max=float(raw.get("backoff_max", 60.0)),
+            coverage=coverage, retry_failed=bool(raw.get("retry_failed", True)),
+            max_models=int(raw.get("max_models", 0)), contents_repo=str(raw.get("contents_repo", CONTENTS_REPO)),
+            contents_column=str(raw.get("contents_column", "fullname")),
+            endpoint=raw.get("endpoint") or os.environ.get("HF_ENDPOINT") or None,
+        )
+    except (TypeError, ValueError) as exc:
+        raise CrossdiffError(f"responses (leaderboard): bad setting: {exc}") from None
+    if "{org}" not in s.repo_template and "{slug}" not in s.repo_template:
+        raise CrossdiffError(f"responses.repo_template {s.repo_template!r} must contain {{org}}/{{name}} or {{slug}}")
+    return s
+
+
+def repo_for(model_id: str, s: Settings) -> str:
+    org, _, name = model_id.partition("/")
+    if not name:
+        raise CrossdiffError(f"model id {model_id!r}: expected 'org/model' as on the Hub")
+    return s.repo_template.format(org=org, name=name, slug=model_id.replace("/", "__"))
+
+
+# ---------------------------------------------------------------------------------- file choice
+def _norm_ts(ts: str) -> str:
+    return re.sub(r"[-:_]", "-", ts)
+
+
+def parse_file_name(path: str, version: str) -> tuple[str, str] | None:
+    """(task, run timestamp) of a samples/details file, or None for other files."""
+    m = (_V2_FILE if version == "v2" else _V1_FILE).match(path.rsplit("/", 1)[-1])
+    return (m.group("task"), _norm_ts(m.group("ts"))) if m else None
+
+
+def select_files(files: list[str], s: Settings) -> dict[str, tuple[str, str]]:
+    """subtask label ('' when single) -> (run timestamp, path): the newest run of each (sub)task."""
+    chosen: dict[str, tuple[str, str]] = {}
+    for f in files:
+        parsed = parse_file_name(f, s.version)
+        if not parsed:
+            continue
+        task, ts = parsed
+        if task == s.task:
+            label = ""
+        elif s.subtasks and task.startswith(s.task) and task[len(s.task)] in "_-|:":
+            label = task[len(s.task) + 1:]
+        else:
+            continue
+        if label not in chosen or (ts, f) > chosen[label]:
+            chosen[label] = (ts, f)
+    return chosen
+
+
+def available_tasks(files: list[str], version: str) -> list[str]:
+    return sorted({p[0] for f in files if (p := parse_file_name(f, version))})
+
+
+# ---------------------------------------------------------------------------------- extraction
+def _item(label: str, key) -> str:
+    return f"{label}/{key}" if label else str(key)
+
+
+def _correct(value, metric: str, threshold: float, where: str) -> int:
+    if isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, (list, tuple)) and len(value) == 1:  # lm-eval sometimes keeps [score]
+        value = value[0]
+    if not isinstance(value, (int, float)):
+        raise CrossdiffError(f"{where}: {metric} = {value!r}; expected a number")
+    return int(float(value) >= threshold)
+
+
+def extract_v2(path: Path, label: str, s: Settings) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    filters: set = set()
+    with open(path) as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CrossdiffError(f"{path}: line {n}: not valid JSON ({exc.msg})") from None
+            flt = rec.get("filter")
+            filters.add(flt)
+            if s.filter is not None and flt != s.filter:
+                continue
+            key = rec
+            for part in s.item_key.split("."):
+                key = key.get(part) if isinstance(key, dict) else None
+            if key is None:
+                raise CrossdiffError(f"{path}: line {n}: no {s.item_key!r} field (responses.item_key)")
+            if s.metric not in rec:
+                avail = [m for m in rec.get("metrics", []) if m in rec]
+                raise CrossdiffError(f"{path}: line {n}: metric {s.metric!r} not in sample; available: {', '.join(avail) or 'none'}")
+            out.append((_item(label, key), _correct(rec[s.metric], s.metric, s.threshold, f"{path}: line {n}")))
+    if s.filter is None and len(filters - {None}) > 1:
+        raise CrossdiffError(f"{path}: samples carry several lm-eval filters ({', '.join(sorted(map(str, filters - {None})))}); "
+                             f"name one with responses.filter")
+    return out
+
+
+def extract_v1(path: Path, label: str, s: Settings) -> list[tuple[str, int]]:
+    try:
+        df = pl.read_parquet(path)
+    except Exception as exc:
+        raise CrossdiffError(f"{path}: cannot read details parquet: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if s.metric in df.columns:
+        values = df[s.metric].to_list()
+    elif "metrics" in df.columns and df["metrics"].dtype == pl.Struct and s.metric in [f.name for f in df["metrics"].dtype.fields]:
+        values = df["metrics"].struct.field(s.metric).to_list()
+    else:
+        avail = [c for c in ("acc", "acc_norm", "em", "qem", "f1", "mc1", "mc2") if c in df.columns]
+        if "metrics" in df.columns and df["metrics"].dtype == pl.Struct:
+            avail += [f"metrics.{f.name}" for f in df["metrics"].dtype.fields]
+        raise CrossdiffError(f"{path}: metric {s.metric!r} not found; available: {', '.join(avail) or 'none'} "
+                             f"(columns: {', '.join(df.columns)})")
+    if s.item_key == "row":
+        keys = list(range(df.height))
+    elif s.item_key in df.columns:
+        keys = df[s.item_key].cast(pl.Utf8).to_list()
+    else:
+        raise CrossdiffError(f"{path}: item_key {s.item_key!r} is not a column; use 'row' (row position) or one of "
+                             f"{', '.join(df.columns)}")
+    out = []
+    for i, (k, v) in enumerate(zip(keys, values)):
+        if v is None:
+            continue
+        out.append((_item(label, k), _correct(v, s.metric, s.threshold, f"{path}: row {i}")))
+    return out
+
+
+# ---------------------------------------------------------------------------------- errors, retries
+def _status(exc: BaseException) -> tuple[int | None, object]:
+    """HTTP status and response of the first HTTP error in ``exc``'s cause/context chain."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        resp = getattr(exc, "response", None)
+        code = getattr(resp, "status_code", None)
+        if isinstance(code, int):
+            return code, resp
+        exc = exc.__cause__ or exc.__context__
+    return None, None
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        name = type(exc).__name__
+        if name in ("ConnectError", "ConnectTimeout", "ReadTimeout", "TimeoutException", "RemoteProtocolError",
+                    "ReadError", "NetworkError", "WriteError", "PoolTimeout") or isinstance(exc, (ConnectionError, TimeoutError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class ModelFailed(Exception):
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _scrub(text: str, token: str | None) -> str:
+    if token:
+        text = text.replace(token, "***")
+    return re.sub(r"(?i)(bearer\s+)[A-Za-z0-9_\-.]+", r"\1***", text)
+
+
+def classify(exc: BaseException, repo: str, token: str | None) -> ModelFailed:
+    """A permanent failure with a message a user can act on."""
+    if isinstance(exc, (ModelFailed,)):
+        return exc
+    if isinstance(exc, CrossdiffError):
+        return ModelFailed("bad_file", str(exc))
+    code, _ = _status(exc)
+    kind_name = type(exc).__name__
+    gated = any(type(e).__name__ == "GatedRepoError" for e in _chain(exc))
+    url = f"https://huggingface.co/datasets/{repo}"
+    if gated or code in (401, 403):
+        if not token:
+            return ModelFailed("gated", f"{repo} is a gated dataset and HF_TOKEN is not set: accept its terms at {url} "
+                                        f"and export HF_TOKEN=<a read token of that account>")
+        return ModelFailed("gated", f"{repo} is a gated dataset and the token in HF_TOKEN has no access to it "
+                                    f"(HTTP {code}): accept its terms at {url} with the token's account")
+    if code == 404 or kind_name in ("RepositoryNotFoundError", "EntryNotFoundError", "RemoteEntryNotFoundError"):
+        what = "file" if "Entry" in kind_name else "dataset repo"
+        return ModelFailed("not_found", f"{what} not found: {repo} (HTTP 404; the model was not evaluated by this "
+                                        f"leaderboard version, or its name differs)")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if code is not None:
+        return ModelFailed("http", f"{repo}: HTTP {code} after retries: {_scrub(first, token)}")
+    if _is_connection_error(exc):
+        return ModelFailed("network", f"{repo}: cannot reach the Hub ({kind_name}: {_scrub(first, token)})")
+    return ModelFailed("error", f"{repo}: {kind_name}: {_scrub(first, token)}")
+
+
+def _chain(exc):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def with_retries(fn, s: Settings, sleep=time.sleep):
+    """Call ``fn()``; retry on 429/5xx/connection errors with exponential backoff (Retry-After wins)."""
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - classified below
+            code, resp = _status(exc)
+            transient = code in _RETRY_STATUS or (code is None and _is_connection_error(exc))
+            if not transient or attempt >= s.max_retries:
+                raise
+            wait_s = min(s.backoff_max, s.backoff_base * (2 ** attempt))
+            retry_after = getattr(resp, "headers", {}).get("Retry-After") if resp is not None else None
+            if retry_after:
+                with contextlib.suppress(ValueError):
+                    wait_s = min(s.backoff_max, max(wait_s, float(retry_after)))
+            attempt += 1
+            sleep(wait_s)
+
+
+# ---------------------------------------------------------------------------------- manifest
+class Manifest:
+    """Append-only JSONL of per-model outcomes; the last line per model wins; a torn last line is ignored."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.Lock()
+
+    def read(self) -> dict[str, dict]:
+        last: dict[str, dict] = {}
+        if not self.path.exists():
+            return last
+        with open(self.path) as fh:
+            for line in fh:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a kill
+                if isinstance(rec, dict) and "model_id" in rec:
+                    last[rec["model_id"]] = rec
+        return last
+
+    def append(self, rec: dict) -> None:
+        line = json.dumps(rec, sort_keys=True) + "\n"
+        with self.lock:
+            # a previous run killed mid-line left no newline: start on a fresh line
+            prefix = ""
+            if self.path.exists() and self.path.stat().st_size:
+                with open(self.path, "rb") as fh:
+                    fh.seek(-1, os.SEEK_END)
+                    prefix = "" if fh.read(1) == b"\n" else "\n"
+            with open(self.path, "a") as fh:
+                fh.write(prefix + line)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------------- models
+def read_models_list(path) -> list[str]:
+    p = Path(path)
+    if not p.exists():
+        raise CrossdiffError(f"{p}: models list not found")
+    if p.suffix in (".txt", ".lst", ""):
+        return [ln.strip() for ln in p.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    df = read_table(p, "models list")
+    for col in ("model_id", "fullname", "model"):
+        if col in df.columns:
+            return [str(x).strip() for x in df[col].drop_nulls().to_list() if str(x).strip()]
+    raise CrossdiffError(f"{p}: models list needs a 'model_id' or 'fullname' column; found {', '.join(df.columns)}")
+
+
+def models_from_contents(s: Settings, api, token, cache_dir: Path) -> list[str]:
+    from huggingface_hub import hf_hub_download
+
+    files = with_retries(lambda: api.list_repo_files(s.contents_repo, repo_type="dataset", revision=s.revision), s)
+    parquets = sorted(f for f in files if fnmatch.fnmatch(f, "data/*.parquet"))
+    if not parquets:
+        raise CrossdiffError(f"{s.contents_repo}: no data/*.parquet file; pass --models-list instead")
+    frames = []
+    for f in parquets:
+        local = with_retries(lambda f=f: hf_hub_download(s.contents_repo, f, repo_type="dataset", revision=s.revision,
+                                                         local_dir=cache_dir / "_contents", token=token,
+                                                         endpoint=s.endpoint), s)
+        frames.append(pl.read_parquet(local))
+    df = pl.concat(frames, how="diagonal_relaxed")
+    if s.contents_column not in df.columns:
+        raise CrossdiffError(f"{s.contents_repo}: no column {s.contents_column!r} (responses.contents_column); "
+                             f"found {', '.join(df.columns[:20])}")
+    return [str(x) for x in df[s.contents_column].drop_nulls().to_list()]
+
+
+def dedupe_models(models: list[str]) -> tuple[list[str], list[str]]:
+    seen, out, dups = set(), [], []
+    for m in models:
+        m = m.strip()
+        if m in seen:
+            dups.append(m)
+        else:
+            seen.add(m)
+            out.append(m)
+    return out, dups
+
+
+# ---------------------------------------------------------------------------------- one model
+def collect_model(model_id: str, s: Settings, api, token, cache_dir: Path) -> dict:
+    """Download and extract one model; return its manifest record (raises ModelFailed)."""
+    from huggingface_hub import hf_hub_download
+
+    repo = repo_for(model_id, s)
+    mdir = cache_dir / slugify(model_id)
+    parsed_path = mdir / f"responses-{s.extraction_key()}.parquet"
+    try:
+        files = with_retries(lambda: api.list_repo_files(repo, repo_type="dataset", revision=s.revision), s)
+        chosen = select_files(files, s)
+        if not chosen:
+            tasks = available_tasks(files, s.version)
+            raise ModelFailed("no_task_files", f"{repo}: no {s.version} files for task {s.task!r}"
+                                               f"{' (or its subtasks)' if s.subtasks else ''}; tasks in repo: "
+                                               f"{', '.join(tasks[:12]) or 'none'}{' ...' if len(tasks) > 12 else ''}")
+        rows: list[tuple[str, int]] = []
+        downloaded = cached = 0
+        for label, (ts, f) in sorted(chosen.items()):
+            local = mdir / f
+            if local.is_file():
+                cached += 1
+            else:
+                local = Path(with_retries(lambda f=f: hf_hub_download(repo, f, repo_type="dataset", revision=s.revision,
+                                                                       local_dir=mdir, token=token, endpoint=s.endpoint), s))
+                downloaded += 1
+            rows += (extract_v2 if s.version == "v2" else extract_v1)(local, label, s)
+    except Exception as exc:  # noqa: BLE001
+        raise classify(exc, repo, token) from None
+    if not rows:
+        raise ModelFailed("empty", f"{repo}: the task files hold no samples (filter {s.filter!r})")
+    df = pl.DataFrame({"item_id": [r[0] for r in rows], "correct": [r[1] for r in rows]},
+                      schema={"item_id": pl.Utf8, "correct": pl.Int8})
+    n_dup = df.height - df["item_id"].n_unique()
+    if n_dup:
+        raise ModelFailed("bad_file", f"{repo}: {n_dup} duplicate item id(s) within one run (item_key {s.item_key!r})")
+    write_parquet(df.with_columns(pl.lit(model_id).alias("model_id")).select("model_id", "item_id", "correct"), parsed_path)
+    runs = sorted({ts for ts, _ in chosen.values()})
+    return {"repo": repo, "files": sorted(f for _, f in chosen.values()), "run": runs[-1], "runs": runs,
+            "n_items": df.height, "accuracy": round(float(df["correct"].mean()), 6),
+            "downloaded_files": downloaded, "cached_files": cached, "parsed": str(parsed_path)}
+
+
+# ---------------------------------------------------------------------------------- the collector
+def collect(s: Settings, models: list[str] | None, cache_dir, manifest_path, output, items_path=None,
+            report_path=None, progress: bool = True) -> dict:
+    """Collect every model, resume from the manifest, write the long table; return the report."""
+    from huggingface_hub import HfApi, constants
+    from tqdm import tqdm
+
+    token = os.environ.get("HF_TOKEN") or None
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(manifest_path)
+    api = HfApi(endpoint=s.endpoint, token=token)
+    key = s.extraction_key()
+
+    def offline_check():
+        if constants.is_offline_mode():
+            raise CrossdiffError("HF_HUB_OFFLINE is set, but the leaderboard collector has models left to download; "
+                                 "unset HF_HUB_OFFLINE (or HF_HUB_OFFLINE=0)")
+
+    if models is None:
+        offline_check()
+        models = models_from_contents(s, api, token, cache_dir)
+    models, duplicates = dedupe_models(models)
+    if not models:
+        raise CrossdiffError("no models to collect (empty models list)")
+
+    previous = manifest.read()
+
+    def is_done(m):
+        r = previous.get(m)
+        return bool(r and r.get("status") == "done" and r.get("key") == key and Path(r.get("parsed", "")).is_file())
+
+    resumed = [m for m in models if is_done(m)]
+    skipped_failed = [m for m in models if not is_done(m) and not s.retry_failed
+                      and previous.get(m, {}).get("status") == "failed" and previous[m].get("key") == key]
+    pending = [m for m in models if m not in set(resumed) | set(skipped_failed)]
+    if s.max_models > 0:
+        pending = pending[: s.max_models]
+    if pending:
+        offline_check()
+        if s.version == "v2" and not token and progress:
+            print("note: the v2 details datasets are gated; HF_TOKEN is not set, so gated repos will fail "
+                  "(accept each repo's terms on the Hub and export HF_TOKEN)", file=sys.stderr)
+
+    counts = {"done": 0, "failed": 0, "resumed": len(resumed), "cached_files": 0, "downloaded_files": 0}
+    bar = tqdm(total=len(pending), desc=f"leaderboard {s.version} {s.task}", unit="model", file=sys.stderr,
+               disable=not progress or not pending, dynamic_ncols=True)
+    bar.set_postfix(done=0, failed=0, cached=len(resumed))
+
+    def work(m):
+        started = _now()
+        t0 = time.monotonic()
+        try:
+            rec = collect_model(m, s, api, token, cache_dir)
+            rec.update(status="done")
+        except ModelFailed as exc:
+            rec = {"repo": _safe_repo(m, s), "status": "failed", "error_kind": exc.kind, "error": _scrub(str(exc), token)}
+        except Exception as exc:  # noqa: BLE001 - never lose a model silently
+            f = classify(exc, _safe_repo(m, s), token)
+            rec = {"repo": _safe_repo(m, s), "status": "failed", "error_kind": f.kind, "error": _scrub(str(f), token)}
+        rec.update(model_id=m, key=key, version=s.version, task=s.task, started=started, finished=_now(),
+                   seconds=round(time.monotonic() - t0, 3))
+        return rec
+
+    pool = ThreadPoolExecutor(max_workers=s.concurrency, thread_name_prefix="leaderboard")
+    try:
+        futures = {pool.submit(work, m): m for m in pending}
+        not_done = set(futures)
+        while not_done:
+            finished, not_done = wait(not_done, timeout=0.5, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                rec = fut.result()
+                manifest.append(rec)
+                previous[rec["model_id"]] = rec
+                if rec["status"] == "done":
+                    counts["done"] += 1
+                    counts["cached_files"] += rec.get("cached_files", 0)
+                    counts["downloaded_files"] += rec.get("downloaded_files", 0)
+                else:
+                    counts["failed"] += 1
+                    bar.write(f"  failed: {rec['model_id']}: {rec['error']}", file=sys.stderr)
+                bar.update(1)
+                bar.set_postfix(done=counts["done"], failed=counts["failed"], cached=counts["resumed"])
+                if _after_model_hook is not None:
+                    _after_model_hook(rec)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        bar.close()
+        raise
+    pool.shutdown(wait=True)
+    bar.close()
+
+    # ---- assemble from every done model (this run and earlier ones)
+    done_models = [m for m in models if is_done(m) or previous.get(m, {}).get("status") == "done"]
+    frames = [pl.read_parquet(previous[m]["parsed"]) for m in done_models if Path(previous[m].get("parsed", "")).is_file()]
+    long = pl.concat(frames) if frames else pl.DataFrame(schema=SCHEMA)
+    long = long.with_columns(pl.col("correct").cast(pl.Int8))
+
+    # ---- coverage: the benchmark's items (item table, else every item any model answered)
+    if items_path:
+        items_df = read_table(items_path, "item table")
+        if "item_id" not in items_df.columns:
+            raise CrossdiffError(f"{items_path}: item table lacks column 'item_id'")
+        reference = set(items_df["item_id"].cast(pl.Utf8).to_list())
+    else:
+        reference = set(long["item_id"].unique().to_list())
+    incomplete = []
+    if reference and long.height:
+        per = long.group_by("model_id").agg(pl.col("item_id"))
+        for m, ids in per.iter_rows():
+            missing = len(reference - set(ids))
+            if missing:
+                incomplete.append({"model_id": m, "items": len(ids), "missing": missing,
+                                   "coverage": round(1 - missing / len(reference), 6)})
+    incomplete.sort(key=lambda r: r["model_id"])
+    dropped_incomplete = []
+    if s.coverage == "drop" and incomplete:
+        dropped_incomplete = [r["model_id"] for r in incomplete]
+        long = long.filter(~pl.col("model_id").is_in(dropped_incomplete))
+    long = long.sort(["model_id", "item_id"]).select("model_id", "item_id", "correct")
+    write_parquet(long, output)
+
+    failed = sorted(({"model_id": m, "error_kind": previous[m].get("error_kind"), "error": previous[m].get("error")}
+                     for m in models if previous.get(m, {}).get("status") == "failed" and m not in done_models),
+                    key=lambda r: r["model_id"])
+    report = {
+        "version": s.version, "task": s.task, "metric": s.metric, "threshold": s.threshold,
+        "models_requested": len(models) + len(duplicates), "duplicate_models": duplicates,
+        "models_done": len(done_models), "models_failed": len(failed), "models_pending": len(models) - len(done_models) - len(failed),
+        "this_run": {"collected": counts["done"], "failed": counts["failed"], "resumed_from_manifest": counts["resumed"],
+                     "files_downloaded": counts["downloaded_files"], "files_from_cache": counts["cached_files"]},
+        "reference_items": len(reference), "reference": "item table" if items_path else "union of models' items",
+        "incomplete_coverage": incomplete, "coverage_policy": s.coverage, "dropped_incomplete": dropped_incomplete,
+        "failed": failed, "output_models": long["model_id"].n_unique(), "output_items": long["item_id"].n_unique(),
+        "output_rows": long.height, "manifest": str(manifest.path),
+    }
+    gated = [f for f in failed if f["error_kind"] == "gated"]
+    if gated:
+        report["gated_message"] = gated[0]["error"]
+    report_path = Path(report_path) if report_path else manifest.path.with_suffix(".report.json")
+    write_json(report, report_path)
+    report["report"] = str(report_path)
+    if not done_models and failed and len(gated) == len(failed):
+        raise CrossdiffError(f"every model failed on access to a gated dataset; e.g. {gated[0]['error']} "
+                             f"(details in {manifest.path})")
+    return report
+
+
+def _safe_repo(model_id: str, s: Settings) -> str:
+    try:
+        return repo_for(model_id, s)
+    except CrossdiffError:
+        return ""
+
+
+# ---------------------------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--settings", type=json_arg, required=True,
+                   help="JSON: the dataset's responses section (version, task, metric, threshold, ...)")
+    p.add_argument("--models-list", help="file of model ids (one org/model per line, or a table with a "
+                                         "model_id/fullname column); default: the leaderboard's contents dataset")
+    p.add_argument("--cache-dir", required=True, help="raw per-model files and extracted tables are kept here")
+    p.add_argument("--manifest", required=True, help="JSONL of done/failed models (resumes from it)")
+    p.add_argument("--output", required=True, help="canonical long parquet (model_id, item_id, correct)")
+    p.add_argument("--items", help="item table (item_id column) defining the benchmark's items for the coverage check")
+    p.add_argument("--report", help="JSON summary (default: <manifest>.report.json)")
+    p.add_argument("--max-models", type=int, help="collect at most this many pending models in this run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> None:
+    raw = dict(args.settings)
+    if args.max_models is not None:
+        raw["max_models"] = args.max_models
+    s = parse_settings(raw)
+    models = read_models_list(args.models_list) if args.models_list else raw.get("models")
+    report = collect(s, models, args.cache_dir, args.manifest, args.output, items_path=args.items,
+                     report_path=args.report, progress=not args.no_progress)
+    r = report
+    print(f"leaderboard {s.version} {s.task} ({s.metric} >= {s.threshold}): {r['models_done']} models done, "
+          f"{r['models_failed']} failed, {r['models_pending']} pending; this run: {r['this_run']['collected']} collected, "
+          f"{r['this_run']['resumed_from_manifest']} resumed, {r['this_run']['files_downloaded']} files downloaded, "
+          f"{r['this_run']['files_from_cache']} from cache")
+    print(f"output: {args.output}: {r['output_models']} models x {r['output_items']} items, {r['output_rows']} responses")
+    if r["incomplete_coverage"]:
+        print(f"incomplete coverage ({r['coverage_policy']}): {len(r['incomplete_coverage'])} model(s), e.g. "
+              + ", ".join(f"{x['model_id']} ({x['missing']} missing)" for x in r["incomplete_coverage"][:3]))
+    if r["duplicate_models"]:
+        print(f"duplicate model ids ignored: {len(r['duplicate_models'])}")
+    for f in r["failed"][:10]:
+        print(f"failed: {f['model_id']}: {f['error']}")
+    if len(r["failed"]) > 10:
+        print(f"... and {len(r['failed']) - 10} more failed (see {r['manifest']})")
+    print(f"report: {r['report']}")

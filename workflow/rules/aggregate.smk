@@ -1,0 +1,62 @@
+def all_eval_results(wildcards=None):
+    return [
+        f
+        for name in study_datasets()
+        for model in MODELS
+        for train in ["zero-shot"] + [f"train{b}" for b in train_bins()]
+        for f in eval_outputs(model, name, train)
+    ]
+
+
+rule aggregate:
+    input:
+        all_eval_results,
+    output:
+        table="results/tables/results.parquet",
+        csv=report(
+            "results/tables/results.csv",
+            caption="../report/results_table.rst",
+            category="Results",
+        ),
+    log:
+        "logs/aggregate.log",
+    params:
+        settings=cli_json(config["aggregate"]),
+    shell:
+        "crossdiff aggregate --results {input} --output {output.table} --csv {output.csv} "
+        "--settings {params.settings} > {log} 2>&1"
+
+
+rule plot_results:
+    input:
+        "results/tables/results.parquet",
+    output:
+        accuracy=report(
+            expand("results/figures/{{dataset}}/{model}/accuracy.png", model=MODELS),
+            caption="../report/accuracy_heatmap.rst",
+            category="Results",
+            subcategory="{dataset}",
+        ),
+        gain=report(
+            expand("results/figures/{{dataset}}/{model}/gain.png", model=MODELS),
+            caption="../report/gain_heatmap.rst",
+            category="Results",
+            subcategory="{dataset}",
+        ),
+        gap=report(
+            "results/figures/{dataset}/gain_vs_gap.png",
+            caption="../report/gain_vs_gap.rst",
+            category="Results",
+            subcategory="{dataset}",
+        ),
+        zero_shot=report(
+            "results/figures/{dataset}/zero_shot.png",
+            caption="../report/zero_shot.rst",
+            category="Results",
+            subcategory="{dataset}",
+        ),
+    log:
+        "logs/plot_results/{dataset}.log",
+    shell:
+        "crossdiff plot-results --table {input} --dataset {wildcards.dataset} "
+        "--outdir results/figures/{wildcards.dataset} > {log} 2>&1"

@@ -1,0 +1,73 @@
+rule make_task:
+    input:
+        item_table=lambda wc: items_table(wc.dataset),
+        bins="results/bins/{dataset}/bins.parquet",
+    output:
+        directory("results/tasks/{dataset}/bin{t}"),
+    log:
+        "logs/make_task/{dataset}/bin{t}.log",
+    params:
+        prompt=lambda wc: cli_json(prompt_of(wc.dataset)),
+    shell:
+        "crossdiff make-task --items {input.item_table} --bins {input.bins} --bin {wildcards.t} "
+        "--dataset {wildcards.dataset} --prompt {params.prompt} --output {output} > {log} 2>&1"
+
+
+# One process per model: the model is loaded once and scored on every test bin in one
+# lm-eval call. Any single cell (one bin's JSON) is still a valid target.
+rule evaluate_zero_shot:
+    input:
+        base=base_model_input,
+        tasks=expand("results/tasks/{{dataset}}/bin{t}", t=range(N_BINS)),
+    output:
+        results=expand(
+            "results/eval/{{model}}/{{dataset}}/zero-shot/bin{t}.json", t=range(N_BINS)
+        ),
+        samples=expand(
+            "results/eval/{{model}}/{{dataset}}/zero-shot/bin{t}.samples.jsonl",
+            t=range(N_BINS),
+        ),
+    log:
+        "logs/evaluate/{model}/{dataset}/zero-shot.log",
+    threads: config["resources"]["evaluate"]["threads"]
+    resources:
+        gpu=config["resources"]["evaluate"]["gpu"],
+        mem_mb=lambda wc, attempt: config["resources"]["evaluate"]["mem_mb"] * attempt,
+        runtime=lambda wc, attempt: config["resources"]["evaluate"]["runtime"] * attempt,
+    params:
+        base=lambda wc: shlex.quote(base_model_ref(wc.model)),
+        settings=cli_json(config["evaluate"]),
+        gpu=gpu_prefix("evaluate"),
+    shell:
+        "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} {params.gpu}crossdiff evaluate --model {params.base} "
+        "--model-name {wildcards.model} --train-bin zero-shot --tasks {input.tasks} "
+        "--outputs {output.results} --settings {params.settings} > {log} 2>&1"
+
+
+rule evaluate_checkpoint:
+    input:
+        checkpoint="results/finetune/{model}/{dataset}/bin{b}",
+        tasks=expand("results/tasks/{{dataset}}/bin{t}", t=range(N_BINS)),
+    output:
+        results=expand(
+            "results/eval/{{model}}/{{dataset}}/train{{b}}/bin{t}.json",
+            t=range(N_BINS),
+        ),
+        samples=expand(
+            "results/eval/{{model}}/{{dataset}}/train{{b}}/bin{t}.samples.jsonl",
+            t=range(N_BINS),
+        ),
+    log:
+        "logs/evaluate/{model}/{dataset}/train{b}.log",
+    threads: config["resources"]["evaluate"]["threads"]
+    resources:
+        gpu=config["resources"]["evaluate"]["gpu"],
+        mem_mb=lambda wc, attempt: config["resources"]["evaluate"]["mem_mb"] * attempt,
+        runtime=lambda wc, attempt: config["resources"]["evaluate"]["runtime"] * attempt,
+    params:
+        settings=cli_json(config["evaluate"]),
+        gpu=gpu_prefix("evaluate"),
+    shell:
+        "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} {params.gpu}crossdiff evaluate --model {input.checkpoint} "
+        "--model-name {wildcards.model} --train-bin {wildcards.b} --tasks {input.tasks} "
+        "--outputs {output.results} --settings {params.settings} > {log} 2>&1"
