@@ -1,6 +1,7 @@
 # crossdiff: does training on data of one difficulty help on data of another?
-# The DAG: responses -> IRT difficulty -> bins -> figures (and, with later stages, fine-tuning,
-# cross-bin evaluation and heatmaps). Logic lives in the crossdiff package; rules call its CLI.
+# The DAG: items + responses -> IRT difficulty -> equal-size bins -> one fine-tune per
+# model x dataset x bin -> zero-shot and cross-bin evaluation -> tidy table, heatmaps, report.
+# Logic lives in the crossdiff package; rules call its CLI.
 #
 # `snakemake --lint` asks for a conda environment or container per rule. Every rule runs the
 # crossdiff CLI from one environment with tested pins (envs/requirements.txt, installed by
@@ -10,15 +11,27 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+import copy
+
 import crossdiff.config
 
 
 configfile: "config/config.yaml"
 
 
-# JSON-schema validation with defaults filled in everywhere (also inside each dataset entry);
-# a bad key stops here with its name.
-config = crossdiff.config.validate(config, origin="config")
+# `--configfile mine.yaml` replaces the embedded default instead of extending it (Snakemake would
+# merge the two, running the default's datasets and models beside yours); `--config k=v` still
+# overrides. Then JSON-schema validation with defaults filled in everywhere (also inside each
+# dataset entry); a bad key stops here with its name. `config` is updated in place so rules and
+# the report see the same validated dict.
+if workflow.overwrite_configfiles:
+    config.clear()
+    config.update(copy.deepcopy(dict(workflow.config_settings.overwrite_config)))
+_validated = crossdiff.config.validate(
+    config, origin=", ".join(map(str, workflow.overwrite_configfiles)) or "config"
+)
+config.clear()
+config.update(_validated)
 
 
 report: "workflow/report/workflow.rst"

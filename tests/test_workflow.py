@@ -99,6 +99,15 @@ def test_report_is_built(small_run):
     assert "histogram.png" in html and "calibration.png" in html
 
 
+def test_configfile_replaces_the_embedded_default(tmp_path):
+    own = tmp_path / "mine.yaml"
+    own.write_text(SMALL)
+    proc = snakemake(REPO, "-n", "--cores", "1", "--configfile", str(own), "--config", "seed=7")
+    out = proc.stdout + proc.stderr
+    assert "results/items/tiny.parquet" in out
+    assert "arith" not in out and "tiny-arith" not in out  # the default's dataset and model are gone
+
+
 def test_bad_config_stops_with_key_name(tmp_path):
     wd = make_workdir(tmp_path, SMALL.replace("bins: {n_bins: 3}", "bins: {n_bin: 3}"))
     proc = snakemake(wd, "-n", "--cores", "1", check=False)

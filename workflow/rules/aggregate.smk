@@ -1,13 +1,3 @@
-def all_eval_results(wildcards=None):
-    return [
-        f
-        for name in study_datasets()
-        for model in MODELS
-        for train in ["zero-shot"] + [f"train{b}" for b in train_bins()]
-        for f in eval_outputs(model, name, train)
-    ]
-
-
 rule aggregate:
     input:
         all_eval_results,

@@ -44,6 +44,8 @@ def raw_responses(wildcards):
     r = dataset(wildcards.dataset)["responses"]
     if r["source"] == "simulated":
         return f"results/simulated/{wildcards.dataset}/responses.parquet"
+    if r["source"] == "leaderboard":
+        return f"results/leaderboard/{wildcards.dataset}.parquet"
     return r["path"]
 
 
@@ -166,3 +168,13 @@ def study_targets():
     if out:
         out += ["results/tables/results.parquet", "results/models/models.tsv"]
     return out
+
+
+def all_eval_results(wildcards=None):
+    return [
+        f
+        for name in study_datasets()
+        for model in MODELS
+        for train in ["zero-shot"] + [f"train{b}" for b in train_bins()]
+        for f in eval_outputs(model, name, train)
+    ]

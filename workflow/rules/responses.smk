@@ -1,3 +1,30 @@
+# Downloads per-model details from the Hub: resumable (the manifest in the cache dir survives a
+# failed or killed job), concurrent, retried. Reads HF_TOKEN from the environment.
+rule collect_leaderboard:
+    input:
+        item_table=lambda wc: items_table(wc.dataset),
+        models_list=lambda wc: dataset(wc.dataset)["responses"]["models_list"] or [],
+    output:
+        matrix="results/leaderboard/{dataset}.parquet",
+        report="results/leaderboard/{dataset}.report.json",
+    log:
+        "logs/collect_leaderboard/{dataset}.log",
+    params:
+        settings=lambda wc: cli_json(dataset(wc.dataset)["responses"]),
+        cache=lambda wc: f"{dataset(wc.dataset)['responses']['cache_dir']}/{wc.dataset}",
+        item_table=lambda wc, input: (
+            f"--items {input.item_table}" if input.item_table else ""
+        ),
+        models_list=lambda wc, input: (
+            f"--models-list {input.models_list}" if input.models_list else ""
+        ),
+    shell:
+        "crossdiff collect-leaderboard --settings {params.settings} {params.item_table} "
+        "{params.models_list} --cache-dir {params.cache} "
+        "--manifest {params.cache}/manifest.jsonl --output {output.matrix} "
+        "--report {output.report} > {log} 2>&1"
+
+
 rule import_responses:
     input:
         raw=raw_responses,

@@ -109,7 +109,7 @@ def build(source: str, path, settings: dict, filters: dict, items_path=None) -> 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", required=True, choices=["simulated", "table", "lm_eval_samples"])
+    p.add_argument("--source", required=True, choices=["simulated", "leaderboard", "table", "lm_eval_samples"])
     p.add_argument("--input", required=True, help="source file or directory")
     p.add_argument("--settings", type=json_arg, default={}, help="JSON: the dataset's responses section")
     p.add_argument("--filters", type=json_arg, default={}, help="JSON: the filters section")

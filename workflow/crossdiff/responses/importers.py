@@ -2,6 +2,7 @@
 
 Sources:
 - ``simulated``: the simulated leaderboard's parquet (already long).
+- ``leaderboard``: the Open LLM Leaderboard collector's parquet (already long; see leaderboard.py).
 - ``table``: a user's CSV/TSV/parquet/JSONL, long (one row per model x item) or wide (one row per
   model, one column per item).
 - ``lm_eval_samples``: a directory of lm-eval ``--log_samples`` JSONL files, one model per file
@@ -183,10 +184,10 @@ def read_lm_eval_samples(root, settings: dict) -> pl.DataFrame:
 
 
 def read_source(source: str, path, settings: dict) -> pl.DataFrame:
-    if source == "simulated":
+    if source in ("simulated", "leaderboard"):  # both already in the canonical long form
         return read_long(path)
     if source == "table":
         return read_table_source(path, settings)
     if source == "lm_eval_samples":
         return read_lm_eval_samples(path, settings)
-    raise CrossdiffError(f"unknown responses source {source!r}; expected simulated, table or lm_eval_samples")
+    raise CrossdiffError(f"unknown responses source {source!r}; expected simulated, leaderboard, table or lm_eval_samples")
