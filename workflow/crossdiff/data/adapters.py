@@ -7,7 +7,10 @@ prompt format (``crossdiff.prompts.PromptFormat`` keys) used for both training a
 
 ``item_id`` matches the leaderboard's per-sample ``doc_id``: the row index within the evaluated
 split, prefixed by the subtask for benchmarks that the leaderboard splits into subtasks
-(``boolean_expressions/12`` for BBH, ``algebra/3`` for MATH, ``murder_mysteries/0`` for MuSR).
+(``boolean_expressions/12`` for BBH, ``algebra_hard/3`` for MATH, ``murder_mysteries/0`` for MuSR),
+as the v2 leaderboard names its per-subtask sample files (``samples_leaderboard_math_algebra_hard_*``).
+The v1 leaderboard (ARC, GSM8K) wrote no doc_id: its details rows are keyed by position, which the
+collector records as ``item_key: row``; mapping those rows to these items is not verified yet.
 
 Items are loaded from the hub (``datasets.load_dataset``), or from a local file or directory
 in the dataset's real schema (``path``), which is how tests and offline users run.
@@ -53,6 +56,7 @@ class Adapter:
     to_item: Callable[[dict, str | None], dict]
     prompt: dict = field(default_factory=dict)
     subtask_in_id: bool = False
+    id_suffix: str = ""  # appended to the subtask in item ids, as the leaderboard names its files
     split_is_subtask: bool = False  # MuSR: the subtask is the split name
     keep: Callable[[dict], bool] | None = None  # row filter (MATH: level 5 only)
 
@@ -142,7 +146,7 @@ ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
     Adapter("math", "lighteval/MATH-Hard", MATH_SUBTASKS, "test", math_item,
             {"template": "Problem:\n{question}\n\nSolution:", "target": " {solution}", "answer_regex": r"(.*)",
              "stop": ["Problem:"], "max_gen_toks": 1024, "checker": "math"},
-            subtask_in_id=True, keep=lambda r: str(r.get("level", "")).strip() == "Level 5"),
+            subtask_in_id=True, id_suffix="_hard", keep=lambda r: str(r.get("level", "")).strip() == "Level 5"),
     Adapter("musr", "TAUR-Lab/MuSR", MUSR_SUBTASKS, "test", musr_item, MC_PROMPT, subtask_in_id=True, split_is_subtask=True),
 )}
 
@@ -213,7 +217,7 @@ def load_items(name: str, settings: dict | None = None) -> pl.DataFrame:
                 of = f" of {sub}" if adapter.subtask_in_id else ""
                 raise CrossdiffError(f"{where}: {name} row {index}{of}: {type(exc).__name__} {exc}; "
                                      f"expected the {name} schema") from None
-            item_id = f"{sub}/{index}" if adapter.subtask_in_id else str(index)
+            item_id = f"{sub}{adapter.id_suffix}/{index}" if adapter.subtask_in_id else str(index)
             if "choices" in item:
                 item["choices"] = json.dumps(item["choices"])  # one string column, parsed by prompts
             items.append({"item_id": item_id, **item})
