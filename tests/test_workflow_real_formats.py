@@ -54,3 +54,50 @@ bins: {{n_bins: 4}}
     assert np.corrcoef(est, true_b[irt["item_id"].to_numpy()])[0, 1] > 0.7
     assert (wd / "results/figures/arc/difficulty/spearman.png").stat().st_size > 10_000
     assert not (wd / "results/figures/arc/difficulty/truth.png").exists()  # no truth for real data
+
+
+def test_difficulty_half_from_the_leaderboard_through_a_local_hub(tmp_path):
+    """BBH items in the hub schema; responses collected from a loopback hub with v2 details repos."""
+    from hub_server import FakeHub, FakeRepo
+
+    rng = np.random.default_rng(1)
+    subtasks, n_docs, n_models = ["boolean_expressions", "navigate"], 12, 30
+    items_dir = tmp_path / "bbh"
+    items_dir.mkdir()
+    for sub in subtasks:
+        (items_dir / f"{sub}.jsonl").write_text("".join(
+            json.dumps({"input": f"{sub} question {i}", "target": "True"}) + "\n" for i in range(n_docs)))
+    b = rng.normal(size=(len(subtasks), n_docs))
+    repos, models = {}, []
+    for m in range(n_models):
+        model, theta = f"org{m % 3}/model-{m:02d}", rng.normal()
+        models.append(model)
+        slug = model.replace("/", "__")
+        files = {}
+        for s, sub in enumerate(subtasks):
+            lines = [json.dumps({"doc_id": i, "filter": "none", "metrics": ["acc_norm"],
+                                 "acc_norm": float(rng.random() < 1 / (1 + np.exp(b[s, i] - theta)))})
+                     for i in range(n_docs)]
+            files[f"{slug}/samples_leaderboard_bbh_{sub}_2024-06-26T10-00-00.123456.jsonl"] = ("\n".join(lines) + "\n").encode()
+        repos[f"open-llm-leaderboard/{slug}-details"] = FakeRepo(files)
+    with FakeHub(repos) as hub:
+        config = {
+            "datasets": {"bbh": {
+                "items": {"source": "hub", "adapter": "bbh", "path": str(items_dir), "subtasks": subtasks},
+                "responses": {"source": "leaderboard", "version": "v2", "task": "leaderboard_bbh", "subtasks": True,
+                              "metric": "acc_norm", "models": models, "endpoint": hub.url,
+                              "cache_dir": str(tmp_path / "cache"), "concurrency": 4},
+            }},
+            "irt": {"engine": "fast", "stability": {"seeds": [], "engines": []}},
+            "bins": {"n_bins": 3},
+        }
+        wd = make_workdir(tmp_path / "wd", json.dumps(config))
+        snakemake(wd, "--cores", "2", env={"HF_HUB_OFFLINE": "0"})
+        downloads = sum(hub.downloads.values())
+    matrix = pl.read_parquet(wd / "results/responses/bbh.parquet")
+    assert matrix["model_id"].n_unique() == n_models
+    assert set(matrix["item_id"]) <= {f"{s}/{i}" for s in subtasks for i in range(n_docs)}
+    assert downloads == n_models * len(subtasks)  # each per-sample file fetched once
+    assert (tmp_path / "cache" / "bbh" / "manifest.jsonl").exists()
+    bins = pl.read_parquet(wd / "results/bins/bbh/bins.parquet")
+    assert bins.height == matrix["item_id"].n_unique() and bins["bin"].n_unique() == 3
