@@ -174,3 +174,30 @@ def test_make_task_via_cli_parser(env):
                              "--bin", "2", "--dataset", "arith", "--output", str(out)]))
     meta = json.loads((out / "task.json").read_text())
     assert meta["task"] == "crossdiff_arith_bin2" and meta["n_items"] == 20
+
+
+def test_math_checker_counts_equivalent_answers(env):
+    """Gold answers rewritten as equivalent LaTeX (2p/2 for a prediction p) are correct only by equivalence."""
+    import crossdiff.evaluate as E
+    from crossdiff.data.math_check import equivalent
+
+    assert equivalent("so the answer is $\\boxed{0.5}$", "\\frac{1}{2}") and not equivalent("$\\boxed{3}$", "\\frac{1}{2}")
+    root = env["root"]
+    # what the tiny model generates for bin 0 (exact checker)
+    E.make_task(root / "items.parquet", root / "bins.parquet", 0, root / "mtasks" / "exact", "arith")
+    E.evaluate_model(env["model"], [root / "mtasks" / "exact"], [root / "meval" / "exact.json"], {"batch_size": 16})
+    raw = {s["item_id"]: s["raw"] for s in map(json.loads, E.samples_path(root / "meval" / "exact.json").read_text().splitlines())}
+    preds = {i: PromptFormat().extract_answer(r) for i, r in raw.items()}
+    numeric = {i: int(p) for i, p in preds.items() if p.lstrip("-").isdigit()}
+    assert numeric, "the tiny model should produce some integers"
+    items = env["items"].with_columns(
+        pl.col("item_id").replace_strict({i: f"\\frac{{{2 * v}}}{{2}}" for i, v in numeric.items()}, default="\\pi")
+        .alias("answer"))
+    items.write_parquet(root / "math_items.parquet")
+    prompt = {"checker": "math"}
+    E.make_task(root / "math_items.parquet", root / "bins.parquet", 0, root / "mtasks" / "math", "arith", prompt)
+    (res,) = E.evaluate_model(env["model"], [root / "mtasks" / "math"], [root / "meval" / "math.json"], {"batch_size": 16})
+    samples = [json.loads(line) for line in E.samples_path(root / "meval" / "math.json").read_text().splitlines()]
+    n_first_int = sum(1 for s in samples if s["item_id"] in numeric and equivalent(s["raw"], f"{numeric[s['item_id']]}"))
+    assert sum(s["correct"] for s in samples) == n_first_int > 0
+    assert res["value"] == pytest.approx(n_first_int / len(samples))

@@ -228,6 +228,10 @@ def evaluate_model(
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    if any(f.checker == "math" for f in formats.values()):
+        from crossdiff.data.math_check import register_lm_eval_filter
+
+        register_lm_eval_filter()
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="crossdiff-tasks-") as tmp:
         _prepared_include_dir(tasks, Path(tmp))

@@ -31,6 +31,9 @@ choices_field     ``"choices"``                               MC: item column ho
 choice_template   ``" {choice}"``                             MC: continuation scored for each choice; also
                                                               the SFT completion (with the gold choice)
 option_labels     ``"ABCDEFGHIJKLMNOPQRSTUVWXYZ"``            MC: labels used by ``{options}``
+checker           ``"exact"``                                 generation: ``"exact"`` (extracted answer ==
+                                                              gold) or ``"math"`` (mathematical equivalence
+                                                              with math-verify, for MATH)
 ================  ==========================================  ===============================================
 
 For multiple choice the gold is ``answer``: either the text of one choice or, when it is not a
@@ -48,6 +51,7 @@ from typing import Any
 from crossdiff.errors import CrossdiffError
 
 SCORINGS = ("generation", "multiple_choice")
+CHECKERS = ("exact", "math")
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class PromptFormat:
     choices_field: str = "choices"
     choice_template: str = " {choice}"
     option_labels: str = string.ascii_uppercase
+    checker: str = "exact"
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -92,6 +97,8 @@ class PromptFormat:
     def validate(self, where: str = "prompt") -> None:
         if self.scoring not in SCORINGS:
             raise CrossdiffError(f"{where}.scoring: expected one of {SCORINGS}, got {self.scoring!r}")
+        if self.checker not in CHECKERS:
+            raise CrossdiffError(f"{where}.checker: expected one of {CHECKERS}, got {self.checker!r}")
         if self.chat_template not in ("auto", True, False):
             raise CrossdiffError(f"{where}.chat_template: expected 'auto', true or false, got {self.chat_template!r}")
         for key in ("instruction", "template", "target", "answer_regex", "choice_template"):
@@ -275,10 +282,14 @@ class PromptFormat:
                     "filter_list": [
                         {
                             "name": "extract",
-                            "filter": [
-                                {"function": "regex", "regex_pattern": self.answer_regex, "group_select": 0},
-                                {"function": "take_first"},
-                            ],
+                            "filter": (
+                                [{"function": "crossdiff_math"}, {"function": "take_first"}]
+                                if self.checker == "math"
+                                else [
+                                    {"function": "regex", "regex_pattern": self.answer_regex, "group_select": 0},
+                                    {"function": "take_first"},
+                                ]
+                            ),
                         }
                     ],
                     "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],

@@ -144,7 +144,7 @@ ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
             {"template": "Q: {question}\nA:", "answer_regex": r"^\s*(.+?)\s*$", "stop": ["\n\n", "Q:"], "max_gen_toks": 64},
             subtask_in_id=True),
     Adapter("math", "lighteval/MATH-Hard", MATH_SUBTASKS, "test", math_item,
-            {"template": "Problem:\n{question}\n\nSolution:", "target": " {solution}", "answer_regex": r"(.*)",
+            {"template": "Problem:\n{question}\n\nSolution:", "target": " {solution}",
              "stop": ["Problem:"], "max_gen_toks": 1024, "checker": "math"},
             subtask_in_id=True, id_suffix="_hard", keep=lambda r: str(r.get("level", "")).strip() == "Level 5"),
     Adapter("musr", "TAUR-Lab/MuSR", MUSR_SUBTASKS, "test", musr_item, MC_PROMPT, subtask_in_id=True, split_is_subtask=True),
