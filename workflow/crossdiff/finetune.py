@@ -45,7 +45,7 @@ from pathlib import Path
 
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
-from crossdiff.io import atomic_path, write_json
+from crossdiff.io import atomic_path, iter_jsonl, write_json
 from crossdiff.prompts import PromptFormat
 
 DEFAULTS: dict = {
@@ -106,16 +106,10 @@ def read_sft_jsonl(path) -> list[dict]:
     if not p.exists():
         raise CrossdiffError(f"{p}: training data not found")
     rows = []
-    for n, line in enumerate(p.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CrossdiffError(f"{p}:{n}: not valid JSON ({exc.msg})") from None
+    for n, row in iter_jsonl(p):
         for key in ("prompt", "completion"):
             if not isinstance(row.get(key), str):
-                raise CrossdiffError(f"{p}:{n}: expected a string field {key!r}")
+                raise CrossdiffError(f"{p}: line {n}: expected a string field {key!r}")
         rows.append(row)
     if not rows:
         raise CrossdiffError(f"{p}: no training examples")

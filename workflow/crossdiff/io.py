@@ -93,6 +93,18 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def iter_jsonl(path: str | os.PathLike):
+    """Yield (line number, record) for each non-empty line; a bad line raises CrossdiffError naming it."""
+    with open(path) as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CrossdiffError(f"{path}: line {n}: not valid JSON ({exc.msg})") from None
+
+
 def read_table(path: str | os.PathLike, what: str = "table") -> pl.DataFrame:
     """Read a CSV, TSV, parquet or JSONL file, raising CrossdiffError naming the file when it fails."""
     p = Path(path)

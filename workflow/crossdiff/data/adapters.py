@@ -30,7 +30,7 @@ import polars as pl
 
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
-from crossdiff.io import write_parquet
+from crossdiff.io import iter_jsonl, write_parquet
 
 BBH_SUBTASKS = (
     "boolean_expressions", "causal_judgement", "date_understanding", "disambiguation_qa",
@@ -168,18 +168,10 @@ def _read_local(path: Path, sub: str | None) -> list[dict]:
         raise CrossdiffError(f"{path}: items file not found")
     if path.suffix == ".parquet":
         return pl.read_parquet(path).to_dicts()
-    rows = []
-    with open(path) as fh:
-        if path.suffix == ".json":
-            data = json.load(fh)
-            return data if isinstance(data, list) else data.get("examples", [])
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise CrossdiffError(f"{path}: line {n}: not valid JSON ({exc.msg})") from None
-    return rows
+    if path.suffix == ".json":
+        data = json.loads(path.read_text())
+        return data if isinstance(data, list) else data.get("examples", [])
+    return [row for _, row in iter_jsonl(path)]
 
 
 def _load_rows(adapter: Adapter, sub: str | None, settings: dict) -> list[dict]:

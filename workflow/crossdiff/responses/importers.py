@@ -14,14 +14,13 @@ what was expected.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import polars as pl
 
 from crossdiff.errors import CrossdiffError
-from crossdiff.io import read_table, require_columns
+from crossdiff.io import iter_jsonl, read_table, require_columns
 
 ID_COLUMNS = ("model_id", "item_id")
 
@@ -140,47 +139,58 @@ def _get(doc: dict, dotted: str):
     return cur
 
 
+def correctness(value, metric: str, threshold: float, where: str) -> int:
+    """1 when a per-sample metric value (number, bool or [number]) reaches the threshold, else 0."""
+    if isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, (list, tuple)) and len(value) == 1:  # lm-eval sometimes keeps [score]
+        value = value[0]
+    if not isinstance(value, (int, float)):
+        raise CrossdiffError(f"{where}: {metric} = {value!r}; expected a number")
+    return int(float(value) >= threshold)
+
+
+def read_samples_file(path, metric: str = "acc", threshold: float = 0.5, item_key: str = "doc_id",
+                      want_filter: str | None = None) -> list[tuple[str, int]]:
+    """(item id, correct) pairs of one lm-eval ``--log_samples`` JSONL file.
+
+    ``item_key`` is a dotted path into the sample (``doc_id``, ``doc.id``); a sample is correct when
+    its ``metric`` >= ``threshold``. Samples carrying several lm-eval filters need ``want_filter``.
+    """
+    out: list[tuple[str, int]] = []
+    filters_seen: set = set()
+    for n, rec in iter_jsonl(path):
+        flt = rec.get("filter")
+        filters_seen.add(flt)
+        if want_filter is not None and flt != want_filter:
+            continue
+        item = _get(rec, item_key)
+        if item is None:
+            raise CrossdiffError(f"{path}: line {n}: no {item_key!r} field; set responses.item_key to the sample's id field")
+        if metric not in rec:
+            avail = [k for k in rec.get("metrics", []) if k in rec] or sorted(k for k, v in rec.items() if isinstance(v, (int, float)))
+            raise CrossdiffError(f"{path}: line {n}: metric {metric!r} not in sample; available: {', '.join(map(str, avail)) or 'none'}")
+        out.append((str(item), correctness(rec[metric], metric, threshold, f"{path}: line {n}")))
+    named = filters_seen - {None}
+    if want_filter is None and len(named) > 1:
+        raise CrossdiffError(f"{path}: samples carry several lm-eval filters ({', '.join(sorted(map(str, named)))}); "
+                             f"name one with responses.filter")
+    if want_filter is not None and want_filter not in filters_seen:
+        raise CrossdiffError(f"{path}: no samples with filter {want_filter!r}; found {', '.join(sorted(map(str, filters_seen)))}")
+    return out
+
+
 def read_lm_eval_samples(root, settings: dict) -> pl.DataFrame:
     root = Path(root)
-    metric = settings.get("metric", "acc")
-    threshold = float(settings.get("threshold", 0.5))
-    item_key = settings.get("item_key", "doc_id")
-    want_filter = settings.get("filter")
     models, items, correct = [], [], []
     for model, f in _lm_eval_files(root, settings.get("task")).items():
-        filters_seen: set = set()
-        with open(f) as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise CrossdiffError(f"{f}: line {n}: not valid JSON ({exc.msg})") from None
-                flt = rec.get("filter")
-                filters_seen.add(flt)
-                if want_filter is not None and flt != want_filter:
-                    continue
-                item = _get(rec, item_key)
-                if item is None:
-                    raise CrossdiffError(f"{f}: line {n}: no {item_key!r} field; set responses.item_key to the sample's id field")
-                if metric not in rec:
-                    avail = [k for k in rec.get("metrics", []) if k in rec] or sorted(k for k, v in rec.items() if isinstance(v, (int, float)))
-                    raise CrossdiffError(f"{f}: line {n}: metric {metric!r} not in sample; available: {', '.join(map(str, avail))}")
-                value = rec[metric]
-                if isinstance(value, bool):
-                    value = float(value)
-                if not isinstance(value, (int, float)):
-                    raise CrossdiffError(f"{f}: line {n}: {metric} = {value!r}; expected a number")
-                models.append(model)
-                items.append(str(item))
-                correct.append(int(float(value) >= threshold))
-        if want_filter is None and len(filters_seen - {None}) > 1:
-            raise CrossdiffError(f"{f}: samples carry several lm-eval filters ({', '.join(sorted(map(str, filters_seen - {None})))}); "
-                                 f"name one with responses.filter")
-        if want_filter is not None and want_filter not in filters_seen:
-            raise CrossdiffError(f"{f}: no samples with filter {want_filter!r}; found {', '.join(sorted(map(str, filters_seen)))}")
-    return pl.DataFrame({"model_id": models, "item_id": items, "correct": correct}, schema={"model_id": pl.Utf8, "item_id": pl.Utf8, "correct": pl.Int8})
+        pairs = read_samples_file(f, settings.get("metric", "acc"), float(settings.get("threshold", 0.5)),
+                                  settings.get("item_key", "doc_id"), settings.get("filter"))
+        models += [model] * len(pairs)
+        items += [i for i, _ in pairs]
+        correct += [c for _, c in pairs]
+    return pl.DataFrame({"model_id": models, "item_id": items, "correct": correct},
+                        schema={"model_id": pl.Utf8, "item_id": pl.Utf8, "correct": pl.Int8})
 
 
 def read_source(source: str, path, settings: dict) -> pl.DataFrame:

@@ -79,6 +79,7 @@ import polars as pl
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, write_json, write_parquet
+from crossdiff.responses.importers import correctness, read_samples_file
 from crossdiff.slugs import slugify
 
 SCHEMA = {"model_id": pl.Utf8, "item_id": pl.Utf8, "correct": pl.Int8}
@@ -213,44 +214,9 @@ def _item(label: str, key) -> str:
     return f"{label}/{key}" if label else str(key)
 
 
-def _correct(value, metric: str, threshold: float, where: str) -> int:
-    if isinstance(value, bool):
-        value = float(value)
-    if isinstance(value, (list, tuple)) and len(value) == 1:  # lm-eval sometimes keeps [score]
-        value = value[0]
-    if not isinstance(value, (int, float)):
-        raise CrossdiffError(f"{where}: {metric} = {value!r}; expected a number")
-    return int(float(value) >= threshold)
-
-
 def extract_v2(path: Path, label: str, s: Settings) -> list[tuple[str, int]]:
-    out: list[tuple[str, int]] = []
-    filters: set = set()
-    with open(path) as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CrossdiffError(f"{path}: line {n}: not valid JSON ({exc.msg})") from None
-            flt = rec.get("filter")
-            filters.add(flt)
-            if s.filter is not None and flt != s.filter:
-                continue
-            key = rec
-            for part in s.item_key.split("."):
-                key = key.get(part) if isinstance(key, dict) else None
-            if key is None:
-                raise CrossdiffError(f"{path}: line {n}: no {s.item_key!r} field (responses.item_key)")
-            if s.metric not in rec:
-                avail = [m for m in rec.get("metrics", []) if m in rec]
-                raise CrossdiffError(f"{path}: line {n}: metric {s.metric!r} not in sample; available: {', '.join(avail) or 'none'}")
-            out.append((_item(label, key), _correct(rec[s.metric], s.metric, s.threshold, f"{path}: line {n}")))
-    if s.filter is None and len(filters - {None}) > 1:
-        raise CrossdiffError(f"{path}: samples carry several lm-eval filters ({', '.join(sorted(map(str, filters - {None})))}); "
-                             f"name one with responses.filter")
-    return out
+    pairs = read_samples_file(path, s.metric, s.threshold, s.item_key, s.filter)
+    return [(_item(label, key), c) for key, c in pairs]
 
 
 def extract_v1(path: Path, label: str, s: Settings) -> list[tuple[str, int]]:
@@ -279,7 +245,7 @@ def extract_v1(path: Path, label: str, s: Settings) -> list[tuple[str, int]]:
     for i, (k, v) in enumerate(zip(keys, values)):
         if v is None:
             continue
-        out.append((_item(label, k), _correct(v, s.metric, s.threshold, f"{path}: row {i}")))
+        out.append((_item(label, k), correctness(v, s.metric, s.threshold, f"{path}: row {i}")))
     return out
 
 
