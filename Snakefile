@@ -37,6 +37,27 @@ config.update(_validated)
 report: "workflow/report/workflow.rst"
 
 
+# Small or hub-facing jobs run on the submitting host, never as cluster jobs: a paper-scale run
+# would otherwise submit hundreds of tiny jobs, and compute nodes are often offline.
+localrules:
+    model_table,
+    prepare_items,
+    simulate_leaderboard,
+    collect_leaderboard,
+    build_base_model,
+    make_bins,
+    bin_stability,
+    difficulty_histogram,
+    difficulty_bin_accuracy,
+    difficulty_calibration,
+    difficulty_spearman,
+    difficulty_truth,
+    make_sft_data,
+    make_task,
+    aggregate,
+    plot_results,
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/benchmark.smk"
 include: "workflow/rules/responses.smk"

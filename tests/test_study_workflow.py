@@ -24,8 +24,9 @@ finetune: {num_train_epochs: 1, learning_rate: 5.0e-4, per_device_train_batch_si
 evaluate: {batch_size: 32}
 aggregate: {n_boot: 200}
 resources:
-  finetune: {gpu: 0, mem_mb: 2000, runtime: 10, threads: 1}
-  evaluate: {gpu: 0, mem_mb: 2000, runtime: 10, threads: 1}
+  finetune: {gpu: 1, mem_mb: 2000, runtime: 10, threads: 1}
+  evaluate: {gpu: 1, mem_mb: 2000, runtime: 10, threads: 1}
+gpus: {devices: [0, 1], lock_dir: LOCKS}
 """
 
 
@@ -36,8 +37,10 @@ def planned_jobs(proc) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    wd = make_workdir(tmp_path_factory.mktemp("study"), STUDY)
-    snakemake(wd, "--cores", "2", timeout=1500)
+    """A workstation run: GPU rules through `crossdiff gpu-run` on 2 virtual GPU slots."""
+    root = tmp_path_factory.mktemp("study")
+    wd = make_workdir(root, STUDY.replace("LOCKS", str(root / "gpu-locks")))
+    snakemake(wd, "--cores", "2", "--resources", "gpu=2", timeout=1500)
     return wd
 
 
@@ -59,6 +62,11 @@ def test_all_targets_and_exact_results_rows(study):
     metrics = json.loads((model / "train_metrics.json").read_text())
     assert metrics["global_step"] > 0 and (model / "config.json").exists()
     assert not (study / "results/finetune/tiny/mini/bin1.work").exists()  # checkpoints cleaned after success
+    # every GPU job got one of the two virtual devices from gpu-run
+    for b in range(3):
+        m = json.loads((study / f"results/finetune/tiny/mini/bin{b}/train_metrics.json").read_text())
+        assert m["cuda_visible_devices"] in ("0", "1")
+        assert f"CUDA_VISIBLE_DEVICES={m['cuda_visible_devices']} (from " in (study / f"logs/finetune/tiny/mini/bin{b}.log").read_text()
 
 
 def test_each_checkpoint_loaded_once_for_all_bins(study):

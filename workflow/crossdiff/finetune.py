@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -268,6 +269,8 @@ def finetune(
         ],
         "settings": s,
         "prompt": fmt.to_config(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         **runtime,
     }
     with atomic_path(output, directory=True) as tmp:

@@ -7,7 +7,8 @@ never tells a job WHICH GPU to use: two jobs would both train on GPU 0. Rules th
     crossdiff gpu-run [--devices auto|0,1] [--count N] [--lock-dir DIR] [--wait-timeout S] -- CMD ARGS...
 
 It takes N distinct device slots, sets ``CUDA_VISIBLE_DEVICES`` to them, runs CMD as a child
-(forwarding SIGTERM/SIGINT/SIGHUP, returning its exit status) and releases the slots when CMD ends.
+(forwarding SIGTERM/SIGINT/SIGHUP, returning its exit status, 128+N if signal N ended it)
+and releases the slots when CMD ends.
 
 Slots are race-free: one lock file per device in the lock directory, taken with a non-blocking
 ``fcntl.flock``. The kernel drops such a lock when the last process holding the file open ends,
@@ -32,7 +33,8 @@ Pass-through (no locking, CMD runs with the environment as it is):
   snakemake to some GPUs, or a multi-GPU allocation running several local jobs), they are the
   candidates and the wrapper locks among them.
 
-Jobs that need no GPU never call it.
+Devices are numbered as nvidia-smi numbers them: ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` is set unless
+already set. Jobs that need no GPU never call it.
 """
 
 from __future__ import annotations
@@ -233,6 +235,13 @@ def _parent_death_signal(sig: int):
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
+def _in_terminal_foreground() -> bool:
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
 def run_child(cmd: list[str], env: dict[str, str], keep_fds: tuple[int, ...] = ()) -> int:
     """Run cmd, forwarding signals; its exit code, or 128+N when a signal N ended it."""
     if not cmd:
@@ -240,7 +249,16 @@ def run_child(cmd: list[str], env: dict[str, str], keep_fds: tuple[int, ...] = (
     child: subprocess.Popen | None = None
     pending: list[int] = []
 
+    # In the terminal's foreground group (an interactive run), the child stays in our process group,
+    # so it can read the terminal (a debugger) and gets Ctrl-C from the terminal itself: forwarding
+    # SIGINT/SIGHUP too would deliver them twice. Otherwise (snakemake, batch) the child gets its
+    # own group and every signal is forwarded exactly once.
+    foreground = _in_terminal_foreground()
+    forwarded = (signal.SIGTERM,) if foreground else FORWARDED
+
     def forward(signum, _frame):
+        if signum not in forwarded:
+            return  # the terminal sent it to the child as well
         if child is None:
             pending.append(signum)  # arrived before the child exists: deliver once it does
             return
@@ -252,9 +270,12 @@ def run_child(cmd: list[str], env: dict[str, str], keep_fds: tuple[int, ...] = (
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
         try:
-            # own process group: a terminal's Ctrl-C reaches the wrapper, which forwards it exactly once
             child = subprocess.Popen(
-                cmd, env=env, pass_fds=keep_fds, process_group=0, preexec_fn=_parent_death_signal(signal.SIGTERM)
+                cmd,
+                env=env,
+                pass_fds=keep_fds,
+                process_group=None if foreground else 0,
+                preexec_fn=_parent_death_signal(signal.SIGTERM),
             )
         except FileNotFoundError as exc:
             raise CrossdiffError(f"command not found: {cmd[0]}") from exc

@@ -134,7 +134,11 @@ def base_model_ref(model):
 
 
 def gpu_prefix(stage):
-    """Run a GPU job through `crossdiff gpu-run`, which gives it its own device(s) locally."""
+    """Run a GPU job through `crossdiff gpu-run`, which gives it its own device(s) locally.
+
+    Part of the shell string, not of params: params are a rerun trigger, and editing the device
+    list must not rerun every fine-tune (profiles/workstation leaves the `code` trigger off).
+    """
     n = config["resources"][stage]["gpu"]
     if not n:
         return ""

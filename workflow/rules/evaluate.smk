@@ -37,9 +37,10 @@ rule evaluate_zero_shot:
     params:
         base=lambda wc: shlex.quote(base_model_ref(wc.model)),
         settings=cli_json(config["evaluate"]),
-        gpu=gpu_prefix("evaluate"),
     shell:
-        "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} {params.gpu}crossdiff evaluate --model {params.base} "
+        "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
+        + gpu_prefix("evaluate")
+        + "crossdiff evaluate --model {params.base} "
         "--model-name {wildcards.model} --train-bin zero-shot --tasks {input.tasks} "
         "--outputs {output.results} --settings {params.settings} > {log} 2>&1"
 
@@ -66,8 +67,9 @@ rule evaluate_checkpoint:
         runtime=lambda wc, attempt: config["resources"]["evaluate"]["runtime"] * attempt,
     params:
         settings=cli_json(config["evaluate"]),
-        gpu=gpu_prefix("evaluate"),
     shell:
-        "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} {params.gpu}crossdiff evaluate --model {input.checkpoint} "
+        "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
+        + gpu_prefix("evaluate")
+        + "crossdiff evaluate --model {input.checkpoint} "
         "--model-name {wildcards.model} --train-bin {wildcards.b} --tasks {input.tasks} "
         "--outputs {output.results} --settings {params.settings} > {log} 2>&1"

@@ -30,8 +30,9 @@ rule finetune:
         base=lambda wc: shlex.quote(base_model_ref(wc.model)),
         settings=cli_json(config["finetune"]),
         prompt=lambda wc: cli_json(prompt_of(wc.dataset)),
-        gpu=gpu_prefix("finetune"),
     shell:
-        "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} {params.gpu}crossdiff finetune --model {params.base} "
+        "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
+        + gpu_prefix("finetune")
+        + "crossdiff finetune --model {params.base} "
         "--train {input.train} --output {output} --settings {params.settings} "
         "--prompt {params.prompt} > {log} 2>&1"
