@@ -5,6 +5,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 CORES  ?= 2
+# rules call the `crossdiff` command: the venv's bin must be on PATH for every job
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: demo test lint venv clean
 
