@@ -199,3 +199,24 @@ def test_simulation_is_seeded():
     c, _, _ = simulate(items, 20, 0.1, 2, seed=6)
     assert a.equals(b) and ta.equals(tb) and not a.equals(c)
     assert np.isclose(ta["difficulty"].mean(), 0.0)
+
+
+def test_match_items_by_text(tmp_path):
+    """v1 leaderboard rows keyed by their (templated) text map to the item whose question they contain."""
+    items = tmp_path / "items.csv"
+    items.write_text('item_id,question\n0,"Which gas do plants absorb?"\n1,"Which gas do plants absorb from the air at night?"\n2,"What is 2+2?"\n')
+    rows = [("m1", "Question: Which gas do plants  absorb?\\nAnswer:", 1),
+            ("m1", "Question: Which gas do plants absorb from the air at night?\\nAnswer:", 0),
+            ("m1", "Question: What is 2+2?\\nAnswer:", 1),
+            ("m2", "Question: What is 2+2?\\nAnswer:", 0)]
+    p = tmp_path / "r.parquet"
+    pl.DataFrame(rows, schema=["model_id", "item_id", "correct"], orient="row").write_parquet(p)
+    df, _, _ = build("table", p, {"match_items_on": "question"}, NO_FILTERS, items_path=items)
+    # the longer, more specific question wins for row 2; whitespace differences do not matter
+    assert sorted(df.rows()) == [("m1", "0", 1), ("m1", "1", 0), ("m1", "2", 1), ("m2", "2", 0)]
+    pl.DataFrame([("m1", "Question: Who wrote Hamlet?", 1)], schema=["model_id", "item_id", "correct"],
+                 orient="row").write_parquet(p)
+    with pytest.raises(CrossdiffError, match=r"1 response item\(s\) contain no item's 'question' \(e\.g\. 'Question: Who wrote Hamlet\?'\)"):
+        build("table", p, {"match_items_on": "question"}, NO_FILTERS, items_path=items)
+    with pytest.raises(CrossdiffError, match="match_items_on = 'question' needs an item table"):
+        build("table", p, {"match_items_on": "question"}, NO_FILTERS)

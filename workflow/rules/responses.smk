@@ -12,8 +12,12 @@ rule collect_leaderboard:
     params:
         settings=lambda wc: cli_json(dataset(wc.dataset)["responses"]),
         cache=lambda wc: f"{dataset(wc.dataset)['responses']['cache_dir']}/{wc.dataset}",
+        # coverage is checked against the item ids, unless responses are matched by item text
         item_table=lambda wc, input: (
-            f"--items {input.item_table}" if input.item_table else ""
+            f"--items {input.item_table}"
+            if input.item_table
+            and not dataset(wc.dataset)["responses"]["match_items_on"]
+            else ""
         ),
         models_list=lambda wc, input: (
             f"--models-list {input.models_list}" if input.models_list else ""

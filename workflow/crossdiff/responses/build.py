@@ -46,6 +46,43 @@ def check_items(df: pl.DataFrame, items: pl.DataFrame, path, items_path) -> None
                              f"the responses' item ids must match the items' item_id column")
 
 
+def _normalise(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def match_items(df: pl.DataFrame, items: pl.DataFrame, column: str, path, items_path) -> pl.DataFrame:
+    """Replace text-valued item ids by the item_id whose ``column`` text they contain.
+
+    For sources that identify an item by its text rather than an id (the v1 leaderboard's details
+    rows, ``item_key: example``): a response matches the item whose whitespace-normalised text is
+    contained in it; when several do, the longest (most specific) wins; an unmatched or ambiguous
+    response stops the import with examples, so items are never silently misaligned.
+    """
+    require_columns(items, ["item_id", column], items_path, "item table")
+    texts = [(_normalise(t), str(i)) for i, t in items.select("item_id", column).iter_rows() if t is not None and _normalise(t)]
+    texts.sort(key=lambda x: -len(x[0]))
+    mapping, unmatched, ambiguous = {}, [], []
+    for key in df["item_id"].unique().sort().to_list():
+        k = _normalise(key)
+        hits = [(t, i) for t, i in texts if t in k]
+        if not hits:
+            unmatched.append(key)
+        elif len(hits) > 1 and len(hits[0][0]) == len(hits[1][0]) and hits[0][1] != hits[1][1]:
+            ambiguous.append(key)
+        else:
+            mapping[key] = hits[0][1]
+    if unmatched or ambiguous:
+        problem = (f"{len(unmatched)} response item(s) contain no item's {column!r} (e.g. {unmatched[0][:120]!r})" if unmatched
+                   else f"{len(ambiguous)} response item(s) match several items equally (e.g. {ambiguous[0][:120]!r})")
+        raise CrossdiffError(f"{path}: {problem}; matched against {items_path} with responses.match_items_on = {column!r}")
+    out = df.with_columns(pl.col("item_id").replace_strict(mapping))
+    dup = out.group_by(["model_id", "item_id"]).len().filter(pl.col("len") > 1)
+    if dup.height:
+        raise CrossdiffError(f"{path}: several response rows of model {dup['model_id'][0]!r} map to item {dup['item_id'][0]!r} "
+                             f"through {column!r}; expected one row per item")
+    return out
+
+
 def apply_filters(df: pl.DataFrame, f: dict) -> tuple[pl.DataFrame, list[dict]]:
     dropped: list[dict] = []
     if f.get("dedupe_models", True):
@@ -84,9 +121,14 @@ def build(source: str, path, settings: dict, filters: dict, items_path=None) -> 
     raw = read_source(source, path, settings)
     if raw.height == 0:
         raise CrossdiffError(f"{path}: no responses found")
+    match_on = settings.get("match_items_on")
+    if match_on and not items_path:
+        raise CrossdiffError(f"responses.match_items_on = {match_on!r} needs an item table (datasets.<name>.items)")
+    items = read_table(items_path, "item table") if items_path else None
+    if match_on:
+        raw = match_items(raw, items, match_on, path, items_path)
     df, n_dup_rows = resolve_duplicates(raw, path)
-    if items_path:
-        items = read_table(items_path, "item table")
+    if items is not None:
         require_columns(items, ["item_id"], items_path, "item table")
         check_items(df, items, path, items_path)
     n_models0, n_items0 = df["model_id"].n_unique(), df["item_id"].n_unique()
