@@ -5,6 +5,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 CORES  ?= 2
+# extra pip arguments for torch, e.g. --index-url https://download.pytorch.org/whl/cpu (see README)
+TORCH_PIP_ARGS ?=
 # rules call the `crossdiff` command: the venv's bin must be on PATH for every job
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -15,8 +17,8 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: envs/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch first and pinned: 2.13.0 is the CPU build here (GPU users: see README)
-	$(BIN)/pip install -q torch==2.13.0
+	# torch first and pinned, so no other build is pulled in (CPU or CUDA build: see README)
+	$(BIN)/pip install -q torch==2.13.0 $(TORCH_PIP_ARGS)
 	$(BIN)/pip install -q -r envs/requirements.txt
 	$(BIN)/pip install -q --no-deps -e .
 	$(BIN)/pip check

@@ -86,3 +86,33 @@ def test_cli_writes_item_table(tmp_path):
     proc = crossdiff_cli("prepare-items", "--settings", json.dumps(synthetic), "--dataset", "ar", "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     assert pl.read_parquet(out)["item_id"][0] == "ar-00"
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTERS))
+def test_adapter_prompt_renders_training_and_evaluation(name, tmp_path):
+    """Each adapter's default format (used unless the config overrides it) renders its fixture items."""
+    from crossdiff.data.adapters import prompt_for
+    from crossdiff.evaluate import make_task
+    from crossdiff.prompts import PromptFormat
+    from crossdiff.sft_data import make_sft_data
+
+    path = {"bbh": FIX / "bbh", "math": FIX / "math", "musr": FIX / "musr"}.get(name, FIX / f"{name}.jsonl")
+    settings = {"source": "hub", "adapter": name, "path": str(path)}
+    items = load_items(name, settings)
+    items.write_parquet(tmp_path / "items.parquet")
+    pl.DataFrame({"item_id": items["item_id"], "difficulty": 0.0, "bin": 0}).write_parquet(tmp_path / "bins.parquet")
+    prompt = prompt_for(settings, {"instruction": "Be brief.\n"})
+    assert prompt["instruction"] == "Be brief.\n"  # the dataset's own keys win over the adapter's
+    fmt = PromptFormat.from_config(prompt)
+    assert fmt.scoring == ("multiple_choice" if name in ("arc", "mmlu_pro", "musr") else "generation")
+    meta = make_task(tmp_path / "items.parquet", tmp_path / "bins.parquet", 0, tmp_path / "task", name, prompt)
+    assert meta["n_items"] == items.height and meta["scoring"] == fmt.scoring
+    n = make_sft_data(tmp_path / "items.parquet", tmp_path / "bins.parquet", 0, tmp_path / "sft.jsonl", prompt)
+    rows = [json.loads(line) for line in (tmp_path / "sft.jsonl").read_text().splitlines()]
+    assert n == len(rows) == items.height and all(r["completion"].strip() for r in rows)
+    if name == "mmlu_pro":
+        assert rows[0]["completion"] == " I" and "I. Unsafe practices, Distress, Fear, Serious" in rows[0]["prompt"]
+    if name == "gsm8k":
+        assert rows[0]["completion"].endswith("#### 18")
+    if name == "math":
+        assert fmt.checker == "math"

@@ -72,3 +72,29 @@ def test_defaults_filled_inside_list_entries():
     assert c["models"][0]["build_settings"] == {} and c["models"][1]["build"] is None
     with pytest.raises(CrossdiffError, match=r"models\.1\.revision"):
         validate({**MINIMAL, "models": [{"id": "a"}, {"id": "b", "revision": "x"}]})
+
+
+def test_dataset_filters_override_only_the_keys_given():
+    c = validate({**MINIMAL, "filters": {"min_responses_per_model": 50, "drop_constant_items": False},
+                  "datasets": {"d": {**MINIMAL["datasets"]["d"], "filters": {"min_responses_per_item": 10}}}})
+    assert c["datasets"]["d"]["filters"] == {"min_responses_per_item": 10}
+    merged = {**c["filters"], **c["datasets"]["d"]["filters"]}  # as workflow/rules/common.smk merges them
+    assert merged["min_responses_per_model"] == 50 and merged["drop_constant_items"] is False
+    assert merged["min_responses_per_item"] == 10
+
+
+@pytest.mark.parametrize("patch, expected", [
+    ({"study": {"datasets": ["nope"]}, "models": [{"id": "m"}]}, r"study\.datasets: unknown dataset 'nope'"),
+    ({"study": {"train_bins": [3]}, "bins": {"n_bins": 3}}, r"study\.train_bins: bin 3 does not exist; expected 0\.\.2"),
+    ({"models": [{"id": "t", "build": "tiny", "warmup_dataset": "x"}]}, r"models\.0\.warmup_dataset: unknown dataset 'x'"),
+])
+def test_cross_references_are_checked(patch, expected):
+    with pytest.raises(CrossdiffError, match=expected):
+        validate({**MINIMAL, **patch})
+
+
+def test_study_dataset_without_items_is_rejected():
+    cfg = {"datasets": {"d": {"items": {"source": "none"}, "responses": {"source": "table", "path": "r.csv"}}},
+           "study": {"datasets": ["d"]}, "models": [{"id": "m"}]}
+    with pytest.raises(CrossdiffError, match="dataset 'd' has items.source none; fine-tuning needs its items"):
+        validate(cfg)

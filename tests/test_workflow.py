@@ -102,9 +102,11 @@ def test_report_is_built(small_run):
 def test_configfile_replaces_the_embedded_default(tmp_path):
     own = tmp_path / "mine.yaml"
     own.write_text(SMALL)
-    proc = snakemake(REPO, "-n", "--cores", "1", "--configfile", str(own), "--config", "seed=7")
+    proc = snakemake(REPO, "-n", "-p", "--cores", "1", "--configfile", str(own), "--config", "irt={engine: py-irt-compatible}")
     out = proc.stdout + proc.stderr
     assert "results/items/tiny.parquet" in out
+    assert '"engine": "py-irt-compatible"' in out  # --config still overrides a key of the given file
+    assert '"holdout_fraction": 0.05' in out  # ... and the file's other irt keys (and defaults) stay
     assert "arith" not in out and "tiny-arith" not in out  # the default's dataset and model are gone
 
 

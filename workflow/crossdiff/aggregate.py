@@ -16,6 +16,7 @@ variance cancels. Seeded (``seed``), ``n_boot`` resamples.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -110,8 +111,10 @@ def aggregate(paths, settings: dict | None = None) -> pl.DataFrame:
                 f"({len(set(mine) ^ set(zs))} item_id(s) not in both); cannot pair them"
             )
         ids = sorted(mine)
-        # a stable per-cell seed: the same cell gets the same resamples on every run
-        cell_seed = [s["seed"], row["test_bin"], int(row["train_bin"]) if row["train_bin"].lstrip("-").isdigit() else 0]
+        # a stable per-cell seed, distinct per model and dataset: the same cell gets the same
+        # resamples on every run, and different models or datasets get independent ones
+        names = [int.from_bytes(hashlib.sha256(str(row[k]).encode()).digest()[:4], "little") for k in ("model", "dataset")]
+        cell_seed = [s["seed"], *names, row["test_bin"], int(row["train_bin"]) if row["train_bin"].lstrip("-").isdigit() else 0]
         lo, hi = paired_bootstrap(
             np.array([mine[i] for i in ids]), np.array([zs[i] for i in ids]),
             n_boot=s["n_boot"], seed=np.random.SeedSequence(cell_seed).generate_state(1)[0], confidence=s["confidence"],

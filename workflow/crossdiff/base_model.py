@@ -1,6 +1,6 @@
 """The embedded default's tiny local base model.
 
-A Llama-architecture causal LM of a few million parameters with a byte-level BPE tokenizer trained
+A Llama-architecture causal LM (about 0.5M parameters with the default settings) with a byte-level BPE tokenizer trained
 locally (digits split one per token), saved with ``save_pretrained`` so ``AutoModelForCausalLM`` and
 ``AutoTokenizer`` load the directory like a hub model. It then gets a short, seeded warm-up on
 generated arithmetic problems that are DISJOINT from the benchmark items (their questions are
@@ -77,14 +77,17 @@ def _settings(settings: dict | None) -> dict:
     return {**DEFAULTS, **settings}
 
 
-def offline_env() -> None:
-    """Offline hub, and passive OpenMP waiting (busy-waiting threads made 2-core runs many times slower
-    whenever another process was busy). Effective when called before torch is first imported."""
+def offline_env(model_path=None) -> None:
+    """Passive OpenMP waiting (busy-waiting threads made 2-core runs many times slower whenever
+    another process was busy), and an offline hub when the model is a local directory (a hub id
+    such as ``Qwen/Qwen2.5-1.5B-Instruct`` must be allowed to download or use the HF cache).
+    Effective when called before torch is first imported."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if model_path is None or Path(model_path).is_dir():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def build_tokenizer(texts: list[str], vocab_size: int):

@@ -84,15 +84,38 @@ def _describe(error: jsonschema.ValidationError, root: dict) -> str:
     return f"{path}: {error.message}"
 
 
+def check_references(c: dict) -> list[str]:
+    """Cross-references the schema cannot express (dataset names, bin numbers)."""
+    problems = []
+    datasets = c["datasets"]
+    names = c["study"]["datasets"]
+    for name in names or []:
+        if name not in datasets:
+            problems.append(f"study.datasets: unknown dataset {name!r}; expected one of: {', '.join(datasets)}")
+        elif c["models"] and datasets[name]["items"]["source"] == "none":
+            problems.append(f"study.datasets: dataset {name!r} has items.source none; fine-tuning needs its items")
+    for b in c["study"]["train_bins"] or []:
+        if b >= c["bins"]["n_bins"]:
+            problems.append(f"study.train_bins: bin {b} does not exist; expected 0..{c['bins']['n_bins'] - 1}")
+    for i, m in enumerate(c["models"]):
+        w = m.get("warmup_dataset")
+        if w is not None and w not in datasets:
+            problems.append(f"models.{i}.warmup_dataset: unknown dataset {w!r}; expected one of: {', '.join(datasets)}")
+    return problems
+
+
 def validate(config: dict, schema: dict | None = None, origin: str = "config") -> dict:
     """Return a validated copy of ``config`` with all defaults filled in."""
     schema = schema or load_schema()
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    if errors:
-        lines = [f"{origin}: {_describe(e, schema)}" for e in errors]
+    lines = [f"{origin}: {_describe(e, schema)}" for e in errors]
+    filled = None if errors else _fill(copy.deepcopy(config), schema, schema)
+    if filled is not None:
+        lines = [f"{origin}: {p}" for p in check_references(filled)]
+    if lines:
         raise CrossdiffError("invalid configuration:\n  " + "\n  ".join(lines))
-    return _fill(copy.deepcopy(config), schema, schema)
+    return filled
 
 
 def load(path: str | Path) -> dict:

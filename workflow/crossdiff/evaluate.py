@@ -130,7 +130,7 @@ def load_lm(model_path, s: dict):
     global MODEL_LOADS
     from crossdiff.base_model import offline_env
 
-    offline_env()
+    offline_env(model_path)
     import torch
 
     device = s["device"]

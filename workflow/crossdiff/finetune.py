@@ -129,7 +129,7 @@ def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFo
     """Construct the SFTTrainer (exposed so tests can inspect its collator and batches)."""
     from crossdiff.base_model import offline_env
 
-    offline_env()
+    offline_env(model_path)
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -20,18 +20,14 @@ import numpy as np
 import polars as pl
 
 from crossdiff.errors import CrossdiffError
-from crossdiff.io import atomic_path, read_table, require_columns, write_json
+from crossdiff.io import read_table, require_columns, write_json
+from crossdiff.plots import save
 
 REQUIRED = ["model", "dataset", "train_bin", "test_bin", "value", "gain", "significant"]
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "x"
-
-
-def _save(fig, path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
 
 def _matrix(df: pl.DataFrame, column: str, rows: list[str], cols: list[int]) -> np.ndarray:
@@ -65,7 +61,8 @@ def plot_all(table, outdir, dataset: str | None = None) -> list[str]:
 
     def path(kind: str, model: str | None, ds: str) -> Path:
         if dataset is not None:
-            return outdir / _safe(model) / f"{kind}.png" if model else outdir / f"{kind}.png"
+            # the model column holds the workflow's slug: used as-is, it is the path the rule declares
+            return outdir / model / f"{kind}.png" if model else outdir / f"{kind}.png"
         return outdir / (f"{_safe(model)}__{_safe(ds)}__{kind}.png" if model else f"{_safe(ds)}__{kind}.png")
 
     written: list[str] = []
@@ -81,8 +78,7 @@ def plot_all(table, outdir, dataset: str | None = None) -> list[str]:
         ax.set_ylabel("train bin")
         ax.set_title(f"{model} / {dataset_}: accuracy")
         p = path("accuracy", model, dataset_)
-        _save(fig, p)
-        plt.close(fig)
+        save(fig, p)
         written.append(str(p))
 
         ft = sub.filter(pl.col("train_bin") != "zero-shot")
@@ -103,8 +99,7 @@ def plot_all(table, outdir, dataset: str | None = None) -> list[str]:
             ax.set_ylabel("train bin")
             ax.set_title(f"{model} / {dataset_}: gain over zero-shot (* = 95% CI excludes 0; diagonal masked)")
             p = path("gain", model, dataset_)
-            _save(fig, p)
-            plt.close(fig)
+            save(fig, p)
             written.append(str(p))
 
     for (dataset_,), sub in df.group_by(["dataset"], maintain_order=True):
@@ -121,8 +116,7 @@ def plot_all(table, outdir, dataset: str | None = None) -> list[str]:
             ax.set_ylabel("mean gain over zero-shot")
             ax.set_title(f"{dataset_}: gain vs difficulty gap")
             p = path("gain_vs_gap", None, dataset_)
-            _save(fig, p)
-            plt.close(fig)
+            save(fig, p)
             written.append(str(p))
         zs = sub.filter(pl.col("train_bin") == "zero-shot").sort(["model", "test_bin"])
         if zs.height:
@@ -134,8 +128,7 @@ def plot_all(table, outdir, dataset: str | None = None) -> list[str]:
             ax.set_ylim(bottom=0)
             ax.set_title(f"{dataset_}: zero-shot accuracy per bin")
             p = path("zero_shot", None, dataset_)
-            _save(fig, p)
-            plt.close(fig)
+            save(fig, p)
             written.append(str(p))
     if not written:
         raise CrossdiffError(f"{table}: no rows to plot")

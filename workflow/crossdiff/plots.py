@@ -79,8 +79,9 @@ def spearman(irt_items: pl.DataFrame, items: pl.DataFrame | None, title: str):
     df = feature_table(irt_items, items)
     cols = [c for c in df.columns if df[c].drop_nulls().n_unique() > 1]
     data = df.select(cols).to_numpy().astype(float)
-    rho = spearmanr(data, nan_policy="omit").statistic if len(cols) > 2 else np.corrcoef(data.T)
-    rho = np.atleast_2d(rho)
+    rho = spearmanr(data, nan_policy="omit").statistic
+    if len(cols) == 2:  # spearmanr returns the single coefficient for two columns
+        rho = np.array([[1.0, rho], [rho, 1.0]])
     fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(cols), 0.8 + 0.7 * len(cols)))
     sns.heatmap(rho, annot=True, fmt=".2f", vmin=-1, vmax=1, cmap="vlag", xticklabels=cols, yticklabels=cols,
                 square=True, ax=ax, cbar_kws={"label": "Spearman ρ"})

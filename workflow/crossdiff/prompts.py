@@ -28,8 +28,9 @@ stop              ``["\\n"]``                                  generation: stop 
 max_gen_toks      ``16``                                      generation: maximum new tokens
 choices_field     ``"choices"``                               MC: item column holding the choices (list of
                                                               strings or a JSON-encoded list)
-choice_template   ``" {choice}"``                             MC: continuation scored for each choice; also
-                                                              the SFT completion (with the gold choice)
+choice_template   ``" {choice}"``                             MC: continuation scored for each choice
+                                                              (``{choice}`` its text, ``{label}`` its letter);
+                                                              also the SFT completion (with the gold choice)
 option_labels     ``"ABCDEFGHIJKLMNOPQRSTUVWXYZ"``            MC: labels used by ``{options}``
 checker           ``"exact"``                                 generation: ``"exact"`` (extracted answer ==
                                                               gold) or ``"math"`` (mathematical equivalence
@@ -182,12 +183,13 @@ class PromptFormat:
     def completion_text(self, item: dict) -> str:
         """The plain-text completion a model is trained to produce."""
         if self.scoring == "multiple_choice":
-            choices = self.choices(item)
-            return self._fill(self.choice_template, item, "choice_template", choice=choices[self.gold_index(item)])
+            return self.choice_texts(item)[self.gold_index(item)]
         return self._fill(self.target, item, "target")
 
     def choice_texts(self, item: dict) -> list[str]:
-        return [self._fill(self.choice_template, item, "choice_template", choice=c) for c in self.choices(item)]
+        """Each choice's continuation: ``{choice}`` is its text, ``{label}`` its letter (A, B, ...)."""
+        return [self._fill(self.choice_template, item, "choice_template", choice=c, label=self.option_labels[i])
+                for i, c in enumerate(self.choices(item))]
 
     def gold(self, item: dict) -> str | int:
         """What lm-eval compares against: the gold answer string (generation) or index (MC)."""

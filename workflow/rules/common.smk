@@ -2,8 +2,6 @@ import json
 import re
 import shlex
 
-import crossdiff.config
-
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
@@ -63,7 +61,10 @@ def difficulty_targets(name):
         f"results/irt/{name}/items.parquet",
         f"results/bins/{name}/bins.parquet",
     ]
-    out += [f"results/figures/{name}/difficulty/{f}.png" for f in DIFFICULTY_FIGURES]
+    figures = DIFFICULTY_FIGURES
+    if config["irt"]["holdout_fraction"] == 0:  # no held-out cells, no calibration figure
+        figures = [f for f in figures if f != "calibration"]
+    out += [f"results/figures/{name}/difficulty/{f}.png" for f in figures]
     if is_simulated(name):
         out.append(f"results/figures/{name}/difficulty/truth.png")
     if replicate_labels():
@@ -93,6 +94,7 @@ def replicate_settings(label):
 
 
 # ---------------------------------------------------------------- the study half: models x bins
+from crossdiff.data.adapters import prompt_for
 from crossdiff.slugs import slugify
 
 MODELS = {slugify(m["id"]): m for m in config["models"]}
@@ -107,9 +109,6 @@ def study_datasets():
     names = config["study"]["datasets"]
     if names is None:
         names = [d for d in DATASETS if dataset(d)["items"]["source"] != "none"]
-    unknown = sorted(set(names) - set(DATASETS))
-    if unknown:
-        raise ValueError(f"config study.datasets: unknown dataset(s) {unknown}")
     return names if config["models"] else []
 
 
@@ -119,7 +118,8 @@ def train_bins():
 
 
 def prompt_of(name):
-    return dataset(name).get("prompt", {})
+    """The dataset's prompt section over its benchmark adapter's defaults (one format for SFT and eval)."""
+    return prompt_for(dataset(name)["items"], dataset(name).get("prompt"))
 
 
 def base_model_input(wildcards):

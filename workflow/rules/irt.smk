@@ -8,7 +8,7 @@ rule fit_irt:
         summary="results/irt/{dataset}/fit.json",
     log:
         "logs/fit_irt/{dataset}.log",
-    threads: 2
+    threads: config["irt"]["threads"] or 2
     params:
         settings=cli_json(irt_settings()),
     shell:
@@ -28,7 +28,7 @@ rule fit_irt_replicate:
         summary="results/irt/{dataset}/replicates/{replicate}/fit.json",
     log:
         "logs/fit_irt_replicate/{dataset}/{replicate}.log",
-    threads: 2
+    threads: config["irt"]["threads"] or 2
     params:
         settings=lambda wc: cli_json(replicate_settings(wc.replicate)),
     shell:

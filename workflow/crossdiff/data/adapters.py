@@ -219,8 +219,11 @@ def load_items(name: str, settings: dict | None = None) -> pl.DataFrame:
     return df.with_columns(pl.col("question").str.len_chars().alias("question_length"))
 
 
-def default_prompt(name: str) -> dict:
-    return dict(ADAPTERS[name].prompt)
+def prompt_for(items_settings: dict, prompt: dict | None) -> dict:
+    """The prompt format of a dataset: its adapter's defaults (for ``items.source: hub``), overridden
+    key by key by the dataset's own ``prompt`` section."""
+    base = dict(ADAPTERS[items_settings["adapter"]].prompt) if items_settings.get("source") == "hub" else {}
+    return {**base, **(prompt or {})}
 
 
 def prepare_items(settings: dict, dataset: str) -> pl.DataFrame:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from crossdiff.errors import CrossdiffError
+
 
 OPS = ("+", "-", "*")
 
@@ -61,7 +63,8 @@ def generate_problems(
     while len(out) < n:
         attempts += 1
         if attempts > 50 * n + 1000:
-            raise ValueError(f"could not generate {n} distinct problems with max_ops={max_ops}, max_digits={max_digits}")
+            raise CrossdiffError(f"items: could not generate {n} distinct problems with max_ops={max_ops}, "
+                                 f"max_digits={max_digits}; lower n_items or raise max_ops/max_digits")
         n_ops = int(rng.choice(max_ops, p=weights)) + 1
         digits = int(rng.integers(1, max_digits + 1))
         p = make_problem(rng, n_ops, digits)

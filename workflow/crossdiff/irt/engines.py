@@ -6,6 +6,7 @@ import importlib
 
 import numpy as np
 
+from crossdiff.errors import CrossdiffError
 from crossdiff.irt.base import EngineResult, IrtSettings
 
 ENGINES = {
@@ -17,6 +18,9 @@ ENGINES = {
 
 def fit_engine(Y: np.ndarray, observed: np.ndarray, settings: IrtSettings, progress: bool = False) -> EngineResult:
     if settings.engine not in ENGINES:
-        raise ValueError(f"unknown IRT engine '{settings.engine}'; expected one of {', '.join(ENGINES)}")
+        raise CrossdiffError(f"irt.engine = {settings.engine!r}; expected one of {', '.join(ENGINES)}")
     module = importlib.import_module(ENGINES[settings.engine])
-    return module.fit(Y, observed, settings, progress=progress)
+    try:
+        return module.fit(Y, observed, settings, progress=progress)
+    except (ValueError, NotImplementedError) as exc:  # unsupported model/prior combinations, empty rows
+        raise CrossdiffError(f"irt (engine {settings.engine}, model {settings.model}, priors {settings.priors}): {exc}") from exc

@@ -567,7 +567,8 @@ def collect(s: Settings, models: list[str] | None, cache_dir, manifest_path, out
     bar.close()
 
     # ---- assemble from every done model (this run and earlier ones)
-    done_models = [m for m in models if is_done(m) or previous.get(m, {}).get("status") == "done"]
+    # is_done checks the extraction key too: tables extracted under other settings never mix in
+    done_models = [m for m in models if is_done(m)]
     frames = [pl.read_parquet(previous[m]["parsed"]) for m in done_models if Path(previous[m].get("parsed", "")).is_file()]
     long = pl.concat(frames) if frames else pl.DataFrame(schema=SCHEMA)
     long = long.with_columns(pl.col("correct").cast(pl.Int8))
