@@ -116,3 +116,10 @@ def test_adapter_prompt_renders_training_and_evaluation(name, tmp_path):
         assert rows[0]["completion"].endswith("#### 18")
     if name == "math":
         assert fmt.checker == "math"
+
+
+def test_hub_loading_offline_names_the_dataset(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CrossdiffError, match=r"cannot load allenai/ai2_arc \(config 'ARC-Challenge', split 'test'\) from the hub: .*set items\.path to a local copy"):
+        load_items("arc", {"source": "hub"})

@@ -25,7 +25,7 @@ import polars as pl
 
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
-from crossdiff.io import write_csv, write_parquet
+from crossdiff.io import iter_jsonl, write_csv, write_parquet
 
 DEFAULTS = {"n_boot": 1000, "seed": 0, "confidence": 0.95}
 
@@ -50,12 +50,10 @@ def _read_samples(result_path: Path, record: dict) -> dict[str, float]:
     if not sp.exists():
         raise CrossdiffError(f"{result_path}: per-sample log {sp} not found")
     out = {}
-    for n, line in enumerate(sp.read_text().splitlines(), 1):
-        if line.strip():
-            row = json.loads(line)
-            if "item_id" not in row or "correct" not in row:
-                raise CrossdiffError(f"{sp}:{n}: expected keys 'item_id' and 'correct'")
-            out[str(row["item_id"])] = float(row["correct"])
+    for n, row in iter_jsonl(sp):
+        if "item_id" not in row or "correct" not in row:
+            raise CrossdiffError(f"{sp}: line {n}: expected keys 'item_id' and 'correct'")
+        out[str(row["item_id"])] = float(row["correct"])
     return out
 
 

@@ -262,6 +262,8 @@ def evaluate_model(
         rows = []
         for sample in sorted(results["samples"][name], key=lambda x: x["doc_id"]):
             correct = sample.get(metric)
+            if correct is None:
+                raise CrossdiffError(f"lm-eval sample {sample.get('doc_id')} of {name} has no {metric!r} value")
             rows.append({
                 "item_id": sample["doc"]["item_id"],
                 "correct": int(round(float(correct))),

@@ -185,7 +185,12 @@ def _load_rows(adapter: Adapter, sub: str | None, settings: dict) -> list[dict]:
     hub_id = settings.get("hub_id") or adapter.hub_id
     split = sub if adapter.split_is_subtask else settings.get("split") or adapter.split
     config = None if adapter.split_is_subtask else sub
-    return list(datasets.load_dataset(hub_id, config, split=split))
+    try:
+        return list(datasets.load_dataset(hub_id, config, split=split))
+    except Exception as exc:  # offline, gated, unknown id/config/split: say which dataset and how to fix
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CrossdiffError(f"cannot load {hub_id} (config {config!r}, split {split!r}) from the hub: {first}; "
+                             f"check the id and HF_TOKEN, or set items.path to a local copy") from None
 
 
 def load_items(name: str, settings: dict | None = None) -> pl.DataFrame:
