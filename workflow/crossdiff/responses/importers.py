@@ -49,8 +49,9 @@ def _binary(df: pl.DataFrame, column: str, path, row_offset: int, row_label: str
     return df.with_columns(values.cast(pl.Int8).alias(column))
 
 
-def read_long(path, model_column="model_id", item_column="item_id", correct_column="correct") -> pl.DataFrame:
-    df = read_table(path, "response table")
+def read_long(path, model_column="model_id", item_column="item_id", correct_column="correct",
+              df: pl.DataFrame | None = None) -> pl.DataFrame:
+    df = read_table(path, "response table") if df is None else df
     require_columns(df, [model_column, item_column, correct_column], path, "long response table")
     df = df.select(
         pl.col(model_column).cast(pl.Utf8).alias("model_id"),
@@ -65,8 +66,8 @@ def read_long(path, model_column="model_id", item_column="item_id", correct_colu
     return df.drop_nulls("correct")
 
 
-def read_wide(path, model_column: str | None = None) -> pl.DataFrame:
-    df = read_table(path, "response table")
+def read_wide(path, model_column: str | None = None, df: pl.DataFrame | None = None) -> pl.DataFrame:
+    df = read_table(path, "response table") if df is None else df
     model_column = model_column if model_column and model_column in df.columns else df.columns[0]
     if df.width < 2:
         raise CrossdiffError(f"{path}: wide response table needs a model column and at least one item column")
@@ -96,14 +97,14 @@ def read_wide(path, model_column: str | None = None) -> pl.DataFrame:
 def read_table_source(path, settings: dict) -> pl.DataFrame:
     fmt = settings.get("format", "auto")
     mc, ic, cc = settings.get("model_column", "model_id"), settings.get("item_column", "item_id"), settings.get("correct_column", "correct")
+    if fmt not in ("auto", "long", "wide"):
+        raise CrossdiffError(f"{path}: unknown table format {fmt!r}; expected long, wide or auto")
+    table = read_table(path, "response table")  # read once, whatever the format
     if fmt == "auto":
-        head = read_table(path, "response table")
-        fmt = "long" if {mc, ic, cc} <= set(head.columns) else "wide"
+        fmt = "long" if {mc, ic, cc} <= set(table.columns) else "wide"
     if fmt == "long":
-        return read_long(path, mc, ic, cc)
-    if fmt == "wide":
-        return read_wide(path, settings.get("model_column"))
-    raise CrossdiffError(f"{path}: unknown table format {fmt!r}; expected long, wide or auto")
+        return read_long(path, mc, ic, cc, df=table)
+    return read_wide(path, settings.get("model_column"), df=table)
 
 
 _TIMESTAMP = re.compile(r"_(\d{4}-\d{2}-\d{2}T[\d\-.:]+)\.jsonl$")
