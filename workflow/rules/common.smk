@@ -84,8 +84,7 @@ def replicate_labels():
 
 
 def replicate_settings(label):
-    s = dict(config["irt"])
-    s.pop("stability")
+    s = irt_settings()
     if label.startswith("seed"):
         s["seed"] = int(label[4:])
     else:
