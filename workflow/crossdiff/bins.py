@@ -30,14 +30,23 @@ def make_bins(items: pl.DataFrame, n_bins: int, path="item table") -> tuple[pl.D
         bad = items.filter(pl.col("difficulty").is_null() | pl.col("difficulty").is_nan())["item_id"][0]
         raise CrossdiffError(f"{path}: item {bad!r} has no difficulty; expected a number for every item")
     ordered = items.with_columns(pl.col("item_id").cast(pl.Utf8)).sort(["difficulty", "item_id"])
-    labels = np.repeat(np.arange(n_bins), bin_sizes(ordered.height, n_bins))
+    sizes = bin_sizes(ordered.height, n_bins)
+    labels = np.repeat(np.arange(n_bins), sizes)
     keep = [c for c in ("item_id", "difficulty", "accuracy") if c in ordered.columns]
     table = ordered.select(keep).with_columns(pl.Series("bin", labels, dtype=pl.Int32))
-    aggs = [pl.len().alias("size"), pl.col("difficulty").min().alias("difficulty_min"),
-            pl.col("difficulty").max().alias("difficulty_max"), pl.col("difficulty").mean().alias("difficulty_mean")]
-    if "accuracy" in table.columns:
-        aggs.append(pl.col("accuracy").mean().alias("mean_accuracy"))
-    summary = table.group_by("bin").agg(aggs).sort("bin")
+    # per-bin statistics in a fixed summation order (polars' parallel group_by sums in varying
+    # order, which changes the last digits between runs): the summary is byte-identical too
+    rows = []
+    starts = np.cumsum([0] + sizes[:-1])
+    for b, (start, size) in enumerate(zip(starts, sizes)):
+        part = table.slice(int(start), size)
+        d = part["difficulty"].to_numpy()
+        row = {"bin": b, "size": part.height, "difficulty_min": float(d.min()), "difficulty_max": float(d.max()),
+               "difficulty_mean": float(np.mean(d))}
+        if "accuracy" in part.columns:
+            row["mean_accuracy"] = float(np.mean(part["accuracy"].to_numpy()))
+        rows.append(row)
+    summary = pl.DataFrame(rows).with_columns(pl.col("bin").cast(pl.Int32), pl.col("size").cast(pl.UInt32))
     return table, summary
 
 
