@@ -13,8 +13,8 @@ rule aggregate:
     params:
         settings=cli_json(config["aggregate"]),
     shell:
-        "crossdiff aggregate --results {input} --output {output.table} --csv {output.csv} "
-        "--settings {params.settings} > {log} 2>&1"
+        "crossdiff aggregate --results {input:q} --output {output.table:q} --csv {output.csv:q} "
+        "--settings {params.settings} > {log:q} 2>&1"
 
 
 rule plot_results:
@@ -48,5 +48,5 @@ rule plot_results:
     log:
         "logs/plot_results/{dataset}.log",
     shell:
-        "crossdiff plot-results --table {input} --dataset {wildcards.dataset} "
-        "--outdir results/figures/{wildcards.dataset} > {log} 2>&1"
+        "crossdiff plot-results --table {input:q} --dataset {wildcards.dataset} "
+        "--outdir results/figures/{wildcards.dataset} > {log:q} 2>&1"

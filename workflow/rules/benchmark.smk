@@ -7,7 +7,7 @@ rule prepare_items:
         settings=lambda wc: cli_json(dataset(wc.dataset)["items"]),
     shell:
         "crossdiff prepare-items --settings {params.settings} --dataset {wildcards.dataset} "
-        "--output {output} > {log} 2>&1"
+        "--output {output:q} > {log:q} 2>&1"
 
 
 rule simulate_leaderboard:
@@ -22,6 +22,6 @@ rule simulate_leaderboard:
     params:
         settings=lambda wc: cli_json(dataset(wc.dataset)["responses"]),
     shell:
-        "crossdiff simulate-leaderboard --items {input.item_table} --settings {params.settings} "
-        "--output {output.responses} --truth-items {output.truth_items} "
-        "--truth-models {output.truth_models} > {log} 2>&1"
+        "crossdiff simulate-leaderboard --items {input.item_table:q} --settings {params.settings} "
+        "--output {output.responses:q} --truth-items {output.truth_items:q} "
+        "--truth-models {output.truth_models:q} > {log:q} 2>&1"

@@ -14,8 +14,8 @@ rule make_bins:
     params:
         n_bins=config["bins"]["n_bins"],
     shell:
-        "crossdiff make-bins --items {input} --n-bins {params.n_bins} "
-        "--output {output.bins} --summary {output.summary} > {log} 2>&1"
+        "crossdiff make-bins --items {input:q} --n-bins {params.n_bins} "
+        "--output {output.bins:q} --summary {output.summary:q} > {log:q} 2>&1"
 
 
 rule bin_stability:
@@ -37,10 +37,10 @@ rule bin_stability:
         "logs/bin_stability/{dataset}.log",
     params:
         replicates=lambda wc, input: " ".join(
-            f"--replicate {label}={path}"
+            f"--replicate {shlex.quote(f'{label}={path}')}"
             for label, path in zip(replicate_labels(), input.replicates)
         ),
         n_bins=config["bins"]["n_bins"],
     shell:
-        "crossdiff bin-stability --reference {input.reference} {params.replicates} "
-        "--n-bins {params.n_bins} --output {output} > {log} 2>&1"
+        "crossdiff bin-stability --reference {input.reference:q} {params.replicates} "
+        "--n-bins {params.n_bins} --output {output:q} > {log:q} 2>&1"

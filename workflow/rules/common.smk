@@ -144,7 +144,7 @@ def gpu_prefix(stage):
     devices = config["gpus"]["devices"]
     devices = devices if isinstance(devices, str) else ",".join(map(str, devices))
     return (
-        f"crossdiff gpu-run --count {n} --devices {devices} "
+        f"crossdiff gpu-run --count {n} --devices {shlex.quote(devices)} "
         f"--lock-dir {shlex.quote(config['gpus']['lock_dir'])} -- "
     )
 

@@ -9,8 +9,8 @@ rule make_task:
     params:
         prompt=lambda wc: cli_json(prompt_of(wc.dataset)),
     shell:
-        "crossdiff make-task --items {input.item_table} --bins {input.bins} --bin {wildcards.t} "
-        "--dataset {wildcards.dataset} --prompt {params.prompt} --output {output} > {log} 2>&1"
+        "crossdiff make-task --items {input.item_table:q} --bins {input.bins:q} --bin {wildcards.t} "
+        "--dataset {wildcards.dataset} --prompt {params.prompt} --output {output:q} > {log:q} 2>&1"
 
 
 # One process per model: the model is loaded once and scored on every test bin in one
@@ -41,8 +41,8 @@ rule evaluate_zero_shot:
         "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
         + gpu_prefix("evaluate")
         + "crossdiff evaluate --model {params.base} "
-        "--model-name {wildcards.model} --train-bin zero-shot --tasks {input.tasks} "
-        "--outputs {output.results} --settings {params.settings} > {log} 2>&1"
+        "--model-name {wildcards.model} --train-bin zero-shot --tasks {input.tasks:q} "
+        "--outputs {output.results:q} --settings {params.settings} > {log:q} 2>&1"
 
 
 rule evaluate_checkpoint:
@@ -70,6 +70,6 @@ rule evaluate_checkpoint:
     shell:
         "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
         + gpu_prefix("evaluate")
-        + "crossdiff evaluate --model {input.checkpoint} "
-        "--model-name {wildcards.model} --train-bin {wildcards.b} --tasks {input.tasks} "
-        "--outputs {output.results} --settings {params.settings} > {log} 2>&1"
+        + "crossdiff evaluate --model {input.checkpoint:q} "
+        "--model-name {wildcards.model} --train-bin {wildcards.b} --tasks {input.tasks:q} "
+        "--outputs {output.results:q} --settings {params.settings} > {log:q} 2>&1"

@@ -12,8 +12,8 @@ rule difficulty_histogram:
     log:
         "logs/figures/{dataset}/histogram.log",
     shell:
-        "crossdiff plot-difficulty --figure histogram --irt-items {input.irt} "
-        "--bins {input.bins} --title {wildcards.dataset} --output {output} > {log} 2>&1"
+        "crossdiff plot-difficulty --figure histogram --irt-items {input.irt:q} "
+        "--bins {input.bins:q} --title {wildcards.dataset} --output {output:q} > {log:q} 2>&1"
 
 
 rule difficulty_bin_accuracy:
@@ -30,8 +30,8 @@ rule difficulty_bin_accuracy:
     log:
         "logs/figures/{dataset}/bin_accuracy.log",
     shell:
-        "crossdiff plot-difficulty --figure bin_accuracy --irt-items {input.irt} "
-        "--bins {input.bins} --title {wildcards.dataset} --output {output} > {log} 2>&1"
+        "crossdiff plot-difficulty --figure bin_accuracy --irt-items {input.irt:q} "
+        "--bins {input.bins:q} --title {wildcards.dataset} --output {output:q} > {log:q} 2>&1"
 
 
 rule difficulty_calibration:
@@ -48,9 +48,9 @@ rule difficulty_calibration:
     log:
         "logs/figures/{dataset}/calibration.log",
     shell:
-        "crossdiff plot-difficulty --figure calibration --irt-items {input.irt} "
-        "--heldout {input.heldout} --title {wildcards.dataset} --output {output} "
-        "> {log} 2>&1"
+        "crossdiff plot-difficulty --figure calibration --irt-items {input.irt:q} "
+        "--heldout {input.heldout:q} --title {wildcards.dataset} --output {output:q} "
+        "> {log:q} 2>&1"
 
 
 rule difficulty_spearman:
@@ -68,11 +68,11 @@ rule difficulty_spearman:
         "logs/figures/{dataset}/spearman.log",
     params:
         item_table=lambda wc, input: (
-            f"--items {input.item_table}" if input.item_table else ""
+            f"--items {shlex.quote(input.item_table)}" if input.item_table else ""
         ),
     shell:
-        "crossdiff plot-difficulty --figure spearman --irt-items {input.irt} "
-        "{params.item_table} --title {wildcards.dataset} --output {output} > {log} 2>&1"
+        "crossdiff plot-difficulty --figure spearman --irt-items {input.irt:q} "
+        "{params.item_table} --title {wildcards.dataset} --output {output:q} > {log:q} 2>&1"
 
 
 rule difficulty_truth:
@@ -89,5 +89,5 @@ rule difficulty_truth:
     log:
         "logs/figures/{dataset}/truth.log",
     shell:
-        "crossdiff plot-difficulty --figure truth --irt-items {input.irt} "
-        "--truth {input.truth} --title {wildcards.dataset} --output {output} > {log} 2>&1"
+        "crossdiff plot-difficulty --figure truth --irt-items {input.irt:q} "
+        "--truth {input.truth:q} --title {wildcards.dataset} --output {output:q} > {log:q} 2>&1"

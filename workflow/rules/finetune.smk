@@ -9,8 +9,8 @@ rule make_sft_data:
     params:
         prompt=lambda wc: cli_json(prompt_of(wc.dataset)),
     shell:
-        "crossdiff make-sft-data --items {input.item_table} --bins {input.bins} "
-        "--bin {wildcards.b} --prompt {params.prompt} --output {output} > {log} 2>&1"
+        "crossdiff make-sft-data --items {input.item_table:q} --bins {input.bins:q} "
+        "--bin {wildcards.b} --prompt {params.prompt} --output {output:q} > {log:q} 2>&1"
 
 
 rule finetune:
@@ -34,5 +34,5 @@ rule finetune:
         "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
         + gpu_prefix("finetune")
         + "crossdiff finetune --model {params.base} "
-        "--train {input.train} --output {output} --settings {params.settings} "
-        "--prompt {params.prompt} > {log} 2>&1"
+        "--train {input.train:q} --output {output:q} --settings {params.settings} "
+        "--prompt {params.prompt} > {log:q} 2>&1"

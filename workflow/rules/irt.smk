@@ -12,10 +12,10 @@ rule fit_irt:
     params:
         settings=cli_json(irt_settings()),
     shell:
-        "OMP_WAIT_POLICY=PASSIVE crossdiff fit-irt --responses {input} "
-        "--settings {params.settings} --items-out {output.irt_items} "
-        "--models-out {output.irt_models} --heldout-out {output.heldout} "
-        "--summary-out {output.summary} > {log} 2>&1"
+        "OMP_WAIT_POLICY=PASSIVE crossdiff fit-irt --responses {input:q} "
+        "--settings {params.settings} --items-out {output.irt_items:q} "
+        "--models-out {output.irt_models:q} --heldout-out {output.heldout:q} "
+        "--summary-out {output.summary:q} > {log:q} 2>&1"
 
 
 rule fit_irt_replicate:
@@ -32,7 +32,7 @@ rule fit_irt_replicate:
     params:
         settings=lambda wc: cli_json(replicate_settings(wc.replicate)),
     shell:
-        "OMP_WAIT_POLICY=PASSIVE crossdiff fit-irt --responses {input} "
-        "--settings {params.settings} --items-out {output.irt_items} "
-        "--models-out {output.irt_models} --heldout-out {output.heldout} "
-        "--summary-out {output.summary} > {log} 2>&1"
+        "OMP_WAIT_POLICY=PASSIVE crossdiff fit-irt --responses {input:q} "
+        "--settings {params.settings} --items-out {output.irt_items:q} "
+        "--models-out {output.irt_models:q} --heldout-out {output.heldout:q} "
+        "--summary-out {output.summary:q} > {log:q} 2>&1"

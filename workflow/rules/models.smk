@@ -6,7 +6,7 @@ rule model_table:
     params:
         ids=" ".join(shlex.quote(m["id"]) for m in config["models"]),
     shell:
-        "crossdiff register-models --output {output} {params.ids} > {log} 2>&1"
+        "crossdiff register-models --output {output:q} {params.ids} > {log:q} 2>&1"
 
 
 rule build_base_model:
@@ -29,9 +29,9 @@ rule build_base_model:
             else {}
         ),
         item_table=lambda wc, input: (
-            f"--items {input.item_table}" if input.item_table else ""
+            f"--items {shlex.quote(input.item_table)}" if input.item_table else ""
         ),
     shell:
-        "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} crossdiff build-base-model --output {output} "
+        "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} crossdiff build-base-model --output {output:q} "
         "{params.item_table} --settings {params.settings} --prompt {params.prompt} "
-        "> {log} 2>&1"
+        "> {log:q} 2>&1"

@@ -14,19 +14,21 @@ rule collect_leaderboard:
         cache=lambda wc: f"{dataset(wc.dataset)['responses']['cache_dir']}/{wc.dataset}",
         # coverage is checked against the item ids, unless responses are matched by item text
         item_table=lambda wc, input: (
-            f"--items {input.item_table}"
+            f"--items {shlex.quote(input.item_table)}"
             if input.item_table
             and not dataset(wc.dataset)["responses"]["match_items_on"]
             else ""
         ),
         models_list=lambda wc, input: (
-            f"--models-list {input.models_list}" if input.models_list else ""
+            f"--models-list {shlex.quote(input.models_list)}"
+            if input.models_list
+            else ""
         ),
     shell:
         "crossdiff collect-leaderboard --settings {params.settings} {params.item_table} "
-        "{params.models_list} --cache-dir {params.cache} "
-        "--manifest {params.cache}/manifest.jsonl --output {output.matrix} "
-        "--report {output.report} > {log} 2>&1"
+        "{params.models_list} --cache-dir {params.cache:q} "
+        "--manifest {params.cache:q}/manifest.jsonl --output {output.matrix:q} "
+        "--report {output.report:q} > {log:q} 2>&1"
 
 
 rule import_responses:
@@ -44,10 +46,10 @@ rule import_responses:
         settings=lambda wc: cli_json(dataset(wc.dataset)["responses"]),
         filters=lambda wc: cli_json(filters_for(wc.dataset)),
         item_table=lambda wc, input: (
-            f"--items {input.item_table}" if input.item_table else ""
+            f"--items {shlex.quote(input.item_table)}" if input.item_table else ""
         ),
     shell:
-        "crossdiff import-responses --source {params.source} --input {input.raw} "
+        "crossdiff import-responses --source {params.source:q} --input {input.raw:q} "
         "--settings {params.settings} --filters {params.filters} {params.item_table} "
-        "--output {output.matrix} --dropped {output.dropped} --stats {output.stats} "
-        "> {log} 2>&1"
+        "--output {output.matrix:q} --dropped {output.dropped:q} --stats {output.stats:q} "
+        "> {log:q} 2>&1"
