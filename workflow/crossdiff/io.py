@@ -1,7 +1,10 @@
 """Atomic writes and table readers with clear errors.
 
 Every output goes to a temporary path beside its destination and is renamed into place only
-when complete, so a killed job never leaves a half file that looks finished.
+when complete, so a killed job never leaves a half file that looks finished. Before the rename
+it gets the permissions of a file (or directory tree) created normally under the user's umask:
+``mkstemp``/``mkdtemp`` create 0600/0700 whatever the umask, and a private result on a shared
+cluster is one nobody else in the lab can read.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -19,11 +23,49 @@ import polars as pl
 from crossdiff.errors import CrossdiffError
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux's /proc; elsewhere set and restored)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish_modes(path: str | os.PathLike) -> None:
+    """Give ``path`` (recursively, for a directory) the modes of a normal creation under the umask.
+
+    Directories get 0o777 & ~umask, files 0o666 & ~umask (0o777 & ~umask where the owner may
+    execute them). Symbolic links are left alone.
+    """
+    mask = current_umask()
+
+    def fix(p: str) -> None:
+        st = os.lstat(p)
+        if stat.S_ISLNK(st.st_mode):
+            return
+        if stat.S_ISDIR(st.st_mode):
+            mode = 0o777
+        else:
+            mode = 0o777 if st.st_mode & stat.S_IXUSR else 0o666
+        os.chmod(p, mode & ~mask)
+
+    fix(os.fspath(path))
+    if os.path.isdir(path) and not os.path.islink(path):
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                fix(os.path.join(root, name))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success, remove it on error.
 
     With ``directory=True`` the temporary path is an empty directory, replaced as a whole.
+    The result gets the umask's normal permissions (see ``publish_modes``).
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -35,6 +77,7 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
         tmp = Path(name)
     try:
         yield tmp
+        publish_modes(tmp)
         if directory:
             if dest.exists():
                 old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
