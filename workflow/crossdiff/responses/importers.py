@@ -110,18 +110,47 @@ def read_table_source(path, settings: dict) -> pl.DataFrame:
 _TIMESTAMP = re.compile(r"_(\d{4}-\d{2}-\d{2}T[\d\-.:]+)\.jsonl$")
 
 
+def task_of(path: Path) -> str | None:
+    """The task of an lm-eval samples file named ``samples_<task>_<timestamp>.jsonl``, else None."""
+    m = _TIMESTAMP.search(path.name)
+    if not m or not path.name.startswith("samples_") or m.start() <= len("samples_"):
+        return None
+    return path.name[len("samples_"):m.start()]
+
+
+def _task_list(found: dict[str | None, set[str]]) -> str:
+    return ", ".join(f"{t if t is not None else '(file names without a task)'} ({len(ms)} model(s))"
+                     for t, ms in sorted(found.items(), key=lambda kv: (kv[0] is None, kv[0] or "")))
+
+
 def _lm_eval_files(root: Path, task: str | None) -> dict[str, Path]:
-    """model id -> newest samples file. lm-eval writes OUTPUT/<model>/samples_<task>_<timestamp>.jsonl."""
+    """model id -> newest samples file of the one task. lm-eval writes OUTPUT/<model>/samples_<task>_<timestamp>.jsonl.
+
+    The task is read from the file name and must match ``task`` exactly (``arc`` is neither
+    ``arc_easy`` nor ``arc_challenge``). With ``task`` unset the directory must hold one task
+    only: doc ids of different tasks are different questions, so mixing them would make one item
+    of several.
+    """
     if not root.is_dir():
         raise CrossdiffError(f"{root}: lm-eval samples directory not found")
-    pattern = f"samples_{task}_*.jsonl" if task else "*.jsonl"
-    found: dict[str, list[Path]] = {}
-    for f in sorted(root.rglob(pattern)):
+    by_task: dict[str | None, dict[str, list[Path]]] = {}
+    for f in sorted(root.rglob("*.jsonl")):
         rel = f.relative_to(root)
         model = str(rel.parent) if rel.parent != Path(".") else re.sub(r"^samples_", "", f.stem)
-        found.setdefault(model, []).append(f)
-    if not found:
-        raise CrossdiffError(f"{root}: no lm-eval sample files matching {pattern!r} (searched sub-directories too)")
+        by_task.setdefault(task_of(f), {}).setdefault(model, []).append(f)
+    if not by_task:
+        raise CrossdiffError(f"{root}: no lm-eval sample files (*.jsonl, searched sub-directories too)")
+    models_of = {t: set(ms) for t, ms in by_task.items()}
+    if task is not None:
+        if task not in by_task:
+            raise CrossdiffError(f"{root}: no lm-eval sample files of task {task!r} (named samples_{task}_<timestamp>.jsonl; "
+                                 f"the task must match exactly); tasks found: {_task_list(models_of)}")
+        found = by_task[task]
+    elif len(by_task) > 1:
+        raise CrossdiffError(f"{root}: sample files of several lm-eval tasks: {_task_list(models_of)}; "
+                             f"set responses.task to one of them (doc ids of different tasks are different questions)")
+    else:
+        found = next(iter(by_task.values()))
     # several runs of one model: keep the newest (lm-eval timestamps sort lexicographically)
     return {m: max(fs, key=_run_time) for m, fs in found.items()}
 
