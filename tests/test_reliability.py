@@ -62,3 +62,64 @@ def test_unset_task_with_one_task_imports_it(tmp_path):
     write_samples(root / "org__b" / "samples_gsm8k_2026-01-03T00-00-00.000001.jsonl", [sample(0, 0.0), sample(1, 0.0)])
     df, _, _ = build("lm_eval_samples", root, {}, NO_FILTERS)
     assert sorted(df.rows()) == [("org__a", "0", 1), ("org__a", "1", 0), ("org__b", "0", 0), ("org__b", "1", 0)]
+
+
+# ---------------------------------------------------------------- item 5: table and sample files
+def test_wide_table_with_an_empty_model_id_stops_at_its_row(tmp_path):
+    p = tmp_path / "wide.csv"
+    p.write_text("model,q1,q2\nm1,1,0\n,0,1\nm3,1,1\n")
+    with pytest.raises(CrossdiffError, match=r"wide\.csv: row 3: empty model id \(column 'model'\); every row needs a model id"):
+        build("table", p, {"format": "wide"}, NO_FILTERS)
+
+
+@pytest.mark.parametrize("bad", ["m\nx", "m\tx"])
+def test_model_id_with_a_line_break_or_tab_is_refused(tmp_path, bad):
+    p = tmp_path / "r.parquet"
+    pl.DataFrame({"model_id": ["m1", bad], "item_id": ["q1", "q1"], "correct": [1, 0]}).write_parquet(p)
+    with pytest.raises(CrossdiffError, match=r"r\.parquet: row 2: model id \(column 'model_id'\) .* holds a control character"):
+        build("table", p, {}, NO_FILTERS)
+
+
+def test_item_text_with_line_breaks_is_still_an_item_id(tmp_path):
+    """v1 leaderboard rows name items by their (multi-line) text until match_items_on maps them."""
+    p = tmp_path / "r.parquet"
+    pl.DataFrame({"model_id": ["m1", "m2"], "item_id": ["Q:\n1+1", "Q:\n1+1"], "correct": [1, 0]}).write_parquet(p)
+    df, _, _ = build("table", p, {}, NO_FILTERS)
+    assert df["item_id"].to_list() == ["Q:\n1+1", "Q:\n1+1"]
+
+
+def test_parquet_rows_are_counted_from_one(tmp_path):
+    p = tmp_path / "r.parquet"
+    pl.DataFrame({"model_id": ["m1", "m1", "m2"], "item_id": ["q1", "q2", "q1"], "correct": [1, 0, 7]}).write_parquet(p)
+    with pytest.raises(CrossdiffError, match=r"r\.parquet: row 3: correct = 7 is not binary"):
+        build("table", p, {}, NO_FILTERS)
+    q = tmp_path / "r.csv"  # the same rows as CSV: row 4 is the file's line 4 (under the header)
+    pl.read_parquet(p).write_csv(q)
+    with pytest.raises(CrossdiffError, match=r"r\.csv: row 4: correct = 7 is not binary"):
+        build("table", q, {}, NO_FILTERS)
+    w = tmp_path / "w.parquet"
+    pl.DataFrame({"model": ["m1", "m2"], "q1": [1, 0], "q2": [0, 2]}).write_parquet(w)
+    with pytest.raises(CrossdiffError, match=r"w\.parquet: row 2 \(model 'm2'\), item column 'q2': 2 is not binary"):
+        build("table", w, {"format": "wide"}, NO_FILTERS)
+
+
+def test_jsonl_table_errors_name_the_line(tmp_path):
+    good = json.dumps({"model_id": "m1", "item_id": "q1", "correct": 1})
+    p = tmp_path / "r.jsonl"
+    p.write_text(good + "\n\n" + json.dumps({"model_id": "m2", "item_id": "q1", "correct": 0}) + "\n{broken\n")
+    with pytest.raises(CrossdiffError, match=r"r\.jsonl: line 4: not valid JSON"):
+        build("table", p, {}, NO_FILTERS)
+    p.write_text(good + "\n[1, 2]\n")
+    with pytest.raises(CrossdiffError, match=r"r\.jsonl: line 2: expected a JSON object \(one response table row\), got list"):
+        build("table", p, {}, NO_FILTERS)
+    p.write_text(good + "\n\n" + json.dumps({"model_id": "m2", "item_id": "q1", "correct": 5}) + "\n")
+    with pytest.raises(CrossdiffError, match=r"r\.jsonl: line 3: correct = 5 is not binary"):  # the blank line counts
+        build("table", p, {}, NO_FILTERS)
+
+
+@pytest.mark.parametrize("line", ["[1, 2]", "7", '"text"', "null"])
+def test_lm_eval_sample_line_that_is_not_an_object(tmp_path, line):
+    f = tmp_path / "logs" / "m" / "samples_arc_easy_2026-01-01T00-00-00.000001.jsonl"
+    write_samples(f, [sample(0, 1.0), line])
+    with pytest.raises(CrossdiffError, match=r"samples_arc_easy_.*\.jsonl: line 2: expected a JSON object \(one lm-eval sample\)"):
+        build("lm_eval_samples", tmp_path / "logs", {}, NO_FILTERS)

@@ -164,13 +164,54 @@ def read_table(path: str | os.PathLike, what: str = "table") -> pl.DataFrame:
         if suffix in (".tsv", ".tsv.gz"):
             return pl.read_csv(p, separator="\t", infer_schema_length=10000)
         if suffix in (".jsonl", ".ndjson"):
-            return pl.read_ndjson(p)
+            try:
+                return pl.read_ndjson(p)
+            except Exception:
+                _locate_bad_jsonl_line(p, what)  # name the line when one is to blame
+                raise
+    except CrossdiffError:
+        raise
     except Exception as exc:  # polars raises many types; all mean "unreadable"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CrossdiffError(f"{p}: cannot read {what}: {first}") from exc
     raise CrossdiffError(
         f"{p}: unknown {what} format '{suffix or '(no extension)'}'; expected .csv, .tsv, .parquet or .jsonl"
     )
+
+
+def _locate_bad_jsonl_line(path: Path, what: str) -> None:
+    """Raise CrossdiffError naming the first line of a JSONL table that is not a JSON object."""
+    for n, rec in iter_jsonl(path):  # raises on the first line that is not JSON, with its number
+        if not isinstance(rec, dict):
+            raise CrossdiffError(f"{path}: line {n}: expected a JSON object (one {what} row), got {type(rec).__name__}")
+
+
+def _is_jsonl(path) -> bool:
+    p = Path(path)
+    suffix = "".join(p.suffixes[-2:]) if p.suffix == ".gz" else p.suffix
+    return suffix in (".jsonl", ".ndjson")
+
+
+def row_location(path, index: int) -> str:
+    """Where the 0-based data row ``index`` of a table read by ``read_table`` is, in the user's terms.
+
+    CSV/TSV: the file's line (``row 2`` is the first data row, under the header); JSONL: the
+    file's line (blank lines, which the reader skips, counted); parquet and others: ``row 1`` is
+    the first row.
+    """
+    p = Path(path)
+    suffix = "".join(p.suffixes[-2:]) if p.suffix == ".gz" else p.suffix
+    if suffix in (".csv", ".csv.gz", ".tsv", ".tsv.gz"):
+        return f"row {index + 2}"
+    if _is_jsonl(p) and p.is_file():
+        seen = -1
+        with open(p) as fh:
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    seen += 1
+                    if seen == index:
+                        return f"line {n}"
+    return f"row {index + 1}"
 
 
 def require_columns(df: pl.DataFrame, columns, path, what: str = "table") -> None:

@@ -20,33 +20,63 @@ from pathlib import Path
 import polars as pl
 
 from crossdiff.errors import CrossdiffError
-from crossdiff.io import iter_jsonl, read_table, require_columns
+from crossdiff.io import iter_jsonl, read_table, require_columns, row_location
 
 ID_COLUMNS = ("model_id", "item_id")
 
 
-def _binary(df: pl.DataFrame, column: str, path, row_offset: int, row_label: str = "row") -> pl.DataFrame:
-    """Cast ``column`` to int8 0/1, erroring on the first value that is not binary (nulls = missing)."""
-    col = df[column]
-    if col.dtype == pl.Boolean:
-        return df.with_columns(col.cast(pl.Int8))
+def _first_bad(col: pl.Series) -> tuple[int, str] | None:
+    """(index, problem) of the first value of ``col`` that is not a correctness value, else None."""
+    if col.dtype in (pl.Boolean, pl.Null):
+        return None
     if col.dtype == pl.Utf8:
-        as_num = col.str.strip_chars().str.to_lowercase().replace({"true": "1", "false": "0"}).cast(pl.Float64, strict=False)
+        as_num = _as_number(col)
         bad = col.is_not_null() & (col.str.strip_chars() != "") & as_num.is_null()
         if bad.any():
-            i = int(bad.arg_max())
-            raise CrossdiffError(f"{path}: {row_label} {i + row_offset}: {column} = {col[i]!r} is not a correctness "
-                                 f"value; expected 0 or 1 (or true/false), empty for missing")
+            return int(bad.arg_max()), "is not a correctness value; expected 0 or 1 (or true/false), empty for missing"
         col = as_num
     elif not col.dtype.is_numeric():
-        raise CrossdiffError(f"{path}: column {column!r} has type {col.dtype}; expected 0/1 values")
+        return -1, f"has type {col.dtype}; expected 0/1 values"
     values = col.cast(pl.Float64)
     bad = values.is_not_null() & ~values.is_in([0.0, 1.0])
     if bad.any():
-        i = int(bad.arg_max())
-        raise CrossdiffError(f"{path}: {row_label} {i + row_offset}: {column} = {col[i]!r} is not binary; "
-                             f"expected 0 or 1 (set a metric threshold for continuous scores)")
-    return df.with_columns(values.cast(pl.Int8).alias(column))
+        return int(bad.arg_max()), "is not binary; expected 0 or 1 (set a metric threshold for continuous scores)"
+    return None
+
+
+def _as_number(col: pl.Series) -> pl.Series:
+    return col.str.strip_chars().str.to_lowercase().replace({"true": "1", "false": "0"}).cast(pl.Float64, strict=False)
+
+
+def _binary(df: pl.DataFrame, column: str, path) -> pl.DataFrame:
+    """Cast ``column`` to int8 0/1, erroring on the first value that is not binary (nulls = missing)."""
+    col = df[column]
+    bad = _first_bad(col)
+    if bad is not None:
+        i, problem = bad
+        if i < 0:
+            raise CrossdiffError(f"{path}: column {column!r} {problem}")
+        raise CrossdiffError(f"{path}: {row_location(path, i)}: {column} = {col[i]!r} {problem}")
+    if col.dtype == pl.Utf8:
+        col = _as_number(col)
+    return df.with_columns(col.cast(pl.Float64).cast(pl.Int8).alias(column))
+
+
+def _check_ids(df: pl.DataFrame, column: str, path, what: str, one_line: bool = True) -> None:
+    """Every row needs an id; a model id must not hold a line break or tab (they break TSVs, logs, CSVs).
+
+    Item ids may (``one_line=False``): the v1 leaderboard identifies items by their text until
+    ``match_items_on`` maps it to item ids.
+    """
+    ids = df[column]
+    nulls = ids.is_null() | (ids.str.strip_chars() == "")
+    if nulls.any():
+        raise CrossdiffError(f"{path}: {row_location(path, int(nulls.arg_max()))}: empty {what}; every row needs a {what}")
+    control = ids.str.contains(r"[\x00-\x1f\x7f]")
+    if one_line and control.any():
+        i = int(control.arg_max())
+        raise CrossdiffError(f"{path}: {row_location(path, i)}: {what} {ids[i]!r} holds a control character "
+                             f"(newline, tab, ...); ids must be one line of printable text")
 
 
 def read_long(path, model_column="model_id", item_column="item_id", correct_column="correct",
@@ -58,11 +88,9 @@ def read_long(path, model_column="model_id", item_column="item_id", correct_colu
         pl.col(item_column).cast(pl.Utf8).alias("item_id"),
         pl.col(correct_column).alias("correct"),
     )
-    for c in ID_COLUMNS:
-        nulls = df[c].is_null()
-        if nulls.any():
-            raise CrossdiffError(f"{path}: row {int(nulls.arg_max()) + 2}: empty {c}; every row needs a {c}")
-    df = _binary(df, "correct", path, row_offset=2)
+    _check_ids(df, "model_id", path, f"model id (column {model_column!r})")
+    _check_ids(df, "item_id", path, f"item id (column {item_column!r})", one_line=False)
+    df = _binary(df, "correct", path)
     return df.drop_nulls("correct")
 
 
@@ -72,24 +100,28 @@ def read_wide(path, model_column: str | None = None, df: pl.DataFrame | None = N
     if df.width < 2:
         raise CrossdiffError(f"{path}: wide response table needs a model column and at least one item column")
     items = [c for c in df.columns if c != model_column]
-    long = df.with_columns(pl.col(model_column).cast(pl.Utf8)).unpivot(
+    df = df.with_columns(pl.col(model_column).cast(pl.Utf8))
+    _check_ids(df, model_column, path, f"model id (column {model_column!r})")
+    long = df.unpivot(
         index=model_column, on=items, variable_name="item_id", value_name="correct"
     ).rename({model_column: "model_id"})
     if long["correct"].dtype == pl.Null:
         long = long.with_columns(pl.col("correct").cast(pl.Int8))
-    try:
-        long = _binary(long, "correct", path, row_offset=0, row_label="cell")
-    except CrossdiffError:
-        # re-locate the bad cell by model row and item column for a useful message
+    if _first_bad(long["correct"]) is not None:
+        # locate the bad cell by model row and item column for a useful message
         for c in items:
-            try:
-                _binary(df.select(pl.col(c).alias("v")), "v", path, row_offset=2)
-            except CrossdiffError as exc:
-                row = re.search(r"row (\d+)", str(exc)).group(1)
-                value = str(exc).split("= ", 1)[1].split(" is not")[0]
-                raise CrossdiffError(f"{path}: row {row} (model {df[model_column][int(row) - 2]!r}), item column {c!r}: "
-                                     f"{value} is not binary; expected 0 or 1, empty for missing") from None
-        raise
+            bad = _first_bad(df[c])
+            if bad is not None:
+                i, problem = bad
+                if i < 0:
+                    raise CrossdiffError(f"{path}: item column {c!r} {problem}")
+                raise CrossdiffError(f"{path}: {row_location(path, i)} (model {df[model_column][i]!r}), item column {c!r}: "
+                                     f"{df[c][i]!r} {problem}")
+        # every column is fine alone but they mix types (text and numbers): convert each, then unpivot
+        df = df.with_columns([_binary(df.select(c), c, path)[c] for c in items])
+        long = df.unpivot(index=model_column, on=items, variable_name="item_id",
+                          value_name="correct").rename({model_column: "model_id"})
+    long = _binary(long, "correct", path)
     # duplicate model rows are resolved (or rejected) by the (model, item) check in build.py
     return long.drop_nulls("correct")
 
@@ -190,6 +222,8 @@ def read_samples_file(path, metric: str = "acc", threshold: float = 0.5, item_ke
     out: list[tuple[str, int]] = []
     filters_seen: set = set()
     for n, rec in iter_jsonl(path):
+        if not isinstance(rec, dict):
+            raise CrossdiffError(f"{path}: line {n}: expected a JSON object (one lm-eval sample), got {type(rec).__name__}")
         flt = rec.get("filter")
         filters_seen.add(flt)
         if want_filter is not None and flt != want_filter:
