@@ -123,3 +123,23 @@ def test_lm_eval_sample_line_that_is_not_an_object(tmp_path, line):
     write_samples(f, [sample(0, 1.0), line])
     with pytest.raises(CrossdiffError, match=r"samples_arc_easy_.*\.jsonl: line 2: expected a JSON object \(one lm-eval sample\)"):
         build("lm_eval_samples", tmp_path / "logs", {}, NO_FILTERS)
+
+
+@pytest.mark.parametrize("bad", ["org/m\nx", "org/m\tx"])
+def test_config_model_id_with_a_line_break_or_tab_is_refused(bad):
+    from crossdiff.config import validate
+
+    config = {"datasets": {"d": {"items": {"source": "synthetic"}, "responses": {"source": "simulated"}}},
+              "models": [{"id": "org/ok"}, {"id": bad}]}
+    with pytest.raises(CrossdiffError, match=r"models\.1\.id: .* holds a control character"):
+        validate(config)
+
+
+def test_register_models_refuses_a_multi_line_id_and_keeps_the_table(tmp_path):
+    from crossdiff.slugs import read_slug_table, write_slug_table
+
+    out = tmp_path / "models.tsv"
+    write_slug_table(["org/a"], out)
+    with pytest.raises(CrossdiffError, match=r"models\.tsv: model id 'org/b\\nx' holds a control character"):
+        write_slug_table(["org/b\nx"], out)
+    assert list(read_slug_table(out).values()) == ["org/a"]  # the table is unchanged and still readable

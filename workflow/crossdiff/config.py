@@ -98,6 +98,9 @@ def check_references(c: dict) -> list[str]:
         if b >= c["bins"]["n_bins"]:
             problems.append(f"study.train_bins: bin {b} does not exist; expected 0..{c['bins']['n_bins'] - 1}")
     for i, m in enumerate(c["models"]):
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in m["id"]):
+            problems.append(f"models.{i}.id: {m['id']!r} holds a control character (newline, tab, ...); "
+                            f"expected a hub id or path on one line")
         w = m.get("warmup_dataset")
         if w is not None and w not in datasets:
             problems.append(f"models.{i}.warmup_dataset: unknown dataset {w!r}; expected one of: {', '.join(datasets)}")

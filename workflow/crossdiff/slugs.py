@@ -61,6 +61,9 @@ def write_slug_table(model_ids, path: str | os.PathLike, merge: bool = True) -> 
     """Write slug -> model_id for ``model_ids`` (merged with an existing table); returns the table."""
     table = read_slug_table(path) if merge else {}
     for model_id in model_ids:
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in model_id):  # would split the TSV's line or column
+            raise CrossdiffError(f"{path}: model id {model_id!r} holds a control character (newline, tab, ...); "
+                                 f"expected a hub id or path on one line")
         slug = slugify(model_id)
         if table.get(slug, model_id) != model_id:
             raise CrossdiffError(f"{path}: slug {slug!r} already maps to {table[slug]!r}, not {model_id!r}")
