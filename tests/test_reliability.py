@@ -143,3 +143,15 @@ def test_register_models_refuses_a_multi_line_id_and_keeps_the_table(tmp_path):
     with pytest.raises(CrossdiffError, match=r"models\.tsv: model id 'org/b\\nx' holds a control character"):
         write_slug_table(["org/b\nx"], out)
     assert list(read_slug_table(out).values()) == ["org/a"]  # the table is unchanged and still readable
+
+
+def test_empty_after_filter_hint_names_the_filters_that_dropped_the_rows(tmp_path):
+    p = tmp_path / "r.csv"
+    # three identical models: two are dropped as duplicates, then every item is constant for the one left
+    p.write_text("model_id,item_id,correct\n" + "".join(f"m{m},q{i},{i % 2}\n" for m in range(3) for i in range(4)))
+    with pytest.raises(CrossdiffError, match=r"2 model\(s\) duplicate_model.*; relax filters\.dedupe_models / "
+                                             r"filters\.drop_constant_items \(or the dataset's own") as err:
+        build("table", p, {}, {"dedupe_models": True, "drop_constant_items": True})
+    assert "min_responses" not in str(err.value)
+    with pytest.raises(CrossdiffError, match=r"relax filters\.min_responses_per_model \(or"):
+        build("table", p, {}, {"dedupe_models": False, "drop_constant_items": False, "min_responses_per_model": 5})

@@ -117,6 +117,21 @@ def apply_filters(df: pl.DataFrame, f: dict) -> tuple[pl.DataFrame, list[dict]]:
             return df, dropped
 
 
+def filter_hint(dropped: pl.DataFrame) -> str:
+    """Which filter settings dropped the rows, so the hint names the ones to relax."""
+    reasons = set(dropped["reason"].to_list())
+    keys = []
+    if "duplicate_model" in reasons:
+        keys.append("dedupe_models")
+    if reasons & {"all_correct", "all_wrong"}:
+        keys.append("drop_constant_items")
+    for kind, key in (("model", "min_responses_per_model"), ("item", "min_responses_per_item")):
+        if dropped.filter((pl.col("kind") == kind) & pl.col("reason").str.starts_with("fewer_than_")).height:
+            keys.append(key)
+    names = " / ".join(f"filters.{k}" for k in keys) or "the filters"
+    return f"relax {names} (or the dataset's own datasets.<name>.filters)"
+
+
 def build(source: str, path, settings: dict, filters: dict, items_path=None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     raw = read_source(source, path, settings)
     if raw.height == 0:
@@ -138,7 +153,7 @@ def build(source: str, path, settings: dict, filters: dict, items_path=None) -> 
         reasons = dropped_df.group_by("kind", "reason").len().sort("kind", "reason")
         summary = "; ".join(f"{r['len']} {r['kind']}(s) {r['reason']}" for r in reasons.iter_rows(named=True))
         raise CrossdiffError(f"{path}: the response matrix is empty after filtering ({summary}); "
-                             f"relax filters.min_responses_per_model / min_responses_per_item")
+                             f"{filter_hint(dropped_df)}")
     df = df.sort(["model_id", "item_id"]).with_columns(pl.col("correct").cast(pl.Int8))
     stats = {
         "source": source, "input": str(path), "rows_read": raw.height, "duplicate_rows_collapsed": n_dup_rows,
