@@ -179,6 +179,10 @@ MUSR_PROMPT = {"scoring": "multiple_choice", "template": "{question}\n\n{options
 #: the authors score 21 of the leaderboard's 24 BBH subtasks (their data set holds 21 x 250 = 5,250 items)
 BBH_SCORED = tuple(s for s in BBH_SUBTASKS if s not in ("causal_judgement", "penguins_in_a_table", "snarks"))
 
+#: the authors train with max_seq_length 4096 on every benchmark
+for _p in (ARC_PROMPT, GSM8K_PROMPT, MMLU_PRO_PROMPT, BBH_PROMPT, MATH_PROMPT, MUSR_PROMPT):
+    _p["max_length"] = 4096
+
 ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
     Adapter("arc", "allenai/ai2_arc", ("ARC-Challenge",), "test", arc_item, ARC_PROMPT),
     Adapter("gsm8k", "openai/gsm8k", ("main",), "test", gsm8k_item, GSM8K_PROMPT),
