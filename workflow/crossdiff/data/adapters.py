@@ -269,6 +269,61 @@ def load_items(name: str, settings: dict | None = None) -> pl.DataFrame:
     return df.with_columns(pl.col("question").str.len_chars().alias("question_length"))
 
 
+def _read_solutions_table(spec: dict) -> tuple[list[dict], str]:
+    if spec.get("path"):
+        path = Path(spec["path"])
+        if path.suffix in (".csv", ".tsv"):
+            if not path.exists():
+                raise CrossdiffError(f"{path}: solutions table not found")
+            return pl.read_csv(path, separator="\t" if path.suffix == ".tsv" else ",", infer_schema_length=0).to_dicts(), str(path)
+        return _read_local(path, None), str(path)
+    if spec.get("hub_id"):
+        import datasets  # noqa: PLC0415
+
+        where = f"{spec['hub_id']} (config {spec.get('config')!r}, split {spec.get('split', 'train')!r})"
+        try:
+            return list(datasets.load_dataset(spec["hub_id"], spec.get("config"), split=spec.get("split") or "train")), where
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CrossdiffError(f"items.solutions: cannot load {where} from the hub: {first}") from None
+    raise CrossdiffError("items.solutions: give a path (table) or a hub_id")
+
+
+def attach_solutions(items: pl.DataFrame, spec: dict, dataset: str = "items") -> pl.DataFrame:
+    """Join per-item solutions from another source into ``items`` as column ``model_solution``.
+
+    ``spec``: ``path`` or ``hub_id`` (+ ``config``, ``split``), ``column`` (the solution column),
+    ``key`` (``item_id`` or ``question``: the item column rows are matched on) and ``key_column``
+    (the table's column holding that key; default the same name). Every item needs exactly one
+    solution: a missing, empty or duplicated one is an error naming the items.
+    """
+    where = f"datasets.{dataset}.items.solutions"
+    key, column = spec.get("key") or "item_id", spec.get("column") or "model_solution"
+    key_column = spec.get("key_column") or key
+    rows, source = _read_solutions_table(spec)
+    if not rows:
+        raise CrossdiffError(f"{where}: {source} holds no rows")
+    for name in (key_column, column):
+        if name not in rows[0]:
+            raise CrossdiffError(f"{where}: {source} has no column {name!r}; columns: {sorted(rows[0])}")
+    norm = (lambda t: " ".join(str(t).split())) if key == "question" else str  # noqa: E731 - whitespace-insensitive text
+    table: dict[str, str] = {}
+    dups = []
+    for row in rows:
+        k = norm(row[key_column])
+        if k in table:
+            dups.append(k)
+        table[k] = row[column]
+    if dups:
+        raise CrossdiffError(f"{where}: {len(dups)} duplicated key(s) in {source}, e.g. {dups[:3]}")
+    keys = [norm(v) for v in items[key].to_list()]
+    missing = [iid for iid, k in zip(items["item_id"].to_list(), keys) if not str(table.get(k) or "").strip()]
+    if missing:
+        raise CrossdiffError(f"{where}: {len(missing)} of {items.height} item(s) have no solution in {source} "
+                             f"(matched on {key} = {key_column}), e.g. item(s) {missing[:5]}")
+    return items.with_columns(pl.Series("model_solution", [str(table[k]) for k in keys], dtype=pl.Utf8))
+
+
 def prompt_for(items_settings: dict, prompt: dict | None) -> dict:
     """The prompt format of a dataset: its adapter's defaults (for ``items.source: hub``), overridden
     key by key by the dataset's own ``prompt`` section."""
@@ -287,7 +342,10 @@ def prepare_items(settings: dict, dataset: str) -> pl.DataFrame:
     if source == "hub":
         if "adapter" not in settings:
             raise CrossdiffError(f"datasets.{dataset}.items: source 'hub' needs an adapter ({', '.join(ADAPTERS)})")
-        return load_items(settings["adapter"], settings)
+        items = load_items(settings["adapter"], settings)
+        if settings.get("solutions"):
+            items = attach_solutions(items, settings["solutions"], dataset)
+        return items
     raise CrossdiffError(f"datasets.{dataset}.items.source = {source!r}: nothing to prepare (expected synthetic or hub)")
 
 
