@@ -104,16 +104,16 @@ def test_adapter_prompt_renders_training_and_evaluation(name, tmp_path):
     prompt = prompt_for(settings, {"instruction": "Be brief.\n"})
     assert prompt["instruction"] == "Be brief.\n"  # the dataset's own keys win over the adapter's
     fmt = PromptFormat.from_config(prompt)
-    assert fmt.scoring == ("multiple_choice" if name in ("arc", "mmlu_pro", "musr") else "generation")
+    assert fmt.scoring == ("multiple_choice" if name in ("arc", "musr") else "generation")
     meta = make_task(tmp_path / "items.parquet", tmp_path / "bins.parquet", 0, tmp_path / "task", name, prompt)
     assert meta["n_items"] == items.height and meta["scoring"] == fmt.scoring
     n = make_sft_data(tmp_path / "items.parquet", tmp_path / "bins.parquet", 0, tmp_path / "sft.jsonl", prompt)
     rows = [json.loads(line) for line in (tmp_path / "sft.jsonl").read_text().splitlines()]
     assert n == len(rows) == items.height and all(r["completion"].strip() for r in rows)
     if name == "mmlu_pro":
-        assert rows[0]["completion"] == " I" and "I. Unsafe practices, Distress, Fear, Serious" in rows[0]["prompt"]
+        assert rows[0]["completion"] == "I" and "I) Unsafe practices, Distress, Fear, Serious" in rows[0]["prompt"]
     if name == "gsm8k":
-        assert rows[0]["completion"].endswith("#### 18")
+        assert rows[0]["completion"].endswith("market. So the answer is 18")
     if name == "math":
         assert fmt.checker == "math"
 

@@ -228,10 +228,9 @@ def evaluate_model(
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    if any(f.checker == "math" for f in formats.values()):
-        from crossdiff.data.math_check import register_lm_eval_filter
+    from crossdiff.scoring import register_filters
 
-        register_lm_eval_filter()
+    register_filters()
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="crossdiff-tasks-") as tmp:
         _prepared_include_dir(tasks, Path(tmp))
@@ -260,22 +259,36 @@ def evaluate_model(
         if key not in task_res:
             raise CrossdiffError(f"lm-eval results for {name} lack {key!r}; got {sorted(task_res)}")
         rows = []
-        for sample in sorted(results["samples"][name], key=lambda x: x["doc_id"]):
+        by_filter: dict[str, dict] = {}  # lm-eval logs one sample per (doc, filter)
+        for sample in results["samples"][name]:
+            by_filter.setdefault(sample.get("filter", fmt.filter_name), {})[sample["doc_id"]] = sample
+        if fmt.filter_name not in by_filter:
+            raise CrossdiffError(f"lm-eval samples of {name} lack filter {fmt.filter_name!r}; got {sorted(by_filter)}")
+        for doc_id, sample in sorted(by_filter[fmt.filter_name].items()):
             correct = sample.get(metric)
             if correct is None:
                 raise CrossdiffError(f"lm-eval sample {sample.get('doc_id')} of {name} has no {metric!r} value")
-            rows.append({
+            row = {
                 "item_id": sample["doc"]["item_id"],
                 "correct": int(round(float(correct))),
                 "prediction": _prediction(sample, fmt.scoring),
                 "target": sample["doc"]["gold"],
                 "raw": _raw(sample) if fmt.scoring == "generation" else None,
-            })
+            }
+            others = {f: int(round(float(s[doc_id][metric]))) for f, s in by_filter.items()
+                      if f != fmt.filter_name and doc_id in s and s[doc_id].get(metric) is not None}
+            if others:
+                row["correct_by_filter"] = others
+            if fmt.scoring == "multiple_choice":  # every MC metric of this item (acc and acc_norm can differ)
+                row["correct_by_metric"] = {m: int(round(float(sample[m]))) for m in fmt.metric_names if m in sample}
+            rows.append(row)
         n = len(rows)
         value = float(task_res[key])
         mean = sum(r["correct"] for r in rows) / n if n else math.nan
         stderr = math.sqrt(mean * (1 - mean) / (n - 1)) if n > 1 else None
-        extra = {k.split(",")[0]: v for k, v in task_res.items() if "," in k and "stderr" not in k and k != key}
+        # other metrics and filters, keyed "metric" (same filter) or "metric,filter" (another filter)
+        extra = {(k.split(",")[0] if k.split(",")[1] == fmt.filter_name else k): v
+                 for k, v in task_res.items() if "," in k and "stderr" not in k and k != key}
         record = {
             "model": model_name or str(model_path),
             "model_path": str(model_path),
@@ -284,6 +297,7 @@ def evaluate_model(
             "test_bin": int(meta["bin"]),
             "task": name,
             "metric": metric,
+            "filter": fmt.filter_name,
             "value": value,
             "stderr": stderr,
             "n_items": n,

@@ -48,6 +48,7 @@ from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import atomic_path, iter_jsonl, write_json
 from crossdiff.prompts import PromptFormat
+from crossdiff.sft_data import check_lengths
 
 DEFAULTS: dict = {
     "num_train_epochs": 5,
@@ -221,6 +222,7 @@ def finetune(
     """Train, save the final model atomically into ``output``; returns the metrics dict."""
     s = resolve_settings(settings)
     fmt = PromptFormat.from_config(prompt)
+    s = {**s, "max_length": fmt.max_length or s["max_length"]}  # a benchmark's own limit (prompt.max_length)
     rows = read_sft_jsonl(train_path)
     output = Path(output)
     work_dir = Path(work_dir) if work_dir else output.with_name(output.name + ".work")
@@ -236,6 +238,7 @@ def finetune(
 
     resume = last_checkpoint(work_dir)
     trainer, tokenizer, runtime = build_trainer(model_path, rows, work_dir, s, fmt, callbacks)
+    lengths = check_lengths(trainer, rows, fmt, s["max_length"])  # truncation counts; error or drop if no completion
     n_tokens_epoch = sum(len(x) for x in trainer.train_dataset["input_ids"])
     start_epoch = 0.0
     if resume:
@@ -269,6 +272,7 @@ def finetune(
         ],
         "settings": s,
         "prompt": fmt.to_config(),
+        "lengths": lengths,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         **runtime,

@@ -35,7 +35,34 @@ option_labels     ``"ABCDEFGHIJKLMNOPQRSTUVWXYZ"``            MC: labels used by
 checker           ``"exact"``                                 generation: ``"exact"`` (extracted answer ==
                                                               gold) or ``"math"`` (mathematical equivalence
                                                               with math-verify, for MATH)
+train_template    ``null``                                    the user text for TRAINING when it differs from
+                                                              ``template`` (the authors' BBH and MuSR do)
+target_regex_sub  ``[]``                                      ``[pattern, replacement]`` pairs applied in
+                                                              order (``re.sub``) to the rendered target
+reference         ``"{answer}"``                              generation: the reference string lm-eval
+                                                              compares against (``{gold_label}`` = letter)
+option_template   ``"{label}. {choice}"``                     one line of ``{options}``: ``{label}``,
+                                                              ``{number}`` (1-based), ``{choice}``
+labels_field      ``null``                                    item column holding each item's own option
+                                                              labels (ARC's ``1``-``4``); else option_labels
+filters           ``null``                                    generation: lm-eval ``filter_list`` (list of
+                                                              ``{name, filter: [{function, ...}]}``); null =
+                                                              one filter ``extract`` from answer_regex/checker
+primary_filter    ``null``                                    the filter whose score is the result (null =
+                                                              the first); the others go to other_metrics
+ignore_case       ``false``                                   exact match: lm-eval's ``ignore_case``
+ignore_punctuation ``false``                                  exact match: lm-eval's ``ignore_punctuation``
+regexes_to_ignore ``[]``                                      exact match: lm-eval's ``regexes_to_ignore``
+metrics           ``null``                                    metric names; the first is the result (null =
+                                                              exact_match, or acc + acc_norm for MC)
+max_length        ``null``                                    training: tokens per example (null = the
+                                                              finetune setting ``max_length``)
+on_no_completion  ``"error"``                                 training: an example whose completion is cut
+                                                              away entirely: ``"error"`` or ``"drop"``
 ================  ==========================================  ===============================================
+
+Placeholders everywhere: any item column, plus ``{options}`` (the option lines) and ``{gold_label}``
+(the gold option's label) when the item has choices.
 
 For multiple choice the gold is ``answer``: either the text of one choice or, when it is not a
 choice, an integer index (0-based) into the choices.
@@ -53,6 +80,8 @@ from crossdiff.errors import CrossdiffError
 
 SCORINGS = ("generation", "multiple_choice")
 CHECKERS = ("exact", "math")
+MC_METRICS = ("acc", "acc_norm")
+NO_COMPLETION = ("error", "drop")
 
 
 @dataclass(frozen=True)
@@ -69,6 +98,19 @@ class PromptFormat:
     choice_template: str = " {choice}"
     option_labels: str = string.ascii_uppercase
     checker: str = "exact"
+    train_template: str | None = None
+    target_regex_sub: tuple[tuple[str, str], ...] = ()
+    reference: str = "{answer}"
+    option_template: str = "{label}. {choice}"
+    labels_field: str | None = None
+    filters: tuple[dict, ...] | None = None
+    primary_filter: str | None = None
+    ignore_case: bool = False
+    ignore_punctuation: bool = False
+    regexes_to_ignore: tuple[str, ...] = ()
+    metrics: tuple[str, ...] | None = None
+    max_length: int | None = None
+    on_no_completion: str = "error"
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -86,6 +128,24 @@ class PromptFormat:
             if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
                 raise CrossdiffError(f"{where}.stop: expected a list of strings, got {stop!r}")
             config["stop"] = tuple(stop)
+        for key in ("regexes_to_ignore", "metrics"):
+            value = config.get(key)
+            if value is None:
+                continue
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise CrossdiffError(f"{where}.{key}: expected a list of strings, got {value!r}")
+            config[key] = tuple(value)
+        if config.get("target_regex_sub") is not None:
+            subs = config["target_regex_sub"]
+            if not isinstance(subs, (list, tuple)) or not all(
+                    isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in subs):
+                raise CrossdiffError(f"{where}.target_regex_sub: expected a list of [pattern, replacement] string pairs, "
+                                     f"got {subs!r}")
+            config["target_regex_sub"] = tuple(tuple(p) for p in subs)
+        if config.get("filters") is not None:
+            config["filters"] = tuple(_check_filters(config["filters"], f"{where}.filters"))
         fmt = cls(**config)
         fmt.validate(where)
         return fmt
@@ -93,6 +153,10 @@ class PromptFormat:
     def to_config(self) -> dict:
         d = asdict(self)
         d["stop"] = list(self.stop)
+        d["target_regex_sub"] = [list(p) for p in self.target_regex_sub]
+        d["regexes_to_ignore"] = list(self.regexes_to_ignore)
+        d["filters"] = None if self.filters is None else [dict(f) for f in self.filters]
+        d["metrics"] = None if self.metrics is None else list(self.metrics)
         return d
 
     def validate(self, where: str = "prompt") -> None:
@@ -113,6 +177,33 @@ class PromptFormat:
             raise CrossdiffError(f"{where}.max_gen_toks: expected a positive integer, got {self.max_gen_toks!r}")
         if not self.template:
             raise CrossdiffError(f"{where}.template: must not be empty")
+        for key in ("train_template", "labels_field", "primary_filter"):
+            if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
+                raise CrossdiffError(f"{where}.{key}: expected a string or null, got {getattr(self, key)!r}")
+        for key in ("reference", "option_template"):
+            if not isinstance(getattr(self, key), str):
+                raise CrossdiffError(f"{where}.{key}: expected a string, got {getattr(self, key)!r}")
+        for key in ("ignore_case", "ignore_punctuation"):
+            if not isinstance(getattr(self, key), bool):
+                raise CrossdiffError(f"{where}.{key}: expected true or false, got {getattr(self, key)!r}")
+        for pattern in [p for p, _ in self.target_regex_sub] + list(self.regexes_to_ignore):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise CrossdiffError(f"{where}: invalid regular expression {pattern!r}: {exc}") from None
+        if self.on_no_completion not in NO_COMPLETION:
+            raise CrossdiffError(f"{where}.on_no_completion: expected one of {NO_COMPLETION}, got {self.on_no_completion!r}")
+        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2):
+            raise CrossdiffError(f"{where}.max_length: expected an integer >= 2 or null, got {self.max_length!r}")
+        if self.metrics is not None:
+            allowed = ("exact_match",) if self.scoring == "generation" else MC_METRICS
+            bad = [m for m in self.metrics if m not in allowed]
+            if bad or not self.metrics:
+                raise CrossdiffError(f"{where}.metrics: {self.scoring} scoring supports {list(allowed)}, got {list(self.metrics)}")
+        if self.scoring == "generation" and self.primary_filter is not None:
+            names = [f["name"] for f in self.filter_list()]
+            if self.primary_filter not in names:
+                raise CrossdiffError(f"{where}.primary_filter: {self.primary_filter!r} is not one of the filters {names}")
 
     # ------------------------------------------------------------------ chat decision
     def use_chat(self, tokenizer) -> bool:
@@ -164,17 +255,46 @@ class PromptFormat:
             f"item {item.get('item_id', '?')!r}: answer {answer!r} is neither a choice nor an index into {choices!r}"
         )
 
+    def labels(self, item: dict) -> list[str]:
+        """Option labels of an item: its own (``labels_field``) or the first letters of ``option_labels``."""
+        n = len(self.choices(item))
+        if self.labels_field is None:
+            if n > len(self.option_labels):
+                raise CrossdiffError(f"item {item.get('item_id', '?')!r}: {n} choices but only "
+                                     f"{len(self.option_labels)} option_labels")
+            return list(self.option_labels[:n])
+        value = item.get(self.labels_field)
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                value = None
+        if not isinstance(value, (list, tuple)) or len(value) != n:
+            raise CrossdiffError(f"item {item.get('item_id', '?')!r}: column {self.labels_field!r} (labels_field) must "
+                                 f"hold {n} labels, one per choice; got {item.get(self.labels_field)!r}")
+        return [str(v) for v in value]
+
+    def _has_choices(self, item: dict) -> bool:
+        return self.scoring == "multiple_choice" or item.get(self.choices_field) is not None
+
     def _extra(self, item: dict) -> dict:
-        if self.scoring != "multiple_choice":
+        if not self._has_choices(item):
             return {}
-        choices = self.choices(item)
-        labels = self.option_labels
-        options = "\n".join(f"{labels[i]}. {c}" for i, c in enumerate(choices))
-        return {"options": options}
+        choices, labels = self.choices(item), self.labels(item)
+        options = "\n".join(
+            self._fill(self.option_template, item, "option_template", label=labels[i], number=i + 1, choice=c)
+            for i, c in enumerate(choices))
+        return {"options": options, "gold_label": labels[self.gold_index(item)]}
 
     def user_text(self, item: dict) -> str:
-        """The question rendered with ``template`` (the user turn in chat mode)."""
+        """The question rendered with ``template`` (the user turn in chat mode; evaluation)."""
         return self._fill(self.template, item, "template", **self._extra(item))
+
+    def train_user_text(self, item: dict) -> str:
+        """The question as the model is TRAINED on it: ``train_template`` when set, else ``template``."""
+        if self.train_template is None:
+            return self.user_text(item)
+        return self._fill(self.train_template, item, "train_template", **self._extra(item))
 
     def prompt_text(self, item: dict) -> str:
         """The plain-text prompt: instruction + user text."""
@@ -184,18 +304,22 @@ class PromptFormat:
         """The plain-text completion a model is trained to produce."""
         if self.scoring == "multiple_choice":
             return self.choice_texts(item)[self.gold_index(item)]
-        return self._fill(self.target, item, "target")
+        text = self._fill(self.target, item, "target", **self._extra(item))
+        for pattern, repl in self.target_regex_sub:
+            text = re.sub(pattern, repl, text)
+        return text
 
     def choice_texts(self, item: dict) -> list[str]:
         """Each choice's continuation: ``{choice}`` is its text, ``{label}`` its letter (A, B, ...)."""
-        return [self._fill(self.choice_template, item, "choice_template", choice=c, label=self.option_labels[i])
+        labels = self.labels(item)
+        return [self._fill(self.choice_template, item, "choice_template", choice=c, label=labels[i], number=i + 1)
                 for i, c in enumerate(self.choices(item))]
 
     def gold(self, item: dict) -> str | int:
         """What lm-eval compares against: the gold answer string (generation) or index (MC)."""
         if self.scoring == "multiple_choice":
             return self.gold_index(item)
-        return str(item["answer"]).strip()
+        return self._fill(self.reference, item, "reference", **self._extra(item)).strip()
 
     # ------------------------------------------------------------------ SFT
     def sft_record(self, item: dict) -> dict:
@@ -203,10 +327,10 @@ class PromptFormat:
         completion = self.completion_text(item)
         return {
             "item_id": str(item["item_id"]),
-            "prompt": self.prompt_text(item),
+            "prompt": self.instruction + self.train_user_text(item),
             "completion": completion,
             "system": self.instruction.strip(),
-            "user": self.user_text(item),
+            "user": self.train_user_text(item),
             "assistant": completion.strip(),
         }
 
@@ -228,6 +352,19 @@ class PromptFormat:
             messages.insert(0, {"role": "system", "content": self.instruction.strip()})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
+    def render_training(self, item: dict, tokenizer=None) -> tuple[str, str]:
+        """(prompt, completion) exactly as training sees them (chat-rendered when the chat template applies)."""
+        record = self.sft_record(item)
+        if not self.use_chat(tokenizer):
+            return record["prompt"], record["completion"]
+        ex = self.training_example(record, chat=True)
+        prompt = tokenizer.apply_chat_template(ex["prompt"], tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=False)
+        if not full.startswith(prompt):
+            raise CrossdiffError("the chat template renders the prompt differently with and without the answer; "
+                                 "cannot split training text into prompt and completion")
+        return prompt, full[len(prompt):]
+
     # ------------------------------------------------------------------ evaluation
     def eval_record(self, item: dict) -> dict:
         """One row of an lm-eval task JSONL (columns the task YAML points at)."""
@@ -236,23 +373,27 @@ class PromptFormat:
             "prompt": self.prompt_text(item),
             "user": self.user_text(item),
             "gold": self.gold(item),
+            "question": str(item.get("question", "")),
+            "subtask": str(item.get("subtask") or ""),
         }
         if self.scoring == "multiple_choice":
             row["choices"] = self.choice_texts(item)
+            # with the chat template lm-eval drops the target delimiter, and training strips the
+            # assistant turn: the chat task scores the stripped continuations, as they were trained
+            row["choices_chat"] = [c.strip() for c in row["choices"]]
         return row
 
-    def extract_answer(self, generated: str) -> str:
-        """Mirror of the lm-eval pipeline for generation: cut at stop strings, take the regex match."""
-        for s in self.stop:
-            if s and s in generated:
-                generated = generated.split(s, 1)[0]
-        found = re.findall(self.answer_regex, generated)
-        if not found:
-            return "[invalid]"
-        match = found[0]
-        if isinstance(match, tuple):
-            match = next((m for m in match if m), "[invalid]")
-        return match.strip()
+    def filter_list(self) -> list[dict]:
+        """lm-eval ``filter_list`` of a generation task (declared, or one ``extract`` filter)."""
+        from crossdiff.scoring import default_filters
+
+        return [dict(f) for f in self.filters] if self.filters is not None else default_filters(self)
+
+    def extract_answer(self, generated: str, filter_name: str | None = None) -> str:
+        """The prediction lm-eval's filter pipeline makes of ``generated`` (after the stop strings)."""
+        from crossdiff.scoring import apply_filter
+
+        return apply_filter(self, generated, filter_name)
 
     def task_config(self, task_name: str, data_file: str, chat: bool = False) -> dict[str, Any]:
         """lm-eval task YAML content for one bin; ``data_file`` must be an absolute path.
@@ -260,64 +401,49 @@ class PromptFormat:
         With ``chat`` the prompt column is the user text only: the evaluator passes the instruction
         as ``system_instruction`` and ``apply_chat_template=True``.
         """
-        cfg: dict[str, Any] = {
-            "task": task_name,
-            "dataset_path": "json",
-            "dataset_kwargs": {"data_files": {"test": data_file}},
-            "test_split": "test",
-            "doc_to_text": "user" if chat else "prompt",
-            "doc_to_target": "gold",
-            "num_fewshot": 0,
-            "metadata": {"version": 1, "chat": chat},
-        }
-        if self.scoring == "generation":
-            cfg.update(
-                {
-                    "output_type": "generate_until",
-                    "target_delimiter": "",
-                    "generation_kwargs": {
-                        "until": list(self.stop),
-                        "do_sample": False,
-                        "temperature": 0.0,
-                        "max_gen_toks": self.max_gen_toks,
-                    },
-                    "filter_list": [
-                        {
-                            "name": "extract",
-                            "filter": (
-                                [{"function": "crossdiff_math"}, {"function": "take_first"}]
-                                if self.checker == "math"
-                                else [
-                                    {"function": "regex", "regex_pattern": self.answer_regex, "group_select": 0},
-                                    {"function": "take_first"},
-                                ]
-                            ),
-                        }
-                    ],
-                    "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
-                }
-            )
-        else:
-            cfg.update(
-                {
-                    "output_type": "multiple_choice",
-                    "doc_to_choice": "choices",
-                    "target_delimiter": "",
-                    "metric_list": [
-                        {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
-                        {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
-                    ],
-                }
-            )
-        return cfg
+        from crossdiff.scoring import task_config
+
+        return task_config(self, task_name, data_file, chat)
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        if self.metrics is not None:
+            return self.metrics
+        return ("exact_match",) if self.scoring == "generation" else MC_METRICS
 
     @property
     def primary_metric(self) -> str:
-        return "exact_match" if self.scoring == "generation" else "acc"
+        return self.metric_names[0]
 
     @property
     def filter_name(self) -> str:
-        return "extract" if self.scoring == "generation" else "none"
+        if self.scoring != "generation":
+            return "none"
+        return self.primary_filter or self.filter_list()[0]["name"]
+
+
+def _check_filters(value, where: str) -> list[dict]:
+    """A filter_list in lm-eval's vocabulary: [{name, filter: [{function, ...}, ...]}, ...]."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise CrossdiffError(f"{where}: expected a non-empty list of {{name, filter}} objects, got {value!r}")
+    names = []
+    for i, f in enumerate(value):
+        if not isinstance(f, dict) or set(f) != {"name", "filter"} or not isinstance(f["name"], str):
+            raise CrossdiffError(f"{where}[{i}]: expected {{name: str, filter: [...]}}, got {f!r}")
+        steps = f["filter"]
+        if not isinstance(steps, (list, tuple)) or not steps or not all(
+                isinstance(st, dict) and isinstance(st.get("function"), str) for st in steps):
+            raise CrossdiffError(f"{where}[{i}].filter: expected a list of {{function: name, ...}} steps, got {steps!r}")
+        for st in steps:
+            if "regex_pattern" in st:
+                try:
+                    re.compile(st["regex_pattern"])
+                except re.error as exc:
+                    raise CrossdiffError(f"{where}[{i}]: invalid regex_pattern {st['regex_pattern']!r}: {exc}") from None
+        names.append(f["name"])
+    if len(set(names)) != len(names):
+        raise CrossdiffError(f"{where}: filter names must be unique, got {names}")
+    return [{"name": f["name"], "filter": [dict(st) for st in f["filter"]]} for f in value]
 
 
 def load_format(settings: dict | None, where: str = "prompt") -> PromptFormat:

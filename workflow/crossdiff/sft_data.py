@@ -52,6 +52,65 @@ def make_sft_data(items_path, bins_path, b: int, output: str | os.PathLike, prom
     return len(rows)
 
 
+def _token_lengths(tokenizer, example: dict, chat: bool) -> tuple[int, int]:
+    """(prompt tokens, prompt+completion tokens) of one TRL example, tokenized the way SFTTrainer does."""
+    if chat:
+        prompt = tokenizer.apply_chat_template(example["prompt"], tokenize=True, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=True)
+        prompt, full = (x["input_ids"] if isinstance(x, dict) or hasattr(x, "keys") else x for x in (prompt, full))
+    else:
+        completion = example["completion"]
+        eos = getattr(tokenizer, "eos_token", None)
+        if eos and not completion.endswith(eos):  # SFTTrainer appends EOS to plain completions
+            completion += eos
+        prompt = tokenizer(example["prompt"])["input_ids"]
+        full = tokenizer(example["prompt"] + completion)["input_ids"]
+    n = 0  # the completion starts where the two diverge (TRL's common prefix rule)
+    while n < min(len(prompt), len(full)) and prompt[n] == full[n]:
+        n += 1
+    return n, len(full)
+
+
+def check_lengths(trainer, rows: list[dict], fmt: PromptFormat, max_length: int | None) -> dict:
+    """Count training examples cut by ``max_length``; an example left with no completion token is an error
+    (``prompt.on_no_completion: error``) or dropped (``drop``; SFTTrainer then leaves it out), never a silent
+    zero-loss row. Returns the counts recorded in ``train_metrics.json`` under ``lengths``."""
+    tokenizer = trainer.processing_class
+    chat = fmt.use_chat(tokenizer)
+    n_truncated = n_cut = 0
+    empty: list[str] = []
+    longest = 0
+    for row in rows:
+        prompt_len, total = _token_lengths(tokenizer, fmt.training_example(row, chat), chat)
+        longest = max(longest, total)
+        if max_length is None or total <= max_length:
+            continue
+        n_truncated += 1
+        if prompt_len >= max_length:
+            empty.append(str(row.get("item_id", "?")))
+        else:
+            n_cut += 1
+    report = {
+        "max_length": max_length, "n_examples": len(rows), "n_truncated": n_truncated,
+        "n_completion_cut": n_cut, "n_no_completion_left": len(empty), "no_completion_item_ids": empty[:50],
+        "longest_example_tokens": longest, "on_no_completion": fmt.on_no_completion,
+        "n_trained": len(trainer.train_dataset),
+    }
+    if empty and fmt.on_no_completion == "error":
+        raise CrossdiffError(
+            f"{len(empty)} of {len(rows)} training example(s) have no completion token left within max_length "
+            f"{max_length} (their prompt alone is that long), e.g. item(s) {empty[:5]}; longest example "
+            f"{longest} tokens. Raise prompt.max_length (or finetune.max_length), shorten the prompt, or set "
+            f"prompt.on_no_completion: drop to leave them out")
+    if len(rows) - len(empty) != report["n_trained"]:
+        raise CrossdiffError(f"length check expected {len(rows) - len(empty)} trainable examples but SFTTrainer "
+                             f"kept {report['n_trained']}; the tokenization differs from TRL's")
+    if n_truncated:
+        print(f"max_length {max_length}: {n_truncated} example(s) truncated, {n_cut} with their completion cut, "
+              f"{len(empty)} dropped with no completion left (longest {longest} tokens)")
+    return report
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--items", required=True, help="item table (parquet)")
     p.add_argument("--bins", required=True, help="bins table (parquet: item_id, difficulty, bin)")

@@ -59,6 +59,7 @@ class Adapter:
     id_suffix: str = ""  # appended to the subtask in item ids, as the leaderboard names its files
     split_is_subtask: bool = False  # MuSR: the subtask is the split name
     keep: Callable[[dict], bool] | None = None  # row filter (MATH: level 5 only)
+    default_subtasks: tuple[str, ...] | None = None  # subtasks loaded when items.subtasks is unset (None = all)
 
 
 def _boxed(text: str) -> str | None:
@@ -87,7 +88,7 @@ def arc_item(row: dict, _sub) -> dict:
     if row["answerKey"] not in labels:
         raise ValueError(f"answerKey {row['answerKey']!r} not among labels {labels}")
     return {"question": row["question"], "choices": list(texts), "answer": str(labels.index(row["answerKey"])),
-            "n_choices": len(texts), "question_words": _n_words(row["question"])}
+            "labels": json.dumps(list(labels)), "n_choices": len(texts), "question_words": _n_words(row["question"])}
 
 
 def gsm8k_item(row: dict, _sub) -> dict:
@@ -133,21 +134,65 @@ def musr_item(row: dict, sub) -> dict:
 
 MC_PROMPT = {"scoring": "multiple_choice", "template": "Question: {question}\nAnswer:", "choice_template": " {choice}"}
 
+# The authors' formats (BatsResearch/cross-difficulty: train/utils.py for training, eval/cross_difficulty/*.yaml
+# for evaluation); config/README.md lists where crossdiff differs and the setting that restores theirs.
+STOP = ["Q:", "</s>", "<|im_end|>"]
+ARC_PROMPT = {"scoring": "multiple_choice", "template": "Question: {question}\n{options}\nAnswer:\n",
+              "option_template": "{label}) {choice}", "labels_field": "labels", "choice_template": " {label}",
+              "metrics": ["acc", "acc_norm"]}
+GSM8K_PROMPT = {
+    "template": "Q: {question}\nA:\n",
+    "target": "{solution}",
+    "target_regex_sub": [["<<.*?>>", ""], [r"\s*#### ", " So the answer is "]],
+    "stop": STOP, "max_gen_toks": 256,
+    "filters": [
+        {"name": "strict-match", "filter": [{"function": "regex", "regex_pattern": r"So the answer is (\-?[0-9\.\,]+)."},
+                                            {"function": "take_first"}]},
+        {"name": "flexible-extract", "filter": [{"function": "regex", "group_select": -1,
+                                                 "regex_pattern": r"(-?[$0-9.,]{2,})|(-?[0-9]+)"},
+                                                {"function": "take_first"}]},
+    ],
+    "primary_filter": "flexible-extract",
+    "ignore_case": True, "ignore_punctuation": False, "regexes_to_ignore": [",", r"\$", "(?s).*#### ", r"\.$"],
+}
+MMLU_PRO_PROMPT = {
+    "template": "Question: {question}\n{options}\nAnswer:\n", "option_template": "{label}) {choice}",
+    "target": "{gold_label}", "reference": "{gold_label}",
+    "stop": ["</s>", "Q:", "<|im_end|>"], "max_gen_toks": 2048,
+    "filters": [{"name": "custom-extract", "filter": [{"function": "regex", "regex_pattern": "([A-J])"},
+                                                      {"function": "take_first"}]}],
+    "ignore_case": True, "ignore_punctuation": True,
+}
+BBH_PROMPT = {
+    "template": "Q: {question}\nA:", "train_template": "Question: {question}\nAnswer:\n", "target": "{answer}",
+    "stop": STOP, "max_gen_toks": 256,
+    "filters": [{"name": "strict-match", "filter": [{"function": "take_first"}]},
+                {"name": "flexible-extract", "filter": [{"function": "crossdiff_bbh_answer_type"},
+                                                        {"function": "take_first"}]}],
+    "ignore_case": True, "ignore_punctuation": True, "regexes_to_ignore": [r"\.$", ",", "\n", r"\\", '"'],
+}
+MATH_PROMPT = {"template": "Problem:\n{question}\n\nSolution:", "target": " {solution}", "stop": [],
+               "max_gen_toks": 4096, "checker": "math"}
+MUSR_PROMPT = {"scoring": "multiple_choice", "template": "{question}\n\n{options}\nAnswer:",
+               "train_template": "{question}\n\n{options}\n\nAnswer:", "option_template": "{number} - {choice}",
+               "choice_template": " {choice}", "metrics": ["acc_norm"]}
+#: the authors score 21 of the leaderboard's 24 BBH subtasks (their data set holds 21 x 250 = 5,250 items)
+BBH_SCORED = tuple(s for s in BBH_SUBTASKS if s not in ("causal_judgement", "penguins_in_a_table", "snarks"))
+
+#: the authors train with max_seq_length 4096 on every benchmark
+for _p in (ARC_PROMPT, GSM8K_PROMPT, MMLU_PRO_PROMPT, BBH_PROMPT, MATH_PROMPT, MUSR_PROMPT):
+    _p["max_length"] = 4096
+
 ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
-    Adapter("arc", "allenai/ai2_arc", ("ARC-Challenge",), "test", arc_item, MC_PROMPT),
-    Adapter("gsm8k", "openai/gsm8k", ("main",), "test", gsm8k_item,
-            {"template": "Question: {question}\nAnswer:", "target": " {solution}", "answer_regex": r"#### (-?[0-9.,]+)",
-             "stop": ["Question:", "\n\n"], "max_gen_toks": 256}),
-    Adapter("mmlu_pro", "TIGER-Lab/MMLU-Pro", (None,), "test", mmlu_pro_item,
-            {**MC_PROMPT, "template": "Question: {question}\nOptions:\n{options}\nAnswer:", "choice_template": " {label}"}),
-    Adapter("bbh", "SaylorTwift/bbh", BBH_SUBTASKS, "test", bbh_item,
-            {"template": "Q: {question}\nA:", "answer_regex": r"^\s*(.+?)\s*$", "stop": ["\n\n", "Q:"], "max_gen_toks": 64},
-            subtask_in_id=True),
-    Adapter("math", "lighteval/MATH-Hard", MATH_SUBTASKS, "test", math_item,
-            {"template": "Problem:\n{question}\n\nSolution:", "target": " {solution}",
-             "stop": ["Problem:"], "max_gen_toks": 1024, "checker": "math"},
+    Adapter("arc", "allenai/ai2_arc", ("ARC-Challenge",), "test", arc_item, ARC_PROMPT),
+    Adapter("gsm8k", "openai/gsm8k", ("main",), "test", gsm8k_item, GSM8K_PROMPT),
+    Adapter("mmlu_pro", "TIGER-Lab/MMLU-Pro", (None,), "test", mmlu_pro_item, MMLU_PRO_PROMPT),
+    Adapter("bbh", "SaylorTwift/bbh", BBH_SUBTASKS, "test", bbh_item, BBH_PROMPT, subtask_in_id=True,
+            default_subtasks=BBH_SCORED),
+    Adapter("math", "lighteval/MATH-Hard", MATH_SUBTASKS, "test", math_item, MATH_PROMPT,
             subtask_in_id=True, id_suffix="_hard", keep=lambda r: str(r.get("level", "")).strip() == "Level 5"),
-    Adapter("musr", "TAUR-Lab/MuSR", MUSR_SUBTASKS, "test", musr_item, MC_PROMPT, subtask_in_id=True, split_is_subtask=True),
+    Adapter("musr", "TAUR-Lab/MuSR", MUSR_SUBTASKS, "test", musr_item, MUSR_PROMPT, subtask_in_id=True,
+            split_is_subtask=True),
 )}
 
 
@@ -198,7 +243,7 @@ def load_items(name: str, settings: dict | None = None) -> pl.DataFrame:
     if name not in ADAPTERS:
         raise CrossdiffError(f"items.adapter = {name!r}; expected one of: {', '.join(ADAPTERS)}")
     adapter = ADAPTERS[name]
-    subtasks: Iterable = settings.get("subtasks") or adapter.configs
+    subtasks: Iterable = settings.get("subtasks") or adapter.default_subtasks or adapter.configs
     unknown = [s for s in subtasks if s not in adapter.configs]
     if unknown:
         raise CrossdiffError(f"items.subtasks: unknown {name} subtask(s) {unknown}; expected some of {list(adapter.configs)}")
@@ -224,6 +269,61 @@ def load_items(name: str, settings: dict | None = None) -> pl.DataFrame:
     return df.with_columns(pl.col("question").str.len_chars().alias("question_length"))
 
 
+def _read_solutions_table(spec: dict) -> tuple[list[dict], str]:
+    if spec.get("path"):
+        path = Path(spec["path"])
+        if path.suffix in (".csv", ".tsv"):
+            if not path.exists():
+                raise CrossdiffError(f"{path}: solutions table not found")
+            return pl.read_csv(path, separator="\t" if path.suffix == ".tsv" else ",", infer_schema_length=0).to_dicts(), str(path)
+        return _read_local(path, None), str(path)
+    if spec.get("hub_id"):
+        import datasets  # noqa: PLC0415
+
+        where = f"{spec['hub_id']} (config {spec.get('config')!r}, split {spec.get('split', 'train')!r})"
+        try:
+            return list(datasets.load_dataset(spec["hub_id"], spec.get("config"), split=spec.get("split") or "train")), where
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CrossdiffError(f"items.solutions: cannot load {where} from the hub: {first}") from None
+    raise CrossdiffError("items.solutions: give a path (table) or a hub_id")
+
+
+def attach_solutions(items: pl.DataFrame, spec: dict, dataset: str = "items") -> pl.DataFrame:
+    """Join per-item solutions from another source into ``items`` as column ``model_solution``.
+
+    ``spec``: ``path`` or ``hub_id`` (+ ``config``, ``split``), ``column`` (the solution column),
+    ``key`` (``item_id`` or ``question``: the item column rows are matched on) and ``key_column``
+    (the table's column holding that key; default the same name). Every item needs exactly one
+    solution: a missing, empty or duplicated one is an error naming the items.
+    """
+    where = f"datasets.{dataset}.items.solutions"
+    key, column = spec.get("key") or "item_id", spec.get("column") or "model_solution"
+    key_column = spec.get("key_column") or key
+    rows, source = _read_solutions_table(spec)
+    if not rows:
+        raise CrossdiffError(f"{where}: {source} holds no rows")
+    for name in (key_column, column):
+        if name not in rows[0]:
+            raise CrossdiffError(f"{where}: {source} has no column {name!r}; columns: {sorted(rows[0])}")
+    norm = (lambda t: " ".join(str(t).split())) if key == "question" else str  # noqa: E731 - whitespace-insensitive text
+    table: dict[str, str] = {}
+    dups = []
+    for row in rows:
+        k = norm(row[key_column])
+        if k in table:
+            dups.append(k)
+        table[k] = row[column]
+    if dups:
+        raise CrossdiffError(f"{where}: {len(dups)} duplicated key(s) in {source}, e.g. {dups[:3]}")
+    keys = [norm(v) for v in items[key].to_list()]
+    missing = [iid for iid, k in zip(items["item_id"].to_list(), keys) if not str(table.get(k) or "").strip()]
+    if missing:
+        raise CrossdiffError(f"{where}: {len(missing)} of {items.height} item(s) have no solution in {source} "
+                             f"(matched on {key} = {key_column}), e.g. item(s) {missing[:5]}")
+    return items.with_columns(pl.Series("model_solution", [str(table[k]) for k in keys], dtype=pl.Utf8))
+
+
 def prompt_for(items_settings: dict, prompt: dict | None) -> dict:
     """The prompt format of a dataset: its adapter's defaults (for ``items.source: hub``), overridden
     key by key by the dataset's own ``prompt`` section."""
@@ -242,7 +342,10 @@ def prepare_items(settings: dict, dataset: str) -> pl.DataFrame:
     if source == "hub":
         if "adapter" not in settings:
             raise CrossdiffError(f"datasets.{dataset}.items: source 'hub' needs an adapter ({', '.join(ADAPTERS)})")
-        return load_items(settings["adapter"], settings)
+        items = load_items(settings["adapter"], settings)
+        if settings.get("solutions"):
+            items = attach_solutions(items, settings["solutions"], dataset)
+        return items
     raise CrossdiffError(f"datasets.{dataset}.items.source = {source!r}: nothing to prepare (expected synthetic or hub)")
 
 

@@ -1,0 +1,81 @@
+"""crossdiff show-prompt: the exact training text, evaluation request and verdict of one item."""
+
+import json
+
+import pytest
+
+from conftest import REPO, crossdiff_cli
+
+FIX = REPO / "tests" / "fixtures" / "datasets"
+
+
+@pytest.fixture(scope="module")
+def qwen_like_tokenizer(tmp_path_factory):
+    """A small tokenizer carrying Qwen2.5's chat template (tool-calling branches left out)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "<|im_end|>": 1, "<|im_start|>": 2}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="<|im_end|>")
+    fast.chat_template = (REPO / "tests" / "fixtures" / "chat" / "qwen2.5.jinja").read_text()
+    path = tmp_path_factory.mktemp("tok") / "qwen-like"
+    fast.save_pretrained(path)
+    return path
+
+
+@pytest.fixture()
+def config(tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(
+        "datasets:\n"
+        f"  bbh:\n    items: {{source: hub, adapter: bbh, path: {FIX / 'bbh'}, subtasks: [boolean_expressions, date_understanding]}}\n"
+        "    responses: {source: simulated}\n"
+        f"  arc:\n    items: {{source: hub, adapter: arc, path: {FIX / 'arc.jsonl'}}}\n"
+        "    responses: {source: simulated}\n"
+        "models: []\n")
+    return tmp_path
+
+
+def test_bbh_chat_rendering_and_verdict(config, qwen_like_tokenizer):
+    proc = crossdiff_cli("show-prompt", "--directory", str(config), "--dataset", "bbh", "--item", "boolean_expressions/0",
+                         "--tokenizer", str(qwen_like_tokenizer), "--output", "False.", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    system = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+    assert info["chat_template"] is True
+    assert info["training"]["prompt"] == (system + "<|im_start|>user\nQuestion: not ( ( not not True ) ) is\nAnswer:\n"
+                                          "<|im_end|>\n<|im_start|>assistant\n")
+    assert info["training"]["completion"] == "False<|im_end|>\n"
+    assert info["evaluation"]["request"] == (system + "<|im_start|>user\nQ: not ( ( not not True ) ) is\nA:<|im_end|>\n"
+                                             "<|im_start|>assistant\n")
+    assert info["verdict"]["filters"]["strict-match"] == {"prediction": "False.", "correct": 1}
+    assert info["verdict"]["correct"] == 1
+
+
+def test_text_form_for_multiple_choice(config):
+    proc = crossdiff_cli("show-prompt", "--directory", str(config), "--dataset", "arc", "--item", "3", "--output", "1")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "chat template not applied (tokenizer: none (no --tokenizer and no model in the config))" in out
+    assert "Question: Which characteristic is inherited?\n1) eye color\n2) scar\n3) hair length\n4) language\nAnswer:\n" in out
+    assert "[0] ' 1'   <- gold" in out and "verdict: CORRECT" in out
+
+
+def test_items_table_and_prompt(tmp_path):
+    import polars as pl
+
+    pl.DataFrame({"item_id": ["a"], "question": ["What is 2 + 3?"], "answer": ["5"]}).write_parquet(tmp_path / "i.parquet")
+    proc = crossdiff_cli("show-prompt", "--items", str(tmp_path / "i.parquet"), "--item", "a",
+                         "--prompt", json.dumps({"answer_regex": r"(-?\d+)"}), "--output", " 5\nQuestion", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["training"] == {"prompt": "Question: What is 2 + 3?\nAnswer:", "completion": " 5"}
+    assert info["verdict"]["filters"]["extract"] == {"prediction": "5", "correct": 1}
+
+
+def test_unknown_item_and_dataset_are_named(config):
+    proc = crossdiff_cli("show-prompt", "--directory", str(config), "--dataset", "arc", "--item", "99")
+    assert proc.returncode == 2 and "arc: no item '99'; 4 items, e.g. ['0', '1', '2', '3']" in proc.stderr
+    proc = crossdiff_cli("show-prompt", "--directory", str(config), "--dataset", "nope", "--item", "0")
+    assert proc.returncode == 2 and "no dataset 'nope'; datasets: ['arc', 'bbh']" in proc.stderr

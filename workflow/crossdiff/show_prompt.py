@@ -1,0 +1,186 @@
+"""``crossdiff show-prompt``: what the model sees for one item, in training and in evaluation.
+
+Prints the exact training text (prompt, then the completion that carries the loss) and the exact
+evaluation request (after the chat template when one applies), the generation settings or the
+scored continuations, and, with ``--output TEXT``, what each lm-eval filter makes of that output and
+the verdict (lm-eval's own filter and metric functions; see crossdiff.scoring).
+
+Two ways to name the item:
+
+* ``--dataset D --item ID`` reads the config the way the workflow does (``--configfile``, default
+  ``config/config.yaml``, validated with defaults) and D's item table: ``results/items/D.parquet``
+  when it exists, else prepared from ``datasets.D.items`` (hub or local path) on the fly;
+* ``--items TABLE --item ID`` with ``--prompt JSON`` (the prompt section) and optionally
+  ``--adapter NAME`` whose defaults the prompt overrides.
+
+The chat template comes from ``--tokenizer`` (a model directory or hub id), else from the config's
+first model when its tokenizer is available; without one the plain text is shown and said so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from crossdiff.cli import json_arg
+from crossdiff.errors import CrossdiffError
+from crossdiff.prompts import PromptFormat
+
+
+def _config_dataset(configfile: str, dataset: str) -> tuple[dict, dict]:
+    from crossdiff.config import load
+
+    config = load(configfile)
+    if dataset not in config["datasets"]:
+        raise CrossdiffError(f"{configfile}: no dataset {dataset!r}; datasets: {sorted(config['datasets'])}")
+    return config, config["datasets"][dataset]
+
+
+def _items_from_config(config: dict, dataset: str, workdir: Path):
+    import polars as pl
+
+    from crossdiff.data.adapters import prepare_items
+
+    entry = config["datasets"][dataset]
+    src = entry["items"]["source"]
+    if src == "file":
+        return pl.read_parquet(entry["items"]["path"]) if str(entry["items"]["path"]).endswith(".parquet") \
+            else pl.read_csv(entry["items"]["path"], separator="\t" if str(entry["items"]["path"]).endswith(".tsv") else ",")
+    if src == "none":
+        raise CrossdiffError(f"datasets.{dataset}.items.source is 'none': the dataset has no item texts to show")
+    built = workdir / "results" / "items" / f"{dataset}.parquet"
+    if built.exists():
+        return pl.read_parquet(built)
+    return prepare_items(entry["items"], dataset)
+
+
+def _tokenizer_for(name: str | None, config: dict | None, workdir: Path):
+    """(tokenizer or None, description)."""
+    if name is None and config and config.get("models"):
+        from crossdiff.slugs import slugify
+
+        model = config["models"][0]
+        if model.get("build"):
+            path = workdir / "results" / "models" / slugify(model["id"])
+            if not path.exists():
+                return None, (f"none: the config's first model {model['id']!r} is built by the workflow and "
+                              f"{path} does not exist yet (pass --tokenizer)")
+            name = str(path)
+        else:
+            name = model["id"]
+    if name is None:
+        return None, "none (no --tokenizer and no model in the config)"
+    from crossdiff.base_model import offline_env
+
+    offline_env(name)
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise CrossdiffError(f"--tokenizer {name}: cannot load a tokenizer: {str(exc).splitlines()[0]}") from None
+    return tok, name
+
+
+def describe(fmt: PromptFormat, item: dict, tokenizer=None, output: str | None = None) -> dict:
+    """Everything show-prompt prints, as a dict (the ``--json`` form)."""
+    from crossdiff.scoring import score_output, task_config
+
+    chat = fmt.use_chat(tokenizer)
+    train_prompt, train_completion = fmt.render_training(item, tokenizer)
+    info = {
+        "item_id": str(item["item_id"]),
+        "chat_template": chat,
+        "scoring": fmt.scoring,
+        "training": {"prompt": train_prompt, "completion": train_completion},
+        "evaluation": {"request": fmt.render_prompt(item, tokenizer)},
+    }
+    cfg = task_config(fmt, "show", "/dev/null", chat)
+    ev = fmt.eval_record(item)
+    if fmt.scoring == "generation":
+        info["evaluation"].update({"generation_kwargs": cfg["generation_kwargs"], "reference": ev["gold"],
+                                   "filters": [f["name"] for f in fmt.filter_list()], "primary_filter": fmt.filter_name,
+                                   "metric_list": cfg["metric_list"]})
+    else:
+        info["evaluation"].update({"continuations": ev["choices_chat" if chat else "choices"], "gold_index": ev["gold"],
+                                   "metrics": list(fmt.metric_names)})
+    if output is not None:
+        info["output"] = output
+        info["verdict"] = score_output(fmt, item, output)
+    return info
+
+
+def format_text(info: dict, dataset: str, tokenizer_note: str) -> str:
+    rule = lambda title: f"\n----- {title} " + "-" * max(3, 60 - len(title))  # noqa: E731
+    ev = info["evaluation"]
+    out = [f"dataset {dataset}, item {info['item_id']}: scoring {info['scoring']}, "
+           f"chat template {'applied' if info['chat_template'] else 'not applied'} (tokenizer: {tokenizer_note})"]
+    out += [rule("training prompt (no loss)"), info["training"]["prompt"]]
+    out += [rule("training completion (the loss)"), info["training"]["completion"]]
+    out += [rule("evaluation request"), ev["request"]]
+    if info["scoring"] == "generation":
+        out += [rule("generation"), f"generation_kwargs: {json.dumps(ev['generation_kwargs'])}",
+                f"filters: {ev['filters']} (primary: {ev['primary_filter']})",
+                f"metric: {json.dumps(ev['metric_list'])}", f"reference: {ev['reference']!r}"]
+    else:
+        out += [rule("continuations scored"), *(f"[{i}] {c!r}" + ("   <- gold" if i == ev["gold_index"] else "")
+                                                 for i, c in enumerate(ev["continuations"])),
+                f"metrics: {ev['metrics']} (the first is the result)"]
+    if "verdict" in info:
+        v = info["verdict"]
+        out += [rule("output"), info["output"], rule("verdict")]
+        if info["scoring"] == "generation":
+            for name, f in v["filters"].items():
+                mark = " (primary)" if name == v["primary_filter"] else ""
+                out.append(f"{name}{mark}: prediction {f['prediction']!r} -> {'correct' if f['correct'] else 'wrong'}")
+        else:
+            out.append(f"names choice {v['prediction']} (gold {v['gold']}): {'correct' if v['correct'] else 'wrong'}; "
+                       f"{v['note']}")
+        out.append(f"verdict: {'CORRECT' if v['correct'] else 'WRONG'}")
+    return "\n".join(out) + "\n"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", help="dataset name in the config (reads its items and prompt like the rules do)")
+    p.add_argument("--item", required=True, help="item id")
+    p.add_argument("--output", help="a model output to parse and score (generation: the generated text; "
+                                    "multiple choice: a choice's text or label)")
+    p.add_argument("--configfile", default="config/config.yaml", help="config file (default: config/config.yaml)")
+    p.add_argument("--directory", default=".", help="workflow directory holding results/ (default: .)")
+    p.add_argument("--items", help="item table instead of the config's (parquet)")
+    p.add_argument("--prompt", type=json_arg, help="JSON prompt section (with --items; over --adapter's defaults)")
+    p.add_argument("--adapter", help="benchmark adapter whose default format --prompt overrides (with --items)")
+    p.add_argument("--tokenizer", help="model directory or hub id whose chat template applies")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def run(args: argparse.Namespace) -> None:
+    import polars as pl
+
+    from crossdiff.data.adapters import prompt_for
+
+    workdir = Path(args.directory)
+    config = None
+    if args.items:
+        items = pl.read_parquet(args.items)
+        settings = {"source": "hub", "adapter": args.adapter} if args.adapter else {}
+        prompt = prompt_for(settings, args.prompt) if args.adapter else dict(args.prompt or {})
+        dataset = args.dataset or Path(args.items).stem
+    elif args.dataset:
+        config, entry = _config_dataset(str(workdir / args.configfile) if not Path(args.configfile).is_absolute()
+                                        else args.configfile, args.dataset)
+        items = _items_from_config(config, args.dataset, workdir)
+        prompt = prompt_for(entry["items"], entry.get("prompt"))
+        dataset = args.dataset
+    else:
+        raise CrossdiffError("name the item's dataset: --dataset D (from the config) or --items TABLE [--prompt JSON]")
+    fmt = PromptFormat.from_config(prompt, where=f"datasets.{dataset}.prompt")
+    ids = items["item_id"].cast(pl.Utf8)
+    match = items.filter(ids == args.item)
+    if match.height == 0:
+        raise CrossdiffError(f"{dataset}: no item {args.item!r}; {items.height} items, e.g. {ids.head(5).to_list()}")
+    item = match.to_dicts()[0]
+    tokenizer, note = _tokenizer_for(args.tokenizer, config, workdir)
+    info = describe(fmt, item, tokenizer, args.output)
+    print(json.dumps(info, indent=2, ensure_ascii=False) if args.json else format_text(info, dataset, note), end="")
