@@ -175,11 +175,18 @@ def test_items_table_defines_coverage(tmp_path, online):
         items = tmp_path / "items.csv"
         ids = [f"{s_}/{i}" for s_ in SUBTASKS for i in range(N_DOCS + 1)]  # one item nobody answered
         pl.DataFrame({"item_id": ids}).write_csv(items)
-        s = lb.parse_settings({**V2_SETTINGS, "endpoint": hub.url, "coverage": "keep"})
+        # without the size check, the item table defines coverage
+        s = lb.parse_settings({**V2_SETTINGS, "endpoint": hub.url, "coverage": "keep", "check_sizes": False})
         report = lb.collect(s, ["org1/good-a", "org2/good-b"], tmp_path / "c", tmp_path / "m.jsonl",
                             tmp_path / "o.parquet", items_path=items, progress=False)
         assert report["reference_items"] == len(ids)
         assert {r["model_id"]: r["missing"] for r in report["incomplete_coverage"]} == {"org1/good-a": 2, "org2/good-b": 2}
+        # with it (the default), files of another size than the subtask's items are unusable, never kept
+        s = lb.parse_settings({**V2_SETTINGS, "endpoint": hub.url, "coverage": "keep"})
+        report = lb.collect(s, ["org1/good-a", "org2/good-b"], tmp_path / "c", tmp_path / "m.jsonl",
+                            tmp_path / "o2.parquet", items_path=items, progress=False)
+        assert report["models_done"] == 0 and report["failed_by_reason"] == {"wrong_size": 2}
+        assert pl.read_parquet(tmp_path / "o2.parquet").height == 0
 
 
 def test_v1_parquet_layouts(tmp_path, online):
