@@ -114,7 +114,7 @@ def build(source: str, path, settings: dict, filters: dict, items_path=None) -> 
         "models_before": n_models0, "items_before": n_items0,
         "models": df["model_id"].n_unique(), "items": df["item_id"].n_unique(), "responses": df.height,
         "density": df.height / (df["model_id"].n_unique() * df["item_id"].n_unique()),
-        "dropped": {f"{k}:{r}": n for (k, r), n in dropped_df.group_by("kind", "reason").len().sort("kind", "reason").rows_by_key(["kind", "reason"], unique=True).items()} if dropped_df.height else {},
+        "dropped": {f"{k}:{r}": n for k, r, n in dropped_df.group_by("kind", "reason").len().sort("kind", "reason").iter_rows()},
     }
     if matching is not None:
         stats["matching"] = matching

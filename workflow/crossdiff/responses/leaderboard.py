@@ -667,15 +667,24 @@ def collect(s: Settings, models: list[str] | None, cache_dir, manifest_path, out
     long = long.with_columns(pl.col("correct").cast(pl.Int8))
 
     # ---- coverage: the benchmark's items (item table, else every item any model answered)
-    if items_path and not s.text_keys:
+    incomplete = []
+    if s.text_keys:
+        # keys are texts (or native ids in older files), matched at import: compare row counts instead
+        n_ref = sum(expected.values()) if expected else 0
+        per_n = dict(long.group_by("model_id").len().iter_rows()) if long.height else {}
+        n_ref = n_ref or max(per_n.values(), default=0)
+        reference = range(n_ref)
+        for m, n in per_n.items():
+            if n < n_ref:
+                incomplete.append({"model_id": m, "items": n, "missing": n_ref - n, "coverage": round(n / n_ref, 6)})
+    elif items_path:
         items_df = read_table(items_path, "item table")
         if "item_id" not in items_df.columns:
             raise CrossdiffError(f"{items_path}: item table lacks column 'item_id'")
         reference = set(items_df["item_id"].cast(pl.Utf8).to_list())
     else:
         reference = set(long["item_id"].unique().to_list())
-    incomplete = []
-    if reference and long.height:
+    if reference and long.height and not s.text_keys:
         per = long.group_by("model_id").agg(pl.col("item_id"))
         for m, ids in per.iter_rows():
             missing = len(reference - set(ids))
@@ -700,7 +709,7 @@ def collect(s: Settings, models: list[str] | None, cache_dir, manifest_path, out
         "models_done": len(done_models), "models_failed": len(failed), "models_pending": len(models) - len(done_models) - len(failed),
         "this_run": {"collected": counts["done"], "failed": counts["failed"], "resumed_from_manifest": counts["resumed"],
                      "files_downloaded": counts["downloaded_files"], "files_from_cache": counts["cached_files"]},
-        "reference_items": len(reference), "reference": "item table" if items_path and not s.text_keys else "union of models' items",
+        "reference_items": len(reference), "reference": ("rows per model (text keys)" if s.text_keys else "item table" if items_path else "union of models' items"),
         "incomplete_coverage": incomplete, "coverage_policy": s.coverage, "dropped_incomplete": dropped_incomplete,
         "failed": failed, "output_models": long["model_id"].n_unique(), "output_items": long["item_id"].n_unique(),
         "output_rows": long.height, "manifest": str(manifest.path),
@@ -756,8 +765,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-list", help="file of model ids (one org/model per line, or a table with a "
                                          "model_id/fullname column); default: the leaderboard's contents dataset")
     p.add_argument("--cache-dir", required=True, help="raw per-model files and extracted tables are kept here")
-    p.add_argument("--manifest", required=True, help="JSONL of done/failed models (resumes from it)")
-    p.add_argument("--output", required=True, help="canonical long parquet (model_id, item_id, correct)")
+    p.add_argument("--manifest", help="JSONL of done/failed models (resumes from it); required unless --plan")
+    p.add_argument("--output", help="canonical long parquet (model_id, item_id, correct); required unless --plan")
+    p.add_argument("--summary", help="CSV of the outcome per model (done, failed by reason, dropped by coverage); "
+                                     "default: beside the report")
+    p.add_argument("--plan", nargs="?", const="-", metavar="JSON",
+                   help="download nothing: list every model's repo and print how many models, files and bytes the "
+                        "collection would download (one listing request per model); write the plan to JSON if given")
     p.add_argument("--items", help="item table (item_id column) defining the benchmark's items for the coverage check")
     p.add_argument("--report", help="JSON summary (default: <manifest>.report.json)")
     p.add_argument("--max-models", type=int, help="collect at most this many pending models in this run")
@@ -770,8 +784,18 @@ def run(args: argparse.Namespace) -> None:
         raw["max_models"] = args.max_models
     s = parse_settings(raw)
     models = read_models_list(args.models_list) if args.models_list else raw.get("models")
+    if args.plan:
+        from crossdiff.responses.collect_plan import plan, print_plan
+
+        result = plan(s, models, args.cache_dir, items_path=args.items, progress=not args.no_progress)
+        print_plan(result)
+        if args.plan != "-":
+            write_json(result, args.plan)
+        return
+    if not args.manifest or not args.output:
+        raise CrossdiffError("collect-leaderboard needs --manifest and --output (or --plan to only list the cost)")
     report = collect(s, models, args.cache_dir, args.manifest, args.output, items_path=args.items,
-                     report_path=args.report, progress=not args.no_progress)
+                     report_path=args.report, progress=not args.no_progress, summary_path=args.summary)
     r = report
     print(f"leaderboard {s.version} {s.task} ({s.metric} >= {s.threshold}): {r['models_done']} models done, "
           f"{r['models_failed']} failed, {r['models_pending']} pending; this run: {r['this_run']['collected']} collected, "

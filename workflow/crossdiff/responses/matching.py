@@ -131,7 +131,7 @@ def _by_prompt(row: dict, cands: list[_Item]):
     if not prompt or not any(c.choices for c in cands):
         return None
     prompt = normalise(prompt)
-    return [c for c in cands if c.choices and all(ch in prompt for ch in c.choices)]
+    return [c for c in cands if c.choices and all(ch in prompt for ch in c.choices)] or None  # none: tells nothing
 
 
 RESOLVERS = (("choices", _by_choices), ("gold", _by_gold), ("full_prompt", _by_prompt))
