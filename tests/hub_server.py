@@ -3,8 +3,10 @@
 It serves exactly the endpoints ``huggingface_hub`` (2.x) calls for the leaderboard collector:
 
 - ``GET /api/datasets/{repo}/tree/{revision}[/{path}]`` (``HfApi.list_repo_files`` ->
-  ``list_repo_tree``): a JSON list of ``{"type": "file", "path", "size", "oid"}``, no ``Link``
-  header (one page);
+  ``list_repo_tree``): a JSON list of ``{"type": "file", "path", "size", "oid"}`` (``lfs`` too for
+  LFS files) and ``{"type": "directory", "path", "oid"}`` entries; with ``page_size`` set, paginated
+  like the real Hub (which pages tree listings of 1,000 entries): a ``Link: <...&cursor=N>;
+  rel="next"`` header, followed by ``huggingface_hub``'s paginator;
 - ``GET /api/datasets/{repo}[/revision/{revision}]`` (``HfApi.dataset_info``): id, sha, siblings;
 - ``HEAD``/``GET /datasets/{repo}/resolve/{revision}/{path}`` (``hf_hub_download``): ``X-Repo-Commit``
   (40 hex digits; hf_hub_download refuses a response without it), ``ETag`` and ``Content-Length``.
@@ -38,7 +40,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 
 @dataclass
@@ -67,11 +69,12 @@ def _git_oid(data: bytes) -> str:
 
 class FakeHub:
     def __init__(self, repos: dict[str, FakeRepo] | None = None, tokens: set[str] | None = None,
-                 max_requests: int = 5000, lfs_suffixes: tuple[str, ...] = (".parquet",)):
+                 max_requests: int = 5000, lfs_suffixes: tuple[str, ...] = (".parquet",), page_size: int | None = None):
         self.repos: dict[str, FakeRepo] = dict(repos or {})
         self.tokens = set(tokens or ())      # tokens with access to gated repos
         self.max_requests = max_requests
         self.lfs_suffixes = lfs_suffixes
+        self.page_size = page_size          # entries per tree-listing page (None: one page)
         self.downloads: Counter = Counter()
         self.requests: list[tuple[str, str, int]] = []
         self.lock = threading.Lock()
@@ -203,9 +206,29 @@ class FakeHub:
         if tail.startswith("tree/"):
             sub = tail[len("tree/"):].split("/", 1)
             prefix = sub[1].rstrip("/") + "/" if len(sub) > 1 and sub[1] else ""
-            entries = [{"type": "file", "path": p, "size": len(b), "oid": _git_oid(b)}
-                       for p, b in sorted(repo.files.items()) if p.startswith(prefix)]
-            body = json.dumps(entries).encode()
+            entries, dirs = [], set()
+            for p, b in sorted(repo.files.items()):
+                if not p.startswith(prefix):
+                    continue
+                parts = p.split("/")
+                for k in range(1, len(parts)):
+                    d = "/".join(parts[:k])
+                    if d.startswith(prefix.rstrip("/")) and d + "/" != prefix and d not in dirs:
+                        dirs.add(d)
+                        entries.append({"type": "directory", "path": d, "oid": _git_oid(d.encode())})
+                e = {"type": "file", "path": p, "size": len(b), "oid": _git_oid(b)}
+                if p.endswith(self.lfs_suffixes):
+                    e["lfs"] = {"oid": hashlib.sha256(b).hexdigest(), "size": len(b), "pointerSize": 134}
+                entries.append(e)
+            headers = {"Content-Type": "application/json"}
+            if self.page_size:
+                query = dict(parse_qsl(urlsplit(h.path).query))
+                start = int(query.get("cursor", 0))
+                if start + self.page_size < len(entries):
+                    query["cursor"] = str(start + self.page_size)
+                    headers["Link"] = f'<{self.url}{urlsplit(h.path).path}?{urlencode(query)}>; rel="next"'
+                entries = entries[start:start + self.page_size]
+            return self._send(h, method, 200, json.dumps(entries).encode(), headers)
         elif tail == "" or tail.startswith("revision/"):
             body = json.dumps({"id": repo_id, "sha": repo.sha, "private": False, "gated": "auto" if repo.gated else False,
                                "siblings": [{"rfilename": p} for p in sorted(repo.files)]}).encode()

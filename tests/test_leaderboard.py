@@ -175,11 +175,18 @@ def test_items_table_defines_coverage(tmp_path, online):
         items = tmp_path / "items.csv"
         ids = [f"{s_}/{i}" for s_ in SUBTASKS for i in range(N_DOCS + 1)]  # one item nobody answered
         pl.DataFrame({"item_id": ids}).write_csv(items)
-        s = lb.parse_settings({**V2_SETTINGS, "endpoint": hub.url, "coverage": "keep"})
+        # without the size check, the item table defines coverage
+        s = lb.parse_settings({**V2_SETTINGS, "endpoint": hub.url, "coverage": "keep", "check_sizes": False})
         report = lb.collect(s, ["org1/good-a", "org2/good-b"], tmp_path / "c", tmp_path / "m.jsonl",
                             tmp_path / "o.parquet", items_path=items, progress=False)
         assert report["reference_items"] == len(ids)
         assert {r["model_id"]: r["missing"] for r in report["incomplete_coverage"]} == {"org1/good-a": 2, "org2/good-b": 2}
+        # with it (the default), files of another size than the subtask's items are unusable, never kept
+        s = lb.parse_settings({**V2_SETTINGS, "endpoint": hub.url, "coverage": "keep"})
+        report = lb.collect(s, ["org1/good-a", "org2/good-b"], tmp_path / "c", tmp_path / "m.jsonl",
+                            tmp_path / "o2.parquet", items_path=items, progress=False)
+        assert report["models_done"] == 0 and report["failed_by_reason"] == {"wrong_size": 2}
+        assert pl.read_parquet(tmp_path / "o2.parquet").height == 0
 
 
 def test_v1_parquet_layouts(tmp_path, online):
@@ -348,3 +355,197 @@ def test_bad_settings():
         lb.parse_settings({"version": "v2"})
     with pytest.raises(CrossdiffError, match="coverage"):
         lb.parse_settings({"version": "v2", "task": "t", "coverage": "maybe"})
+
+
+# ------------------------------------------------------------------ the real file layouts (tests/leaderboard_layouts.py)
+import leaderboard_layouts as L  # noqa: E402
+
+from crossdiff.data.adapters import load_items  # noqa: E402
+from crossdiff.responses.build import build  # noqa: E402
+
+NO_FILTERS = {"dedupe_models": False, "drop_constant_items": False}
+ARC_V1 = {"source": "leaderboard", "version": "v1", "task": "arc:challenge|25", "metric": "acc_norm",
+          "item_key": "example", "match_items_on": "question", "match_template": "Question: {text}\nAnswer:",
+          "concurrency": 2, "backoff_base": 0.05}
+
+
+def arc_fixture(tmp_path, n_plain=6):
+    rows = L.arc_rows(n_plain)
+    (tmp_path / "arc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = load_items("arc", {"path": str(tmp_path / "arc.jsonl")})
+    items.write_parquet(tmp_path / "items.parquet")
+    return rows, items
+
+
+def test_v1_arc_rows_by_native_id_by_text_and_twins(tmp_path, online):
+    rows, items = arc_fixture(tmp_path)
+    n = len(rows)
+    order = [(7 * k + 3) % n for k in range(n)]  # the leaderboard's own row order, not the split's
+    correct = {m: [(k * (j + 2) + j) % 3 % 2 for k in range(n)] for j, m in enumerate(["o/full", "o/gold", "o/bare", "gpt2"])}
+    repos = {}
+    for m, fields in (("o/full", "full"), ("o/gold", "gold"), ("o/bare", "bare")):
+        data = L.v1_later(L.arc_v1_rows(rows, correct[m], fields, order), "acc_norm")
+        repos[L.v1_repo_name(m)] = FakeRepo(L.v1_repo_files("2023-11-07T07:11:46.594603", "2023-11-07T07-11-46.594603",
+                                                            {"arc:challenge|25": data}))
+    # July 2023: native ids in `example`, flat metric columns; an org-less model id (details_gpt2)
+    july = L.v1_july2023([{"example": rows[k]["id"], "correct": correct["gpt2"][k]} for k in reversed(order)])
+    repos["open-llm-leaderboard-old/details_gpt2"] = FakeRepo(L.v1_repo_files(
+        "2023-07-19T10:23:04.912913", "2023-07-19T10:23:04.912913", {"arc:challenge|25": july}))
+    with FakeHub(repos) as hub:
+        s = lb.parse_settings({**ARC_V1, "endpoint": hub.url})
+        out = tmp_path / "arc.parquet"
+        report = lb.collect(s, list(correct), tmp_path / "cache", tmp_path / "m.jsonl", out,
+                            items_path=tmp_path / "items.parquet", progress=False)
+    assert report["models_done"] == 4 and not report["incomplete_coverage"], report
+    raw = pl.read_parquet(out)
+    assert {"row", "choices", "gold", "gold_index", "full_prompt"} <= set(raw.columns)
+
+    matrix, dropped, stats = build("leaderboard", out, ARC_V1, NO_FILTERS, items_path=tmp_path / "items.parquet")
+    m = stats["matching"]
+    # gpt2: 10 by id; full/gold/bare: 6 plain items by text each; the first twin pair (different choices and
+    # answers) resolved by choices (full) and by gold (gold), the second pair (equal in everything) dropped
+    assert (m["rows_by_id"], m["rows_by_text"], m["rows_twin_resolved"], m["rows_twin_dropped"]) == (10, 18, 4, 8)
+    assert m["twins_resolved_by"] == {"choices": 2, "gold": 2}
+    ids = dict(zip(items["id"], items["item_id"]))
+    got = {(r[0], r[1]): r[2] for r in matrix.iter_rows()}
+    for model in correct:
+        for k, row in enumerate(rows):
+            key = (model, ids[row["id"]])
+            twin_b = row["id"] in ("Mercury_SC_LBS10597", "TIMSS_2003_8_pg47")
+            twin_a = row["id"] in ("Mercury_406639", "Mercury_7116183")
+            if model != "gpt2" and (twin_b or (twin_a and model == "o/bare")):
+                assert key not in got, key  # never guessed
+            else:
+                assert got[key] == correct[model][k], key  # every other row on its own item
+    twins = dropped.filter(pl.col("reason") == "ambiguous_twin").sort("id")
+    assert twins["id"].to_list() == [ids[t[0]] for t in L.TWINS]
+    assert set(twins["kind"]) == {"responses"}  # each keeps rows of models that told it apart (or carried ids)
+    assert "same question as" in twins["detail"][2] and "3 model(s)" in twins["detail"][2]
+
+
+def test_v1_twins_nothing_tells_apart_dropped_from_matrix(tmp_path, online):
+    rows, items = arc_fixture(tmp_path, n_plain=3)
+    order = list(range(len(rows)))
+    repos = {L.v1_repo_name(m): FakeRepo(L.v1_repo_files("2024-02-01T00:00:00.000000", "2024-02-01T00-00-00.000000", {
+        "arc:challenge|25": L.v1_later(L.arc_v1_rows(rows, [j % 2] * len(rows), "full", order), "acc_norm")}))
+        for j, m in enumerate(["a/m1", "b/m2"])}
+    with FakeHub(repos) as hub:
+        s = lb.parse_settings({**ARC_V1, "endpoint": hub.url})
+        lb.collect(s, ["a/m1", "b/m2"], tmp_path / "c", tmp_path / "m.jsonl", tmp_path / "o.parquet",
+                   items_path=tmp_path / "items.parquet", progress=False)
+    matrix, dropped, stats = build("leaderboard", tmp_path / "o.parquet", ARC_V1, NO_FILTERS, tmp_path / "items.parquet")
+    b_ids = set(items.filter(pl.col("id").is_in(["Mercury_SC_LBS10597", "TIMSS_2003_8_pg47"]))["item_id"])
+    assert not b_ids & set(matrix["item_id"]) and matrix["item_id"].n_unique() == len(rows) - 2
+    d = dropped.filter(pl.col("reason") == "ambiguous_twin")
+    assert set(d["id"]) == b_ids and set(d["kind"]) == {"item"} and stats["matching"]["twin_items_dropped"] == 2
+    assert stats["dropped"]["item:ambiguous_twin"] == 2
+
+
+def test_v1_model_list_from_its_own_contents_dataset(tmp_path, online):
+    data = L.v1_later([{"example": f"q{i}", "correct": i % 2} for i in range(4)], "acc")
+    v1_models = ["gpt2", "old/only-v1", "old/also"]
+    repos = {L.v1_repo_name(m): FakeRepo(L.v1_repo_files("2023-12-03T01:02:03.000000", "2023-12-03T01-02-03.000000",
+                                                         {"gsm8k|5": data})) for m in v1_models}
+    repos["open-llm-leaderboard-old/contents"] = FakeRepo(L.contents(v1_models))
+    repos["open-llm-leaderboard/contents"] = FakeRepo(L.contents(["Qwen/Qwen2.5-7B-Instruct", "new/only-v2"]))
+    with FakeHub(repos) as hub:
+        s = lb.parse_settings({"version": "v1", "task": "gsm8k|5", "metric": "acc", "endpoint": hub.url})
+        report = lb.collect(s, None, tmp_path / "c", tmp_path / "m.jsonl", tmp_path / "o.parquet", progress=False)
+        asked = {p for _, p, _ in hub.requests}
+    assert report["models_done"] == 3 and report["models_failed"] == 0
+    assert any("details_gpt2/tree" in p for p in asked)
+    assert not any("Qwen" in p or "only-v2" in p for p in asked)  # the v2 list is not read for v1
+    assert lb.parse_settings({"version": "v2", "task": "t"}).contents_repo == "open-llm-leaderboard/contents"
+    assert lb.repo_for("gpt2", lb.parse_settings({"version": "v2", "task": "t"})) == "open-llm-leaderboard/gpt2-details"
+    with pytest.raises(CrossdiffError, match="needs an org"):
+        lb.repo_for("gpt2", lb.parse_settings({"version": "v1", "task": "t", "repo_template": "x/details_{org}__{name}"}))
+
+
+MATH_SUBS = {"algebra_hard": 4, "counting_and_prob_hard": 3, "num_theory_hard": 2}
+V2_MATH = {"source": "leaderboard", "version": "v2", "task": "leaderboard_math", "subtasks": True,
+           "metric": "exact_match", "concurrency": 3, "backoff_base": 0.05}
+
+
+def math_repo(model, layouts=("jsonl",), runs=("2024-06-13T10-00-00.000000",), break_=None):
+    files = {}
+    for run, layout in zip(runs, layouts):
+        for sub, n in MATH_SUBS.items():
+            recs = [L.v2_record(i, "exact_match", (i + len(model)) % 2) for i in range(n)][::-1]  # completion order
+            if break_ == "size" and sub == "algebra_hard":
+                recs = recs[:-1]
+            if break_ == "doc_ids" and sub == "num_theory_hard":
+                recs[0]["doc_id"] = 7
+            if break_ == "metric" and sub == "counting_and_prob_hard":
+                recs = [{k: v for k, v in r.items() if k != "exact_match"} | {"metrics": ["acc"], "acc": 1.0} for r in recs]
+            files[L.v2_file(model, f"leaderboard_math_{sub}", run, layout)] = L.v2_samples(recs, layout)
+        files[f"{model.replace('/', '__')}/results_{run}.json"] = b"{}"
+    return L.v2_repo_name(model), FakeRepo(files)
+
+
+def test_v2_json_layouts_paginated_listing_and_unusable_files(tmp_path, online):
+    items = tmp_path / "items.csv"
+    pl.DataFrame({"item_id": [f"{s_}/{i}" for s_, n in MATH_SUBS.items() for i in range(n)]}).write_csv(items)
+    repos = dict([
+        math_repo("may/array", ("json-array",), ("2024-05-20T10-00-00.000000",)),        # May 2024: indented JSON array
+        math_repo("june/lines", ("json-lines",), ("2024-06-05T10-00-00.000000",)),       # June 2024: JSON lines in .json
+        math_repo("both/runs", ("json-array", "jsonl"), ("2024-05-20T10-00-00.000000", "2024-07-01T10-00-00.000000")),
+        math_repo("bad/size", break_="size"), math_repo("bad/docids", break_="doc_ids"),
+        math_repo("bad/metric", break_="metric"),
+    ])
+    models = ["may/array", "june/lines", "both/runs", "bad/size", "bad/docids", "bad/metric", "gone/missing"]
+    with FakeHub(repos, page_size=2) as hub:  # every listing spans several pages
+        s = lb.parse_settings({**V2_MATH, "endpoint": hub.url})
+        report = lb.collect(s, models, tmp_path / "c", tmp_path / "m.jsonl", tmp_path / "o.parquet",
+                            items_path=items, progress=False, summary_path=tmp_path / "summary.csv")
+        pages = [p for m, p, st in hub.requests if "may__array-details/tree" in p]
+    assert len(pages) >= 3
+    rec = read_manifest(tmp_path / "m.jsonl")
+    assert {m: rec[m]["status"] for m in models[:3]} == dict.fromkeys(models[:3], "done")
+    assert rec["both/runs"]["run"] == "2024-07-01T10-00-00.000000"
+    kinds = {m: rec[m].get("error_kind") for m in models[3:]}
+    assert kinds == {"bad/size": "wrong_size", "bad/docids": "missing_doc_ids", "bad/metric": "metric_absent",
+                     "gone/missing": "not_found"}
+    assert "algebra_hard" in rec["bad/size"]["error"] and "3 samples, the item table has 4" in rec["bad/size"]["error"]
+    assert "'exact_match' absent" in rec["bad/metric"]["error"]
+    df = pl.read_parquet(tmp_path / "o.parquet")
+    assert sorted(df["model_id"].unique()) == sorted(models[:3])  # never mixed in
+    assert set(df["item_id"]) == {f"{s_}/{i}" for s_, n in MATH_SUBS.items() for i in range(n)}
+    got = df.filter(pl.col("model_id") == "may/array").sort("item_id")
+    assert got.filter(pl.col("item_id") == "num_theory_hard/1")["correct"][0] == (1 + len("may/array")) % 2
+    summary = pl.read_csv(tmp_path / "summary.csv")
+    table = {(r["outcome"], r["reason"] or ""): r["models"] for r in summary.iter_rows(named=True)}
+    assert table[("done", "")] == 3 and table[("in matrix", "")] == 3
+    assert {k[1]: v for k, v in table.items() if k[0] == "failed"} == {
+        "wrong_size": 1, "missing_doc_ids": 1, "metric_absent": 1, "not_found": 1}
+    assert report["failed_by_reason"] == {"metric_absent": 1, "missing_doc_ids": 1, "not_found": 1, "wrong_size": 1}
+
+
+def test_plan_counts_models_files_bytes_and_downloads_nothing(tmp_path, online):
+    repos = dict([math_repo("a/one"), math_repo("b/two", ("jsonl", "jsonl"), ("2024-06-13T10-00-00.000000",
+                                                                               "2024-07-01T10-00-00.000000"))])
+    sizes = sum(len(b) for f, b in repos[L.v2_repo_name("a/one")].files.items() if "samples_" in f)
+    repos["open-llm-leaderboard/contents"] = FakeRepo(L.contents(["a/one", "b/two", "c/gone"]))
+    with FakeHub(repos, page_size=3) as hub:
+        s = lb.parse_settings({**V2_MATH, "endpoint": hub.url})
+        from crossdiff.responses.collect_plan import plan
+
+        p = plan(s, None, tmp_path / "c", progress=False)
+        assert not any("samples_" in f for _, f in hub.downloads)  # listings only
+        assert (p["models"], p["repos_with_files"], p["repos_failed"]) == (3, 2, {"not_found": 1})
+        assert p["files"] == 2 * len(MATH_SUBS) and p["download_files"] == p["files"]
+        one = next(r for r in p["per_model"] if r["model_id"] == "a/one")
+        assert one["bytes"] == sizes and p["bytes"] >= 2 * sizes - 10
+        # after collecting one model, its files count as cached
+        lb.collect(s, ["a/one"], tmp_path / "c", tmp_path / "m.jsonl", tmp_path / "o.parquet", progress=False)
+        p2 = plan(s, ["a/one", "b/two"], tmp_path / "c", progress=False)
+        assert p2["cached_files"] == len(MATH_SUBS) and p2["download_files"] == len(MATH_SUBS)
+        # the CLI prints the cost and writes the plan
+        proc = subprocess.run([str(BIN / "python"), "-m", "crossdiff.cli", "collect-leaderboard", "--settings",
+                               json.dumps({**V2_MATH, "models": ["a/one", "b/two", "c/gone"]}), "--cache-dir",
+                               str(tmp_path / "c2"), "--plan", str(tmp_path / "plan.json"), "--no-progress"],
+                              env={**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"},
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 models" in proc.stdout and f"to download: {2 * len(MATH_SUBS)} files" in proc.stdout
+    assert "1 not_found" in proc.stdout
+    assert json.loads((tmp_path / "plan.json").read_text())["files"] == 2 * len(MATH_SUBS)

@@ -7,10 +7,12 @@ prompt format (``crossdiff.prompts.PromptFormat`` keys) used for both training a
 
 ``item_id`` matches the leaderboard's per-sample ``doc_id``: the row index within the evaluated
 split, prefixed by the subtask for benchmarks that the leaderboard splits into subtasks
-(``boolean_expressions/12`` for BBH, ``algebra_hard/3`` for MATH, ``murder_mysteries/0`` for MuSR),
-as the v2 leaderboard names its per-subtask sample files (``samples_leaderboard_math_algebra_hard_*``).
-The v1 leaderboard (ARC, GSM8K) wrote no doc_id: its details rows are keyed by position, which the
-collector records as ``item_key: row``; mapping those rows to these items is not verified yet.
+(``boolean_expressions/12`` for BBH, ``algebra_hard/3`` or ``counting_and_prob_hard/3`` for MATH,
+``murder_mysteries/0`` for MuSR), exactly as the v2 leaderboard names its per-subtask sample files
+(``samples_leaderboard_math_counting_and_prob_hard_*``; table ``LEADERBOARD_SUBTASK_FILES``).
+The v1 leaderboard (ARC, GSM8K) wrote no doc_id: its details rows carry the question text (or, in
+early ARC files, the dataset's native id, kept as the ``id`` column) and are matched to these items
+by ``responses.match_items_on`` (crossdiff.responses.matching).
 
 Items are loaded from the hub (``datasets.load_dataset``), or from a local file or directory
 in the dataset's real schema (``path``), which is how tests and offline users run.
@@ -45,6 +47,39 @@ BBH_SUBTASKS = (
 MATH_SUBTASKS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
                  "number_theory", "prealgebra", "precalculus")
 MUSR_SUBTASKS = ("murder_mysteries", "object_placements", "team_allocation")
+
+# The v2 leaderboard's per-subtask sample file names (``samples_{file name}_{run}.jsonl``), per dataset
+# config, as the real details repos carry them. MATH shortens two subjects (``counting_and_prob``,
+# ``num_theory``) where the HF configs say ``counting_and_probability`` / ``number_theory``. Item ids
+# are ``{file name without the task prefix}/{doc_id}``, exactly what the collector reads from the files.
+LEADERBOARD_TASKS = {"bbh": "leaderboard_bbh", "math": "leaderboard_math", "musr": "leaderboard_musr",
+                     "mmlu_pro": "leaderboard_mmlu_pro"}
+LEADERBOARD_SUBTASK_FILES: dict[str, dict[str, str]] = {
+    "bbh": {s: f"leaderboard_bbh_{s}" for s in BBH_SUBTASKS},
+    "math": {"algebra": "leaderboard_math_algebra_hard",
+             "counting_and_probability": "leaderboard_math_counting_and_prob_hard",
+             "geometry": "leaderboard_math_geometry_hard",
+             "intermediate_algebra": "leaderboard_math_intermediate_algebra_hard",
+             "number_theory": "leaderboard_math_num_theory_hard",
+             "prealgebra": "leaderboard_math_prealgebra_hard",
+             "precalculus": "leaderboard_math_precalculus_hard"},
+    "musr": {s: f"leaderboard_musr_{s}" for s in MUSR_SUBTASKS},
+}
+# sizes of the evaluated splits (leaderboard documentation), where known: a file of another size is unusable
+LEADERBOARD_SUBTASK_SIZES: dict[str, dict[str, int]] = {
+    "math": {"algebra": 307, "counting_and_probability": 123, "geometry": 132, "intermediate_algebra": 280,
+             "number_theory": 154, "prealgebra": 193, "precalculus": 135},
+}
+
+
+def subtask_prefix(name: str, sub: str) -> str:
+    """The item-id prefix of one subtask: its leaderboard file name without the task prefix."""
+    files = LEADERBOARD_SUBTASK_FILES.get(name)
+    if files is None:
+        return f"{sub}{ADAPTERS[name].id_suffix}"
+    if sub not in files:
+        raise CrossdiffError(f"{name}: subtask {sub!r} has no leaderboard file name; known: {', '.join(files)}")
+    return files[sub][len(LEADERBOARD_TASKS[name]) + 1:]
 
 
 @dataclass(frozen=True)
@@ -259,7 +294,9 @@ def load_items(name: str, settings: dict | None = None) -> pl.DataFrame:
                 of = f" of {sub}" if adapter.subtask_in_id else ""
                 raise CrossdiffError(f"{where}: {name} row {index}{of}: {type(exc).__name__} {exc}; "
                                      f"expected the {name} schema") from None
-            item_id = f"{sub}{adapter.id_suffix}/{index}" if adapter.subtask_in_id else str(index)
+            item_id = f"{subtask_prefix(name, sub)}/{index}" if adapter.subtask_in_id else str(index)
+            if row.get("id") is not None and "id" not in item:
+                item["id"] = str(row["id"])  # the dataset's native id (early v1 ARC files carry it)
             if "choices" in item:
                 item["choices"] = json.dumps(item["choices"])  # one string column, parsed by prompts
             items.append({"item_id": item_id, **item})

@@ -17,6 +17,7 @@ from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import atomic_path, read_table, require_columns, write_csv, write_parquet
 from crossdiff.responses.importers import read_source
+from crossdiff.responses.matching import match_rows, read_keyed_rows
 
 DROPPED_SCHEMA = {"kind": pl.Utf8, "id": pl.Utf8, "reason": pl.Utf8, "detail": pl.Utf8}
 
@@ -44,43 +45,6 @@ def check_items(df: pl.DataFrame, items: pl.DataFrame, path, items_path) -> None
         examples = ", ".join(repr(x) for x in sorted(unknown["item_id"].to_list())[:5])
         raise CrossdiffError(f"{path}: {unknown.height} item id(s) not in the item table {items_path} (e.g. {examples}); "
                              f"the responses' item ids must match the items' item_id column")
-
-
-def _normalise(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def match_items(df: pl.DataFrame, items: pl.DataFrame, column: str, path, items_path) -> pl.DataFrame:
-    """Replace text-valued item ids by the item_id whose ``column`` text they contain.
-
-    For sources that identify an item by its text rather than an id (the v1 leaderboard's details
-    rows, ``item_key: example``): a response matches the item whose whitespace-normalised text is
-    contained in it; when several do, the longest (most specific) wins; an unmatched or ambiguous
-    response stops the import with examples, so items are never silently misaligned.
-    """
-    require_columns(items, ["item_id", column], items_path, "item table")
-    texts = [(_normalise(t), str(i)) for i, t in items.select("item_id", column).iter_rows() if t is not None and _normalise(t)]
-    texts.sort(key=lambda x: -len(x[0]))
-    mapping, unmatched, ambiguous = {}, [], []
-    for key in df["item_id"].unique().sort().to_list():
-        k = _normalise(key)
-        hits = [(t, i) for t, i in texts if t in k]
-        if not hits:
-            unmatched.append(key)
-        elif len(hits) > 1 and len(hits[0][0]) == len(hits[1][0]) and hits[0][1] != hits[1][1]:
-            ambiguous.append(key)
-        else:
-            mapping[key] = hits[0][1]
-    if unmatched or ambiguous:
-        problem = (f"{len(unmatched)} response item(s) contain no item's {column!r} (e.g. {unmatched[0][:120]!r})" if unmatched
-                   else f"{len(ambiguous)} response item(s) match several items equally (e.g. {ambiguous[0][:120]!r})")
-        raise CrossdiffError(f"{path}: {problem}; matched against {items_path} with responses.match_items_on = {column!r}")
-    out = df.with_columns(pl.col("item_id").replace_strict(mapping))
-    dup = out.group_by(["model_id", "item_id"]).len().filter(pl.col("len") > 1)
-    if dup.height:
-        raise CrossdiffError(f"{path}: several response rows of model {dup['model_id'][0]!r} map to item {dup['item_id'][0]!r} "
-                             f"through {column!r}; expected one row per item")
-    return out
 
 
 def apply_filters(df: pl.DataFrame, f: dict) -> tuple[pl.DataFrame, list[dict]]:
@@ -133,21 +97,26 @@ def filter_hint(dropped: pl.DataFrame) -> str:
 
 
 def build(source: str, path, settings: dict, filters: dict, items_path=None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
-    raw = read_source(source, path, settings)
+    match_on = settings.get("match_items_on")
+    # the collector keeps per-row fields (choices, gold, full prompt) that tell twin items apart
+    raw = read_keyed_rows(path) if match_on and source == "leaderboard" else read_source(source, path, settings)
     if raw.height == 0:
         raise CrossdiffError(f"{path}: no responses found")
-    match_on = settings.get("match_items_on")
     if match_on and not items_path:
         raise CrossdiffError(f"responses.match_items_on = {match_on!r} needs an item table (datasets.<name>.items)")
     items = read_table(items_path, "item table") if items_path else None
+    matching, twin_dropped = None, []
     if match_on:
-        raw = match_items(raw, items, match_on, path, items_path)
+        raw, twin_dropped, matching = match_rows(raw, items, match_on, path, items_path,
+                                                 settings.get("match_template") or "{text}",
+                                                 settings.get("match_ids_on", "id"))
     df, n_dup_rows = resolve_duplicates(raw, path)
     if items is not None:
         require_columns(items, ["item_id"], items_path, "item table")
         check_items(df, items, path, items_path)
     n_models0, n_items0 = df["model_id"].n_unique(), df["item_id"].n_unique()
     df, dropped = apply_filters(df, filters)
+    dropped = twin_dropped + dropped
     dropped_df = pl.DataFrame(dropped, schema=DROPPED_SCHEMA)
     if df.height == 0:
         reasons = dropped_df.group_by("kind", "reason").len().sort("kind", "reason")
@@ -160,8 +129,10 @@ def build(source: str, path, settings: dict, filters: dict, items_path=None) -> 
         "models_before": n_models0, "items_before": n_items0,
         "models": df["model_id"].n_unique(), "items": df["item_id"].n_unique(), "responses": df.height,
         "density": df.height / (df["model_id"].n_unique() * df["item_id"].n_unique()),
-        "dropped": {f"{k}:{r}": n for (k, r), n in dropped_df.group_by("kind", "reason").len().sort("kind", "reason").rows_by_key(["kind", "reason"], unique=True).items()} if dropped_df.height else {},
+        "dropped": {f"{k}:{r}": n for k, r, n in dropped_df.group_by("kind", "reason").len().sort("kind", "reason").iter_rows()},
     }
+    if matching is not None:
+        stats["matching"] = matching
     return df, dropped_df, stats
 
 
@@ -178,6 +149,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     df, dropped, stats = build(args.source, args.input, args.settings, args.filters, args.items)
+    if "matching" in stats:
+        m = stats["matching"]
+        print(f"rows matched to items: {m['rows_by_id']} by native id, {m['rows_by_text']} by text, "
+              f"{m['rows_twin_resolved']} twins resolved ({m['twins_resolved_by']}), {m['rows_twin_dropped']} "
+              f"twin rows dropped ({m['twin_items_dropped']} items; listed in {args.dropped})")
     write_csv(dropped, args.dropped)
     if args.stats:
         with atomic_path(args.stats) as tmp:

@@ -14,6 +14,7 @@ what was expected.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -212,6 +213,25 @@ def correctness(value, metric: str, threshold: float, where: str) -> int:
     return int(float(value) >= threshold)
 
 
+def iter_samples(path):
+    """(position, record) of an lm-eval samples file in any layout lm-eval wrote: JSON lines (``.jsonl``,
+    and ``.json`` from 2024-05-31) or one indented JSON array (``.json`` of May 2024)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096).lstrip()
+    if not head.startswith(b"["):
+        yield from iter_jsonl(path)
+        return
+    try:
+        with open(path) as fh:
+            records = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise CrossdiffError(f"{path}: a JSON array of samples that is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    for n, rec in enumerate(records, 1):
+        if not isinstance(rec, dict):
+            raise CrossdiffError(f"{path}: element {n} of the samples array is a {type(rec).__name__}; expected an object")
+        yield n, rec
+
+
 def read_samples_file(path, metric: str = "acc", threshold: float = 0.5, item_key: str = "doc_id",
                       want_filter: str | None = None) -> list[tuple[str, int]]:
     """(item id, correct) pairs of one lm-eval ``--log_samples`` JSONL file.
@@ -221,7 +241,7 @@ def read_samples_file(path, metric: str = "acc", threshold: float = 0.5, item_ke
     """
     out: list[tuple[str, int]] = []
     filters_seen: set = set()
-    for n, rec in iter_jsonl(path):
+    for n, rec in iter_samples(path):
         if not isinstance(rec, dict):
             raise CrossdiffError(f"{path}: line {n}: expected a JSON object (one lm-eval sample), got {type(rec).__name__}")
         flt = rec.get("filter")

@@ -69,6 +69,7 @@ import re
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -78,17 +79,22 @@ import polars as pl
 
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
-from crossdiff.io import read_table, write_json, write_parquet
-from crossdiff.responses.importers import correctness, read_samples_file
+from crossdiff.io import read_table, write_csv, write_json, write_parquet
+from crossdiff.responses.importers import correctness, iter_samples, read_samples_file
 from crossdiff.slugs import slugify
 
 SCHEMA = {"model_id": pl.Utf8, "item_id": pl.Utf8, "correct": pl.Int8}
 
+# {slug} is the model id with "/" -> "__": details_meta-llama__Llama-2-7b-hf, and details_gpt2 for ids without an org
 DEFAULTS = {
-    "v1": {"repo_template": "open-llm-leaderboard-old/details_{org}__{name}", "metric": "acc_norm", "item_key": "row"},
-    "v2": {"repo_template": "open-llm-leaderboard/{org}__{name}-details", "metric": "acc_norm", "item_key": "doc_id"},
+    "v1": {"repo_template": "open-llm-leaderboard-old/details_{slug}", "metric": "acc_norm", "item_key": "row",
+           "contents_repo": "open-llm-leaderboard-old/contents"},
+    "v2": {"repo_template": "open-llm-leaderboard/{slug}-details", "metric": "acc_norm", "item_key": "doc_id",
+           "contents_repo": "open-llm-leaderboard/contents"},
 }
-CONTENTS_REPO = "open-llm-leaderboard/contents"
+CONTENTS_REPO = DEFAULTS["v2"]["contents_repo"]
+# v1 row fields kept beside a text key (item_key other than row): they tell twin items apart at import
+V1_ROW_FIELDS = ("choices", "gold", "gold_index", "full_prompt")
 
 # run timestamps as the leaderboard writes them: 2023-08-19T16:35:46.942696 or 2024-06-26T10-00-00.123
 _TS = r"\d{4}-\d{2}-\d{2}T\d{2}[-:_]\d{2}[-:_]\d{2}(?:\.\d+)?"
@@ -123,6 +129,8 @@ class Settings:
     contents_repo: str
     contents_column: str
     endpoint: str | None
+    check_sizes: bool = True
+    text_keys: bool = False  # item keys are texts matched at import (match_items_on): no item-id coverage
 
     def extraction_key(self) -> str:
         """Hash of what determines the extracted table (not how it was downloaded)."""
@@ -157,9 +165,10 @@ def parse_settings(raw: dict) -> Settings:
             concurrency=max(1, int(raw.get("concurrency", 8))), max_retries=max(0, int(raw.get("max_retries", 5))),
             backoff_base=float(raw.get("backoff_base", 1.0)), backoff_max=float(raw.get("backoff_max", 60.0)),
             coverage=coverage, retry_failed=bool(raw.get("retry_failed", True)),
-            max_models=int(raw.get("max_models", 0)), contents_repo=str(raw.get("contents_repo", CONTENTS_REPO)),
+            max_models=int(raw.get("max_models", 0)), contents_repo=str(raw.get("contents_repo") or d["contents_repo"]),
             contents_column=str(raw.get("contents_column", "fullname")),
             endpoint=raw.get("endpoint") or os.environ.get("HF_ENDPOINT") or None,
+            check_sizes=bool(raw.get("check_sizes", True)), text_keys=bool(raw.get("match_items_on")),
         )
     except (TypeError, ValueError) as exc:
         raise CrossdiffError(f"responses (leaderboard): bad setting: {exc}") from None
@@ -169,10 +178,11 @@ def parse_settings(raw: dict) -> Settings:
 
 
 def repo_for(model_id: str, s: Settings) -> str:
-    org, _, name = model_id.partition("/")
-    if not name:
-        raise CrossdiffError(f"model id {model_id!r}: expected 'org/model' as on the Hub")
-    return s.repo_template.format(org=org, name=name, slug=model_id.replace("/", "__"))
+    org, _, name = model_id.strip().partition("/")
+    if not org or "/" in name or (not name and "{slug}" not in s.repo_template):
+        raise CrossdiffError(f"model id {model_id!r}: expected 'org/model' or an org-less id like 'gpt2' as on the Hub"
+                             + ("" if name or not org else f" (repo_template {s.repo_template!r} needs an org; use {{slug}})"))
+    return s.repo_template.format(org=org, name=name, slug=model_id.strip().replace("/", "__"))
 
 
 # ---------------------------------------------------------------------------------- file choice
@@ -215,8 +225,56 @@ def _item(label: str, key) -> str:
 
 
 def extract_v2(path: Path, label: str, s: Settings) -> list[tuple[str, int]]:
-    pairs = read_samples_file(path, s.metric, s.threshold, s.item_key, s.filter)
+    try:
+        pairs = read_samples_file(path, s.metric, s.threshold, s.item_key, s.filter)
+    except CrossdiffError as exc:
+        first = next(iter_samples(path), (0, {}))[1] if path.is_file() else {}
+        if isinstance(first, dict) and first and s.metric not in first:
+            avail = [k for k in first.get("metrics", []) if k in first]
+            raise ModelFailed("metric_absent", f"{path.name}: metric {s.metric!r} absent from the samples "
+                                               f"(they carry {', '.join(map(str, avail)) or 'no metric'})") from None
+        raise ModelFailed("bad_file", str(exc)) from None
     return [(_item(label, key), c) for key, c in pairs]
+
+
+def check_file(keys: list, label: str, fname: str, s: Settings, expected: dict | None) -> None:
+    """A file holding another number of rows than its (sub)task's items, or other doc ids, is unusable."""
+    if not expected or not s.check_sizes:
+        return
+    want = expected.get(label)
+    if want is None:
+        return
+    where = f"{fname}{f' (subtask {label})' if label else ''}"
+    if isinstance(want, int):  # v1 / text keys: only the size is known
+        if len(keys) != want:
+            raise ModelFailed("wrong_size", f"{where}: {len(keys)} rows, the item table has {want} items")
+        return
+    n_dup = len(keys) - len(set(keys))
+    if n_dup:
+        raise ModelFailed("duplicate_ids", f"{where}: {n_dup} doc id(s) occur more than once")
+    if len(keys) != len(want):
+        raise ModelFailed("wrong_size", f"{where}: {len(keys)} samples, the item table has {len(want)} items")
+    missing = sorted(want - set(keys), key=lambda x: (len(x), x))
+    if missing:
+        raise ModelFailed("missing_doc_ids", f"{where}: doc ids {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
+                                             f"missing ({len(missing)} in all; the file carries ids the items lack)")
+
+
+def expected_keys(items_path, s: Settings) -> dict | None:
+    """label -> the doc ids (v2) or the number of rows (text keys, v1) each task file must hold."""
+    if not items_path:
+        return None
+    df = read_table(items_path, "item table")
+    if "item_id" not in df.columns:
+        raise CrossdiffError(f"{items_path}: item table lacks column 'item_id'")
+    ids = df["item_id"].cast(pl.Utf8).to_list()
+    if s.text_keys or s.version == "v1":
+        return {"": len(ids)}
+    out: dict[str, set] = {}
+    for i in ids:
+        label, _, key = i.rpartition("/") if s.subtasks else ("", "", i)
+        out.setdefault(label, set()).add(key)
+    return out
 
 
 def extract_v1(path: Path, label: str, s: Settings) -> list[tuple[str, int]]:
@@ -232,8 +290,8 @@ def extract_v1(path: Path, label: str, s: Settings) -> list[tuple[str, int]]:
         avail = [c for c in ("acc", "acc_norm", "em", "qem", "f1", "mc1", "mc2") if c in df.columns]
         if "metrics" in df.columns and df["metrics"].dtype == pl.Struct:
             avail += [f"metrics.{f.name}" for f in df["metrics"].dtype.fields]
-        raise CrossdiffError(f"{path}: metric {s.metric!r} not found; available: {', '.join(avail) or 'none'} "
-                             f"(columns: {', '.join(df.columns)})")
+        raise ModelFailed("metric_absent", f"{path.name}: metric {s.metric!r} not found; available: "
+                                           f"{', '.join(avail) or 'none'} (columns: {', '.join(df.columns)})")
     if s.item_key == "row":
         keys = list(range(df.height))
     elif s.item_key in df.columns:
@@ -241,11 +299,17 @@ def extract_v1(path: Path, label: str, s: Settings) -> list[tuple[str, int]]:
     else:
         raise CrossdiffError(f"{path}: item_key {s.item_key!r} is not a column; use 'row' (row position) or one of "
                              f"{', '.join(df.columns)}")
+    fields = {}
+    if s.item_key != "row":  # text keys: keep what tells twin items apart (import-responses matches them)
+        for c in V1_ROW_FIELDS:
+            if c in df.columns:
+                fields[c] = [None if v is None else json.dumps(v, default=str) for v in df[c].to_list()]
     out = []
     for i, (k, v) in enumerate(zip(keys, values)):
         if v is None:
             continue
-        out.append((_item(label, k), correctness(v, s.metric, s.threshold, f"{path}: row {i}")))
+        out.append((_item(label, k), correctness(v, s.metric, s.threshold, f"{path}: row {i}"), i,
+                    *(fields[c][i] if c in fields else None for c in V1_ROW_FIELDS)))
     return out
 
 
@@ -432,22 +496,42 @@ def dedupe_models(models: list[str]) -> tuple[list[str], list[str]]:
 
 
 # ---------------------------------------------------------------------------------- one model
-def collect_model(model_id: str, s: Settings, api, token, cache_dir: Path) -> dict:
+def list_files(api, repo: str, s: Settings) -> dict[str, int | None]:
+    """path -> size of every file in a repo (the Hub pages long listings; huggingface_hub follows them)."""
+    def listing():
+        return {e.path: getattr(e, "size", None) for e in api.list_repo_tree(repo, repo_type="dataset", revision=s.revision,
+                                                                             recursive=True)
+                if type(e).__name__ == "RepoFile"}
+    return with_retries(listing, s)
+
+
+def choose_files(files, s: Settings, repo: str, expected: dict | None) -> dict[str, tuple[str, str]]:
+    """The task's files of one repo (only the subtasks the item table holds, when it is known)."""
+    chosen = select_files(list(files), s)
+    if expected and s.subtasks and not s.text_keys:
+        chosen = {k: v for k, v in chosen.items() if k in expected}
+    if not chosen:
+        tasks = available_tasks(list(files), s.version)
+        raise ModelFailed("no_task_files", f"{repo}: no {s.version} files for task {s.task!r}"
+                                           f"{' (or its subtasks)' if s.subtasks else ''}; tasks in repo: "
+                                           f"{', '.join(tasks[:12]) or 'none'}{' ...' if len(tasks) > 12 else ''}")
+    return chosen
+
+
+ROW_SCHEMA = {"item_id": pl.Utf8, "correct": pl.Int8, "row": pl.Int64, **{c: pl.Utf8 for c in V1_ROW_FIELDS}}
+
+
+def collect_model(model_id: str, s: Settings, api, token, cache_dir: Path, expected: dict | None = None) -> dict:
     """Download and extract one model; return its manifest record (raises ModelFailed)."""
     from huggingface_hub import hf_hub_download
 
     repo = repo_for(model_id, s)
     mdir = cache_dir / slugify(model_id)
     parsed_path = mdir / f"responses-{s.extraction_key()}.parquet"
+    text_rows = s.version == "v1" and s.item_key != "row"
     try:
-        files = with_retries(lambda: api.list_repo_files(repo, repo_type="dataset", revision=s.revision), s)
-        chosen = select_files(files, s)
-        if not chosen:
-            tasks = available_tasks(files, s.version)
-            raise ModelFailed("no_task_files", f"{repo}: no {s.version} files for task {s.task!r}"
-                                               f"{' (or its subtasks)' if s.subtasks else ''}; tasks in repo: "
-                                               f"{', '.join(tasks[:12]) or 'none'}{' ...' if len(tasks) > 12 else ''}")
-        rows: list[tuple[str, int]] = []
+        chosen = choose_files(list_files(api, repo, s), s, repo, expected)
+        rows: list[tuple] = []
         downloaded = cached = 0
         for label, (ts, f) in sorted(chosen.items()):
             local = mdir / f
@@ -457,26 +541,32 @@ def collect_model(model_id: str, s: Settings, api, token, cache_dir: Path) -> di
                 local = Path(with_retries(lambda f=f: hf_hub_download(repo, f, repo_type="dataset", revision=s.revision,
                                                                        local_dir=mdir, token=token, endpoint=s.endpoint), s))
                 downloaded += 1
-            rows += (extract_v2 if s.version == "v2" else extract_v1)(local, label, s)
+            got = (extract_v2 if s.version == "v2" else extract_v1)(local, label, s)
+            check_file([r[0].rpartition("/")[2] if label else r[0] for r in got], label, f.rsplit("/", 1)[-1], s, expected)
+            rows += got
     except Exception as exc:  # noqa: BLE001
         raise classify(exc, repo, token) from None
     if not rows:
         raise ModelFailed("empty", f"{repo}: the task files hold no samples (filter {s.filter!r})")
-    df = pl.DataFrame({"item_id": [r[0] for r in rows], "correct": [r[1] for r in rows]},
-                      schema={"item_id": pl.Utf8, "correct": pl.Int8})
-    n_dup = df.height - df["item_id"].n_unique()
-    if n_dup:
-        raise ModelFailed("bad_file", f"{repo}: {n_dup} duplicate item id(s) within one run (item_key {s.item_key!r})")
-    write_parquet(df.with_columns(pl.lit(model_id).alias("model_id")).select("model_id", "item_id", "correct"), parsed_path)
+    if text_rows:
+        df = pl.DataFrame(rows, schema=ROW_SCHEMA, orient="row")
+        n_dup = df.height - df["item_id"].n_unique()  # twins share a text: told apart at import
+    else:
+        df = pl.DataFrame({"item_id": [r[0] for r in rows], "correct": [r[1] for r in rows]},
+                          schema={"item_id": pl.Utf8, "correct": pl.Int8})
+        n_dup = df.height - df["item_id"].n_unique()
+        if n_dup:
+            raise ModelFailed("duplicate_ids", f"{repo}: {n_dup} duplicate item id(s) within one run (item_key {s.item_key!r})")
+    write_parquet(df.with_columns(pl.lit(model_id).alias("model_id")).select("model_id", *df.columns), parsed_path)
     runs = sorted({ts for ts, _ in chosen.values()})
     return {"repo": repo, "files": sorted(f for _, f in chosen.values()), "run": runs[-1], "runs": runs,
-            "n_items": df.height, "accuracy": round(float(df["correct"].mean()), 6),
+            "n_items": df.height, "accuracy": round(float(df["correct"].mean()), 6), "shared_keys": n_dup,
             "downloaded_files": downloaded, "cached_files": cached, "parsed": str(parsed_path)}
 
 
 # ---------------------------------------------------------------------------------- the collector
 def collect(s: Settings, models: list[str] | None, cache_dir, manifest_path, output, items_path=None,
-            report_path=None, progress: bool = True) -> dict:
+            report_path=None, progress: bool = True, summary_path=None) -> dict:
     """Collect every model, resume from the manifest, write the long table; return the report."""
     from huggingface_hub import HfApi, constants
     from tqdm import tqdm
@@ -486,7 +576,10 @@ def collect(s: Settings, models: list[str] | None, cache_dir, manifest_path, out
     cache_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(manifest_path)
     api = HfApi(endpoint=s.endpoint, token=token)
-    key = s.extraction_key()
+    expected = expected_keys(items_path, s)
+    # the item table's sizes decide which files are usable: part of what a done model was checked against
+    key = s.extraction_key() + ("" if not expected or not s.check_sizes else "-" + hashlib.sha256(
+        json.dumps(sorted((k, sorted(v) if isinstance(v, set) else v) for k, v in expected.items())).encode()).hexdigest()[:8])
 
     def offline_check():
         if constants.is_offline_mode():
@@ -527,7 +620,7 @@ def collect(s: Settings, models: list[str] | None, cache_dir, manifest_path, out
         started = _now()
         t0 = time.monotonic()
         try:
-            rec = collect_model(m, s, api, token, cache_dir)
+            rec = collect_model(m, s, api, token, cache_dir, expected)
             rec.update(status="done")
         except ModelFailed as exc:
             rec = {"repo": _safe_repo(m, s), "status": "failed", "error_kind": exc.kind, "error": _scrub(str(exc), token)}
@@ -570,19 +663,28 @@ def collect(s: Settings, models: list[str] | None, cache_dir, manifest_path, out
     # is_done checks the extraction key too: tables extracted under other settings never mix in
     done_models = [m for m in models if is_done(m)]
     frames = [pl.read_parquet(previous[m]["parsed"]) for m in done_models if Path(previous[m].get("parsed", "")).is_file()]
-    long = pl.concat(frames) if frames else pl.DataFrame(schema=SCHEMA)
+    long = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=SCHEMA)
     long = long.with_columns(pl.col("correct").cast(pl.Int8))
 
     # ---- coverage: the benchmark's items (item table, else every item any model answered)
-    if items_path:
+    incomplete = []
+    if s.text_keys:
+        # keys are texts (or native ids in older files), matched at import: compare row counts instead
+        n_ref = sum(expected.values()) if expected else 0
+        per_n = dict(long.group_by("model_id").len().iter_rows()) if long.height else {}
+        n_ref = n_ref or max(per_n.values(), default=0)
+        reference = range(n_ref)
+        for m, n in per_n.items():
+            if n < n_ref:
+                incomplete.append({"model_id": m, "items": n, "missing": n_ref - n, "coverage": round(n / n_ref, 6)})
+    elif items_path:
         items_df = read_table(items_path, "item table")
         if "item_id" not in items_df.columns:
             raise CrossdiffError(f"{items_path}: item table lacks column 'item_id'")
         reference = set(items_df["item_id"].cast(pl.Utf8).to_list())
     else:
         reference = set(long["item_id"].unique().to_list())
-    incomplete = []
-    if reference and long.height:
+    if reference and long.height and not s.text_keys:
         per = long.group_by("model_id").agg(pl.col("item_id"))
         for m, ids in per.iter_rows():
             missing = len(reference - set(ids))
@@ -594,7 +696,8 @@ def collect(s: Settings, models: list[str] | None, cache_dir, manifest_path, out
     if s.coverage == "drop" and incomplete:
         dropped_incomplete = [r["model_id"] for r in incomplete]
         long = long.filter(~pl.col("model_id").is_in(dropped_incomplete))
-    long = long.sort(["model_id", "item_id"]).select("model_id", "item_id", "correct")
+    extra = [c for c in ("row", *V1_ROW_FIELDS) if c in long.columns]
+    long = long.sort(["model_id", "item_id", *extra[:1]]).select("model_id", "item_id", "correct", *extra)
     write_parquet(long, output)
 
     failed = sorted(({"model_id": m, "error_kind": previous[m].get("error_kind"), "error": previous[m].get("error")}
@@ -606,7 +709,7 @@ def collect(s: Settings, models: list[str] | None, cache_dir, manifest_path, out
         "models_done": len(done_models), "models_failed": len(failed), "models_pending": len(models) - len(done_models) - len(failed),
         "this_run": {"collected": counts["done"], "failed": counts["failed"], "resumed_from_manifest": counts["resumed"],
                      "files_downloaded": counts["downloaded_files"], "files_from_cache": counts["cached_files"]},
-        "reference_items": len(reference), "reference": "item table" if items_path else "union of models' items",
+        "reference_items": len(reference), "reference": ("rows per model (text keys)" if s.text_keys else "item table" if items_path else "union of models' items"),
         "incomplete_coverage": incomplete, "coverage_policy": s.coverage, "dropped_incomplete": dropped_incomplete,
         "failed": failed, "output_models": long["model_id"].n_unique(), "output_items": long["item_id"].n_unique(),
         "output_rows": long.height, "manifest": str(manifest.path),
@@ -614,13 +717,38 @@ def collect(s: Settings, models: list[str] | None, cache_dir, manifest_path, out
     gated = [f for f in failed if f["error_kind"] == "gated"]
     if gated:
         report["gated_message"] = gated[0]["error"]
+    report["failed_by_reason"] = dict(sorted(Counter(f["error_kind"] for f in failed).items()))
     report_path = Path(report_path) if report_path else manifest.path.with_suffix(".report.json")
     write_json(report, report_path)
+    write_csv(summary_table(report), summary_path or report_path.with_name(report_path.name.replace(".report.json", "") + ".summary.csv"))
     report["report"] = str(report_path)
     if not done_models and failed and len(gated) == len(failed):
         raise CrossdiffError(f"every model failed on access to a gated dataset; e.g. {gated[0]['error']} "
                              f"(details in {manifest.path})")
     return report
+
+
+def summary_table(report: dict) -> pl.DataFrame:
+    """The collection's outcome per model, as the report shows it: done, failed by reason, dropped by coverage."""
+    rows = [("requested", "", report["models_requested"], "")]
+    if report["duplicate_models"]:
+        rows.append(("duplicate", "listed twice", len(report["duplicate_models"]), report["duplicate_models"][0]))
+    rows.append(("done", "", report["models_done"], ""))
+    by_kind: dict[str, list] = {}
+    for f in report["failed"]:
+        by_kind.setdefault(f["error_kind"] or "error", []).append(f)
+    for kind, fs in sorted(by_kind.items()):
+        rows.append(("failed", kind, len(fs), f"{fs[0]['model_id']}: {fs[0]['error']}"[:300]))
+    inc = report["incomplete_coverage"]
+    if inc:
+        outcome = "dropped" if report["coverage_policy"] == "drop" else "kept"
+        rows.append((outcome, "incomplete coverage", len(inc), f"{inc[0]['model_id']}: {inc[0]['missing']} of "
+                                                               f"{report['reference_items']} items missing"))
+    if report["models_pending"]:
+        rows.append(("pending", "max_models", report["models_pending"], ""))
+    rows.append(("in matrix", "", report["output_models"], f"{report['output_items']} items, {report['output_rows']} responses"))
+    return pl.DataFrame(rows, schema={"outcome": pl.Utf8, "reason": pl.Utf8, "models": pl.Int64, "example": pl.Utf8},
+                        orient="row")
 
 
 def _safe_repo(model_id: str, s: Settings) -> str:
@@ -637,8 +765,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-list", help="file of model ids (one org/model per line, or a table with a "
                                          "model_id/fullname column); default: the leaderboard's contents dataset")
     p.add_argument("--cache-dir", required=True, help="raw per-model files and extracted tables are kept here")
-    p.add_argument("--manifest", required=True, help="JSONL of done/failed models (resumes from it)")
-    p.add_argument("--output", required=True, help="canonical long parquet (model_id, item_id, correct)")
+    p.add_argument("--manifest", help="JSONL of done/failed models (resumes from it); required unless --plan")
+    p.add_argument("--output", help="canonical long parquet (model_id, item_id, correct); required unless --plan")
+    p.add_argument("--summary", help="CSV of the outcome per model (done, failed by reason, dropped by coverage); "
+                                     "default: beside the report")
+    p.add_argument("--plan", nargs="?", const="-", metavar="JSON",
+                   help="download nothing: list every model's repo and print how many models, files and bytes the "
+                        "collection would download (one listing request per model); write the plan to JSON if given")
     p.add_argument("--items", help="item table (item_id column) defining the benchmark's items for the coverage check")
     p.add_argument("--report", help="JSON summary (default: <manifest>.report.json)")
     p.add_argument("--max-models", type=int, help="collect at most this many pending models in this run")
@@ -651,8 +784,18 @@ def run(args: argparse.Namespace) -> None:
         raw["max_models"] = args.max_models
     s = parse_settings(raw)
     models = read_models_list(args.models_list) if args.models_list else raw.get("models")
+    if args.plan:
+        from crossdiff.responses.collect_plan import plan, print_plan
+
+        result = plan(s, models, args.cache_dir, items_path=args.items, progress=not args.no_progress)
+        print_plan(result)
+        if args.plan != "-":
+            write_json(result, args.plan)
+        return
+    if not args.manifest or not args.output:
+        raise CrossdiffError("collect-leaderboard needs --manifest and --output (or --plan to only list the cost)")
     report = collect(s, models, args.cache_dir, args.manifest, args.output, items_path=args.items,
-                     report_path=args.report, progress=not args.no_progress)
+                     report_path=args.report, progress=not args.no_progress, summary_path=args.summary)
     r = report
     print(f"leaderboard {s.version} {s.task} ({s.metric} >= {s.threshold}): {r['models_done']} models done, "
           f"{r['models_failed']} failed, {r['models_pending']} pending; this run: {r['this_run']['collected']} collected, "
