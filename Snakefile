@@ -56,6 +56,9 @@ localrules:
     make_task,
     aggregate,
     plot_results,
+    make_train_set,
+    bin_agreement,
+    size_difficulty,
 
 
 include: "workflow/rules/common.smk"

@@ -11,6 +11,15 @@ significant (interval excludes 0), bin_gap (train_bin_index - test_bin), result 
 The bootstrap resamples a test bin's items with replacement; the SAME resample indexes the
 checkpoint's and the zero-shot model's per-item scores (paired by item_id), so item difficulty
 variance cancels. Seeded (``seed``), ``n_boot`` resamples.
+
+Study designs (:mod:`crossdiff.study`): ``train_bin`` is the cell label, today's bin number or e.g.
+``set-easy``, ``3-n100``, ``set-easy-n50``; extra columns ``train_set`` (set name or null),
+``train_size`` (subsample size or null = full) and ``n_seeds`` / ``seed_sd`` (fine-tunes averaged in
+the cell, standard deviation of their accuracies). A cell with several seeds (``study.seeds``)
+reports the mean over seeds; its interval is a two-level (hierarchical) paired bootstrap
+(:func:`hierarchical_bootstrap`): each resample draws the seeds with replacement and, independently,
+the test items with replacement, the same items for every seed and for the zero-shot model, so it
+covers both seed variance and item sampling. A single-seed cell gets exactly the paired bootstrap.
 """
 
 from __future__ import annotations
@@ -43,6 +52,38 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(boots, [alpha, 1 - alpha])
     return float(lo), float(hi)
+
+
+def _resample_weights(rng, n_boot: int, size: int) -> np.ndarray:
+    """(n_boot, size) share of each index in a resample of ``size`` indices drawn with replacement."""
+    idx = rng.integers(0, size, size=(n_boot, size)) + size * np.arange(n_boot)[:, None]
+    return np.bincount(idx.ravel(), minlength=n_boot * size).reshape(n_boot, size) / size
+
+
+def hierarchical_bootstrap(runs: np.ndarray, base: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                           confidence: float = 0.95):
+    """Percentile interval of mean over seeds of mean(runs[s]) - mean(base), seeds AND items resampled.
+
+    ``runs``: (n_seeds, n_items) per-item scores of each fine-tune seed; ``base``: (n_items,) the
+    zero-shot scores of the same items. Each resample draws n_seeds seeds with replacement and n_items
+    items with replacement (one item draw shared by every seed and the base: paired).
+    """
+    runs = np.asarray(runs, float)
+    base = np.asarray(base, float)
+    if runs.ndim != 2 or base.ndim != 1 or runs.shape[1] != base.size or base.size == 0 or runs.shape[0] == 0:
+        raise CrossdiffError(f"hierarchical bootstrap needs (seeds, items) and (items,) arrays, got {runs.shape} and {base.shape}")
+    rng = np.random.default_rng(seed)
+    diff = runs - base
+    u = _resample_weights(rng, n_boot, runs.shape[0])
+    w = _resample_weights(rng, n_boot, base.size)
+    boots = np.einsum("bk,kn,bn->b", u, diff, w)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(boots, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def _stable_int(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(str(text).encode()).digest()[:4], "little")
 
 
 def _read_samples(result_path: Path, record: dict) -> dict[str, float]:
@@ -83,56 +124,89 @@ def load_results(paths) -> tuple[pl.DataFrame, dict]:
     return pl.DataFrame(rows, schema_overrides={"stderr": pl.Float64}), samples
 
 
+def _cells(df: pl.DataFrame) -> pl.DataFrame:
+    """One row per result with its cell label (train_bin without -seed), bin, set, size and seed."""
+    from crossdiff.study import parse_label
+
+    parts = []
+    for r in df.iter_rows(named=True):
+        if r["train_bin"] == "zero-shot":
+            parts.append({"cell": "zero-shot", "bin": None, "set": None, "n": None, "seed": None})
+        else:
+            try:
+                p = parse_label(r["train_bin"])
+            except CrossdiffError as exc:
+                raise CrossdiffError(f"{r['result']}: {exc}") from None
+            parts.append({k: p[k] for k in ("cell", "bin", "set", "n", "seed")})
+    extra = pl.DataFrame(parts, schema={"cell": pl.Utf8, "bin": pl.Int64, "set": pl.Utf8, "n": pl.Int64, "seed": pl.Int64})
+    return pl.concat([df, extra], how="horizontal")
+
+
 def aggregate(paths, settings: dict | None = None) -> pl.DataFrame:
     s = {**DEFAULTS, **(settings or {})}
     unknown = sorted(set(s) - set(DEFAULTS))
     if unknown:
         raise CrossdiffError(f"aggregate settings: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
     df, samples = load_results(paths)
-    lo_col, hi_col, zs_col = [], [], []
-    for row in df.iter_rows(named=True):
-        zkey = (row["model"], row["dataset"], "zero-shot", row["test_bin"])
-        zs = samples.get(zkey)
-        zrow = df.filter(
-            (pl.col("model") == row["model"]) & (pl.col("dataset") == row["dataset"])
-            & (pl.col("train_bin") == "zero-shot") & (pl.col("test_bin") == row["test_bin"])
-        )
-        zs_col.append(float(zrow["value"][0]) if zrow.height else None)
-        if row["train_bin"] == "zero-shot" or zs is None:
-            lo_col.append(None)
-            hi_col.append(None)
-            continue
-        mine = samples[(row["model"], row["dataset"], row["train_bin"], row["test_bin"])]
-        if set(mine) != set(zs):
-            raise CrossdiffError(
-                f"{row['result']}: its items differ from the zero-shot result's items on test bin {row['test_bin']} "
-                f"({len(set(mine) ^ set(zs))} item_id(s) not in both); cannot pair them"
-            )
-        ids = sorted(mine)
-        # a stable per-cell seed, distinct per model and dataset: the same cell gets the same
-        # resamples on every run, and different models or datasets get independent ones
-        names = [int.from_bytes(hashlib.sha256(str(row[k]).encode()).digest()[:4], "little") for k in ("model", "dataset")]
-        cell_seed = [s["seed"], *names, row["test_bin"], int(row["train_bin"]) if row["train_bin"].lstrip("-").isdigit() else 0]
-        lo, hi = paired_bootstrap(
-            np.array([mine[i] for i in ids]), np.array([zs[i] for i in ids]),
-            n_boot=s["n_boot"], seed=np.random.SeedSequence(cell_seed).generate_state(1)[0], confidence=s["confidence"],
-        )
-        lo_col.append(lo)
-        hi_col.append(hi)
-    out = df.with_columns(
-        pl.Series("zero_shot", zs_col, dtype=pl.Float64),
-        pl.Series("gain_lo", lo_col, dtype=pl.Float64),
-        pl.Series("gain_hi", hi_col, dtype=pl.Float64),
-        pl.when(pl.col("train_bin") == "zero-shot").then(None)
-        .otherwise(pl.col("train_bin").cast(pl.Int64, strict=False)).alias("train_bin_index"),
-    ).with_columns(
+    df = _cells(df)
+    zero = {(r["model"], r["dataset"], r["test_bin"]): r["value"] for r in df.filter(pl.col("cell") == "zero-shot").iter_rows(named=True)}
+    out = []
+    for key, grp in df.group_by(["model", "dataset", "cell", "test_bin"], maintain_order=True):
+        model, dataset, cell, test_bin = key
+        grp = grp.sort("seed", nulls_last=False)
+        if cell != "zero-shot" and grp["seed"].null_count() not in (0, grp.height):
+            raise CrossdiffError(f"{grp['result'][0]}: cell {cell} mixes runs with and without a seed label")
+        first = grp.row(0, named=True)
+        row = {k: first[k] for k in ("model", "dataset", "test_bin", "metric", "n_items")}
+        zs_value = zero.get((model, dataset, test_bin))
+        values = grp["value"].to_numpy()
+        row.update({
+            "train_bin": cell, "train_bin_index": first["bin"], "train_set": first["set"], "train_size": first["n"],
+            "value": float(values.mean()), "stderr": first["stderr"] if grp.height == 1 else None,
+            "zero_shot": zs_value, "gain_lo": None, "gain_hi": None,
+            "result": ";".join(grp["result"].to_list()), "n_seeds": grp.height,
+            "seed_sd": float(values.std(ddof=1)) if grp.height > 1 else None,
+        })
+        zs = samples.get((model, dataset, "zero-shot", test_bin))
+        if cell != "zero-shot" and zs is not None:
+            runs = []
+            for r in grp.iter_rows(named=True):
+                mine = samples[(model, dataset, r["train_bin"], test_bin)]
+                if set(mine) != set(zs):
+                    raise CrossdiffError(
+                        f"{r['result']}: its items differ from the zero-shot result's items on test bin {test_bin} "
+                        f"({len(set(mine) ^ set(zs))} item_id(s) not in both); cannot pair them"
+                    )
+                runs.append(mine)
+            ids = sorted(zs)
+            # a stable per-cell seed, distinct per model and dataset: the same cell gets the same
+            # resamples on every run, and different models or datasets get independent ones
+            names = [_stable_int(model), _stable_int(dataset)]
+            cell_id = int(cell) if cell.lstrip("-").isdigit() else _stable_int(cell)
+            cell_seed = np.random.SeedSequence([s["seed"], *names, test_bin, cell_id]).generate_state(1)[0]
+            base = np.array([zs[i] for i in ids])
+            if len(runs) == 1:
+                lo, hi = paired_bootstrap(np.array([runs[0][i] for i in ids]), base, n_boot=s["n_boot"],
+                                          seed=cell_seed, confidence=s["confidence"])
+            else:
+                lo, hi = hierarchical_bootstrap(np.array([[m[i] for i in ids] for m in runs]), base, n_boot=s["n_boot"],
+                                                seed=cell_seed, confidence=s["confidence"])
+            row["gain_lo"], row["gain_hi"] = lo, hi
+        out.append(row)
+    schema = {"model": pl.Utf8, "dataset": pl.Utf8, "train_bin": pl.Utf8, "train_bin_index": pl.Int64,
+              "test_bin": pl.Int64, "metric": pl.Utf8, "value": pl.Float64, "stderr": pl.Float64, "n_items": pl.Int64,
+              "zero_shot": pl.Float64, "gain_lo": pl.Float64, "gain_hi": pl.Float64, "result": pl.Utf8,
+              "train_set": pl.Utf8, "train_size": pl.Int64, "n_seeds": pl.Int64, "seed_sd": pl.Float64}
+    table = pl.DataFrame(out, schema=schema).with_columns(
         (pl.col("value") - pl.col("zero_shot")).alias("gain"),
         ((pl.col("gain_lo") > 0) | (pl.col("gain_hi") < 0)).alias("significant"),
         (pl.col("train_bin_index") - pl.col("test_bin")).alias("bin_gap"),
     )
     order = ["model", "dataset", "train_bin", "train_bin_index", "test_bin", "metric", "value", "stderr", "n_items",
-             "zero_shot", "gain", "gain_lo", "gain_hi", "significant", "bin_gap", "result"]
-    return out.select(order).sort(["model", "dataset", "train_bin_index", "test_bin"], nulls_last=False)
+             "zero_shot", "gain", "gain_lo", "gain_hi", "significant", "bin_gap", "result",
+             "train_set", "train_size", "n_seeds", "seed_sd"]
+    return table.select(order).sort(["model", "dataset", "train_bin_index", "train_set", "train_size", "test_bin"],
+                                    nulls_last=False)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

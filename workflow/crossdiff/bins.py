@@ -2,6 +2,16 @@
 
 Items are ordered by difficulty, ties broken by item_id, and cut into ``n_bins`` consecutive
 groups whose sizes differ by at most one (the first ``n % n_bins`` bins get the extra item).
+
+Options (both off by default, leaving today's table unchanged):
+
+* ``--by COLUMN`` (``datasets.<name>.bins.by``): bin by an item-table measure instead of IRT
+  difficulty: a numeric column (``n_ops``, MATH ``level``, ``question_length``) or ``length:COLUMN``
+  (characters of a text column, e.g. ``length:solution``). The table gets a ``measure`` column;
+  ``difficulty`` stays the IRT difficulty. Ties are broken by item_id, so a measure with fewer distinct
+  values than bins splits a value across bins (the log says how many distinct values there are).
+* ``--holdout-fraction F`` (``bins.holdout_fraction``): a seeded ``heldout`` column per bin
+  (:func:`crossdiff.study.holdout_split`): training uses the other items, evaluation the held-out ones.
 """
 
 from __future__ import annotations
@@ -20,8 +30,11 @@ def bin_sizes(n_items: int, n_bins: int) -> list[int]:
     return [base + (1 if b < extra else 0) for b in range(n_bins)]
 
 
-def make_bins(items: pl.DataFrame, n_bins: int, path="item table") -> tuple[pl.DataFrame, pl.DataFrame]:
+def make_bins(items: pl.DataFrame, n_bins: int, path="item table", key: str = "difficulty") -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Equal-size bins by ``key`` (``difficulty``, or ``measure`` after :func:`add_measure`)."""
     require_columns(items, ["item_id", "difficulty"], path, "IRT item table")
+    if key != "difficulty":
+        return _bins_by(items, n_bins, path, key)
     if n_bins < 1:
         raise CrossdiffError(f"bins.n_bins = {n_bins}; expected an integer >= 1")
     if items.height < n_bins:
@@ -50,16 +63,73 @@ def make_bins(items: pl.DataFrame, n_bins: int, path="item table") -> tuple[pl.D
     return table, summary
 
 
+def add_measure(irt_items: pl.DataFrame, item_table: pl.DataFrame, by: str, path="item table") -> pl.DataFrame:
+    """IRT items joined with a ``measure`` column taken from the item table (see the module doc)."""
+    column = by.split(":", 1)[1] if by.startswith("length:") else by
+    require_columns(item_table, ["item_id", column], path, f"item table (bins.by = {by!r})")
+    col = pl.col(column)
+    if by.startswith("length:"):
+        col = col.cast(pl.Utf8).str.len_chars()
+    elif not item_table.schema[column].is_numeric():
+        raise CrossdiffError(
+            f"{path}: bins.by = {by!r}: column {column!r} is {item_table.schema[column]}, expected numbers "
+            f"(use 'length:{column}' to bin by its length)"
+        )
+    m = item_table.select(pl.col("item_id").cast(pl.Utf8), col.cast(pl.Float64).alias("measure"))
+    out = irt_items.with_columns(pl.col("item_id").cast(pl.Utf8)).join(m, on="item_id", how="left")
+    bad = out.filter(pl.col("measure").is_null() | pl.col("measure").is_nan())
+    if bad.height:
+        raise CrossdiffError(
+            f"{path}: bins.by = {by!r}: {bad.height} item(s) have no value, e.g. {bad['item_id'][:3].to_list()}; "
+            "expected a number for every item of the IRT table"
+        )
+    return out
+
+
+def _bins_by(items: pl.DataFrame, n_bins: int, path, key: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    if items.height < n_bins:
+        raise CrossdiffError(f"{path}: {items.height} items cannot fill {n_bins} bins; expected at least n_bins items")
+    ordered = items.with_columns(pl.col("item_id").cast(pl.Utf8)).sort([key, "item_id"])
+    sizes = bin_sizes(ordered.height, n_bins)
+    keep = [c for c in ("item_id", "difficulty", "accuracy", key) if c in ordered.columns]
+    table = ordered.select(keep).with_columns(pl.Series("bin", np.repeat(np.arange(n_bins), sizes), dtype=pl.Int32))
+    rows = []
+    for b, (start, size) in enumerate(zip(np.cumsum([0] + sizes[:-1]), sizes)):
+        part = table.slice(int(start), size)
+        m, d = part[key].to_numpy(), part["difficulty"].to_numpy()
+        rows.append({"bin": b, "size": part.height, f"{key}_min": float(m.min()), f"{key}_max": float(m.max()),
+                     f"{key}_mean": float(np.mean(m)), "difficulty_mean": float(np.mean(d))})
+    summary = pl.DataFrame(rows).with_columns(pl.col("bin").cast(pl.Int32), pl.col("size").cast(pl.UInt32))
+    return table, summary
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--items", required=True, help="IRT item table (parquet)")
     p.add_argument("--n-bins", type=int, required=True)
+    p.add_argument("--by", default="irt", help="'irt' (default) or an item-table column / length:COLUMN (needs --item-table)")
+    p.add_argument("--item-table", help="item table holding the --by column")
+    p.add_argument("--holdout-fraction", type=float, default=0.0, help="share of each bin held out for evaluation (0: none)")
+    p.add_argument("--holdout-seed", type=int, default=0)
     p.add_argument("--output", required=True, help="item_id -> bin table (parquet)")
     p.add_argument("--summary", required=True, help="per-bin summary (CSV)")
 
 
 def run(args: argparse.Namespace) -> None:
     items = read_table(args.items, "IRT item table")
-    table, summary = make_bins(items, args.n_bins, args.items)
+    key = "difficulty"
+    if args.by != "irt":
+        if not args.item_table:
+            raise CrossdiffError(f"bins.by = {args.by!r} needs the dataset's item table (--item-table); this dataset has none")
+        items = add_measure(items, read_table(args.item_table, "item table"), args.by, args.item_table)
+        key = "measure"
+        print(f"binning by {args.by!r}: {items['measure'].n_unique()} distinct values for {args.n_bins} bins")
+    table, summary = make_bins(items, args.n_bins, args.items, key=key)
+    if args.holdout_fraction > 0:
+        from crossdiff.study import holdout_split
+
+        table = holdout_split(table, args.holdout_fraction, args.holdout_seed)
+        held = table.group_by("bin").agg(pl.col("heldout").sum().alias("n_heldout")).sort("bin")
+        summary = summary.join(held.with_columns(pl.col("bin").cast(pl.Int32), pl.col("n_heldout").cast(pl.UInt32)), on="bin")
     write_csv(summary, args.summary)
     write_parquet(table, args.output)
     print(summary)

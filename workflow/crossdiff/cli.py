@@ -27,12 +27,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "register-models": ("crossdiff.slugs", "table of model ids and their path-safe slugs"),
     "build-base-model": ("crossdiff.base_model", "build the tiny local base model of the embedded default"),
     "make-sft-data": ("crossdiff.sft_data", "prompt/completion training data of one bin"),
+    "make-train-set": ("crossdiff.study", "training data of a study design: train set, subsample, curriculum"),
     "make-task": ("crossdiff.evaluate", "lm-eval task (YAML + JSONL) of one bin"),
     "finetune": ("crossdiff.finetune", "fine-tune a model on one bin (TRL SFT, resumable)"),
     "evaluate": ("crossdiff.evaluate", "score one model on several bins in one lm-eval call"),
     "aggregate": ("crossdiff.aggregate", "tidy results table with gains and bootstrap intervals"),
     "plot-results": ("crossdiff.heatmaps", "accuracy and gain heatmaps, gain vs bin gap"),
     "show-prompt": ("crossdiff.show_prompt", "one item's exact training text, evaluation request and scored output"),
+    "size-difficulty": ("crossdiff.sizes", "accuracy over (train bin, train size) and the best train bin per size"),
+    "bin-agreement": ("crossdiff.agreement", "agreement of a dataset's measure bins with its IRT bins"),
     "gpu-run": ("crossdiff.gpus", "run a command on its own GPU(s) (locks locally; pass-through under SLURM)"),
 }
 

@@ -75,9 +75,10 @@ def samples_path(result_path) -> Path:
 def make_task(items_path, bins_path, b: int, output, dataset: str, prompt: dict | None = None) -> dict:
     """Write the lm-eval task folder for test bin ``b`` of ``dataset``; returns its task.json."""
     from crossdiff.sft_data import bin_items
+    from crossdiff.study import heldout_part
 
     fmt = PromptFormat.from_config(prompt)
-    df = bin_items(items_path, bins_path, b)
+    df = heldout_part(bin_items(items_path, bins_path, b))  # only held-out items when bins.holdout_fraction > 0
     rows = [fmt.eval_record(item) for item in df.to_dicts()]
     name = task_name(dataset, b)
     meta = {

@@ -31,6 +31,8 @@ save_total_limit               2
 keep_checkpoints               false        keep the work directory after success
 lora                           null         null = full fine-tuning; or {"r": 16, "alpha": 32,
                                             "dropout": 0.05, "target_modules": "all-linear"}
+shuffle                        true         false = train in file order (curricula: the
+                                            trainer's sequential sampler, see crossdiff.study)
 =============================  ===========  =====================================================
 """
 
@@ -69,6 +71,7 @@ DEFAULTS: dict = {
     "save_total_limit": 2,
     "keep_checkpoints": False,
     "lora": None,
+    "shuffle": True,
 }
 LORA_DEFAULTS = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
 
@@ -169,6 +172,7 @@ def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFo
         activation_checkpointing=grad_ckpt,  # transformers 5 name of gradient_checkpointing
         use_cpu=not on_gpu,
         completion_only_loss=True,
+        train_sampling_strategy="random" if s["shuffle"] else "sequential",  # curricula keep their order
         packing=False,
         logging_steps=s["logging_steps"],
         logging_first_step=True,

@@ -3,7 +3,10 @@
 Per model x dataset:
 * ``{model}__{dataset}__accuracy.png``: train bin (rows, plus a zero-shot row on top) x test bin;
 * ``{model}__{dataset}__gain.png``: gain over zero-shot, diverging palette centred on 0, diagonal
-  masked, ``*`` on cells whose paired bootstrap interval excludes 0;
+  masked (shown with ``show_diagonal``: train and test items are disjoint under
+  ``bins.holdout_fraction``), ``*`` on cells whose paired bootstrap interval excludes 0;
+Rows are the table's train labels: single bins (``3``), subsamples (``3-n100``) and train sets
+(``set-easy``), in that order; cells averaged over seeds say so in the title.
 Per dataset (all models):
 * ``{dataset}__gain_vs_gap.png``: mean gain by signed bin gap (train - test), one line per model;
 * ``{dataset}__zero_shot.png``: zero-shot accuracy per test bin, one line per model.
@@ -22,6 +25,7 @@ import polars as pl
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, require_columns, write_json
 from crossdiff.plots import save
+from crossdiff.study import parse_label
 
 REQUIRED = ["model", "dataset", "train_bin", "test_bin", "value", "gain", "significant"]
 
@@ -41,7 +45,20 @@ def _matrix(df: pl.DataFrame, column: str, rows: list[str], cols: list[int]) -> 
     return m
 
 
-def plot_all(table, outdir, dataset: str | None = None) -> list[str]:
+def _row_order(labels) -> list[str]:
+    """Train labels: bins by number (then size), then sets by name (then size)."""
+    def key(label):
+        p = parse_label(label)
+        return (p["bin"] is None, p["bin"] if p["bin"] is not None else 0, p["set"] or "", p["n"] is not None, p["n"] or 0)
+    return sorted(set(labels), key=key)
+
+
+def _diagonal(label: str, test_bin: int) -> bool:
+    p = parse_label(label)
+    return p["bin"] is not None and p["bin"] == test_bin
+
+
+def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = False) -> list[str]:
     """Write the figures; with ``dataset``, only that dataset's, laid out as the workflow declares them:
     ``outdir/{model}/accuracy.png``, ``outdir/{model}/gain.png``, ``outdir/gain_vs_gap.png``,
     ``outdir/zero_shot.png``. Without it, every dataset's with flat ``{model}__{dataset}__*.png`` names."""
@@ -68,25 +85,27 @@ def plot_all(table, outdir, dataset: str | None = None) -> list[str]:
     written: list[str] = []
     for (model, dataset_), sub in df.group_by(["model", "dataset"], maintain_order=True):
         test_bins = sorted(sub["test_bin"].unique().to_list())
-        train = sorted({int(t) for t in sub["train_bin"].to_list() if t != "zero-shot"})
-        rows = (["zero-shot"] if "zero-shot" in sub["train_bin"].to_list() else []) + [str(t) for t in train]
+        train = _row_order(t for t in sub["train_bin"].to_list() if t != "zero-shot")
+        rows = (["zero-shot"] if "zero-shot" in sub["train_bin"].to_list() else []) + train
+        seeds = sub["n_seeds"].max() if "n_seeds" in sub.columns else 1
+        seeds_note = f", mean of {seeds} seeds" if seeds and seeds > 1 else ""
         acc = _matrix(sub, "value", rows, test_bins)
         fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(test_bins), 1.0 + 0.55 * len(rows)))
         sns.heatmap(acc, ax=ax, annot=True, fmt=".2f", cmap="viridis", vmin=0, vmax=max(1e-9, np.nanmax(acc)) if np.isfinite(acc).any() else 1,
                     xticklabels=test_bins, yticklabels=rows, cbar_kws={"label": "accuracy"}, annot_kws={"size": 7})
         ax.set_xlabel("test bin (0 = easiest)")
-        ax.set_ylabel("train bin")
-        ax.set_title(f"{model} / {dataset_}: accuracy")
+        ax.set_ylabel("train bin / set")
+        ax.set_title(f"{model} / {dataset_}: accuracy{seeds_note}")
         p = path("accuracy", model, dataset_)
         save(fig, p)
         written.append(str(p))
 
         ft = sub.filter(pl.col("train_bin") != "zero-shot")
         if ft.height:
-            trows = [str(t) for t in train]
+            trows = train
             gain = _matrix(ft, "gain", trows, test_bins)
             sig = _matrix(ft.with_columns(pl.col("significant").cast(pl.Float64)), "significant", trows, test_bins)
-            mask = np.array([[int(r) == c for c in test_bins] for r in trows])
+            mask = np.array([[(not show_diagonal) and _diagonal(r, c) for c in test_bins] for r in trows])
             annot = np.array([[("" if np.isnan(gain[i, j]) else f"{gain[i, j]:+.2f}") + ("*" if sig[i, j] == 1 else "")
                                for j in range(len(test_bins))] for i in range(len(trows))], dtype=object)
             lim = np.nanmax(np.abs(np.where(mask, np.nan, gain))) if np.isfinite(np.where(mask, np.nan, gain)).any() else 1.0
@@ -96,20 +115,28 @@ def plot_all(table, outdir, dataset: str | None = None) -> list[str]:
                         xticklabels=test_bins, yticklabels=trows, cbar_kws={"label": "gain over zero-shot"},
                         annot_kws={"size": 7}, linewidths=0.3, linecolor="white")
             ax.set_xlabel("test bin (0 = easiest)")
-            ax.set_ylabel("train bin")
-            ax.set_title(f"{model} / {dataset_}: gain over zero-shot (* = 95% CI excludes 0; diagonal masked)")
+            ax.set_ylabel("train bin / set")
+            diag = "held-out test items" if show_diagonal else "diagonal masked"
+            ax.set_title(f"{model} / {dataset_}: gain over zero-shot{seeds_note}\n(* = CI excludes 0; {diag})")
             p = path("gain", model, dataset_)
             save(fig, p)
             written.append(str(p))
 
     for (dataset_,), sub in df.group_by(["dataset"], maintain_order=True):
-        ft = sub.filter(pl.col("train_bin") != "zero-shot").with_columns(
-            (pl.col("train_bin").cast(pl.Int64, strict=False) - pl.col("test_bin")).alias("gap")
-        )
+        # single-bin runs only (a set has no gap); one line per model, and per size when subsampled
+        single = [t for t in sub["train_bin"].unique().to_list() if t != "zero-shot" and parse_label(t)["bin"] is not None]
+        size = {t: parse_label(t)["n"] for t in single}
+        ft = sub.filter(pl.col("train_bin").is_in(single)).with_columns(
+            (pl.col("train_bin").replace_strict({t: parse_label(t)["bin"] for t in single}, return_dtype=pl.Int64)
+             - pl.col("test_bin")).alias("gap"),
+            pl.col("train_bin").replace_strict({t: "full" if n is None else f"n={n}" for t, n in size.items()},
+                                               return_dtype=pl.Utf8).alias("n"),
+        ) if single else sub.clear()
         if ft.height:
-            mean = ft.group_by(["model", "gap"]).agg(pl.col("gain").mean()).sort(["model", "gap"])
+            mean = ft.group_by(["model", "n", "gap"]).agg(pl.col("gain").mean()).sort(["model", "n", "gap"])
             fig, ax = plt.subplots(figsize=(6, 4))
-            sns.lineplot(data=mean.to_pandas(), x="gap", y="gain", hue="model", marker="o", ax=ax)
+            style = "n" if mean["n"].n_unique() > 1 else None
+            sns.lineplot(data=mean.to_pandas(), x="gap", y="gain", hue="model", style=style, marker="o", ax=ax)
             ax.axhline(0, color="grey", lw=0.8)
             ax.axvline(0, color="grey", lw=0.8, ls=":")
             ax.set_xlabel("bin gap (train bin - test bin)")
@@ -140,10 +167,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outdir", required=True, help="folder for the PNGs")
     p.add_argument("--dataset", help="only this dataset, in the workflow's layout (outdir/{model}/accuracy.png, ...)")
     p.add_argument("--manifest", help="JSON listing the written PNGs (a stable Snakemake output)")
+    p.add_argument("--show-diagonal", action="store_true",
+                   help="do not mask train bin = test bin (train and test items disjoint: bins.holdout_fraction > 0)")
 
 
 def run(args: argparse.Namespace) -> None:
-    paths = plot_all(args.table, args.outdir, args.dataset)
+    paths = plot_all(args.table, args.outdir, args.dataset, args.show_diagonal)
     if args.manifest:
         write_json({"figures": paths}, args.manifest)
     print(f"wrote {len(paths)} figure(s) to {args.outdir}")

@@ -16,6 +16,7 @@ from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, require_columns, write_jsonl
 from crossdiff.prompts import PromptFormat
+from crossdiff.study import training_part
 
 
 def bin_items(items_path, bins_path, b: int | None) -> pl.DataFrame:
@@ -34,7 +35,7 @@ def bin_items(items_path, bins_path, b: int | None) -> pl.DataFrame:
         if b not in known:
             raise CrossdiffError(f"{bins_path}: no items in bin {b}; bins present: {known}")
         bins = bins.filter(pl.col("bin") == b)
-    keep = [c for c in ("item_id", "bin", "difficulty") if c in bins.columns]
+    keep = [c for c in ("item_id", "bin", "difficulty", "measure", "heldout") if c in bins.columns]
     joined = bins.select(keep).join(items, on="item_id", how="left", suffix="_bins")
     missing = joined.filter(pl.col("question").is_null())["item_id"].to_list()
     if missing:
@@ -46,7 +47,7 @@ def bin_items(items_path, bins_path, b: int | None) -> pl.DataFrame:
 
 def make_sft_data(items_path, bins_path, b: int, output: str | os.PathLike, prompt: dict | None = None) -> int:
     fmt = PromptFormat.from_config(prompt)
-    df = bin_items(items_path, bins_path, b)
+    df = training_part(bin_items(items_path, bins_path, b))  # without bins.holdout_fraction's held-out items
     rows = [{**fmt.sft_record(item), "bin": int(item["bin"])} for item in df.to_dicts()]
     write_jsonl(rows, output)
     return len(rows)

@@ -49,4 +49,34 @@ rule plot_results:
         "logs/plot_results/{dataset}.log",
     shell:
         "crossdiff plot-results --table {input:q} --dataset {wildcards.dataset} "
-        "--outdir results/figures/{wildcards.dataset} > {log:q} 2>&1"
+        + ("--show-diagonal " if config["bins"]["holdout_fraction"] > 0 else "")
+        + "--outdir results/figures/{wildcards.dataset} > {log:q} 2>&1"
+
+
+# study.train_sizes: accuracy over (train bin, n) per test bin and overall; best train bin per n
+rule size_difficulty:
+    input:
+        results=dataset_eval_results,
+        bins="results/bins/{dataset}/bins.parquet",
+    output:
+        figures=report(
+            expand("results/figures/{{dataset}}/{model}/size_difficulty.png", model=MODELS),
+            caption="../report/size_difficulty.rst",
+            category="Results",
+            subcategory="{dataset}",
+        ),
+        best=report(
+            "results/figures/{dataset}/best_train_bin.png",
+            caption="../report/size_difficulty.rst",
+            category="Results",
+            subcategory="{dataset}",
+        ),
+        table="results/tables/{dataset}/best_train_bin.csv",
+    log:
+        "logs/size_difficulty/{dataset}.log",
+    params:
+        settings=cli_json(config["aggregate"]),
+    shell:
+        "crossdiff size-difficulty --results {input.results:q} --bins {input.bins:q} "
+        "--dataset {wildcards.dataset} --outdir results/figures/{wildcards.dataset} "
+        "--table {output.table:q} --settings {params.settings} > {log:q} 2>&1"

@@ -1,6 +1,7 @@
 rule make_bins:
     input:
-        "results/irt/{dataset}/items.parquet",
+        unpack(bins_inputs),
+        irt="results/irt/{dataset}/items.parquet",
     output:
         bins="results/bins/{dataset}/bins.parquet",
         summary=report(
@@ -13,8 +14,9 @@ rule make_bins:
         "logs/make_bins/{dataset}.log",
     params:
         n_bins=config["bins"]["n_bins"],
+        design=lambda wc: bins_args(wc.dataset),
     shell:
-        "crossdiff make-bins --items {input:q} --n-bins {params.n_bins} "
+        "crossdiff make-bins --items {input.irt:q} --n-bins {params.n_bins}{params.design} "
         "--output {output.bins:q} --summary {output.summary:q} > {log:q} 2>&1"
 
 
@@ -44,3 +46,30 @@ rule bin_stability:
     shell:
         "crossdiff bin-stability --reference {input.reference:q} {params.replicates} "
         "--n-bins {params.n_bins} --output {output:q} > {log:q} 2>&1"
+
+
+# datasets binned by an item measure (datasets.<name>.bins.by): how far it agrees with IRT
+rule bin_agreement:
+    input:
+        "results/bins/{dataset}/bins.parquet",
+    output:
+        table=report(
+            "results/bins/{dataset}/agreement.csv",
+            caption="../report/bin_agreement.rst",
+            category="Difficulty",
+            subcategory="{dataset}",
+        ),
+        figure=report(
+            "results/figures/{dataset}/difficulty/agreement.png",
+            caption="../report/bin_agreement.rst",
+            category="Difficulty",
+            subcategory="{dataset}",
+        ),
+    log:
+        "logs/bin_agreement/{dataset}.log",
+    params:
+        n_bins=config["bins"]["n_bins"],
+        by=lambda wc: shlex.quote(dataset(wc.dataset)["bins"]["by"]),
+    shell:
+        "crossdiff bin-agreement --bins {input:q} --n-bins {params.n_bins} --by {params.by} "
+        "--title {wildcards.dataset} --output {output.table:q} --figure {output.figure:q} > {log:q} 2>&1"

@@ -69,6 +69,8 @@ def difficulty_targets(name):
         out.append(f"results/figures/{name}/difficulty/truth.png")
     if replicate_labels():
         out.append(f"results/bins/{name}/stability.csv")
+    if dataset(name)["bins"]["by"] != "irt":
+        out += [f"results/bins/{name}/agreement.csv", f"results/figures/{name}/difficulty/agreement.png"]
     return out
 
 
@@ -102,6 +104,65 @@ N_BINS = config["bins"]["n_bins"]
 
 wildcard_constraints:
     model="|".join(re.escape(m) for m in MODELS) or "(?!)",
+
+
+# ---------------------------------------------------------------- study designs (crossdiff.study)
+# A run is one fine-tune: bin<b> (today's paths) or set-<name>, with -n<size> / -seed<s> suffixes.
+import crossdiff.study as design
+
+design.check_design(config["study"], N_BINS)
+
+
+wildcard_constraints:
+    run=design.RUN_PATTERN,
+    sftset=design.SFT_PATTERN,
+    trained=design.EVAL_PATTERN,
+
+
+def study_runs():
+    """Every fine-tune of the design: (train bins + train sets) x train_sizes x seeds."""
+    return design.design_runs(config["study"], N_BINS)
+
+
+def sft_data_path(wildcards):
+    return f"results/sft/{wildcards.dataset}/{design.sft_label(wildcards.run)}.jsonl"
+
+
+def run_settings(wildcards):
+    """finetune settings of one run (its seed; no shuffling for curricula); plain runs: config["finetune"]."""
+    return cli_json(
+        design.finetune_settings(config["finetune"], config["study"], wildcards.run, N_BINS)
+    )
+
+
+def train_set_args(wildcards):
+    spec = design.training_spec(config["study"], wildcards.sftset, N_BINS)
+    size = f" --size {spec['size']}" if spec["size"] is not None else ""
+    bins = " ".join(map(str, spec["bins"]))
+    return f"--train-bins {bins}{size} --order {spec['order']} --sample-seed {config['study']['sample_seed']}"
+
+
+def bins_args(name):
+    """make_bins options beyond today's: bins.by and bins.holdout_fraction (empty when both are off)."""
+    out = ""
+    if dataset(name)["bins"]["by"] != "irt":
+        out += f" --by {shlex.quote(dataset(name)['bins']['by'])} --item-table {shlex.quote(items_table(name))}"
+    if config["bins"]["holdout_fraction"] > 0:
+        out += f" --holdout-fraction {config['bins']['holdout_fraction']} --holdout-seed {config['bins']['holdout_seed']}"
+    return out
+
+
+def bins_inputs(wildcards):
+    by_column = dataset(wildcards.dataset)["bins"]["by"] != "irt"
+    return {"item_table": items_table(wildcards.dataset)} if by_column else {}
+
+
+def measure_datasets():
+    return [d for d in DATASETS if dataset(d)["bins"]["by"] != "irt"]
+
+
+def size_study():
+    return bool(config["study"]["train_sizes"])
 
 
 def study_datasets():
@@ -158,8 +219,8 @@ def study_targets():
     for name in study_datasets():
         for model in MODELS:
             out += eval_outputs(model, name, "zero-shot")
-            for b in train_bins():
-                out += eval_outputs(model, name, f"train{b}")
+            for run in study_runs():
+                out += eval_outputs(model, name, design.eval_label(run))
             out += [
                 f"results/figures/{name}/{model}/accuracy.png",
                 f"results/figures/{name}/{model}/gain.png",
@@ -168,6 +229,12 @@ def study_targets():
             f"results/figures/{name}/gain_vs_gap.png",
             f"results/figures/{name}/zero_shot.png",
         ]
+        if size_study():
+            out += [f"results/figures/{name}/{model}/size_difficulty.png" for model in MODELS]
+            out += [
+                f"results/figures/{name}/best_train_bin.png",
+                f"results/tables/{name}/best_train_bin.csv",
+            ]
     if out:
         out += ["results/tables/results.parquet", "results/models/models.tsv"]
     return out
@@ -178,6 +245,16 @@ def all_eval_results(wildcards=None):
         f
         for name in study_datasets()
         for model in MODELS
-        for train in ["zero-shot"] + [f"train{b}" for b in train_bins()]
+        for train in ["zero-shot"] + [design.eval_label(r) for r in study_runs()]
         for f in eval_outputs(model, name, train)
+    ]
+
+
+def dataset_eval_results(wildcards):
+    """Every evaluation result of one dataset (all models, zero-shot and every run)."""
+    return [
+        f
+        for model in MODELS
+        for train in ["zero-shot"] + [design.eval_label(r) for r in study_runs()]
+        for f in eval_outputs(model, wildcards.dataset, train)
     ]

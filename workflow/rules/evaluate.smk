@@ -45,21 +45,24 @@ rule evaluate_zero_shot:
         "--outputs {output.results:q} --settings {params.settings} > {log:q} 2>&1"
 
 
+# {trained}: train<b> for the fine-tune bin<b>, or another design's label (crossdiff.study)
 rule evaluate_checkpoint:
     input:
-        checkpoint="results/finetune/{model}/{dataset}/bin{b}",
+        checkpoint=lambda wc: (
+            f"results/finetune/{wc.model}/{wc.dataset}/{design.run_of_eval(wc.trained)}"
+        ),
         tasks=expand("results/tasks/{{dataset}}/bin{t}", t=range(N_BINS)),
     output:
         results=expand(
-            "results/eval/{{model}}/{{dataset}}/train{{b}}/bin{t}.json",
+            "results/eval/{{model}}/{{dataset}}/{{trained}}/bin{t}.json",
             t=range(N_BINS),
         ),
         samples=expand(
-            "results/eval/{{model}}/{{dataset}}/train{{b}}/bin{t}.samples.jsonl",
+            "results/eval/{{model}}/{{dataset}}/{{trained}}/bin{t}.samples.jsonl",
             t=range(N_BINS),
         ),
     log:
-        "logs/evaluate/{model}/{dataset}/train{b}.log",
+        "logs/evaluate/{model}/{dataset}/{trained}.log",
     threads: config["resources"]["evaluate"]["threads"]
     resources:
         gpu=config["resources"]["evaluate"]["gpu"],
@@ -67,9 +70,10 @@ rule evaluate_checkpoint:
         runtime=lambda wc, attempt: config["resources"]["evaluate"]["runtime"] * attempt,
     params:
         settings=cli_json(config["evaluate"]),
+        train=lambda wc: design.result_train_bin(design.run_of_eval(wc.trained)),
     shell:
         "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
         + gpu_prefix("evaluate")
         + "crossdiff evaluate --model {input.checkpoint:q} "
-        "--model-name {wildcards.model} --train-bin {wildcards.b} --tasks {input.tasks:q} "
+        "--model-name {wildcards.model} --train-bin {params.train} --tasks {input.tasks:q} "
         "--outputs {output.results:q} --settings {params.settings} > {log:q} 2>&1"

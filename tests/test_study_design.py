@@ -1,0 +1,233 @@
+"""Study designs (crossdiff.study): held-out split, train sets, subsamples, curricula, seeds, bins.by."""
+
+import json
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import numpy as np
+import polars as pl
+import pytest
+
+from crossdiff import study
+from crossdiff.aggregate import aggregate, hierarchical_bootstrap, paired_bootstrap
+from crossdiff.bins import add_measure, make_bins
+from crossdiff.errors import CrossdiffError
+
+
+def _bins(n_items=100, n_bins=5):
+    items = pl.DataFrame({"item_id": [f"q{i:03d}" for i in range(n_items)],
+                          "difficulty": np.linspace(-2, 2, n_items)[::-1].copy()})
+    table, _ = make_bins(items, n_bins)
+    return table
+
+
+# ------------------------------------------------------------------------------ held-out split
+def test_holdout_disjoint_sized_and_seeded():
+    table = study.holdout_split(_bins(103, 5), 0.3, seed=7)
+    for b, part in table.group_by("bin"):
+        size = part.height
+        held = part.filter(pl.col("heldout"))
+        assert held.height == round(0.3 * size)  # sized as configured, per bin
+    train_ids = set(study.training_part(table)["item_id"])
+    test_ids = set(study.heldout_part(table)["item_id"])
+    assert not train_ids & test_ids and len(train_ids | test_ids) == 103  # disjoint, nothing lost
+    again = study.holdout_split(_bins(103, 5), 0.3, seed=7)
+    assert again["heldout"].to_list() == table["heldout"].to_list()  # same for a seed
+    other = study.holdout_split(_bins(103, 5), 0.3, seed=8)
+    assert other["heldout"].to_list() != table["heldout"].to_list()
+
+
+def test_holdout_needs_both_parts_in_every_bin():
+    with pytest.raises(CrossdiffError, match="bin 0 has 4 items"):
+        study.holdout_split(_bins(20, 5), 0.1)
+
+
+def test_holdout_through_the_cli_keeps_default_table_unchanged(tmp_path):
+    from crossdiff.cli import main
+
+    items = pl.DataFrame({"item_id": [f"q{i}" for i in range(50)], "difficulty": np.arange(50.0),
+                          "accuracy": np.linspace(1, 0, 50)})
+    items.write_parquet(tmp_path / "irt.parquet")
+    args = ["make-bins", "--items", str(tmp_path / "irt.parquet"), "--n-bins", "5"]
+    assert main(args + ["--output", str(tmp_path / "a.parquet"), "--summary", str(tmp_path / "a.csv")]) == 0
+    assert pl.read_parquet(tmp_path / "a.parquet").columns == ["item_id", "difficulty", "accuracy", "bin"]
+    assert main(args + ["--output", str(tmp_path / "b.parquet"), "--summary", str(tmp_path / "b.csv"),
+                        "--holdout-fraction", "0.2", "--holdout-seed", "3"]) == 0
+    b = pl.read_parquet(tmp_path / "b.parquet")
+    assert b.drop("heldout").equals(pl.read_parquet(tmp_path / "a.parquet"))  # same bins, one more column
+    assert pl.read_csv(tmp_path / "b.csv")["n_heldout"].to_list() == [2] * 5
+
+
+# ------------------------------------------------------------------------------ training sets
+def test_train_set_of_bins_at_size_k_draws_k_items_from_those_bins():
+    table = study.holdout_split(_bins(100, 5), 0.2, seed=0)
+    chosen = study.select_training_items(table, [0, 1, 2], size=31, sample_seed=4)
+    assert chosen.height == 31
+    assert set(chosen["bin"].to_list()) == {0, 1, 2}
+    assert chosen["item_id"].n_unique() == 31
+    assert not chosen["heldout"].any()  # never a held-out item
+    assert sorted(chosen.group_by("bin").len()["len"].to_list()) == [10, 10, 11]  # equal shares
+    assert chosen["item_id"].to_list() == study.select_training_items(table, [0, 1, 2], 31, sample_seed=4)["item_id"].to_list()
+
+
+def test_subsamples_are_nested_and_too_large_sizes_fail_loudly():
+    table = _bins(100, 5)
+    small = set(study.select_training_items(table, [3], size=5, sample_seed=1)["item_id"])
+    large = set(study.select_training_items(table, [3], size=15, sample_seed=1)["item_id"])
+    assert len(small) == 5 and len(large) == 15 and small < large
+    with pytest.raises(CrossdiffError, match="bin 3, which has only 20 training items"):
+        study.select_training_items(table, [3], size=21)
+
+
+def test_curricula_are_ordered_by_difficulty():
+    table = _bins(100, 5)
+    up = study.select_training_items(table, [0, 1, 2, 3, 4], size=25, order="easy_to_hard")
+    down = study.select_training_items(table, [0, 1, 2, 3, 4], size=25, order="hard_to_easy")
+    assert np.all(np.diff(up["difficulty"].to_numpy()) >= 0)
+    assert down["item_id"].to_list() == up["item_id"].to_list()[::-1]
+    assert up["bin"].to_list() == sorted(up["bin"].to_list())
+
+
+def test_labels_and_design_grid():
+    cfg = {"train_bins": [0, 2], "train_sets": {"easy": {"bins": [0, 1]}, "up": {"bins": "all", "order": "easy_to_hard"}},
+           "train_sizes": [10, None], "seeds": [1, 2]}
+    runs = study.design_runs(cfg, 3)
+    assert len(runs) == 4 * 2 * 2 and len(set(runs)) == 16
+    assert "bin2-n10-seed1" in runs and "set-up-seed2" in runs
+    assert study.design_runs({}, 3) == ["bin0", "bin1", "bin2"]  # today's runs
+    assert study.eval_label("bin2-n10-seed1") == "train2-n10-seed1" and study.run_of_eval("train2-n10-seed1") == "bin2-n10-seed1"
+    assert study.sft_label("set-up-n10-seed2") == "set-up-n10"
+    assert study.result_train_bin("bin3") == "3"
+    assert study.parse_label("3-n10-seed1") == {"bin": 3, "set": None, "n": 10, "seed": 1, "cell": "3-n10"}
+    s = study.finetune_settings({"seed": 42, "learning_rate": 1e-3}, cfg, "set-up-seed2", 3)
+    assert s == {"seed": 2, "learning_rate": 1e-3, "shuffle": False}
+    assert study.finetune_settings({"seed": 42}, cfg, "bin0", 3) == {"seed": 42}  # plain run: unchanged
+    with pytest.raises(CrossdiffError, match="outside 0..2"):
+        study.design_runs({"train_sets": {"x": {"bins": [1, 5]}}}, 3)
+
+
+# ------------------------------------------------------------------------------ seeds
+def test_seed_and_item_interval_wider_than_item_only_when_seeds_disagree():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2, 200).astype(float)
+    runs = []
+    for shift in (-25, 0, 25, 50):  # four seeds with clearly different gains
+        r = base.copy()
+        idx = np.flatnonzero(base == 0 if shift > 0 else base == 1)[: abs(shift)]
+        r[idx] = 1.0 if shift > 0 else 0.0
+        runs.append(r)
+    runs = np.array(runs)
+    lo_h, hi_h = hierarchical_bootstrap(runs, base, n_boot=2000, seed=1)
+    lo_i, hi_i = paired_bootstrap(runs.mean(axis=0), base, n_boot=2000, seed=1)
+    gain = runs.mean() - base.mean()
+    assert lo_h <= gain <= hi_h and lo_i <= gain <= hi_i
+    assert hi_h - lo_h > 1.5 * (hi_i - lo_i)
+    # seeds that agree: the two intervals are about as wide
+    same = np.array([runs[2]] * 4)
+    lo_s, hi_s = hierarchical_bootstrap(same, base, n_boot=2000, seed=1)
+    lo_p, hi_p = paired_bootstrap(runs[2], base, n_boot=2000, seed=1)
+    assert abs((hi_s - lo_s) - (hi_p - lo_p)) < 0.25 * (hi_p - lo_p)
+
+
+def _write(d, train, test, correct):
+    name = f"{train}_bin{test}"
+    (d / f"{name}.samples.jsonl").write_text("".join(json.dumps({"item_id": f"i{k}", "correct": int(c)}) + "\n"
+                                                     for k, c in enumerate(correct)))
+    p = d / f"{name}.json"
+    p.write_text(json.dumps({"model": "m", "dataset": "d", "train_bin": train, "test_bin": test, "metric": "acc",
+                             "value": float(np.mean(correct)), "n_items": len(correct), "samples": f"{name}.samples.jsonl"}))
+    return p
+
+
+def test_aggregate_averages_seeds_and_labels_designs(tmp_path):
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 2, 80)
+    paths = [_write(tmp_path, "zero-shot", 0, base)]
+    for seed, k in ((1, 5), (2, 25)):
+        c = base.copy()
+        c[np.flatnonzero(base == 0)[:k]] = 1
+        paths.append(_write(tmp_path, f"1-n20-seed{seed}", 0, c))
+    paths.append(_write(tmp_path, "set-easy", 0, base))
+    df = aggregate(paths, {"n_boot": 300})
+    cell = df.filter(pl.col("train_bin") == "1-n20").row(0, named=True)
+    assert cell["n_seeds"] == 2 and cell["train_size"] == 20 and cell["train_bin_index"] == 1 and cell["bin_gap"] == 1
+    assert cell["gain"] == pytest.approx(15 / 80)
+    assert cell["seed_sd"] == pytest.approx(np.std([5 / 80, 25 / 80], ddof=1))
+    s = df.filter(pl.col("train_bin") == "set-easy").row(0, named=True)
+    assert s["train_set"] == "easy" and s["train_bin_index"] is None and s["n_seeds"] == 1 and s["gain"] == 0
+    assert df["train_bin"].to_list() == ["zero-shot", "set-easy", "1-n20"]
+
+
+# ------------------------------------------------------------------------------ bins.by
+def test_bins_by_an_item_column_and_its_agreement_with_irt():
+    from crossdiff.agreement import agreement
+
+    irt = pl.DataFrame({"item_id": [f"q{i}" for i in range(60)], "difficulty": np.arange(60.0)})
+    items = pl.DataFrame({"item_id": [f"q{i}" for i in range(60)], "n_ops": [i // 12 for i in range(60)],
+                          "question": ["x" * (60 - i) for i in range(60)]})
+    table, summary = make_bins(add_measure(irt, items, "n_ops"), 5, key="measure")
+    assert table["bin"].to_list() == [i // 12 for i in range(60)]
+    assert table.columns == ["item_id", "difficulty", "measure", "bin"]
+    row, cross = agreement(table, 5, "n_ops")
+    assert row["same_bin_share"] == 1.0 and 0.97 < row["spearman_measure_irt"] < 1  # ties: 5 values
+    # length of the question is the reverse of IRT difficulty here: only the middle bin agrees
+    table, _ = make_bins(add_measure(irt, items, "length:question"), 5, key="measure")
+    row, cross = agreement(table, 5, "length:question")
+    assert row["spearman_measure_irt"] == pytest.approx(-1.0) and row["same_bin_share"] == pytest.approx(0.2)
+    assert cross.sum() == 60 and np.trace(cross[::-1]) == 60
+    with pytest.raises(CrossdiffError, match="column 'question' is String, expected numbers"):
+        add_measure(irt, items, "question")
+    with pytest.raises(CrossdiffError, match="1 item.s. have no value"):
+        add_measure(irt, items.head(59), "n_ops")
+
+
+# ------------------------------------------------------------------------------ the trainer's order
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from crossdiff.base_model import build_base_model
+    from crossdiff.data.synthetic import generate_items
+
+    root = tmp_path_factory.mktemp("tiny_order")
+    items = generate_items(40, seed=5)
+    items.write_parquet(root / "items.parquet")
+    bins = pl.DataFrame({"item_id": items["item_id"], "difficulty": items["question_length"].cast(pl.Float64),
+                         "bin": (items["question_length"].rank("ordinal").cast(pl.Int64) - 1) * 2 // 40})
+    bins.write_parquet(root / "bins.parquet")
+    small = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "warmup_problems": 100,
+             "warmup_steps": 2, "batch_size": 16, "eval_items": 0}
+    build_base_model(root / "base", root / "items.parquet", small)
+    return root
+
+
+@pytest.mark.parametrize("order", ["easy_to_hard", "hard_to_easy"])
+def test_curriculum_trains_in_order(tiny, order):
+    """The trainer's own dataloader yields the curriculum's examples in file order (sequential sampler)."""
+    from crossdiff.finetune import build_trainer, read_sft_jsonl, resolve_settings
+    from crossdiff.prompts import PromptFormat
+
+    out = tiny / f"{order}.jsonl"
+    study.make_train_set(tiny / "items.parquet", tiny / "bins.parquet", [0, 1], out, size=24, order=order)
+    rows = read_sft_jsonl(out)
+    assert len(rows) == 24
+    diffs = pl.read_parquet(tiny / "bins.parquet").select("item_id", "difficulty")
+    d = dict(zip(diffs["item_id"], diffs["difficulty"]))
+    seq = [d[r["item_id"]] for r in rows]
+    assert seq == sorted(seq, reverse=order == "hard_to_easy")
+
+    def loader_prompts(shuffle):
+        s = resolve_settings({"per_device_train_batch_size": 4, "shuffle": shuffle, "num_train_epochs": 1})
+        trainer, tok, _ = build_trainer(tiny / "base", rows, tiny / f"w_{order}_{shuffle}", s, PromptFormat())
+        seen = []
+        for batch in trainer.get_train_dataloader():
+            for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist()):
+                n_prompt = next(i for i, x in enumerate(labels) if x != -100)
+                seen.append(tok.decode(ids[:n_prompt]))
+        return seen
+
+    prompts = [r["prompt"] for r in rows]
+    assert loader_prompts(False) == prompts  # trained in curriculum order
+    shuffled = loader_prompts(True)
+    assert sorted(shuffled) == sorted(prompts) and shuffled != prompts  # the default shuffles
