@@ -56,6 +56,7 @@ localrules:
     make_task,
     aggregate,
     plot_results,
+    summarize,
 
 
 include: "workflow/rules/common.smk"
@@ -68,9 +69,11 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/summary.smk"
 
 
 rule all:
     default_target: True
     input:
         all_targets(),
+        summary_targets(),

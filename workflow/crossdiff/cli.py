@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("crossdiff.evaluate", "score one model on several bins in one lm-eval call"),
     "aggregate": ("crossdiff.aggregate", "tidy results table with gains and bootstrap intervals"),
     "plot-results": ("crossdiff.heatmaps", "accuracy and gain heatmaps, gain vs bin gap"),
+    "summarize": ("crossdiff.summary", "the answer in numbers: slope of gain on |gap|, asymmetry, best train bin"),
     "gpu-run": ("crossdiff.gpus", "run a command on its own GPU(s) (locks locally; pass-through under SLURM)"),
 }
 
