@@ -59,6 +59,7 @@ localrules:
     make_train_set,
     bin_agreement,
     size_difficulty,
+    summarize,
 
 
 include: "workflow/rules/common.smk"
@@ -71,9 +72,11 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/summary.smk"
 
 
 rule all:
     default_target: True
     input:
         all_targets(),
+        summary_targets(),

@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show-prompt": ("crossdiff.show_prompt", "one item's exact training text, evaluation request and scored output"),
     "size-difficulty": ("crossdiff.sizes", "accuracy over (train bin, train size) and the best train bin per size"),
     "bin-agreement": ("crossdiff.agreement", "agreement of a dataset's measure bins with its IRT bins"),
+    "summarize": ("crossdiff.summary", "the answer in numbers: slope of gain on |gap|, asymmetry, best train bin"),
     "gpu-run": ("crossdiff.gpus", "run a command on its own GPU(s) (locks locally; pass-through under SLURM)"),
 }
 

@@ -1,0 +1,129 @@
+"""The summary figure (across models and datasets) and the generated paragraph stating the numbers."""
+
+from __future__ import annotations
+
+import base64
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from crossdiff.io import atomic_path
+
+
+def _fmt(x, signed: bool = True, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def _ci(row: dict, key: str, confidence: float) -> str:
+    return f"{_fmt(row[key])} ({round(confidence * 100)}% CI {_fmt(row[key + '_lo'])} to {_fmt(row[key + '_hi'])})"
+
+
+def _excludes_zero(row: dict, key: str) -> bool:
+    lo, hi = row[f"{key}_lo"], row[f"{key}_hi"]
+    return lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0)
+
+
+def paragraph(row: dict, confidence: float, near_gap: int, group_by: list[str] | None = None) -> str:
+    """One group's numbers in a few plain sentences."""
+    name = f"**{row['model']}** on **{row['dataset']}**"
+    extra = [f"{k}={row[k]}" for k in group_by or []]
+    diag = ("the diagonal included" if row["diagonal"] == "included"
+            else "the diagonal left out (its train and test items are the same)")
+    how = "test items resampled" if row["resample"] == "items" else "cells resampled"
+    s = [f"{name}{' (' + ', '.join(extra) + ')' if extra else ''}: over {row['n_cells']} fine-tuned cells ({diag}; "
+         f"{row['n_boot']} bootstrap resamples, {how}), the gain over zero-shot changes by "
+         f"{_ci(row, 'slope', confidence)} per bin of train/test difficulty gap"]
+    if _excludes_zero(row, "slope"):
+        s[-1] += ": gains " + ("fade as the gap grows." if row["slope"] < 0 else "grow with the gap.")
+    else:
+        s[-1] += ": the interval includes 0, so no clear trend with the gap."
+    s.append(f"Mean gain within {near_gap} bin(s) of the training bin: {_ci(row, 'near_gain', confidence)}; "
+             f"farther away: {_ci(row, 'far_gain', confidence)}.")
+    asym = (f"Training on easier bins than the test bin (easy-to-hard) gains {_ci(row, 'easy_to_hard', confidence)} on "
+            f"average, training on harder ones (hard-to-easy) {_ci(row, 'hard_to_easy', confidence)}; "
+            f"the asymmetry (easy-to-hard minus hard-to-easy) is {_ci(row, 'asymmetry', confidence)}")
+    if _excludes_zero(row, "asymmetry"):
+        asym += ", " + ("easy-to-hard transfers better." if row["asymmetry"] > 0 else "hard-to-easy transfers better.")
+    else:
+        asym += ", no clear direction."
+    s.append(asym)
+    s.append(f"The best training bin lies within {near_gap} bin(s) of the test bin for "
+             f"{row['best_within_near_gap']} of {row['n_test_bins']} test bins.")
+    return " ".join(s)
+
+
+def text_rst(summary: pl.DataFrame, settings: dict, images: list[str] | None = None) -> str:
+    """reStructuredText for the report's front page: the paragraphs, then the images embedded."""
+    conf, near = float(settings["confidence"]), int(settings["near_gap"])
+    lines = ["The answer in numbers", "---------------------", ""]
+    for row in summary.iter_rows(named=True):
+        lines += [paragraph(row, conf, near, settings.get("group_by")), ""]
+    for img in images or []:
+        data = base64.b64encode(Path(img).read_bytes()).decode("ascii")
+        lines += [".. raw:: html", "", f'   <p><img alt="{Path(img).name}" style="max-width: 100%" '
+                  f'src="data:image/png;base64,{data}"/></p>', ""]
+    return "\n".join(lines)
+
+
+def write_text(text: str, path) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def figure(summary: pl.DataFrame, best: pl.DataFrame, results: pl.DataFrame, settings: dict, path) -> None:
+    """Three panels across models and datasets: mean gain by |gap| with the fitted line; slope with
+    its interval; easy-to-hard vs hard-to-easy mean gain with intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from crossdiff.plots import save
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    labels = [f"{r['model']} / {r['dataset']}" for r in summary.iter_rows(named=True)]
+    colors = sns.color_palette("tab10", max(1, len(labels)))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 1.5 + max(3.0, 0.45 * len(labels))),
+                             gridspec_kw={"width_ratios": [1.3, 1, 1]})
+    ax = axes[0]
+    ft = results.filter(pl.col("train_bin") != "zero-shot").with_columns(
+        (pl.col("train_bin").cast(pl.Int64) - pl.col("test_bin")).abs().alias("abs_gap"))
+    if settings["diagonal"] == "exclude":
+        ft = ft.filter(pl.col("abs_gap") > 0)
+    for color, label, row in zip(colors, labels, summary.iter_rows(named=True)):
+        sub = ft.filter((pl.col("model") == row["model"]) & (pl.col("dataset") == row["dataset"]))
+        mean = sub.group_by("abs_gap").agg(pl.col("gain").mean()).sort("abs_gap")
+        ax.plot(mean["abs_gap"], mean["gain"], "o", color=color, label=label)
+        if math.isfinite(row["slope"]):
+            x = np.array([mean["abs_gap"].min(), mean["abs_gap"].max()], float)
+            ax.plot(x, row["intercept"] + row["slope"] * x, "-", color=color, lw=1.2)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xlabel="|train bin - test bin|", ylabel="mean gain over zero-shot", title="gain vs difficulty gap (OLS fit)")
+    ax.legend(fontsize=7, loc="best")
+    y = np.arange(len(labels))
+    conf = round(float(settings["confidence"]) * 100)
+    for ax, keys, title in ((axes[1], [("slope", "slope")], f"slope of gain on |gap| ({conf}% CI)"),
+                            (axes[2], [("easy_to_hard", "easy-to-hard"), ("hard_to_easy", "hard-to-easy")],
+                             f"mean gain by direction ({conf}% CI)")):
+        for k, (key, name) in enumerate(keys):
+            off = (k - (len(keys) - 1) / 2) * 0.25
+            v = summary[key].to_numpy()
+            lo, hi = summary[f"{key}_lo"].to_numpy(), summary[f"{key}_hi"].to_numpy()
+            ax.errorbar(v, y + off, xerr=[v - lo, hi - v], fmt="o" if k == 0 else "s", capsize=3,
+                        label=name, color="C0" if k == 0 else "C3")
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.set_ylim(-0.7, len(labels) - 0.3)
+        ax.invert_yaxis()
+        ax.set_title(title)
+        if len(keys) > 1:
+            ax.legend(fontsize=7)
+    axes[1].set_xlabel("gain per bin of gap")
+    axes[2].set_xlabel("mean gain over zero-shot")
+    fig.tight_layout()
+    save(fig, path)
