@@ -9,7 +9,6 @@ import pytest
 
 from crossdiff.errors import CrossdiffError
 from crossdiff.responses.build import build
-from crossdiff.responses.importers import task_of
 
 NO_FILTERS = {"dedupe_models": False, "drop_constant_items": False}
 
@@ -33,6 +32,8 @@ def two_task_dir(root):
 
 
 def test_task_is_read_from_lm_eval_file_names(tmp_path):
+    from crossdiff.responses.importers import task_of
+
     assert task_of(tmp_path / "samples_arc_easy_2026-01-01T00-00-00.000001.jsonl") == "arc_easy"
     assert task_of(tmp_path / "samples_leaderboard_bbh_navigate_2024-06-26T19-22-21.521446.jsonl") == "leaderboard_bbh_navigate"
     assert task_of(tmp_path / "samples_arc.jsonl") is None
@@ -155,3 +156,44 @@ def test_empty_after_filter_hint_names_the_filters_that_dropped_the_rows(tmp_pat
     assert "min_responses" not in str(err.value)
     with pytest.raises(CrossdiffError, match=r"relax filters\.min_responses_per_model \(or"):
         build("table", p, {}, {"dedupe_models": False, "drop_constant_items": False, "min_responses_per_model": 5})
+
+
+# ---------------------------------------------------------------- item 5: the Spearman figure on tiny tables
+def _irt_items(difficulty, accuracy):
+    n = len(difficulty)
+    return pl.DataFrame({"item_id": [f"i{i}" for i in range(n)], "difficulty": difficulty, "accuracy": accuracy})
+
+
+@pytest.mark.parametrize("case", ["one_varying_measure", "two_items", "one_item_with_features", "sparse_feature"])
+def test_spearman_figure_is_drawn_for_tiny_tables(tmp_path, case):
+    from crossdiff import plots
+
+    items = None
+    if case == "one_varying_measure":  # every item answered by half the models: accuracy is constant
+        irt = _irt_items([0.1, -0.3, 0.5, 0.2, 0.0, 0.4], [0.5] * 6)
+    elif case == "two_items":
+        irt = _irt_items([0.1, -0.3], [0.4, 0.6])
+        items = pl.DataFrame({"item_id": ["i0", "i1"], "length": [3, 9]})
+    elif case == "one_item_with_features":
+        irt = _irt_items([0.1], [0.4])
+        items = pl.DataFrame({"item_id": ["i0"], "length": [3], "steps": [2]})
+    else:  # a feature known for 2 of 8 items only: too few pairs for its correlations
+        irt = _irt_items([0.1 * i for i in range(8)], [1 - 0.1 * i for i in range(8)])
+        items = pl.DataFrame({"item_id": [f"i{i}" for i in range(8)], "steps": [1.0, 2.0] + [None] * 6})
+    out = tmp_path / "spearman.png"
+    plots.save(plots.spearman(irt, items, "tiny"), out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 2000
+
+
+def test_spearman_figure_correlations_are_pairwise_spearman():
+    from crossdiff import plots
+
+    irt = _irt_items([0.0, 1.0, 2.0, 3.0, 4.0], [0.9, 0.7, 0.8, 0.2, 0.1])
+    items = pl.DataFrame({"item_id": [f"i{i}" for i in range(5)], "steps": [1, 2, 3, 4, None]})
+    fig = plots.spearman(irt, items, "t")
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["IRT difficulty", "observed accuracy", "steps"]
+    values = [float(t.get_text()) for t in ax.texts]  # the annotated 3 x 3 matrix, row by row
+    assert values[1] == pytest.approx(-0.9, abs=0.005)  # difficulty vs accuracy: ranks 1..5 vs 5,3,4,2,1
+    assert values[2] == pytest.approx(1.0, abs=0.005)  # difficulty vs steps on the 4 complete rows
