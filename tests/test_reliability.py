@@ -197,3 +197,16 @@ def test_spearman_figure_correlations_are_pairwise_spearman():
     values = [float(t.get_text()) for t in ax.texts]  # the annotated 3 x 3 matrix, row by row
     assert values[1] == pytest.approx(-0.9, abs=0.005)  # difficulty vs accuracy: ranks 1..5 vs 5,3,4,2,1
     assert values[2] == pytest.approx(1.0, abs=0.005)  # difficulty vs steps on the 4 complete rows
+
+
+def test_fit_irt_names_an_empty_model_id_row(tmp_path):
+    from conftest import crossdiff_cli
+
+    p = tmp_path / "responses.parquet"
+    pl.DataFrame({"model_id": ["m1", None, "m2"], "item_id": ["q1", "q1", "q2"], "correct": [1, 0, 1]},
+                 schema={"model_id": pl.Utf8, "item_id": pl.Utf8, "correct": pl.Int8}).write_parquet(p)
+    outs = [str(tmp_path / f) for f in ("i.parquet", "m.parquet", "h.parquet", "s.json")]
+    proc = crossdiff_cli("fit-irt", "--responses", str(p), "--settings", '{"engine": "fast"}', "--items-out", outs[0],
+                         "--models-out", outs[1], "--heldout-out", outs[2], "--summary-out", outs[3])
+    assert proc.returncode == 2, proc.stderr
+    assert "responses.parquet: row 2: empty model_id" in proc.stderr and "Traceback" not in proc.stderr
