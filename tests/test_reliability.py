@@ -210,3 +210,12 @@ def test_fit_irt_names_an_empty_model_id_row(tmp_path):
                          "--models-out", outs[1], "--heldout-out", outs[2], "--summary-out", outs[3])
     assert proc.returncode == 2, proc.stderr
     assert "responses.parquet: row 2: empty model_id" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("model", ["no-such-org/no-such-model", "/nonexistent/dir/model"])
+def test_evaluate_names_a_model_it_cannot_load(tmp_path, model, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from crossdiff.evaluate import load_lm, resolve_settings
+
+    with pytest.raises(CrossdiffError, match=rf"{model}: cannot load model/tokenizer: .*HF_HUB_OFFLINE=1"):
+        load_lm(model, resolve_settings({"device": "cpu"}))
