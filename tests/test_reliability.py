@@ -219,3 +219,28 @@ def test_evaluate_names_a_model_it_cannot_load(tmp_path, model, monkeypatch):
 
     with pytest.raises(CrossdiffError, match=rf"{model}: cannot load model/tokenizer: .*HF_HUB_OFFLINE=1"):
         load_lm(model, resolve_settings({"device": "cpu"}))
+
+
+def test_leaderboard_collection_where_every_model_failed_exits_non_zero(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from hub_server import FakeHub
+
+    settings = {"source": "leaderboard", "version": "v2", "task": "leaderboard_bbh", "subtasks": True,
+                "metric": "acc_norm", "backoff_base": 0.05, "max_retries": 1}
+    (tmp_path / "models.txt").write_text("org/missing-a\norg/missing-b\n")
+    with FakeHub({}) as hub:  # every repo answers 404
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf")}
+        env.pop("HF_TOKEN", None)
+        proc = subprocess.run([str(Path(sys.executable).parent / "crossdiff"), "collect-leaderboard",
+                               "--settings", json.dumps(settings), "--models-list", str(tmp_path / "models.txt"),
+                               "--cache-dir", str(tmp_path / "cache"), "--manifest", str(tmp_path / "m.jsonl"),
+                               "--output", str(tmp_path / "out.parquet"), "--no-progress"],
+                              env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "no responses collected: 0 model(s) done, 2 failed, 0 pending" in proc.stderr
+    assert "org/missing-a" in proc.stderr and "m.jsonl" in proc.stderr
