@@ -244,3 +244,69 @@ def test_leaderboard_collection_where_every_model_failed_exits_non_zero(tmp_path
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "no responses collected: 0 model(s) done, 2 failed, 0 pending" in proc.stderr
     assert "org/missing-a" in proc.stderr and "m.jsonl" in proc.stderr
+
+
+# ---------------------------------------------------------------- item 5: the console shows a failed job's error
+MAIN_LOG = """\
+[Tue Dec  1 19:39:10 2026]
+Error in rule import_responses:
+    message: None
+    jobid: 1
+    input: r.csv
+    output: results/responses/t.parquet, results/responses/t.dropped.csv, results/responses/t.stats.json
+    log: logs/import_responses/t.log (check log file(s) for error details)
+    shell:
+        crossdiff import-responses --source table --input r.csv > logs/import_responses/t.log 2>&1
+        (command exited with non-zero exit code)
+Execute 1 jobs...
+[Tue Dec  1 19:39:12 2026]
+Error in rule fit_irt:
+    message: None
+    jobid: 4
+    log: logs/fit_irt/t.log (check log file(s) for error details)
+    shell:
+        crossdiff fit-irt ...
+Error in rule fit_irt:
+    log: logs/fit_irt/t.log (check log file(s) for error details)
+Exiting because a job execution failed. Look above for error messages
+"""
+
+
+def test_failed_jobs_and_their_error_lines(tmp_path):
+    from crossdiff.failures import failed_jobs, summary
+
+    jobs = failed_jobs(MAIN_LOG)
+    assert [(j.rule, j.logs) for j in jobs] == [("import_responses", ["logs/import_responses/t.log"]),
+                                               ("fit_irt", ["logs/fit_irt/t.log"])]  # the retry reported once
+    (tmp_path / "logs/import_responses").mkdir(parents=True)
+    (tmp_path / "logs/import_responses/t.log").write_text(
+        "reading r.csv\ncrossdiff import-responses: error: r.csv: row 3: correct = 7 is not binary\n\n")
+    (tmp_path / "logs/fit_irt").mkdir(parents=True)
+    (tmp_path / "logs/fit_irt/t.log").write_text(
+        "fitting\nTraceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n    f()\n"
+        "TypeError: '<' not supported\n  (hint)\n")
+    (tmp_path / "main.log").write_text(MAIN_LOG)
+    text = summary([str(tmp_path / "main.log")], workdir=tmp_path)
+    assert text.splitlines() == [
+        "crossdiff: 2 job(s) failed:",
+        "  import_responses: crossdiff import-responses: error: r.csv: row 3: correct = 7 is not binary",
+        "      full log: logs/import_responses/t.log",
+        "  fit_irt: TypeError: '<' not supported",
+        "      full log: logs/fit_irt/t.log",
+    ]
+    (tmp_path / "logs/fit_irt/t.log").unlink()
+    assert "fit_irt: (log not readable" in summary([str(tmp_path / "main.log")], workdir=tmp_path)
+    assert summary([str(tmp_path / "nowhere.log")]) == ""
+
+
+def test_console_shows_the_failed_jobs_error_line(tmp_path):
+    from conftest import make_workdir, snakemake
+
+    wd = make_workdir(tmp_path, "datasets:\n  t: {items: {source: none}, responses: {source: table, path: r.csv}}\n")
+    (wd / "r.csv").write_text("model_id,item_id,correct\nm1,q1,1\nm1,q2,7\n")
+    proc = snakemake(wd, "--cores", "1", check=False, timeout=300)
+    assert proc.returncode != 0
+    console = proc.stdout + proc.stderr
+    assert ("crossdiff: 1 job(s) failed:\n  import_responses: crossdiff import-responses: error: r.csv: row 3: "
+            "correct = 7 is not binary") in console
+    assert "      full log: logs/import_responses/t.log" in console
