@@ -9,7 +9,6 @@ import pytest
 
 from crossdiff.errors import CrossdiffError
 from crossdiff.responses.build import build
-from crossdiff.responses.importers import task_of
 
 NO_FILTERS = {"dedupe_models": False, "drop_constant_items": False}
 
@@ -33,6 +32,8 @@ def two_task_dir(root):
 
 
 def test_task_is_read_from_lm_eval_file_names(tmp_path):
+    from crossdiff.responses.importers import task_of
+
     assert task_of(tmp_path / "samples_arc_easy_2026-01-01T00-00-00.000001.jsonl") == "arc_easy"
     assert task_of(tmp_path / "samples_leaderboard_bbh_navigate_2024-06-26T19-22-21.521446.jsonl") == "leaderboard_bbh_navigate"
     assert task_of(tmp_path / "samples_arc.jsonl") is None
@@ -155,3 +156,157 @@ def test_empty_after_filter_hint_names_the_filters_that_dropped_the_rows(tmp_pat
     assert "min_responses" not in str(err.value)
     with pytest.raises(CrossdiffError, match=r"relax filters\.min_responses_per_model \(or"):
         build("table", p, {}, {"dedupe_models": False, "drop_constant_items": False, "min_responses_per_model": 5})
+
+
+# ---------------------------------------------------------------- item 5: the Spearman figure on tiny tables
+def _irt_items(difficulty, accuracy):
+    n = len(difficulty)
+    return pl.DataFrame({"item_id": [f"i{i}" for i in range(n)], "difficulty": difficulty, "accuracy": accuracy})
+
+
+@pytest.mark.parametrize("case", ["one_varying_measure", "two_items", "one_item_with_features", "sparse_feature"])
+def test_spearman_figure_is_drawn_for_tiny_tables(tmp_path, case):
+    from crossdiff import plots
+
+    items = None
+    if case == "one_varying_measure":  # every item answered by half the models: accuracy is constant
+        irt = _irt_items([0.1, -0.3, 0.5, 0.2, 0.0, 0.4], [0.5] * 6)
+    elif case == "two_items":
+        irt = _irt_items([0.1, -0.3], [0.4, 0.6])
+        items = pl.DataFrame({"item_id": ["i0", "i1"], "length": [3, 9]})
+    elif case == "one_item_with_features":
+        irt = _irt_items([0.1], [0.4])
+        items = pl.DataFrame({"item_id": ["i0"], "length": [3], "steps": [2]})
+    else:  # a feature known for 2 of 8 items only: too few pairs for its correlations
+        irt = _irt_items([0.1 * i for i in range(8)], [1 - 0.1 * i for i in range(8)])
+        items = pl.DataFrame({"item_id": [f"i{i}" for i in range(8)], "steps": [1.0, 2.0] + [None] * 6})
+    out = tmp_path / "spearman.png"
+    plots.save(plots.spearman(irt, items, "tiny"), out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 2000
+
+
+def test_spearman_figure_correlations_are_pairwise_spearman():
+    from crossdiff import plots
+
+    irt = _irt_items([0.0, 1.0, 2.0, 3.0, 4.0], [0.9, 0.7, 0.8, 0.2, 0.1])
+    items = pl.DataFrame({"item_id": [f"i{i}" for i in range(5)], "steps": [1, 2, 3, 4, None]})
+    fig = plots.spearman(irt, items, "t")
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["IRT difficulty", "observed accuracy", "steps"]
+    values = [float(t.get_text()) for t in ax.texts]  # the annotated 3 x 3 matrix, row by row
+    assert values[1] == pytest.approx(-0.9, abs=0.005)  # difficulty vs accuracy: ranks 1..5 vs 5,3,4,2,1
+    assert values[2] == pytest.approx(1.0, abs=0.005)  # difficulty vs steps on the 4 complete rows
+
+
+def test_fit_irt_names_an_empty_model_id_row(tmp_path):
+    from conftest import crossdiff_cli
+
+    p = tmp_path / "responses.parquet"
+    pl.DataFrame({"model_id": ["m1", None, "m2"], "item_id": ["q1", "q1", "q2"], "correct": [1, 0, 1]},
+                 schema={"model_id": pl.Utf8, "item_id": pl.Utf8, "correct": pl.Int8}).write_parquet(p)
+    outs = [str(tmp_path / f) for f in ("i.parquet", "m.parquet", "h.parquet", "s.json")]
+    proc = crossdiff_cli("fit-irt", "--responses", str(p), "--settings", '{"engine": "fast"}', "--items-out", outs[0],
+                         "--models-out", outs[1], "--heldout-out", outs[2], "--summary-out", outs[3])
+    assert proc.returncode == 2, proc.stderr
+    assert "responses.parquet: row 2: empty model_id" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("model", ["no-such-org/no-such-model", "/nonexistent/dir/model"])
+def test_evaluate_names_a_model_it_cannot_load(tmp_path, model, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from crossdiff.evaluate import load_lm, resolve_settings
+
+    with pytest.raises(CrossdiffError, match=rf"{model}: cannot load model/tokenizer: .*HF_HUB_OFFLINE=1"):
+        load_lm(model, resolve_settings({"device": "cpu"}))
+
+
+def test_leaderboard_collection_where_every_model_failed_exits_non_zero(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from hub_server import FakeHub
+
+    settings = {"source": "leaderboard", "version": "v2", "task": "leaderboard_bbh", "subtasks": True,
+                "metric": "acc_norm", "backoff_base": 0.05, "max_retries": 1}
+    (tmp_path / "models.txt").write_text("org/missing-a\norg/missing-b\n")
+    with FakeHub({}) as hub:  # every repo answers 404
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf")}
+        env.pop("HF_TOKEN", None)
+        proc = subprocess.run([str(Path(sys.executable).parent / "crossdiff"), "collect-leaderboard",
+                               "--settings", json.dumps(settings), "--models-list", str(tmp_path / "models.txt"),
+                               "--cache-dir", str(tmp_path / "cache"), "--manifest", str(tmp_path / "m.jsonl"),
+                               "--output", str(tmp_path / "out.parquet"), "--no-progress"],
+                              env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "no responses collected: 0 model(s) done, 2 failed, 0 pending" in proc.stderr
+    assert "org/missing-a" in proc.stderr and "m.jsonl" in proc.stderr
+
+
+# ---------------------------------------------------------------- item 5: the console shows a failed job's error
+MAIN_LOG = """\
+[Tue Dec  1 19:39:10 2026]
+Error in rule import_responses:
+    message: None
+    jobid: 1
+    input: r.csv
+    output: results/responses/t.parquet, results/responses/t.dropped.csv, results/responses/t.stats.json
+    log: logs/import_responses/t.log (check log file(s) for error details)
+    shell:
+        crossdiff import-responses --source table --input r.csv > logs/import_responses/t.log 2>&1
+        (command exited with non-zero exit code)
+Execute 1 jobs...
+[Tue Dec  1 19:39:12 2026]
+Error in rule fit_irt:
+    message: None
+    jobid: 4
+    log: logs/fit_irt/t.log (check log file(s) for error details)
+    shell:
+        crossdiff fit-irt ...
+Error in rule fit_irt:
+    log: logs/fit_irt/t.log (check log file(s) for error details)
+Exiting because a job execution failed. Look above for error messages
+"""
+
+
+def test_failed_jobs_and_their_error_lines(tmp_path):
+    from crossdiff.failures import failed_jobs, summary
+
+    jobs = failed_jobs(MAIN_LOG)
+    assert [(j.rule, j.logs) for j in jobs] == [("import_responses", ["logs/import_responses/t.log"]),
+                                               ("fit_irt", ["logs/fit_irt/t.log"])]  # the retry reported once
+    (tmp_path / "logs/import_responses").mkdir(parents=True)
+    (tmp_path / "logs/import_responses/t.log").write_text(
+        "reading r.csv\ncrossdiff import-responses: error: r.csv: row 3: correct = 7 is not binary\n\n")
+    (tmp_path / "logs/fit_irt").mkdir(parents=True)
+    (tmp_path / "logs/fit_irt/t.log").write_text(
+        "fitting\nTraceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n    f()\n"
+        "TypeError: '<' not supported\n  (hint)\n")
+    (tmp_path / "main.log").write_text(MAIN_LOG)
+    text = summary([str(tmp_path / "main.log")], workdir=tmp_path)
+    assert text.splitlines() == [
+        "crossdiff: 2 job(s) failed:",
+        "  import_responses: crossdiff import-responses: error: r.csv: row 3: correct = 7 is not binary",
+        "      full log: logs/import_responses/t.log",
+        "  fit_irt: TypeError: '<' not supported",
+        "      full log: logs/fit_irt/t.log",
+    ]
+    (tmp_path / "logs/fit_irt/t.log").unlink()
+    assert "fit_irt: (log not readable" in summary([str(tmp_path / "main.log")], workdir=tmp_path)
+    assert summary([str(tmp_path / "nowhere.log")]) == ""
+
+
+def test_console_shows_the_failed_jobs_error_line(tmp_path):
+    from conftest import make_workdir, snakemake
+
+    wd = make_workdir(tmp_path, "datasets:\n  t: {items: {source: none}, responses: {source: table, path: r.csv}}\n")
+    (wd / "r.csv").write_text("model_id,item_id,correct\nm1,q1,1\nm1,q2,7\n")
+    proc = snakemake(wd, "--cores", "1", check=False, timeout=300)
+    assert proc.returncode != 0
+    console = proc.stdout + proc.stderr
+    assert ("crossdiff: 1 job(s) failed:\n  import_responses: crossdiff import-responses: error: r.csv: row 3: "
+            "correct = 7 is not binary") in console
+    assert "      full log: logs/import_responses/t.log" in console

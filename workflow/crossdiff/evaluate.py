@@ -155,7 +155,14 @@ def load_lm(model_path, s: dict):
 
         if not Path(model_path).exists() and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in str(model_path):
             raise CrossdiffError(f"{model_path}: model directory not found")
-        lm = HFLM(pretrained=str(model_path), device=device, dtype=dtype, batch_size=s["batch_size"], **kwargs)
+        from huggingface_hub.errors import HFValidationError
+
+        try:
+            lm = HFLM(pretrained=str(model_path), device=device, dtype=dtype, batch_size=s["batch_size"], **kwargs)
+        except (OSError, HFValidationError) as exc:  # like finetune: a bad id or path is the user's to fix
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            offline = " (HF_HUB_OFFLINE=1: a hub id must already be in the local cache)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+            raise CrossdiffError(f"{model_path}: cannot load model/tokenizer: {first}{offline}") from None
     MODEL_LOADS += 1
     print(f"loaded model {model_path} ({s['backend']}, {device}, {dtype}) in {time.time() - t0:.1f} s; "
           f"loaded model {MODEL_LOADS} time(s) in this process")

@@ -76,12 +76,23 @@ def feature_table(irt_items: pl.DataFrame, items: pl.DataFrame | None) -> pl.Dat
 
 
 def spearman(irt_items: pl.DataFrame, items: pl.DataFrame | None, title: str):
+    """Pairwise Spearman correlations (pairwise-complete rows) of every measure that varies.
+
+    A tiny table (fewer than 3 items, or fewer than two measures that vary) gets a figure that says
+    so instead of failing the run after a successful IRT fit.
+    """
     df = feature_table(irt_items, items)
-    cols = [c for c in df.columns if df[c].drop_nulls().n_unique() > 1]
-    data = df.select(cols).to_numpy().astype(float)
-    rho = spearmanr(data, nan_policy="omit").statistic
-    if len(cols) == 2:  # spearmanr returns the single coefficient for two columns
-        rho = np.array([[1.0, rho], [rho, 1.0]])
+    cols = [c for c in df.columns if df[c].drop_nulls().drop_nans().n_unique() > 1]
+    if len(cols) < 2 or df.height < 3:
+        fig, ax = plt.subplots(figsize=(6, 2.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"{df.height} item(s); measures that vary: {', '.join(cols) or 'none'}\n"
+                f"Spearman correlations need at least 3 items and 2 varying measures",
+                ha="center", va="center", wrap=True)
+        ax.set_title(f"{title}: difficulty measures")
+        return fig
+    # pandas' pairwise-complete rank correlation: always a len(cols) x len(cols) matrix
+    rho = df.select(cols).to_pandas().astype(float).corr(method="spearman", min_periods=3).to_numpy()
     fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(cols), 0.8 + 0.7 * len(cols)))
     sns.heatmap(rho, annot=True, fmt=".2f", vmin=-1, vmax=1, cmap="vlag", xticklabels=cols, yticklabels=cols,
                 square=True, ax=ax, cbar_kws={"label": "Spearman ρ"})

@@ -145,6 +145,11 @@ def run(args: argparse.Namespace) -> None:
     require_columns(df, ["model_id", "item_id", "correct"], args.responses, "response matrix")
     if df.height == 0:
         raise CrossdiffError(f"{args.responses}: response matrix is empty")
+    for column in ("model_id", "item_id", "correct"):
+        nulls = df[column].is_null()
+        if nulls.any():
+            raise CrossdiffError(f"{args.responses}: row {int(nulls.arg_max()) + 1}: empty {column}; the response matrix "
+                                 f"needs a {column} in every row (rebuild it with crossdiff import-responses)")
     s = dict(args.settings)
     holdout = float(s.pop("holdout_fraction", 0.05))
     settings = IrtSettings.from_dict(s)

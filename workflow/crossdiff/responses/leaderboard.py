@@ -725,6 +725,11 @@ def collect(s: Settings, models: list[str] | None, cache_dir, manifest_path, out
     if not done_models and failed and len(gated) == len(failed):
         raise CrossdiffError(f"every model failed on access to a gated dataset; e.g. {gated[0]['error']} "
                              f"(details in {manifest.path})")
+    if long.height == 0:  # nothing to import: stop here, naming why, not later with "no responses found"
+        why = f"e.g. {failed[0]['model_id']}: {failed[0]['error']}; " if failed else ""
+        raise CrossdiffError(f"no responses collected: {len(done_models)} model(s) done, {len(failed)} failed, "
+                             f"{report['models_pending']} pending, {len(dropped_incomplete)} dropped for incomplete "
+                             f"coverage (coverage: {s.coverage}); {why}details in {manifest.path} and {report_path}")
     return report
 
 

@@ -1,0 +1,110 @@
+"""The console summary of failed jobs, printed by the Snakefile's ``onerror`` handler.
+
+Every rule sends its command's output to its own log file, so on the console Snakemake shows only
+"Error in rule X ... log: PATH (check log file(s) for error details)". This module reads
+Snakemake's main log for those blocks, takes the error line out of each failed job's log (the
+``crossdiff <command>: error: ...`` line, or the last line of a Python traceback) and prints one
+line per failed job, with the log to read for the rest.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_ERROR_IN_RULE = re.compile(r"^Error in rule (\S+?):\s*$")
+_FIELD = re.compile(r"^\s{4}(\w+): (.*)$")
+_CLI_ERROR = re.compile(r"^crossdiff [\w-]+: error: ")
+_MAX_CHARS = 600
+
+
+@dataclass
+class FailedJob:
+    rule: str
+    wildcards: str = ""
+    logs: list[str] = field(default_factory=list)
+
+
+def failed_jobs(main_log: str) -> list[FailedJob]:
+    """The failed jobs of a Snakemake main log, in order (each job once)."""
+    jobs: list[FailedJob] = []
+    current: FailedJob | None = None
+    for line in main_log.splitlines():
+        m = _ERROR_IN_RULE.match(line)
+        if m:
+            current = FailedJob(m.group(1))
+            jobs.append(current)
+            continue
+        if current is None:
+            continue
+        f = _FIELD.match(line)
+        if not f:
+            if line.strip() and not line.startswith(" "):
+                current = None  # the block ended
+            continue
+        key, value = f.groups()
+        if key == "wildcards":
+            current.wildcards = value.strip()
+        elif key == "log":
+            value = value.split(" (check log file", 1)[0]
+            current.logs = [v.strip() for v in value.split(", ") if v.strip()]
+    unique: dict[tuple, FailedJob] = {}
+    for j in jobs:  # a retried job fails several times: report it once
+        unique.setdefault((j.rule, j.wildcards, tuple(j.logs)), j)
+    return list(unique.values())
+
+
+def error_line(log_path: str | Path, workdir: str | Path = ".") -> str:
+    """The line of a job log that says what went wrong."""
+    p = Path(log_path)
+    if not p.is_absolute():
+        p = Path(workdir) / p
+    try:
+        lines = [line.rstrip() for line in p.read_text(errors="replace").splitlines()]
+    except OSError as exc:
+        return f"(log not readable: {exc.strerror or exc})"
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        return "(the log is empty)"
+    cli = [line for line in lines if _CLI_ERROR.match(line)]
+    if cli:
+        line = cli[-1]
+    elif any(line.startswith("Traceback (most recent call last)") for line in lines):
+        line = next((x for x in reversed(lines) if not x.startswith((" ", "\t"))), lines[-1])
+    else:
+        line = lines[-1]
+    return line if len(line) <= _MAX_CHARS else line[:_MAX_CHARS] + " ..."
+
+
+def summary(main_logs, workdir: str | Path = ".") -> str:
+    """One line per failed job of the run whose main log(s) are ``main_logs``; empty when none is found."""
+    jobs: list[FailedJob] = []
+    for path in [main_logs] if isinstance(main_logs, (str, Path)) else list(main_logs or []):
+        try:
+            jobs += failed_jobs(Path(path).read_text(errors="replace"))
+        except OSError:
+            continue
+    if not jobs:
+        return ""
+    out = [f"crossdiff: {len(jobs)} job(s) failed:"]
+    for j in jobs:
+        where = f"{j.rule} ({j.wildcards})" if j.wildcards else j.rule
+        if not j.logs:
+            out.append(f"  {where}: no log file (see Snakemake's message above)")
+            continue
+        for log in j.logs:
+            out.append(f"  {where}: {error_line(log, workdir)}")
+            out.append(f"      full log: {log}")
+    return "\n".join(out)
+
+
+def print_summary(main_logs, workdir: str | Path = ".", stream=None) -> None:
+    """The ``onerror`` handler's body; never raises (the run has failed already)."""
+    try:
+        text = summary(main_logs, workdir)
+    except Exception as exc:  # noqa: BLE001 - a summary must not hide Snakemake's own error
+        text = f"crossdiff: could not summarise the failed jobs ({type(exc).__name__}: {exc})"
+    if text:
+        print(text, file=stream or sys.stderr, flush=True)
