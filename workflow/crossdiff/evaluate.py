@@ -28,7 +28,16 @@ dtype            "auto"     "auto" = float32 on CPU, bfloat16 on CUDA; or an exp
 max_length       null       model context length override
 limit            null       score only the first N items per bin (debugging only)
 model_args       {}         extra keyword arguments for the lm-eval model class
+seed             42         sampling seed of the backend (vllm; greedy decoding either way)
+tensor_parallel  "auto"     vllm: GPUs per model replica ("auto" = all GPUs of the job / data_parallel)
+data_parallel    1          vllm: model replicas, each on tensor_parallel GPUs
+gpu_memory_util  0.9        vllm: share of each GPU's memory for weights + KV cache
+max_model_len    null       vllm: context length (null = the model's; also set by max_length)
 ===============  =========  ==============================================================
+
+The job's GPUs are those in ``CUDA_VISIBLE_DEVICES`` (set by ``crossdiff gpu-run`` and SLURM from
+``resources.evaluate.gpu``); :func:`vllm_model_args` maps settings + GPU count to lm-eval's VLLM
+arguments and refuses a layout that does not use exactly the job's GPUs.
 """
 
 from __future__ import annotations
@@ -56,6 +65,11 @@ DEFAULTS = {
     "max_length": None,
     "limit": None,
     "model_args": {},
+    "seed": 42,
+    "tensor_parallel": "auto",
+    "data_parallel": 1,
+    "gpu_memory_util": 0.9,
+    "max_model_len": None,
 }
 
 #: number of model loads done by :func:`load_lm` in this process (tests assert one per checkpoint)
@@ -123,7 +137,55 @@ def resolve_settings(settings: dict | None) -> dict:
     s = {**DEFAULTS, **settings}
     if s["backend"] not in ("hf", "vllm"):
         raise CrossdiffError(f"evaluation settings.backend: expected 'hf' or 'vllm', got {s['backend']!r}")
+    if not (s["tensor_parallel"] == "auto" or (isinstance(s["tensor_parallel"], int) and s["tensor_parallel"] >= 1)):
+        raise CrossdiffError(f"evaluation settings.tensor_parallel: expected 'auto' or an integer >= 1, got {s['tensor_parallel']!r}")
+    if not (isinstance(s["data_parallel"], int) and s["data_parallel"] >= 1):
+        raise CrossdiffError(f"evaluation settings.data_parallel: expected an integer >= 1, got {s['data_parallel']!r}")
+    if not (isinstance(s["gpu_memory_util"], (int, float)) and 0 < s["gpu_memory_util"] <= 1):
+        raise CrossdiffError(f"evaluation settings.gpu_memory_util: expected a number in (0, 1], got {s['gpu_memory_util']!r}")
     return s
+
+
+def visible_gpus() -> int:
+    """GPUs this job may use: CUDA_VISIBLE_DEVICES when set (gpu-run, SLURM), else all CUDA devices."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return len([d for d in env.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except ImportError:
+        return 0
+
+
+def vllm_model_args(model_path, s: dict, n_gpus: int) -> dict:
+    """lm-eval ``VLLM`` keyword arguments from evaluation settings and the job's GPU count."""
+    if n_gpus < 1:
+        raise CrossdiffError("evaluation settings.backend is 'vllm' but this job sees no GPU "
+                             "(resources.evaluate.gpu must be >= 1; CUDA_VISIBLE_DEVICES is empty)")
+    dp = s["data_parallel"]
+    tp = s["tensor_parallel"]
+    if tp == "auto":
+        if n_gpus % dp:
+            raise CrossdiffError(f"evaluation settings.data_parallel {dp} does not divide the job's {n_gpus} GPU(s)")
+        tp = n_gpus // dp
+    if tp * dp != n_gpus:
+        raise CrossdiffError(f"evaluation settings: tensor_parallel {tp} x data_parallel {dp} = {tp * dp} GPU(s), "
+                             f"but the job has {n_gpus} (resources.evaluate.gpu); make them match")
+    dtype = s["dtype"] if s["dtype"] != "auto" else "bfloat16"
+    if s["max_length"] and s["max_model_len"] and s["max_length"] != s["max_model_len"]:
+        raise CrossdiffError("evaluation settings: max_length and max_model_len differ; set one")
+    args = {"pretrained": str(model_path), "dtype": dtype, "batch_size": s["batch_size"],
+            "tensor_parallel_size": tp, "data_parallel_size": dp, "gpu_memory_utilization": float(s["gpu_memory_util"]),
+            "seed": int(s["seed"])}
+    if s["max_model_len"] or s["max_length"]:
+        args["max_model_len"] = int(s["max_model_len"] or s["max_length"])
+    extra = dict(s["model_args"])
+    clash = sorted(set(extra) & set(args))
+    if clash:
+        raise CrossdiffError(f"evaluation settings.model_args repeats {clash}; set them with their own keys")
+    return {**args, **extra}
 
 
 def load_lm(model_path, s: dict):
@@ -145,11 +207,16 @@ def load_lm(model_path, s: dict):
         kwargs["max_length"] = s["max_length"]
     t0 = time.time()
     if s["backend"] == "vllm":
-        try:
-            from lm_eval.models.vllm_causallms import VLLM
-        except ImportError as exc:
-            raise CrossdiffError(f"evaluation settings.backend is 'vllm' but vllm is not importable: {exc}") from None
-        lm = VLLM(pretrained=str(model_path), dtype=dtype, batch_size=s["batch_size"], **kwargs)
+        from importlib.util import find_spec
+
+        if find_spec("vllm") is None:
+            raise CrossdiffError("evaluation settings.backend is 'vllm' but vllm is not installed "
+                                 "(pip install -r envs/requirements-gpu.txt)")
+        from lm_eval.models.vllm_causallms import VLLM
+
+        args = vllm_model_args(model_path, s, visible_gpus())
+        device, dtype = f"cuda x{args['tensor_parallel_size'] * args['data_parallel_size']}", args["dtype"]
+        lm = VLLM(**args)
     else:
         from lm_eval.models.huggingface import HFLM
 
