@@ -300,17 +300,30 @@ def extract_v1(path: Path, label: str, s: Settings) -> list[tuple[str, int]]:
         raise CrossdiffError(f"{path}: item_key {s.item_key!r} is not a column; use 'row' (row position) or one of "
                              f"{', '.join(df.columns)}")
     fields = {}
-    if s.item_key != "row":  # text keys: keep what tells twin items apart (import-responses matches them)
+    if s.item_key != "row":
+        # text keys: rows sharing their text with another row of the file (twin items) keep what tells them
+        # apart, for import-responses to match; the others need nothing (a 25-shot full_prompt is ~10 kB a row)
+        norm = [" ".join(str(k).split()) for k in keys]
+        seen = Counter(norm)
+        shared = [i for i, k in enumerate(norm) if seen[k] > 1]
         for c in V1_ROW_FIELDS:
-            if c in df.columns:
-                fields[c] = [None if v is None else json.dumps(v, default=str) for v in df[c].to_list()]
+            if c in df.columns and shared:
+                col = df[c]
+                fields[c] = {i: None if col[i] is None else json.dumps(_plain(col[i]), default=str) for i in shared}
     out = []
     for i, (k, v) in enumerate(zip(keys, values)):
         if v is None:
             continue
         out.append((_item(label, k), correctness(v, s.metric, s.threshold, f"{path}: row {i}"), i,
-                    *(fields[c][i] if c in fields else None for c in V1_ROW_FIELDS)))
+                    *(fields[c].get(i) if c in fields else None for c in V1_ROW_FIELDS)))
     return out
+
+
+def _plain(value):
+    """A parquet cell as plain JSON-able Python (polars gives lists as Series)."""
+    if isinstance(value, pl.Series):
+        return [_plain(v) for v in value.to_list()]
+    return value
 
 
 # ---------------------------------------------------------------------------------- errors, retries
