@@ -232,3 +232,11 @@ def test_paper_config_collects_imports_and_bins_all_six_datasets_from_real_layou
     assert gstats["rows_by_text"] == 6 * len(gsm) and gstats["rows_twin_dropped"] == 0
     plan_json = json.loads((wd / "results/leaderboard/math.plan.json").read_text())
     assert plan_json["models"] == 6 and plan_json["files"] == 6 * 3 and plan_json["cached_files"] == 6 * 3
+    # the collection summaries are in the report, with their caption
+    import zipfile
+
+    snakemake(wd, "--report", str(wd / "report.zip"), *targets[:2])
+    with zipfile.ZipFile(wd / "report.zip") as z:
+        names = z.namelist()
+        html = z.read("report/report.html").decode()
+    assert any(n.endswith("arc.summary.csv") for n in names) and "Collection of" in html

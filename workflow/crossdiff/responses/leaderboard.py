@@ -616,7 +616,8 @@ def summary_table(report: dict) -> pl.DataFrame:
                                                                f"{report['reference_items']} items missing"))
     if report["models_pending"]:
         rows.append(("pending", "max_models", report["models_pending"], ""))
-    rows.append(("in matrix", "", report["output_models"], f"{report['output_items']} items, {report['output_rows']} responses"))
+    what = "distinct keys, matched to items at import" if report["reference"].endswith("(text keys)") else "items"
+    rows.append(("in matrix", "", report["output_models"], f"{report['output_items']} {what}, {report['output_rows']} responses"))
     return pl.DataFrame(rows, schema={"outcome": pl.Utf8, "reason": pl.Utf8, "models": pl.Int64, "example": pl.Utf8},
                         orient="row")
 
