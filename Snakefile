@@ -44,6 +44,7 @@ localrules:
     prepare_items,
     simulate_leaderboard,
     collect_leaderboard,
+    plan_leaderboard,
     build_base_model,
     make_bins,
     bin_stability,

@@ -101,3 +101,142 @@ def test_difficulty_half_from_the_leaderboard_through_a_local_hub(tmp_path):
     assert (tmp_path / "cache" / "bbh" / "manifest.jsonl").exists()
     bins = pl.read_parquet(wd / "results/bins/bbh/bins.parquet")
     assert bins.height == matrix["item_id"].n_unique() and bins["bin"].n_unique() == 3
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def test_paper_config_collects_imports_and_bins_all_six_datasets_from_real_layouts(tmp_path):
+    """config/paper.yaml's six `responses` sections, unchanged, against a loopback hub serving the real
+    layouts (tests/leaderboard_layouts.py): both contents datasets, v1 parquet (later columns, July-2023
+    flat columns with native ids, ARC twins, an org-less model), v2 samples as .jsonl, .json lines and a
+    JSON array, MATH's real file names, paginated listings. Few models and items; no fine-tuning."""
+    import yaml
+
+    import leaderboard_layouts as L
+    from hub_server import FakeHub, FakeRepo
+
+    from conftest import REPO
+
+    rng = np.random.default_rng(7)
+    root = tmp_path / "items"
+    root.mkdir()
+    # ---- items in each dataset's hub schema
+    arc = L.arc_rows(16)
+    (root / "arc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in arc))
+    gsm = [{"question": f"Tom has {i} apples and buys {i + 3} more. How many now?",
+            "answer": f"He has {i}+{i + 3}=<<{i}+{i + 3}={2 * i + 3}>>{2 * i + 3}.\n#### {2 * i + 3}"} for i in range(18)]
+    (root / "gsm8k.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gsm))
+    mmlu = [{"question_id": i, "question": f"MMLU-Pro question {i}?", "options": [f"o{k}" for k in range(10)],
+             "answer": "C", "answer_index": 2, "category": "math", "src": "x"} for i in range(18)]
+    (root / "mmlu_pro.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mmlu))
+    subs = {"bbh": {"boolean_expressions": 8, "navigate": 8}, "math": {"counting_and_probability": 8, "number_theory": 6, "algebra": 5},
+            "musr": {"murder_mysteries": 6, "team_allocation": 8}}
+    for name, per in subs.items():
+        (root / name).mkdir()
+        for sub, n in per.items():
+            if name == "bbh":
+                rows = [{"input": f"{sub} q{i}", "target": "True"} for i in range(n)]
+            elif name == "math":  # level-5 rows, with one of level 4 that MATH-hard excludes
+                rows = [{"problem": f"{sub} p{i}", "solution": f"so \\boxed{{{i}}}", "level": "Level 5", "type": sub}
+                        for i in range(n)] + [{"problem": "easy", "solution": "\\boxed{1}", "level": "Level 4", "type": sub}]
+            else:
+                rows = [{"narrative": f"story {i}", "question": f"{sub} who?", "choices": "['a', 'b', 'c']",
+                         "answer_index": i % 3} for i in range(n)]
+            (root / name / f"{sub}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    math_files = {"counting_and_probability": "counting_and_prob_hard", "number_theory": "num_theory_hard",
+                  "algebra": "algebra_hard"}
+
+    # ---- models: v1-only (one without an org), v2-only (the paper's generation), both
+    v1_models = ["gpt2", "old/llama-7b", "old/falcon-7b", "both/mistral-7b", "both/yi-6b", "old/pythia-1b"]
+    v2_models = ["Qwen/Qwen2.5-7B-Instruct", "meta-llama/Llama-3.2-1B-Instruct", "both/mistral-7b", "both/yi-6b",
+                 "new/phi-3", "new/gemma-2b"]
+    theta = {m: rng.normal() for m in set(v1_models) | set(v2_models)}
+
+    def answers(model, n, key):
+        b = np.random.default_rng(abs(hash(key)) % 2**32).normal(size=n)
+        r = np.random.default_rng(abs(hash((model, key))) % 2**32).random(n)
+        return [int(x) for x in (r < _sigmoid(theta[model] - b))]
+
+    repos = {"open-llm-leaderboard-old/contents": FakeRepo(L.contents(v1_models)),
+             "open-llm-leaderboard/contents": FakeRepo(L.contents(v2_models))}
+    order = [(7 * k + 2) % len(arc) for k in range(len(arc))]  # a permutation: the leaderboard's own order
+    for j, m in enumerate(v1_models):
+        a = answers(m, len(arc), "arc")
+        if m == "old/falcon-7b":  # July 2023: native ids, flat columns
+            arc_file = L.v1_july2023([{"example": arc[k]["id"], "correct": a[k]} for k in order])
+            run_dir = run_file = "2023-07-19T10:23:04.912913"
+        else:
+            arc_file = L.v1_later(L.arc_v1_rows(arc, a, ("full", "gold", "bare")[j % 3], order), "acc_norm")
+            run_dir, run_file = "2023-11-07T07:11:46.594603", "2023-11-07T07-11-46.594603"
+        g = answers(m, len(gsm), "gsm8k")
+        gsm_file = L.v1_later([{"example": gsm[k]["question"], "correct": g[k]} for k in reversed(range(len(gsm)))], "acc")
+        repos[L.v1_repo_name(m)] = FakeRepo(L.v1_repo_files(run_dir, run_file, {"arc:challenge|25": arc_file,
+                                                                                "gsm8k|5": gsm_file}))
+    for j, m in enumerate(v2_models):
+        layout, run = (("jsonl", "2024-07-01T10-00-00.000000"), ("json-lines", "2024-06-05T10-00-00.000000"),
+                       ("json-array", "2024-05-20T10-00-00.000000"))[j % 3]
+        files = {f"{m.replace('/', '__')}/results_{run}.json": b"{}"}
+
+        def put(task, n, metric, key):
+            recs = [L.v2_record(i, metric, v) for i, v in enumerate(answers(m, n, key))][::-1]
+            files[L.v2_file(m, task, run, layout)] = L.v2_samples(recs, layout)
+
+        put("leaderboard_mmlu_pro", len(mmlu), "acc", "mmlu")
+        for sub, n in subs["bbh"].items():
+            put(f"leaderboard_bbh_{sub}", n, "acc_norm", f"bbh{sub}")
+        put("leaderboard_bbh_snarks", 4, "acc_norm", "snarks")  # a subtask the item table leaves out
+        for sub, n in subs["math"].items():
+            put(f"leaderboard_math_{math_files[sub]}", n, "exact_match", f"math{sub}")
+        for sub, n in subs["musr"].items():
+            put(f"leaderboard_musr_{sub}", n, "acc_norm", f"musr{sub}")
+        repos[L.v2_repo_name(m)] = FakeRepo(files)
+
+    config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    paths = {"arc": root / "arc.jsonl", "gsm8k": root / "gsm8k.jsonl", "mmlu_pro": root / "mmlu_pro.jsonl"}
+    with FakeHub(repos, page_size=4) as hub:
+        for name, ds in config["datasets"].items():
+            ds["items"]["path"] = str(paths.get(name, root / name))
+            if name in subs:
+                ds["items"]["subtasks"] = list(subs[name])
+            ds["responses"].update(endpoint=hub.url, cache_dir=str(tmp_path / "cache"), concurrency=4)
+        config.update(models=[], filters={"min_responses_per_model": 1, "min_responses_per_item": 1},
+                      irt={**config["irt"], "stability": {"seeds": [], "engines": []}}, bins={"n_bins": 3})
+        wd = make_workdir(tmp_path / "wd", yaml.safe_dump(config))
+        targets = [f"results/bins/{d}/bins.parquet" for d in config["datasets"]]
+        snakemake(wd, "--cores", "2", *targets, env={"HF_HUB_OFFLINE": "0"})
+        asked = {p for _, p, _ in hub.requests}
+        plan = snakemake(wd, "--cores", "1", "results/leaderboard/math.plan.json", env={"HF_HUB_OFFLINE": "0"})
+    assert plan.returncode == 0
+    # each version asked its own contents dataset's models only
+    assert not any("Qwen" in p for p in asked if "open-llm-leaderboard-old/" in p)
+    assert not any("details_old__" in p or "gpt2" in p for p in asked if "open-llm-leaderboard/" in p)
+    for name in config["datasets"]:
+        bins = pl.read_parquet(wd / f"results/bins/{name}/bins.parquet")
+        assert bins.height > 3 and bins["bin"].n_unique() == 3, name
+        summary = pl.read_csv(wd / f"results/leaderboard/{name}.summary.csv")
+        done = summary.filter(pl.col("outcome") == "done")["models"][0]
+        assert done == 6, (name, summary)
+    math = pl.read_parquet(wd / "results/responses/math.parquet")
+    assert {i.split("/")[0] for i in math["item_id"]} == set(math_files.values())
+    assert pl.read_parquet(wd / "results/responses/bbh.parquet")["item_id"].str.starts_with("snarks").sum() == 0
+    stats = json.loads((wd / "results/responses/arc.stats.json").read_text())["matching"]
+    # falcon's 20 rows by native id; 5 models x 16 plain rows by text; twin pair A resolved for the
+    # two "full" and the two "gold" models, dropped for the "bare" one; pair B dropped for all five
+    assert (stats["rows_by_id"], stats["rows_by_text"], stats["rows_twin_resolved"], stats["rows_twin_dropped"]) == \
+        (20, 80, 8, 12), stats
+    dropped = pl.read_csv(wd / "results/responses/arc.dropped.csv")
+    assert dropped.filter(pl.col("reason") == "ambiguous_twin").height == 4
+    gstats = json.loads((wd / "results/responses/gsm8k.stats.json").read_text())["matching"]
+    assert gstats["rows_by_text"] == 6 * len(gsm) and gstats["rows_twin_dropped"] == 0
+    plan_json = json.loads((wd / "results/leaderboard/math.plan.json").read_text())
+    assert plan_json["models"] == 6 and plan_json["files"] == 6 * 3 and plan_json["cached_files"] == 6 * 3
+    # the collection summaries are in the report, with their caption
+    import zipfile
+
+    snakemake(wd, "--report", str(wd / "report.zip"), *targets[:2])
+    with zipfile.ZipFile(wd / "report.zip") as z:
+        names = z.namelist()
+        html = z.read("report/report.html").decode()
+    assert any(n.endswith("arc.summary.csv") for n in names) and "Collection of" in html

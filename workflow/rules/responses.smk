@@ -7,17 +7,20 @@ rule collect_leaderboard:
     output:
         matrix="results/leaderboard/{dataset}.parquet",
         report="results/leaderboard/{dataset}.report.json",
+        summary=report(
+            "results/leaderboard/{dataset}.summary.csv",
+            caption="../report/leaderboard_summary.rst",
+            category="Responses",
+            subcategory="{dataset}",
+        ),
     log:
         "logs/collect_leaderboard/{dataset}.log",
     params:
         settings=lambda wc: cli_json(dataset(wc.dataset)["responses"]),
         cache=lambda wc: f"{dataset(wc.dataset)['responses']['cache_dir']}/{wc.dataset}",
-        # coverage is checked against the item ids, unless responses are matched by item text
+        # file sizes and doc ids are checked against the item table (only sizes for text keys)
         item_table=lambda wc, input: (
-            f"--items {shlex.quote(input.item_table)}"
-            if input.item_table
-            and not dataset(wc.dataset)["responses"]["match_items_on"]
-            else ""
+            f"--items {shlex.quote(input.item_table)}" if input.item_table else ""
         ),
         models_list=lambda wc, input: (
             f"--models-list {shlex.quote(input.models_list)}"
@@ -28,7 +31,35 @@ rule collect_leaderboard:
         "crossdiff collect-leaderboard --settings {params.settings} {params.item_table} "
         "{params.models_list} --cache-dir {params.cache:q} "
         "--manifest {params.cache:q}/manifest.jsonl --output {output.matrix:q} "
-        "--report {output.report:q} > {log:q} 2>&1"
+        "--report {output.report:q} --summary {output.summary:q} > {log:q} 2>&1"
+
+
+# What a collection would download (models, files, bytes), without downloading: not part of `all`;
+# `snakemake results/leaderboard/<dataset>.plan.json` (one listing request per model).
+rule plan_leaderboard:
+    input:
+        item_table=lambda wc: items_table(wc.dataset),
+        models_list=lambda wc: dataset(wc.dataset)["responses"]["models_list"] or [],
+    output:
+        "results/leaderboard/{dataset}.plan.json",
+    log:
+        "logs/plan_leaderboard/{dataset}.log",
+    params:
+        settings=lambda wc: cli_json(dataset(wc.dataset)["responses"]),
+        cache=lambda wc: shlex.quote(
+            f"{dataset(wc.dataset)['responses']['cache_dir']}/{wc.dataset}"
+        ),
+        options=lambda wc, input: " ".join(
+            f"{flag} {shlex.quote(str(path))}"
+            for flag, path in (
+                ("--items", input.item_table),
+                ("--models-list", input.models_list),
+            )
+            if path
+        ),
+    shell:
+        "crossdiff collect-leaderboard --settings {params.settings} {params.options} "
+        "--cache-dir {params.cache} --plan {output:q} --no-progress > {log:q} 2>&1"
 
 
 rule import_responses:

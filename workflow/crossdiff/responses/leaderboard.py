@@ -18,14 +18,19 @@ files carry a ``metrics`` struct (``metrics.acc``; GSM8K: ``example, full_prompt
 metrics, gold, input_tokens, cont_tokens``). There is **no doc_id column**: rows come in the
 leaderboard's own (shuffled w.r.t. the HF split) example order, identical across models, so the
 row position is the item id (``item_key: row``, default); ``example`` holds a native id (early
-ARC files) or the rendered question (later files) and can be used instead (``item_key: example``).
+ARC files) or the rendered question (later files) and can be used instead (``item_key: example``,
+with ``match_items_on``: rows sharing their text with another row of the file, i.e. twin items, keep
+``choices``/``gold``/``gold_index``/``full_prompt`` for ``crossdiff.responses.matching``). Models
+without an org have repos like ``details_gpt2``.
 
 **v2** (June 2024 - 2025; MMLU-Pro, BBH, MATH lvl 5, MuSR, GPQA, IFEval), lm-evaluation-harness
 ``--log_samples`` output: ``open-llm-leaderboard/{org}__{model}-details``, files
-``{org}__{model}/samples_{task}_{run}.jsonl`` (``.json`` in mid-2024 runs, still JSON lines) and
+``{org}__{model}/samples_{task}_{run}.jsonl`` (``.json`` in mid-2024 runs: an indented JSON array in
+May 2024, JSON lines from 2024-05-31) and
 ``{org}__{model}/results_{run}.json``; ``run`` like ``2025-01-27T10-10-36.877664``. One file per
 subtask: ``leaderboard_bbh_boolean_expressions`` ... (24 BBH), ``leaderboard_math_algebra_hard``
-... (7 MATH subjects), ``leaderboard_musr_{murder_mysteries,object_placements,team_allocation}``,
+... (7 MATH subjects, two with short names: ``leaderboard_math_counting_and_prob_hard``,
+``leaderboard_math_num_theory_hard``; see ``crossdiff.data.adapters.LEADERBOARD_SUBTASK_FILES``), ``leaderboard_musr_{murder_mysteries,object_placements,team_allocation}``,
 ``leaderboard_mmlu_pro`` (single). Each line is an lm-eval sample: ``doc_id`` (position within
 the subtask's split), ``doc``, ``target``, ``arguments``, ``resps``, ``filtered_resps``,
 ``filter``, ``metrics`` (list of metric names), ``doc_hash``/``prompt_hash``/``target_hash``
@@ -35,8 +40,8 @@ accepted the terms on each repo's page is needed.
 
 The list of models comes from a file (``--models-list``: one ``org/model`` per line, or a
 CSV/parquet with a ``fullname``/``model_id`` column), from ``settings.models``, or from the
-leaderboard's contents dataset ``open-llm-leaderboard/contents`` (``data/train-*.parquet``,
-column ``fullname``; also ``Available on the hub``, ``Flagged``, ``Merged``...).
+version's own contents dataset (``data/train-*.parquet``, column ``fullname``): v1
+``open-llm-leaderboard-old/contents`` (about 7,300 models), v2 ``open-llm-leaderboard/contents``.
 
 References: dataset cards of ``open-llm-leaderboard/EleutherAI__pythia-1b-details`` (configs and
 ``samples_leaderboard_*_2025-01-27T10-10-36.877664.jsonl`` paths) and
@@ -46,15 +51,18 @@ and public scripts reading ``open-llm-leaderboard-old/details_Corianas__Quokka_2
 with / -> __}-details`` trees (found with the project's code search, 2026).
 
 What the collector does, per model, in a thread pool (``concurrency``): list the repo's files
-(``HfApi.list_repo_files``), pick the task's files (several runs of one model: the newest run
+(``HfApi.list_repo_tree``, following the Hub's pages), pick the task's files (several runs of one model: the newest run
 timestamp wins, per subtask), download each (``hf_hub_download`` into ``cache_dir/<model slug>/``,
 skipped when already there), extract per-item correctness with the configured metric and
-threshold, and cache the extracted table. Every finished model (done or failed, with its error)
+threshold, check each file against the item table (``check_sizes``: its size, its doc ids, the
+metric; see ``crossdiff.responses.details``), and cache the extracted table. Every finished model (done or failed, with its error)
 is appended to the manifest (JSONL, one fsync'ed line per model), so a killed run resumes where it
 stopped: models already done are not contacted again. 429 and 5xx answers (and connection errors)
 are retried with exponential backoff (``Retry-After`` honoured); a model that keeps failing is
 recorded as failed and skipped. ``HF_ENDPOINT`` and ``HF_TOKEN`` are read at run time; the token
-is never written anywhere (error texts are scrubbed of it).
+is never written anywhere (error texts are scrubbed of it). The outcome per model (done, failed by
+reason, dropped by coverage) goes to ``--summary`` (CSV, shown in the report); ``--plan`` lists
+what a collection would download without downloading (``crossdiff.responses.collect_plan``).
 """
 
 from __future__ import annotations
@@ -80,7 +88,8 @@ import polars as pl
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, write_csv, write_json, write_parquet
-from crossdiff.responses.importers import correctness, iter_samples, read_samples_file
+from crossdiff.responses.details import (V1_ROW_FIELDS, ModelFailed, available_tasks, check_file,  # noqa: F401
+                                        expected_keys, extract_v1, extract_v2, parse_file_name, select_files)
 from crossdiff.slugs import slugify
 
 SCHEMA = {"model_id": pl.Utf8, "item_id": pl.Utf8, "correct": pl.Int8}
@@ -93,13 +102,8 @@ DEFAULTS = {
            "contents_repo": "open-llm-leaderboard/contents"},
 }
 CONTENTS_REPO = DEFAULTS["v2"]["contents_repo"]
-# v1 row fields kept beside a text key (item_key other than row): they tell twin items apart at import
-V1_ROW_FIELDS = ("choices", "gold", "gold_index", "full_prompt")
 
-# run timestamps as the leaderboard writes them: 2023-08-19T16:35:46.942696 or 2024-06-26T10-00-00.123
-_TS = r"\d{4}-\d{2}-\d{2}T\d{2}[-:_]\d{2}[-:_]\d{2}(?:\.\d+)?"
-_V2_FILE = re.compile(rf"^samples_(?P<task>.+)_(?P<ts>{_TS})\.jsonl?$")
-_V1_FILE = re.compile(rf"^details_(?P<task>.+)_(?P<ts>{_TS})\.parquet$")
+
 
 _RETRY_STATUS = (429, 500, 502, 503, 504)
 
@@ -185,134 +189,6 @@ def repo_for(model_id: str, s: Settings) -> str:
     return s.repo_template.format(org=org, name=name, slug=model_id.strip().replace("/", "__"))
 
 
-# ---------------------------------------------------------------------------------- file choice
-def _norm_ts(ts: str) -> str:
-    return re.sub(r"[-:_]", "-", ts)
-
-
-def parse_file_name(path: str, version: str) -> tuple[str, str] | None:
-    """(task, run timestamp) of a samples/details file, or None for other files."""
-    m = (_V2_FILE if version == "v2" else _V1_FILE).match(path.rsplit("/", 1)[-1])
-    return (m.group("task"), _norm_ts(m.group("ts"))) if m else None
-
-
-def select_files(files: list[str], s: Settings) -> dict[str, tuple[str, str]]:
-    """subtask label ('' when single) -> (run timestamp, path): the newest run of each (sub)task."""
-    chosen: dict[str, tuple[str, str]] = {}
-    for f in files:
-        parsed = parse_file_name(f, s.version)
-        if not parsed:
-            continue
-        task, ts = parsed
-        if task == s.task:
-            label = ""
-        elif s.subtasks and task.startswith(s.task) and task[len(s.task)] in "_-|:":
-            label = task[len(s.task) + 1:]
-        else:
-            continue
-        if label not in chosen or (ts, f) > chosen[label]:
-            chosen[label] = (ts, f)
-    return chosen
-
-
-def available_tasks(files: list[str], version: str) -> list[str]:
-    return sorted({p[0] for f in files if (p := parse_file_name(f, version))})
-
-
-# ---------------------------------------------------------------------------------- extraction
-def _item(label: str, key) -> str:
-    return f"{label}/{key}" if label else str(key)
-
-
-def extract_v2(path: Path, label: str, s: Settings) -> list[tuple[str, int]]:
-    try:
-        pairs = read_samples_file(path, s.metric, s.threshold, s.item_key, s.filter)
-    except CrossdiffError as exc:
-        first = next(iter_samples(path), (0, {}))[1] if path.is_file() else {}
-        if isinstance(first, dict) and first and s.metric not in first:
-            avail = [k for k in first.get("metrics", []) if k in first]
-            raise ModelFailed("metric_absent", f"{path.name}: metric {s.metric!r} absent from the samples "
-                                               f"(they carry {', '.join(map(str, avail)) or 'no metric'})") from None
-        raise ModelFailed("bad_file", str(exc)) from None
-    return [(_item(label, key), c) for key, c in pairs]
-
-
-def check_file(keys: list, label: str, fname: str, s: Settings, expected: dict | None) -> None:
-    """A file holding another number of rows than its (sub)task's items, or other doc ids, is unusable."""
-    if not expected or not s.check_sizes:
-        return
-    want = expected.get(label)
-    if want is None:
-        return
-    where = f"{fname}{f' (subtask {label})' if label else ''}"
-    if isinstance(want, int):  # v1 / text keys: only the size is known
-        if len(keys) != want:
-            raise ModelFailed("wrong_size", f"{where}: {len(keys)} rows, the item table has {want} items")
-        return
-    n_dup = len(keys) - len(set(keys))
-    if n_dup:
-        raise ModelFailed("duplicate_ids", f"{where}: {n_dup} doc id(s) occur more than once")
-    if len(keys) != len(want):
-        raise ModelFailed("wrong_size", f"{where}: {len(keys)} samples, the item table has {len(want)} items")
-    missing = sorted(want - set(keys), key=lambda x: (len(x), x))
-    if missing:
-        raise ModelFailed("missing_doc_ids", f"{where}: doc ids {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
-                                             f"missing ({len(missing)} in all; the file carries ids the items lack)")
-
-
-def expected_keys(items_path, s: Settings) -> dict | None:
-    """label -> the doc ids (v2) or the number of rows (text keys, v1) each task file must hold."""
-    if not items_path:
-        return None
-    df = read_table(items_path, "item table")
-    if "item_id" not in df.columns:
-        raise CrossdiffError(f"{items_path}: item table lacks column 'item_id'")
-    ids = df["item_id"].cast(pl.Utf8).to_list()
-    if s.text_keys or s.version == "v1":
-        return {"": len(ids)}
-    out: dict[str, set] = {}
-    for i in ids:
-        label, _, key = i.rpartition("/") if s.subtasks else ("", "", i)
-        out.setdefault(label, set()).add(key)
-    return out
-
-
-def extract_v1(path: Path, label: str, s: Settings) -> list[tuple[str, int]]:
-    try:
-        df = pl.read_parquet(path)
-    except Exception as exc:
-        raise CrossdiffError(f"{path}: cannot read details parquet: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    if s.metric in df.columns:
-        values = df[s.metric].to_list()
-    elif "metrics" in df.columns and df["metrics"].dtype == pl.Struct and s.metric in [f.name for f in df["metrics"].dtype.fields]:
-        values = df["metrics"].struct.field(s.metric).to_list()
-    else:
-        avail = [c for c in ("acc", "acc_norm", "em", "qem", "f1", "mc1", "mc2") if c in df.columns]
-        if "metrics" in df.columns and df["metrics"].dtype == pl.Struct:
-            avail += [f"metrics.{f.name}" for f in df["metrics"].dtype.fields]
-        raise ModelFailed("metric_absent", f"{path.name}: metric {s.metric!r} not found; available: "
-                                           f"{', '.join(avail) or 'none'} (columns: {', '.join(df.columns)})")
-    if s.item_key == "row":
-        keys = list(range(df.height))
-    elif s.item_key in df.columns:
-        keys = df[s.item_key].cast(pl.Utf8).to_list()
-    else:
-        raise CrossdiffError(f"{path}: item_key {s.item_key!r} is not a column; use 'row' (row position) or one of "
-                             f"{', '.join(df.columns)}")
-    fields = {}
-    if s.item_key != "row":  # text keys: keep what tells twin items apart (import-responses matches them)
-        for c in V1_ROW_FIELDS:
-            if c in df.columns:
-                fields[c] = [None if v is None else json.dumps(v, default=str) for v in df[c].to_list()]
-    out = []
-    for i, (k, v) in enumerate(zip(keys, values)):
-        if v is None:
-            continue
-        out.append((_item(label, k), correctness(v, s.metric, s.threshold, f"{path}: row {i}"), i,
-                    *(fields[c][i] if c in fields else None for c in V1_ROW_FIELDS)))
-    return out
-
-
 # ---------------------------------------------------------------------------------- errors, retries
 def _status(exc: BaseException) -> tuple[int | None, object]:
     """HTTP status and response of the first HTTP error in ``exc``'s cause/context chain."""
@@ -337,12 +213,6 @@ def _is_connection_error(exc: BaseException) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
-
-
-class ModelFailed(Exception):
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
 
 
 def _scrub(text: str, token: str | None) -> str:
@@ -751,7 +621,8 @@ def summary_table(report: dict) -> pl.DataFrame:
                                                                f"{report['reference_items']} items missing"))
     if report["models_pending"]:
         rows.append(("pending", "max_models", report["models_pending"], ""))
-    rows.append(("in matrix", "", report["output_models"], f"{report['output_items']} items, {report['output_rows']} responses"))
+    what = "distinct keys, matched to items at import" if report["reference"].endswith("(text keys)") else "items"
+    rows.append(("in matrix", "", report["output_models"], f"{report['output_items']} {what}, {report['output_rows']} responses"))
     return pl.DataFrame(rows, schema={"outcome": pl.Utf8, "reason": pl.Utf8, "models": pl.Int64, "example": pl.Utf8},
                         orient="row")
 

@@ -193,61 +193,62 @@ def match_rows(df: pl.DataFrame, items: pl.DataFrame, column: str, path, items_p
             f"and match no native id ({id_column!r} column{'' if by_id else ' absent'}); text read through "
             f"responses.match_template {template!r}; matched against {items_path} with responses.match_items_on = {column!r}")
 
-    counts = {"rows_by_id": 0, "rows_by_text": 0, "rows_twin_resolved": 0, "rows_twin_dropped": 0}
-    out_model, out_item, out_correct = [], [], []
-    twin_rows: dict[str, list[tuple[int, str]]] = defaultdict(list)  # twin item -> (row index, why)
-    resolved_by = defaultdict(int)
-    rows = df.to_dicts()
-    assigned: dict[tuple[str, str], list[int]] = defaultdict(list)
-    target: list[str | None] = [None] * len(rows)
-    for i, r in enumerate(rows):
-        how, what = key_how[r["item_id"]]
-        if how == "id":
-            target[i] = what
-            counts["rows_by_id"] += 1
-        elif len(what) == 1:
-            target[i] = what[0].item_id
-            counts["rows_by_text"] += 1
-        else:
-            hit, why = resolve_twin(r, what)
-            if hit is None:
-                counts["rows_twin_dropped"] += 1
-                for c in what:
-                    twin_rows[c.item_id].append((i, why))
-                continue
-            target[i] = hit.item_id
-            resolved_by[why] += 1
-            counts["rows_twin_resolved"] += 1
-        assigned[(r["model_id"], target[i])].append(i)
-    # two rows of one model on one item: the mapping is wrong for them, drop both
-    for (model, item), idx in assigned.items():
-        if len(idx) > 1:
-            for i in idx:
-                how, what = key_how[rows[i]["item_id"]]
-                if how == "text" and len(what) > 1:
-                    counts["rows_twin_resolved"] -= 1
-                    counts["rows_twin_dropped"] += 1
-                    for c in what:
-                        twin_rows[c.item_id].append((i, f"{len(idx)} rows of {model} resolve to one item"))
-                    target[i] = None
-    still = [(model, item, idx) for (model, item), idx in assigned.items() if len([i for i in idx if target[i]]) > 1]
-    if still:
-        model, item, idx = still[0]
-        raise CrossdiffError(f"{path}: {len(idx)} response rows of model {model!r} map to item {item!r} through "
-                             f"{column!r} (keys {sorted({rows[i]['item_id'][:60] for i in idx})}); expected one row per item")
-    for i, r in enumerate(rows):
-        if target[i] is not None:
-            out_model.append(r["model_id"])
-            out_item.append(target[i])
-            out_correct.append(r["correct"])
-    out = pl.DataFrame({"model_id": out_model, "item_id": out_item, "correct": out_correct},
-                       schema={"model_id": pl.Utf8, "item_id": pl.Utf8, "correct": df.schema["correct"]})
-    kept_items = set(out_item)
+    # rows of keys with one item: a join (millions of rows at full scale); rows of twin keys: one by one
+    direct = {k: (how, what if how == "id" else what[0].item_id) for k, (how, what) in key_how.items()
+              if how == "id" or len(what) == 1}
+    keymap = pl.DataFrame({"item_id": list(direct), "_how": [h for h, _ in direct.values()],
+                           "_target": [t for _, t in direct.values()]},
+                          schema={"item_id": pl.Utf8, "_how": pl.Utf8, "_target": pl.Utf8})
+    joined = df.with_row_index("_row").join(keymap, on="item_id", how="left")
+    simple = joined.filter(pl.col("_target").is_not_null())
+    counts = {"rows_by_id": int((simple["_how"] == "id").sum()), "rows_by_text": int((simple["_how"] == "text").sum()),
+              "rows_twin_resolved": 0, "rows_twin_dropped": 0}
+    twin_rows: dict[str, list[tuple[str, str]]] = defaultdict(list)  # twin item -> (model, why)
+    resolved_by: dict[str, int] = defaultdict(int)
+    twin_targets, twin_idx, twin_why = [], [], {}
+    twin_df = joined.filter(pl.col("_target").is_null())
+    for r in twin_df.iter_rows(named=True):
+        cands = key_how[r["item_id"]][1]
+        hit, why = resolve_twin(r, cands)
+        if hit is None:
+            counts["rows_twin_dropped"] += 1
+            for c in cands:
+                twin_rows[c.item_id].append((r["model_id"], why))
+            continue
+        twin_idx.append(r["_row"])
+        twin_targets.append(hit.item_id)
+        twin_why[r["_row"]] = why
+    resolved = twin_df.join(pl.DataFrame({"_row": twin_idx, "_hit": twin_targets},
+                                         schema={"_row": twin_df.schema["_row"], "_hit": pl.Utf8}), on="_row")
+    resolved = resolved.with_columns(pl.col("_hit").alias("_target"), pl.lit("twin").alias("_how")).drop("_hit")
+    out = pl.concat([simple.select("_row", "model_id", "_target", "correct", "_how"),
+                     resolved.select("_row", "model_id", "_target", "correct", "_how")])
+    # two rows of one model on one item: a twin row among them is the wrong one (drop it); else stop
+    clash = out.filter(pl.len().over("model_id", "_target") > 1)
+    bad_twins = clash.filter(pl.col("_how") == "twin")
+    for r in bad_twins.iter_rows(named=True):
+        src = joined.row(r["_row"], named=True)["item_id"]
+        for c in key_how[src][1]:
+            twin_rows[c.item_id].append((r["model_id"], "two rows of the model resolve to one item"))
+    out = out.join(bad_twins.select("_row"), on="_row", how="anti")
+    still = out.filter(pl.len().over("model_id", "_target") > 1)
+    if still.height:
+        r = still.row(0, named=True)
+        keys = sorted({joined.row(i, named=True)["item_id"][:60] for i in still.filter(
+            (pl.col("model_id") == r["model_id"]) & (pl.col("_target") == r["_target"]))["_row"].to_list()})
+        raise CrossdiffError(f"{path}: {still.height} response rows of model {r['model_id']!r} map to item "
+                             f"{r['_target']!r} through {column!r} (keys {keys}); expected one row per item")
+    for i in set(twin_why) - set(bad_twins["_row"].to_list()):
+        resolved_by[twin_why[i]] += 1
+    counts["rows_twin_resolved"] = len(twin_idx) - bad_twins.height
+    counts["rows_twin_dropped"] += bad_twins.height
+    out = out.sort("_row").select("model_id", pl.col("_target").alias("item_id"), "correct")
+    kept_items = set(out["item_id"].unique().to_list())
     dropped = []
     for item_id in sorted(twin_rows):
         entries = twin_rows[item_id]
-        twins = sorted({c.item_id for i, _ in entries for c in key_how[rows[i]["item_id"]][1]} - {item_id})
-        models = {rows[i]["model_id"] for i, _ in entries}
+        twins = sorted({c.item_id for cs in texts.values() if any(c.item_id == item_id for c in cs) for c in cs} - {item_id})
+        models = {m for m, _ in entries}
         reasons = sorted({why for _, why in entries})
         dropped.append({"kind": "responses" if item_id in kept_items else "item", "id": item_id, "reason": "ambiguous_twin",
                         "detail": f"same {column} as {', '.join(twins)}; {len(entries)} row(s) of {len(models)} model(s) "
