@@ -231,3 +231,40 @@ def test_curriculum_trains_in_order(tiny, order):
     assert loader_prompts(False) == prompts  # trained in curriculum order
     shuffled = loader_prompts(True)
     assert sorted(shuffled) == sorted(prompts) and shuffled != prompts  # the default shuffles
+
+
+# ------------------------------------------------------------------------------ size x difficulty
+def test_best_train_bin_per_size_with_interval(tmp_path):
+    """Constructed: at n=10 bin 0 is clearly best, at n=40 bin 2 is; the figure and table follow."""
+    from crossdiff.sizes import best_bins, plot
+
+    rng = np.random.default_rng(0)
+    bins = pl.DataFrame({"item_id": [f"t{i}" for i in range(90)], "difficulty": np.arange(90.0), "bin": [i // 30 for i in range(90)]})
+    bins.write_parquet(tmp_path / "bins.parquet")
+    base = {t: rng.integers(0, 2, 50) for t in range(3)}
+
+    def run(label, t, extra, d):
+        c = base[t].copy()
+        zeros = np.flatnonzero(c == 0)
+        c[zeros[:extra]] = 1
+        d.mkdir(exist_ok=True)
+        return _write(d, label, t, c)
+
+    paths = [run("zero-shot", t, 0, tmp_path / "zs") for t in range(3)]
+    gains = {10: {0: 12, 1: 4, 2: 0}, 40: {0: 2, 1: 5, 2: 14}, None: {0: 1, 1: 6, 2: 16}}
+    for n, per_bin in gains.items():
+        for b, g in per_bin.items():
+            for seed in (1, 2):
+                label = f"{b}" + (f"-n{n}" if n else "") + f"-seed{seed}"
+                paths += [run(label, t, g + seed, tmp_path / label) for t in range(3)]
+    best, acc = best_bins(paths, tmp_path / "bins.parquet", {"n_boot": 300})
+    rows = {r["train_size"]: r for r in best.iter_rows(named=True)}
+    assert sorted(rows) == [10, 30, 40]  # the full-size run's n is its bin's training count
+    assert rows[10]["best_train_bin"] == 0 and rows[40]["best_train_bin"] == 2 and rows[30]["best_train_bin"] == 2
+    assert rows[10]["best_lo"] <= 0 <= rows[10]["best_hi"] and rows[10]["best_share"] > 0.8
+    overall = acc.filter((pl.col("test") == "overall") & (pl.col("train_size") == 10) & (pl.col("train_bin") == 0))
+    expected = np.mean([np.concatenate([np.r_[base[t]] for t in range(3)]).mean() + 3 * (12 + s) / 150 for s in (1, 2)])  # +12+seed per test bin
+    assert overall["accuracy"][0] == pytest.approx(expected)
+    written = plot(best, acc, tmp_path / "fig", "d")
+    assert [p.split("fig/")[1] for p in written] == ["m/size_difficulty.png", "best_train_bin.png"]
+    assert all((tmp_path / "fig" / p.split("fig/")[1]).stat().st_size > 10_000 for p in written)

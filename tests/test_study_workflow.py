@@ -90,3 +90,83 @@ def test_report_shows_heatmaps(study):
     snakemake(study, "--report", "results/report.html")
     html = (study / "results/report.html").read_text(errors="replace")
     assert "gain.png" in html and "accuracy.png" in html and "histogram.png" in html
+
+
+# ------------------------------------------------------------------ study designs (issue 12)
+DESIGNS = STUDY.replace("bins: {n_bins: 3}", """bins: {n_bins: 3, holdout_fraction: 0.2}
+study:
+  train_bins: [0, 2]
+  train_sets:
+    easy: {bins: [0, 1], size: 10}
+    up: {bins: all, size: 12, order: easy_to_hard}
+  train_sizes: [8, null]
+  seeds: [1, 2]""").replace("gpu: 1", "gpu: 0")
+
+
+def test_planned_jobs_are_the_product_of_sets_sizes_and_seeds(tmp_path):
+    wd = make_workdir(tmp_path, DESIGNS.replace("LOCKS", str(tmp_path / "locks")))
+    jobs = planned_jobs(snakemake(wd, "-n", "--cores", "1"))
+    runs = (2 + 2) * 2 * 2  # (train bins + train sets) x sizes x seeds
+    assert jobs["finetune"] == runs and jobs["evaluate_checkpoint"] == runs
+    assert jobs["make_sft_data"] == 2  # full-size single bins keep today's rule and path
+    assert jobs["make_train_set"] == 2 + 2 * 2  # bins at n=8; sets at n=8 and at their own size
+    assert jobs["make_task"] == 3 and jobs["evaluate_zero_shot"] == 1 and jobs["size_difficulty"] == 1
+    # one cell is a target that builds only what it needs: one training set, one fine-tune, one evaluation
+    cell = "results/eval/tiny/mini/set-up-n8-seed2/bin1.json"
+    proc = snakemake(wd, "-n", "-p", "--cores", "1", cell)
+    assert planned_jobs(proc) == {
+        "prepare_items": 1, "simulate_leaderboard": 1, "import_responses": 1, "fit_irt": 1, "make_bins": 1,
+        "build_base_model": 1, "make_train_set": 1, "finetune": 1, "make_task": 3, "evaluate_checkpoint": 1,
+    }
+    out = proc.stdout + proc.stderr
+    assert "--train-bins 0 1 2 --size 8 --order easy_to_hard" in out
+    assert "--output results/finetune/tiny/mini/set-up-n8-seed2 --settings '{\"learning_rate\": 0.0005" in out
+    assert '"seed": 2, "shuffle": false' in out
+    assert "--holdout-fraction 0.2 --holdout-seed 0" in out
+
+
+def test_default_paths_unchanged_without_designs(tmp_path):
+    wd = make_workdir(tmp_path, STUDY.replace("LOCKS", str(tmp_path / "locks")).replace("gpu: 1", "gpu: 0"))
+    proc = snakemake(wd, "-n", "-p", "--cores", "1")
+    out = proc.stdout + proc.stderr
+    for b in range(3):
+        assert f"--train results/sft/mini/bin{b}.jsonl --output results/finetune/tiny/mini/bin{b} " in out
+        assert f"--train-bin {b} " in out and f"results/eval/tiny/mini/train{b}/bin0.json" in out
+    assert "make_train_set" not in out and "--holdout-fraction" not in out and "--show-diagonal" not in out
+    assert '"shuffle"' not in out and "size_difficulty" not in out
+
+
+E2E = STUDY.replace("bins: {n_bins: 3}", """bins: {n_bins: 3, holdout_fraction: 0.2}
+study:
+  train_bins: [1]
+  train_sets:
+    up: {bins: all, size: 12, order: easy_to_hard}
+  seeds: [1, 2]""").replace("gpu: 1", "gpu: 0").replace("num_train_epochs: 1", "num_train_epochs: 1, max_steps: 2")
+
+
+def test_designs_end_to_end_held_out_diagonal_curriculum_seeds(tmp_path):
+    wd = make_workdir(tmp_path, E2E.replace("LOCKS", str(tmp_path / "locks")))
+    snakemake(wd, "--cores", "2", timeout=900)
+    bins = pl.read_parquet(wd / "results/bins/mini/bins.parquet")
+    held = bins.filter(pl.col("heldout"))
+    table = pl.read_parquet(wd / "results/tables/results.parquet")
+    # every cell is scored on the held-out items of its test bin only
+    for t in range(3):
+        assert (table.filter(pl.col("test_bin") == t)["n_items"] == held.filter(pl.col("bin") == t).height).all()
+    train = [json.loads(x) for x in (wd / "results/sft/mini/bin1.jsonl").read_text().splitlines()]
+    assert len(train) == bins.filter((pl.col("bin") == 1) & ~pl.col("heldout")).height
+    assert sorted(table["train_bin"].unique().to_list()) == ["1", "set-up", "zero-shot"]
+    ft = table.filter(pl.col("train_bin") != "zero-shot")
+    assert (ft["n_seeds"] == 2).all() and ft["gain_lo"].is_not_null().all()
+    diag = table.filter((pl.col("train_bin") == "1") & (pl.col("test_bin") == 1))
+    assert diag.height == 1 and diag["gain"].is_not_null().all()
+    # the curriculum ran in order, unshuffled, with the run's seed
+    m = json.loads((wd / "results/finetune/tiny/mini/set-up-seed2/train_metrics.json").read_text())
+    assert m["settings"]["shuffle"] is False and m["settings"]["seed"] == 2 and m["n_examples"] == 12
+    m1 = json.loads((wd / "results/finetune/tiny/mini/bin1-seed1/train_metrics.json").read_text())
+    assert m1["settings"]["shuffle"] is True and m1["settings"]["seed"] == 1
+    rows = [json.loads(x) for x in (wd / "results/sft/mini/set-up.jsonl").read_text().splitlines()]
+    d = dict(zip(bins["item_id"], bins["difficulty"]))
+    assert [d[r["item_id"]] for r in rows] == sorted(d[r["item_id"]] for r in rows)
+    assert not {r["item_id"] for r in rows} & set(held["item_id"])
+    assert (wd / "results/figures/mini/tiny/gain.png").stat().st_size > 10_000

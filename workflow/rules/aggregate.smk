@@ -60,7 +60,9 @@ rule size_difficulty:
         bins="results/bins/{dataset}/bins.parquet",
     output:
         figures=report(
-            expand("results/figures/{{dataset}}/{model}/size_difficulty.png", model=MODELS),
+            expand(
+                "results/figures/{{dataset}}/{model}/size_difficulty.png", model=MODELS
+            ),
             caption="../report/size_difficulty.rst",
             category="Results",
             subcategory="{dataset}",

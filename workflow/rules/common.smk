@@ -70,7 +70,10 @@ def difficulty_targets(name):
     if replicate_labels():
         out.append(f"results/bins/{name}/stability.csv")
     if dataset(name)["bins"]["by"] != "irt":
-        out += [f"results/bins/{name}/agreement.csv", f"results/figures/{name}/difficulty/agreement.png"]
+        out += [
+            f"results/bins/{name}/agreement.csv",
+            f"results/figures/{name}/difficulty/agreement.png",
+        ]
     return out
 
 
@@ -131,7 +134,9 @@ def sft_data_path(wildcards):
 def run_settings(wildcards):
     """finetune settings of one run (its seed; no shuffling for curricula); plain runs: config["finetune"]."""
     return cli_json(
-        design.finetune_settings(config["finetune"], config["study"], wildcards.run, N_BINS)
+        design.finetune_settings(
+            config["finetune"], config["study"], wildcards.run, N_BINS
+        )
     )
 
 
@@ -230,7 +235,10 @@ def study_targets():
             f"results/figures/{name}/zero_shot.png",
         ]
         if size_study():
-            out += [f"results/figures/{name}/{model}/size_difficulty.png" for model in MODELS]
+            out += [
+                f"results/figures/{name}/{model}/size_difficulty.png"
+                for model in MODELS
+            ]
             out += [
                 f"results/figures/{name}/best_train_bin.png",
                 f"results/tables/{name}/best_train_bin.csv",
