@@ -321,8 +321,12 @@ def execute(args: argparse.Namespace) -> int:
         cmd = cmd[1:]
     if not cmd:
         raise CrossdiffError("no command given: crossdiff gpu-run [options] -- CMD ARGS...")
-    p = plan(args.devices, args.count)
     env = dict(os.environ)
+    if args.count == 0:  # a job that needs no GPU (per-model resources may mix 0 and N in one rule)
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        _say("pass-through: --count 0 (no GPU; CUDA_VISIBLE_DEVICES emptied)")
+        return run_child(cmd, env)
+    p = plan(args.devices, args.count)
     if p.passthrough is not None:
         _say(f"pass-through: {p.passthrough}")
         return run_child(cmd, env)

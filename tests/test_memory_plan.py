@@ -1,0 +1,105 @@
+"""Memory plan (crossdiff/memory_plan.py) for the paper's seven models, per-model resources, and the
+dry-run stop of a fine-tune that cannot fit."""
+
+import json
+import shutil
+
+import pytest
+
+from conftest import REPO, make_workdir, snakemake
+from crossdiff.errors import CrossdiffError
+from crossdiff.memory_plan import fit_message, param_count, plan
+
+MODELS = {k: v for k, v in json.loads((REPO / "tests/fixtures/paper_models.json").read_text()).items() if not k.startswith("_")}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_parameter_count_matches_the_published_size(name):
+    cfg = MODELS[name]
+    assert param_count(cfg) == pytest.approx(cfg["params_published"], rel=0.02)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("gpus", [1, 4, 8])
+def test_state_memory_is_16_bytes_per_parameter_sharded(name, gpus):
+    """fp32 weights + fp32 gradients + two fp32 AdamW moments = 16 B/parameter, over N GPUs (FULL_SHARD)."""
+    closed_form = 16 * MODELS[name]["params_published"] / gpus / 1e9
+    est = plan(MODELS[name], gpus=gpus, batch=1, seq=4096)
+    assert est["weights_grads_optimizer_gb"] == pytest.approx(closed_form, rel=0.15)
+    assert est["total_gb"] > est["weights_grads_optimizer_gb"]
+    # pure bf16 halves it; an 8-bit optimizer saves 6 of the 16 bytes
+    assert plan(MODELS[name], gpus=gpus, master="bf16")["weights_grads_optimizer_gb"] == pytest.approx(closed_form / 2, rel=0.15)
+    assert plan(MODELS[name], gpus=gpus, optimizer="paged_adamw_8bit")["weights_grads_optimizer_gb"] == pytest.approx(
+        closed_form * 10 / 16, rel=0.15)
+
+
+def test_activation_checkpointing_and_liger_reduce_the_peak():
+    cfg = MODELS["Qwen/Qwen2.5-1.5B-Instruct"]
+    full = plan(cfg, batch=2, seq=4096, checkpointing=False)
+    ckpt = plan(cfg, batch=2, seq=4096, checkpointing=True)
+    liger = plan(cfg, batch=2, seq=4096, checkpointing=True, liger=True)
+    assert full["activations_gb"] > 5 * ckpt["activations_gb"]
+    assert liger["logits_gb"] < ckpt["logits_gb"] and liger["total_gb"] < ckpt["total_gb"]
+
+
+def test_what_fits_where():
+    q7, q14, small = MODELS["Qwen/Qwen2.5-7B-Instruct"], MODELS["Qwen/Qwen2.5-14B-Instruct"], MODELS["Qwen/Qwen2.5-1.5B-Instruct"]
+    assert fit_message("q1.5", plan(small, gpus=1, batch=2, seq=4096), 1, 80) is None
+    msg = fit_message("Qwen/Qwen2.5-14B-Instruct", plan(q14, gpus=1, batch=2, seq=4096), 1, 80)
+    assert msg and "Qwen/Qwen2.5-14B-Instruct" in msg and "1 GPU(s)" in msg and "80 GB" in msg
+    assert "models[].resources.gpu: 8" in msg
+    assert fit_message("q14", plan(q14, gpus=8, batch=1, seq=4096), 8, 80) is None
+    assert fit_message("q7", plan(q7, gpus=1, batch=1, seq=4096), 1, 80) is not None  # ~122 GB of state alone
+
+
+def test_settings_plan_uses_finetune_settings():
+    from crossdiff.finetune.settings import resolve_settings
+    from crossdiff.memory_plan import settings_plan
+
+    cfg = MODELS["meta-llama/Llama-3.1-8B-Instruct"]
+    a = settings_plan(cfg, resolve_settings({"per_device_train_batch_size": 1, "max_length": 4096}), 4)
+    b = settings_plan(cfg, resolve_settings({"per_device_train_batch_size": 4, "max_length": 4096}), 4)
+    assert b["activations_gb"] == pytest.approx(4 * a["activations_gb"])
+    assert a["gpus"] == 4
+
+
+STUDY = """
+datasets:
+  tiny:
+    items: {{source: synthetic, n_items: 40, max_ops: 2, max_digits: 2, seed: 1}}
+    responses: {{source: simulated, n_models: 30, seed: 2}}
+irt: {{engine: fast, stability: {{seeds: [], engines: []}}}}
+bins: {{n_bins: 2}}
+models:
+  - id: {big}
+    resources: {{gpu: {gpus}, mem_mb: 64000}}
+  - id: {small}
+    resources: {{gpu: 1}}
+resources:
+  finetune: {{gpu: 0, gpu_mem_gb: 80}}
+"""
+
+
+def _local_model(root, name):
+    d = root / name.replace("/", "__")
+    d.mkdir(parents=True)
+    cfg = {k: v for k, v in MODELS[name].items() if k != "params_published"}
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def test_dry_run_stops_a_finetune_that_cannot_fit_and_uses_per_model_gpus(tmp_path):
+    big = _local_model(tmp_path / "models", "Qwen/Qwen2.5-14B-Instruct")
+    small = _local_model(tmp_path / "models", "Qwen/Qwen2.5-1.5B-Instruct")
+    wf = make_workdir(tmp_path / "wf", STUDY.format(big=big, small=small, gpus=1))
+    proc = snakemake(wf, "-n", "results/finetune", check=False, timeout=300)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"model {big}: the fine-tune needs about" in text and "on 1 GPU(s)" in text and "resources.gpu: 8" in text
+    # with 8 GPUs it fits; the plan has one job per model and bin, each with its own GPU count
+    wf8 = make_workdir(tmp_path / "wf8", STUDY.format(big=big, small=small, gpus=8))
+    shutil.rmtree(wf8 / "results", ignore_errors=True)
+    proc = snakemake(wf8, "-n", "-p", check=False, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "--count 8" in out and "--count 1" in out and "--gpus 8" in out

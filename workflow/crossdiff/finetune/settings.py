@@ -1,0 +1,181 @@
+"""Fine-tuning settings (``--settings`` JSON): defaults, validation and the precision plan.
+
+Defaults follow the paper (Kordi et al. 2025) and the authors' code where they state them:
+
+=============================  ===========  =====================================================
+key                            default      meaning
+=============================  ===========  =====================================================
+num_train_epochs               5            paper
+learning_rate                  5e-6         paper
+lr_scheduler_type              "cosine"     paper
+warmup_ratio                   0.1          paper
+weight_decay                   0.1          paper
+adam_beta1, adam_beta2         0.9, 0.99    authors' code
+max_grad_norm                  1.0          gradient clipping (authors' code: 0.1)
+optim                          adamw_torch  any TrainingArguments optimizer name
+                                            (e.g. paged_adamw_8bit, the authors', needs bitsandbytes)
+bf16                           "auto"       bf16 COMPUTE (autocast / FSDP mixed precision); "auto" =
+                                            on CUDA only (on CPU bf16 is ~10x slower); true on CPU
+                                            is ignored
+master_weights                 "fp32"       dtype of the trained parameters and optimizer state;
+                                            "bf16" = pure-bf16 training, refused unless
+                                            allow_pure_bf16 (updates at lr 5e-6 fall below a bf16
+                                            weight's resolution: most weights never change)
+allow_pure_bf16                false        explicit opt-in for master_weights "bf16"
+save_dtype                     "auto"       dtype of the saved model: "auto" = bf16 when trained
+                                            with bf16 compute (what evaluation loads), else the
+                                            master dtype; or "bf16" / "fp32"
+seed                           42           paper
+per_device_train_batch_size    8
+gradient_accumulation_steps    1            ignored when global_batch_size is set
+global_batch_size              null         effective batch; accumulation = global /
+                                            (per-device batch x processes), must divide
+max_length                     1024         tokens per example (longer ones are truncated)
+max_steps                      -1           > 0 overrides epochs
+gradient_checkpointing         "auto"       activation checkpointing; "auto" = on CUDA only
+use_liger_kernel               false        Liger kernels (fused RMSNorm/SwiGLU/RoPE/linear
+                                            cross-entropy; GPU, needs liger-kernel)
+padding_free                   false        TRL padding-free batching (needs flash attention)
+attn_implementation            null         e.g. "sdpa", "flash_attention_2"; null = transformers'
+device                         "auto"       "auto" (cuda if available), "cuda" or "cpu"
+num_processes                  "auto"       processes of one job: "auto" = its GPUs (>= 1); an
+                                            integer > 1 on CPU runs gloo ranks (tests)
+sharding                       "fsdp"       engine for num_processes > 1: "fsdp" (FSDP2
+                                            FULL_SHARD, fp32 sharded master) or "ddp" (replicated)
+cpu_ram_efficient_loading      true         FSDP: only rank 0 reads the weights
+logging_steps                  1
+save_steps                     50           checkpoint every N optimizer steps
+save_total_limit               2
+keep_checkpoints               false        keep the work directory after success
+lora                           null         null = full fine-tuning; or {"r": 16, "alpha": 32,
+                                            "dropout": 0.05, "target_modules": "all-linear"}
+shuffle                        true         false = train in file order (curricula: the
+                                            trainer's sequential sampler, see crossdiff.study)
+=============================  ===========  =====================================================
+"""
+
+from __future__ import annotations
+
+from crossdiff.errors import CrossdiffError
+
+DEFAULTS: dict = {
+    "num_train_epochs": 5,
+    "learning_rate": 5e-6,
+    "lr_scheduler_type": "cosine",
+    "warmup_ratio": 0.1,
+    "weight_decay": 0.1,
+    "adam_beta1": 0.9,
+    "adam_beta2": 0.99,
+    "max_grad_norm": 1.0,
+    "optim": "adamw_torch",
+    "bf16": "auto",
+    "master_weights": "fp32",
+    "allow_pure_bf16": False,
+    "save_dtype": "auto",
+    "seed": 42,
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "global_batch_size": None,
+    "max_length": 1024,
+    "max_steps": -1,
+    "gradient_checkpointing": "auto",
+    "use_liger_kernel": False,
+    "padding_free": False,
+    "attn_implementation": None,
+    "device": "auto",
+    "num_processes": "auto",
+    "sharding": "fsdp",
+    "cpu_ram_efficient_loading": True,
+    "logging_steps": 1,
+    "save_steps": 50,
+    "save_total_limit": 2,
+    "keep_checkpoints": False,
+    "lora": None,
+    "shuffle": True,
+}
+LORA_DEFAULTS = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
+# settings that do not change what is trained: left out of the resume fingerprint
+NOT_FINGERPRINTED = {"keep_checkpoints", "save_total_limit", "save_steps", "logging_steps", "save_dtype"}
+
+PURE_BF16_MESSAGE = (
+    "finetune settings: master_weights 'bf16' trains pure-bf16 weights (parameters, gradients and AdamW "
+    "state in bf16). At the paper's lr 5e-6 an AdamW update (~lr) is below a bf16 weight's resolution "
+    "(~1.2e-4 at magnitude 0.02), so most weights never change (measured: 7.6% changed after 50 steps, "
+    "fp32 master: 100%). Use master_weights: fp32 (the default: fp32 weights and optimizer state, bf16 "
+    "compute), or set allow_pure_bf16: true to train this way anyway."
+)
+
+
+def resolve_settings(settings: dict | None) -> dict:
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise CrossdiffError(f"finetune settings: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
+    s = {**DEFAULTS, **settings}
+    if s["lora"] is not None:
+        if not isinstance(s["lora"], dict):
+            raise CrossdiffError(f"finetune settings.lora: expected null or an object, got {s['lora']!r}")
+        bad = sorted(set(s["lora"]) - set(LORA_DEFAULTS))
+        if bad:
+            raise CrossdiffError(f"finetune settings.lora: unknown key(s) {bad}; known: {sorted(LORA_DEFAULTS)}")
+        s["lora"] = {**LORA_DEFAULTS, **s["lora"]}
+    if not (isinstance(s["warmup_ratio"], (int, float)) and 0 <= s["warmup_ratio"] < 1):
+        raise CrossdiffError(f"finetune settings.warmup_ratio: expected a number in [0, 1), got {s['warmup_ratio']!r}")
+    choices = {
+        "device": ("auto", "cuda", "cpu"),
+        "master_weights": ("fp32", "bf16"),
+        "save_dtype": ("auto", "bf16", "fp32"),
+        "sharding": ("fsdp", "ddp"),
+        "bf16": ("auto", True, False),
+        "gradient_checkpointing": ("auto", True, False),
+    }
+    for key, allowed in choices.items():
+        if s[key] not in allowed:
+            raise CrossdiffError(f"finetune settings.{key}: expected one of {list(allowed)}, got {s[key]!r}")
+    n = s["num_processes"]
+    if not (n == "auto" or (isinstance(n, int) and not isinstance(n, bool) and n >= 1)):
+        raise CrossdiffError(f"finetune settings.num_processes: expected 'auto' or an integer >= 1, got {n!r}")
+    g = s["global_batch_size"]
+    if g is not None and not (isinstance(g, int) and g >= 1):
+        raise CrossdiffError(f"finetune settings.global_batch_size: expected null or an integer >= 1, got {g!r}")
+    if s["master_weights"] == "bf16" and not s["allow_pure_bf16"]:
+        raise CrossdiffError(PURE_BF16_MESSAGE)
+    return s
+
+
+def world_size(s: dict, gpus: int | None = None) -> int:
+    """Processes of the job: the setting, or (auto) the GPUs it was given, at least 1."""
+    if s["num_processes"] != "auto":
+        return int(s["num_processes"])
+    return max(1, int(gpus or 0))
+
+
+def accumulation_steps(s: dict, n_processes: int) -> int:
+    """gradient_accumulation_steps, or the one that makes global_batch_size with this many processes."""
+    g = s["global_batch_size"]
+    if g is None:
+        return int(s["gradient_accumulation_steps"])
+    per_step = s["per_device_train_batch_size"] * n_processes
+    if g % per_step:
+        raise CrossdiffError(
+            f"finetune settings.global_batch_size {g} is not a multiple of per_device_train_batch_size "
+            f"({s['per_device_train_batch_size']}) x processes ({n_processes}) = {per_step}: change one of them"
+        )
+    return g // per_step
+
+
+def precision_plan(s: dict, on_gpu: bool, bf16_supported: bool) -> dict:
+    """What trains in which dtype. Pure bf16 only with the explicit opt-in (checked in resolve_settings)."""
+    compute_bf16 = on_gpu and s["bf16"] in (True, "auto") and bf16_supported
+    if s["master_weights"] == "bf16":
+        if not on_gpu:
+            raise CrossdiffError("finetune settings: master_weights 'bf16' needs a CUDA device (on CPU training is fp32)")
+        if not bf16_supported:
+            raise CrossdiffError("finetune settings: master_weights 'bf16' but this GPU does not support bf16")
+        compute_bf16 = True
+    master = s["master_weights"] if on_gpu else "fp32"
+    save = s["save_dtype"]
+    if save == "auto":
+        save = "bf16" if compute_bf16 else master
+    mode = "pure-bf16" if master == "bf16" else ("bf16-mixed (fp32 master)" if compute_bf16 else "fp32")
+    return {"master_dtype": master, "compute_bf16": compute_bf16, "save_dtype": save, "mode": mode}

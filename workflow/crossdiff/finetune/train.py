@@ -1,0 +1,285 @@
+"""One fine-tuning process (rank): build the SFTTrainer, train (resuming), gather and save the model.
+
+Loss is on completion tokens only (``completion_only_loss=True``). Full fine-tuning by default;
+``lora`` switches to a peft LoRA adapter merged (``merge_and_unload``) before saving, so evaluation
+always loads a plain model.
+
+Precision (see settings.py): the model is loaded with fp32 parameters; on a GPU the forward and
+backward run in bf16 (Trainer ``bf16=True`` = torch autocast; under FSDP the engine's mixed
+precision casts the gathered shards to bf16 while the sharded fp32 parameters stay the master
+copy), so AdamW updates fp32 weights with fp32 moments. The saved model is cast once to
+``save_dtype`` (bf16 when trained with bf16 compute).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from crossdiff.errors import CrossdiffError
+from crossdiff.finetune.checkpoints import completion_callback, last_complete_checkpoint
+from crossdiff.finetune.settings import accumulation_steps, precision_plan
+from crossdiff.finetune.weights import changed_share, optimizer_state_dtype
+from crossdiff.io import atomic_path, write_json
+from crossdiff.prompts import PromptFormat
+from crossdiff.sft_data import check_lengths
+
+
+def choose_device(s: dict) -> str:
+    import torch
+
+    if s["device"] == "cpu":
+        return "cpu"
+    if s["device"] == "cuda" and not torch.cuda.is_available():
+        raise CrossdiffError("finetune settings.device is 'cuda' but no CUDA device is available")
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _fsdp_args(s: dict, grad_ckpt: bool) -> dict:
+    """TrainingArguments' FSDP2 settings: FULL_SHARD (reshard after forward), one unit per decoder layer
+    (the model's ``_no_split_modules``), sharded checkpoints, rank-0-only loading."""
+    return {
+        "fsdp": "full_shard auto_wrap",
+        "fsdp_config": {
+            "version": 2,
+            "reshard_after_forward": True,
+            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "state_dict_type": "SHARDED_STATE_DICT",
+            "cpu_ram_efficient_loading": bool(s["cpu_ram_efficient_loading"]),
+            "activation_checkpointing": grad_ckpt,
+        },
+    }
+
+
+def engine_for(s: dict, n_processes: int, on_gpu: bool) -> str:
+    """single | ddp | fsdp2. accelerate enables FSDP only on accelerators: CPU ranks run DDP over gloo."""
+    if n_processes <= 1:
+        return "single"
+    if s["sharding"] == "fsdp" and on_gpu:
+        if s["lora"]:
+            raise CrossdiffError("finetune settings: lora with sharding 'fsdp' is not supported; use sharding: ddp")
+        return "fsdp2"
+    return "ddp"
+
+
+def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFormat, callbacks=(), n_processes: int = 1):
+    """Construct the SFTTrainer (exposed so tests can inspect its collator and batches)."""
+    from crossdiff.base_model import offline_env
+
+    offline_env(model_path)
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    device = choose_device(s)
+    on_gpu = device == "cuda"
+    prec = precision_plan(s, on_gpu, on_gpu and torch.cuda.is_bf16_supported())
+    grad_ckpt = on_gpu and s["gradient_checkpointing"] in (True, "auto")
+    engine = engine_for(s, n_processes, on_gpu)
+    accum = accumulation_steps(s, n_processes)
+    extra = _fsdp_args(s, grad_ckpt) if engine == "fsdp2" else {}
+    # the config first: with FSDP it tells transformers (FSDP_CPU_RAM_EFFICIENT_LOADING) that only
+    # rank 0 reads the weights
+    config = SFTConfig(
+        output_dir=str(work_dir),
+        num_train_epochs=s["num_train_epochs"],
+        max_steps=s["max_steps"],
+        learning_rate=s["learning_rate"],
+        lr_scheduler_type=s["lr_scheduler_type"],
+        warmup_steps=float(s["warmup_ratio"]),  # transformers 5: a float in [0, 1) is a ratio
+        weight_decay=s["weight_decay"],
+        adam_beta1=s["adam_beta1"],
+        adam_beta2=s["adam_beta2"],
+        max_grad_norm=s["max_grad_norm"],
+        optim=s["optim"],
+        per_device_train_batch_size=s["per_device_train_batch_size"],
+        gradient_accumulation_steps=accum,
+        max_length=s["max_length"],
+        seed=s["seed"],
+        data_seed=s["seed"],
+        bf16=prec["compute_bf16"],
+        fp16=False,
+        # transformers 5 name of gradient_checkpointing; under FSDP its own (fsdp_config) is used
+        activation_checkpointing=grad_ckpt and engine != "fsdp2",
+        use_liger_kernel=bool(s["use_liger_kernel"]),
+        padding_free=bool(s["padding_free"]),
+        use_cpu=not on_gpu,
+        completion_only_loss=True,
+        train_sampling_strategy="random" if s["shuffle"] else "sequential",  # curricula keep their order
+        packing=False,
+        logging_steps=s["logging_steps"],
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=s["save_steps"],
+        save_total_limit=s["save_total_limit"],
+        save_only_model=False,
+        report_to="none",
+        dataloader_num_workers=0,
+        dataset_num_proc=None,
+        ddp_find_unused_parameters=False if engine == "ddp" else None,
+        disable_tqdm=False,
+        **extra,
+    )
+    load_dtype = torch.bfloat16 if prec["master_dtype"] == "bf16" else torch.float32
+    kwargs = {"dtype": load_dtype}
+    if s["attn_implementation"]:
+        kwargs["attn_implementation"] = s["attn_implementation"]
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
+    except OSError as exc:
+        raise CrossdiffError(f"{model_path}: cannot load model/tokenizer: {str(exc).splitlines()[0]}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    chat = fmt.use_chat(tokenizer)
+    dataset = Dataset.from_list([fmt.training_example(r, chat) for r in rows])
+    peft_config = None
+    if s["lora"]:
+        from peft import LoraConfig
+
+        lo = s["lora"]
+        peft_config = LoraConfig(
+            r=lo["r"], lora_alpha=lo["alpha"], lora_dropout=lo["dropout"],
+            target_modules=lo["target_modules"], task_type="CAUSAL_LM",
+        )
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[completion_callback(), *callbacks],
+    )
+    runtime = {
+        "device": device,
+        "bf16": prec["compute_bf16"],
+        "precision": prec["mode"],
+        "save_dtype": prec["save_dtype"],
+        "gradient_checkpointing": grad_ckpt,
+        "chat_template": chat,
+        "engine": engine,
+        "world_size": n_processes,
+        "gradient_accumulation_steps": accum,
+        "global_batch_size": s["per_device_train_batch_size"] * accum * n_processes,
+    }
+    return trainer, tokenizer, runtime
+
+
+def mean_train_loss(history: list[dict]) -> float | None:
+    """Mean training loss over every step of the run, from the logged losses (each logged loss is
+    the mean of the steps since the previous log), including steps before a resume: the Trainer's own
+    ``training_loss`` only averages the steps run by this process (0.0 when resumed at the end)."""
+    total = weight = 0.0
+    prev = 0
+    for h in history:
+        if "loss" in h and "step" in h:
+            n = max(1, int(h["step"]) - prev)
+            total += float(h["loss"]) * n
+            weight += n
+            prev = int(h["step"])
+    return total / weight if weight else None
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def assemble_metrics(*, model_path, train_path, rows, trainer, resume, wall, n_tokens_epoch, start_epoch,
+                     s, fmt, runtime, weights: dict, param_dtype, optim_dtype, lengths: dict) -> dict:
+    """Everything train_metrics.json records (add new entries here)."""
+    epochs_run = float(trainer.state.epoch or 0.0) - start_epoch
+    history = trainer.state.log_history
+    return {
+        "model": str(model_path),
+        "train_data": str(train_path),
+        "n_examples": len(rows),
+        "global_step": int(trainer.state.global_step),
+        "epochs": float(trainer.state.epoch or 0.0),
+        "resumed_from": resume,
+        "resumed_from_step": int(Path(resume).name.split("-")[-1]) if resume else None,
+        "wall_seconds": wall,
+        "train_tokens_per_epoch": n_tokens_epoch,
+        "tokens_per_second": n_tokens_epoch * epochs_run / wall if wall > 0 else None,
+        "train_loss": mean_train_loss(history),
+        "loss_curve": [
+            {"step": h["step"], "epoch": h.get("epoch"), "loss": h["loss"], "learning_rate": h.get("learning_rate")}
+            for h in history if "loss" in h
+        ],
+        "param_dtype": param_dtype,
+        "optimizer_state_dtype": optim_dtype,
+        **weights,
+        "settings": s,
+        "prompt": fmt.to_config(),
+        "lengths": lengths,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        **runtime,
+    }
+
+
+def train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s, fmt, callbacks=(), n_processes=1) -> dict | None:
+    """Train one job (this process is one rank of it); rank 0 saves the gathered model atomically.
+    Returns the metrics on rank 0, None on the other ranks."""
+    import torch
+
+    resume = last_complete_checkpoint(work_dir)
+    trainer, tokenizer, runtime = build_trainer(model_dir, rows, work_dir, s, fmt, callbacks, n_processes)
+    lengths = check_lengths(trainer, rows, fmt, s["max_length"])  # truncation counts; error or drop if no completion
+    n_tokens_epoch = sum(len(x) for x in trainer.train_dataset["input_ids"])
+    start_epoch = 0.0
+    if resume:
+        state = json.loads((Path(resume) / "trainer_state.json").read_text())
+        start_epoch = float(state.get("epoch") or 0.0)
+        print(f"resuming from {resume} (step {state.get('global_step')})", flush=True)
+    t0 = time.time()
+    if resume and int(state.get("global_step") or 0) >= int(state.get("max_steps") or 0) > 0:
+        # killed after the last checkpoint (e.g. during the final save): nothing left to train
+        # (train() would run one more step); load the checkpoint's weights and state instead
+        from transformers import TrainerState
+
+        trainer._load_from_checkpoint(resume)
+        trainer.state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
+        print(f"{resume} is the final step: saving it without training", flush=True)
+    else:
+        trainer.train(resume_from_checkpoint=resume)
+    wall = time.time() - t0
+
+    param_dtype = str(next(trainer.model.parameters()).dtype).replace("torch.", "")
+    optim_dtype = optimizer_state_dtype(trainer.optimizer)
+    if runtime["engine"] == "fsdp2":
+        state_dict = trainer.accelerator.get_state_dict(trainer.model)  # collective: gathered on rank 0
+        model = trainer.accelerator.unwrap_model(trainer.model)
+    else:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if s["lora"]:
+            model = model.merge_and_unload()
+        state_dict = model.state_dict()
+    metrics = None
+    if _is_main():
+        weights = changed_share(state_dict, model_dir)
+        dtype = torch.bfloat16 if runtime["save_dtype"] == "bf16" else torch.float32
+        state_dict = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state_dict.items()}
+        model.config.dtype = dtype
+        metrics = assemble_metrics(
+            model_path=model_path, train_path=train_path, rows=rows, trainer=trainer, resume=resume, wall=wall,
+            n_tokens_epoch=n_tokens_epoch, start_epoch=start_epoch, s=s, fmt=fmt, runtime=runtime,
+            weights=weights, param_dtype=param_dtype, optim_dtype=optim_dtype, lengths=lengths,
+        )
+        with atomic_path(output, directory=True) as tmp:
+            model.save_pretrained(tmp, state_dict=state_dict)
+            tokenizer.save_pretrained(tmp)
+            write_json(metrics, Path(tmp) / "train_metrics.json")
+        curve = metrics["loss_curve"]
+        print(
+            f"fine-tuned {model_path} on {len(rows)} examples ({runtime['engine']}, {n_processes} process(es), "
+            f"{runtime['precision']}): {metrics['global_step']} steps in {wall:.1f} s, "
+            f"final loss {curve[-1]['loss'] if curve else 'n/a'}, share of parameters changed "
+            f"{weights.get('share_changed')}; saved to {output}",
+            flush=True,
+        )
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return metrics

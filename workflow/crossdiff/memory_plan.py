@@ -1,0 +1,191 @@
+"""Memory plan of a full fine-tune: peak memory per GPU from a model's ``config.json``.
+
+Parameter count (decoder-only Llama/Qwen2-style model)::
+
+    P = V*h (embeddings) + [V*h if not tied] (lm head) + h (final norm)
+        + L * ( h*(n_q*d) + 2*h*(n_kv*d) + (n_q*d)*h      attention q, k, v, o  (d = head_dim)
+                + [n_q*d + 2*n_kv*d if qkv bias]          (Qwen2: bias on q, k, v)
+                + 3*h*I                                    SwiGLU gate, up, down
+                + 2*h )                                    two RMSNorms
+
+Bytes per parameter (AdamW, full fine-tuning), sharded over N GPUs by FSDP FULL_SHARD / ZeRO-3::
+
+    fp32 master weights 4 + fp32 gradients 4 + AdamW moments 8 (8-bit optimizers: 2)   / N
+    + bf16 compute copy 2: the whole model on one GPU (autocast's weight casts), or under FSDP
+      the gathered bf16 layers in flight (two decoder layers: the current one and the prefetched one)
+    pure bf16 (opt-in): weights 2 + gradients 2 + moments 4, / N
+
+Activations per GPU (bf16, per micro-batch of b sequences of s tokens; flash/SDPA attention, no s^2
+term): without activation checkpointing ``b*s*L*(18*h + 4*I + 4*n_kv*d) * 2 bytes`` (inputs of
+every norm, projection, activation and the attention output kept for the backward); with it only
+each layer's input (``b*s*h*2`` per layer) plus one layer's full activations. Logits: ``b*s*V``
+in bf16 plus their fp32 copy for the loss (x 3 with its gradient); Liger's fused linear cross-entropy
+avoids materializing them (counted as a quarter). Plus 1.5 GB of CUDA context and workspace, and 10%
+for allocator fragmentation.
+
+This is a plan, not a measurement: it is meant to be conservative to within ~15%, which is what
+decides whether a configuration can run at all (``benchmarks/sft_throughput.py`` measures the peak).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from crossdiff.errors import CrossdiffError
+
+GB = 1e9
+CONTEXT_BYTES = 1.5 * GB
+FRAGMENTATION = 1.10
+
+
+def _get(cfg: dict, *names, default=None):
+    for n in names:
+        if cfg.get(n) is not None:
+            return cfg[n]
+    if default is not None:
+        return default
+    raise CrossdiffError(f"model config.json: none of {list(names)} is set (needed for the memory plan)")
+
+
+def shape(cfg: dict) -> dict:
+    """The sizes that matter, from a config.json dict (text_config of multimodal configs)."""
+    cfg = cfg.get("text_config", cfg)
+    h = int(_get(cfg, "hidden_size", "n_embd", "d_model"))
+    heads = int(_get(cfg, "num_attention_heads", "n_head"))
+    return {
+        "hidden": h,
+        "layers": int(_get(cfg, "num_hidden_layers", "n_layer")),
+        "heads": heads,
+        "kv_heads": int(_get(cfg, "num_key_value_heads", default=heads)),
+        "head_dim": int(cfg.get("head_dim") or h // heads),
+        "intermediate": int(_get(cfg, "intermediate_size", "n_inner", default=4 * h)),
+        "vocab": int(_get(cfg, "vocab_size")),
+        "tied": bool(cfg.get("tie_word_embeddings", False)),
+        "qkv_bias": bool(cfg.get("attention_bias", cfg.get("model_type") in ("qwen2",))),
+    }
+
+
+def layer_params(sh: dict) -> int:
+    h, d, q, kv, i = sh["hidden"], sh["head_dim"], sh["heads"], sh["kv_heads"], sh["intermediate"]
+    attn = h * q * d + 2 * h * kv * d + q * d * h + ((q * d + 2 * kv * d) if sh["qkv_bias"] else 0)
+    return attn + 3 * h * i + 2 * h
+
+
+def param_count(cfg: dict) -> int:
+    sh = shape(cfg)
+    emb = sh["vocab"] * sh["hidden"]
+    return emb * (1 if sh["tied"] else 2) + sh["hidden"] + sh["layers"] * layer_params(sh)
+
+
+def plan(cfg: dict, *, gpus: int = 1, batch: int = 1, seq: int = 4096, master: str = "fp32",
+         optimizer: str = "adamw_torch", checkpointing: bool = True, liger: bool = False, lora: bool = False) -> dict:
+    """Peak memory per GPU (bytes, with a breakdown) of one full fine-tune."""
+    sh = shape(cfg)
+    p = param_count(cfg)
+    n = max(1, int(gpus))
+    eight_bit = "8bit" in optimizer
+    if lora:  # frozen bf16 base + small adapters: weights only (adapter states are negligible)
+        state = 2 * p
+        compute = 0.0
+    elif master == "bf16":
+        state = (2 + 2 + (2 if eight_bit else 4)) * p / n
+        compute = 0.0
+    else:
+        state = (4 + 4 + (2 if eight_bit else 8)) * p / n
+        compute = 2 * p if n == 1 else 2 * 2 * layer_params(sh) + 2 * sh["vocab"] * sh["hidden"] * 2 / n
+    h, L, i, kvd = sh["hidden"], sh["layers"], sh["intermediate"], sh["kv_heads"] * sh["head_dim"]
+    tokens = batch * seq
+    per_layer_full = tokens * (18 * h + 4 * i + 4 * kvd) * 2
+    acts = (tokens * h * 2 * L + per_layer_full) if checkpointing else per_layer_full * L
+    logits = tokens * sh["vocab"] * (2 + 4) * 3 * (0.25 if liger else 1.0)
+    total = (state + compute + acts + logits) * FRAGMENTATION + CONTEXT_BYTES
+    return {
+        "params": p,
+        "gpus": n,
+        "weights_grads_optimizer_gb": state / GB,
+        "compute_copy_gb": compute / GB,
+        "activations_gb": acts / GB,
+        "logits_gb": logits / GB,
+        "total_gb": total / GB,
+    }
+
+
+def read_config(model_ref, model_dir=None) -> dict | None:
+    """config.json of a local directory, or of a hub id from the cache (or the hub: a few KB).
+    None when it cannot be had (offline and not cached)."""
+    for d in (model_dir, model_ref):
+        if d is not None and (Path(str(d)) / "config.json").is_file():
+            return json.loads((Path(str(d)) / "config.json").read_text())
+    if model_ref is None or Path(str(model_ref)).exists():
+        return None
+    try:
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+        path = try_to_load_from_cache(str(model_ref), "config.json")
+        if not isinstance(path, str):
+            path = hf_hub_download(str(model_ref), "config.json")
+        return json.loads(Path(path).read_text())
+    except Exception:  # offline, gated, unknown: the check happens again when the job starts
+        return None
+
+
+def settings_plan(cfg: dict, s: dict, gpus: int, on_gpu: bool = True) -> dict:
+    """plan() for resolved finetune settings (crossdiff.finetune.settings)."""
+    ckpt = s.get("gradient_checkpointing", "auto") in (True, "auto") if on_gpu else False
+    return plan(
+        cfg, gpus=gpus, batch=s.get("per_device_train_batch_size", 8), seq=s.get("max_length", 1024),
+        master=s.get("master_weights", "fp32"), optimizer=s.get("optim", "adamw_torch"), checkpointing=ckpt,
+        liger=bool(s.get("use_liger_kernel")), lora=bool(s.get("lora")),
+    )
+
+
+def fit_message(model, est: dict, gpus: int, gpu_mem_gb: float) -> str | None:
+    """None when the plan fits ``gpus`` GPUs of ``gpu_mem_gb``; else what does not fit and what to change."""
+    if est["total_gb"] <= gpu_mem_gb:
+        return None
+    need = est["weights_grads_optimizer_gb"] * est["gpus"]
+    hint_gpus = next((g for g in (2, 4, 8, 16) if g > gpus and need / g * FRAGMENTATION < gpu_mem_gb * 0.6), None)
+    hints = []
+    if hint_gpus:
+        hints.append(f"give it more GPUs (models[].resources.gpu: {hint_gpus})")
+    hints.append("lower finetune.per_device_train_batch_size (raise global_batch_size's accumulation) or max_length")
+    hints.append("turn on finetune.gradient_checkpointing / use_liger_kernel")
+    hints.append("or set models[].resources.gpu_mem_gb to your GPUs' real memory")
+    return (
+        f"model {model}: the fine-tune needs about {est['total_gb']:.0f} GB per GPU on {gpus} GPU(s) "
+        f"({est['params'] / 1e9:.2f}B parameters: weights+gradients+optimizer {est['weights_grads_optimizer_gb']:.0f} GB, "
+        f"activations {est['activations_gb']:.0f} GB, logits {est['logits_gb']:.0f} GB per GPU) but a GPU has "
+        f"{gpu_mem_gb:g} GB (resources gpu_mem_gb). To fit: " + "; ".join(hints)
+    )
+
+
+def check_before_training(model_ref, model_dir, s: dict, n_processes: int) -> None:
+    """At the start of a job on GPUs: stop at once when the plan cannot fit (CROSSDIFF_GPU_MEM_GB or the
+    device's own memory)."""
+    import os
+
+    try:
+        import torch
+
+        if not torch.cuda.is_available() or s.get("device") == "cpu":
+            return
+        mem = float(os.environ.get("CROSSDIFF_GPU_MEM_GB") or torch.cuda.get_device_properties(0).total_memory / GB)
+    except Exception:
+        return
+    cfg = read_config(model_ref, model_dir)
+    if cfg is None:
+        return
+    msg = fit_message(model_ref, settings_plan(cfg, s, n_processes), n_processes, mem)
+    if msg:
+        raise CrossdiffError(msg)
+
+
+def format_table(rows: list[tuple[str, dict]]) -> str:
+    out = ["| model | params | GPUs | weights+grads+AdamW / GPU | activations | logits | total / GPU |", "|---|---|---|---|---|---|---|"]
+    for name, e in rows:
+        out.append(
+            f"| {name} | {e['params'] / 1e9:.2f}B | {e['gpus']} | {e['weights_grads_optimizer_gb']:.1f} GB | "
+            f"{e['activations_gb']:.1f} GB | {e['logits_gb']:.1f} GB | {e['total_gb']:.1f} GB |"
+        )
+    return "\n".join(out)
