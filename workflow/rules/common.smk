@@ -62,7 +62,9 @@ def difficulty_targets(name):
         f"results/bins/{name}/bins.parquet",
     ]
     figures = DIFFICULTY_FIGURES
-    if config["irt"]["holdout_fraction"] == 0:  # no held-out cells, no calibration figure
+    if (
+        config["irt"]["holdout_fraction"] == 0
+    ):  # no held-out cells, no calibration figure
         figures = [f for f in figures if f != "calibration"]
     out += [f"results/figures/{name}/difficulty/{f}.png" for f in figures]
     if is_simulated(name):

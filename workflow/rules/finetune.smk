@@ -31,8 +31,6 @@ rule make_train_set:
         "{params.design} --prompt {params.prompt} --output {output:q} > {log:q} 2>&1"
 
 
-
-
 def finetune_resources(model):
     """resources.finetune, overridden key by key by the model's own models[].resources."""
     return {**config["resources"]["finetune"], **(MODELS[model].get("resources") or {})}
@@ -40,7 +38,8 @@ def finetune_resources(model):
 
 def finetune_gpu_prefix():
     """`crossdiff gpu-run` with the job's own GPU count (per model; 0 = no GPU), or nothing when no
-    model of the config fine-tunes on a GPU. Not a param: see gpu_prefix in common.smk."""
+    model of the config fine-tunes on a GPU. Not a param: see gpu_prefix in common.smk.
+    """
     if not any(finetune_resources(m)["gpu"] for m in MODELS):
         return ""
     devices = config["gpus"]["devices"]
@@ -72,7 +71,9 @@ def check_finetune_memory():
         if cfg is None:
             continue
         n = world_size(s, res["gpu"])
-        msg = fit_message(m["id"], settings_plan(cfg, s, n), res["gpu"], res["gpu_mem_gb"])
+        msg = fit_message(
+            m["id"], settings_plan(cfg, s, n), res["gpu"], res["gpu_mem_gb"]
+        )
         if msg and mode == "error":
             raise WorkflowError(msg)
         if msg:
@@ -81,6 +82,8 @@ def check_finetune_memory():
 
 if study_datasets():
     check_finetune_memory()
+
+
 # {run}: bin<b> (the paper's design), or set-<name> / -n<size> / -seed<s> (crossdiff.study)
 rule finetune:
     input:
