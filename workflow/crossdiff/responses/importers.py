@@ -108,16 +108,18 @@ def read_table_source(path, settings: dict) -> pl.DataFrame:
     return read_wide(path, settings.get("model_column"), df=table)
 
 
-_TIMESTAMP = re.compile(r"_(\d{4}-\d{2}-\d{2}T[\d\-.:]+)\.jsonl$")
+_TIMESTAMP = re.compile(r"_(\d{4}-\d{2}-\d{2}T[\d\-.:]+)\.jsonl?$")
 
 
 def _lm_eval_files(root: Path, task: str | None) -> dict[str, Path]:
     """model id -> newest samples file. lm-eval writes OUTPUT/<model>/samples_<task>_<timestamp>.jsonl."""
     if not root.is_dir():
         raise CrossdiffError(f"{root}: lm-eval samples directory not found")
-    pattern = f"samples_{task}_*.jsonl" if task else "*.jsonl"
+    # .jsonl since 2024-06-13; .json before (JSON lines, or in May 2024 a JSON array: see iter_samples)
+    patterns = [f"samples_{task}_*.jsonl", f"samples_{task}_*.json"] if task else ["*.jsonl", "samples_*.json"]
+    pattern = " or ".join(patterns)
     found: dict[str, list[Path]] = {}
-    for f in sorted(root.rglob(pattern)):
+    for f in sorted({p for pat in patterns for p in root.rglob(pat)}):
         rel = f.relative_to(root)
         model = str(rel.parent) if rel.parent != Path(".") else re.sub(r"^samples_", "", f.stem)
         found.setdefault(model, []).append(f)
