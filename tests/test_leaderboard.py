@@ -441,6 +441,14 @@ def test_v1_twins_nothing_tells_apart_dropped_from_matrix(tmp_path, online):
     assert stats["dropped"]["item:ambiguous_twin"] == 2
 
 
+def test_v1_row_positions_refused_against_an_item_table(tmp_path, online):
+    rows, items = arc_fixture(tmp_path, n_plain=2)
+    s = lb.parse_settings({"version": "v1", "task": "arc:challenge|25", "metric": "acc_norm"})
+    with pytest.raises(CrossdiffError, match="leaderboard's own order, not the dataset's"):
+        lb.collect(s, ["a/b"], tmp_path / "c", tmp_path / "m.jsonl", tmp_path / "o.parquet",
+                   items_path=tmp_path / "items.parquet", progress=False)
+
+
 def test_v1_model_list_from_its_own_contents_dataset(tmp_path, online):
     data = L.v1_later([{"example": f"q{i}", "correct": i % 2} for i in range(4)], "acc")
     v1_models = ["gpt2", "old/only-v1", "old/also"]

@@ -140,7 +140,7 @@ def read_table_source(path, settings: dict) -> pl.DataFrame:
     return read_wide(path, settings.get("model_column"), df=table)
 
 
-_TIMESTAMP = re.compile(r"_(\d{4}-\d{2}-\d{2}T[\d\-.:]+)\.jsonl$")
+_TIMESTAMP = re.compile(r"_(\d{4}-\d{2}-\d{2}T[\d\-.:]+)\.jsonl?$")
 
 
 def task_of(path: Path) -> str | None:
@@ -167,12 +167,13 @@ def _lm_eval_files(root: Path, task: str | None) -> dict[str, Path]:
     if not root.is_dir():
         raise CrossdiffError(f"{root}: lm-eval samples directory not found")
     by_task: dict[str | None, dict[str, list[Path]]] = {}
-    for f in sorted(root.rglob("*.jsonl")):
+    # .jsonl since 2024-06-13; .json before (JSON lines, or in May 2024 a JSON array: see iter_samples)
+    for f in sorted({*root.rglob("*.jsonl"), *root.rglob("samples_*.json")}):
         rel = f.relative_to(root)
         model = str(rel.parent) if rel.parent != Path(".") else re.sub(r"^samples_", "", f.stem)
         by_task.setdefault(task_of(f), {}).setdefault(model, []).append(f)
     if not by_task:
-        raise CrossdiffError(f"{root}: no lm-eval sample files (*.jsonl, searched sub-directories too)")
+        raise CrossdiffError(f"{root}: no lm-eval sample files (*.jsonl or samples_*.json, searched sub-directories too)")
     models_of = {t: set(ms) for t, ms in by_task.items()}
     if task is not None:
         if task not in by_task:

@@ -446,6 +446,10 @@ def collect(s: Settings, models: list[str] | None, cache_dir, manifest_path, out
     cache_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(manifest_path)
     api = HfApi(endpoint=s.endpoint, token=token)
+    if s.version == "v1" and s.item_key == "row" and items_path:
+        raise CrossdiffError(f"responses.item_key 'row' with an item table ({items_path}): v1 details rows come in the "
+                             f"leaderboard's own order, not the dataset's, so row positions are not item ids; set "
+                             f"item_key: example and match_items_on: question (or use no item table)")
     expected = expected_keys(items_path, s)
     # the item table's sizes decide which files are usable: part of what a done model was checked against
     key = s.extraction_key() + ("" if not expected or not s.check_sizes else "-" + hashlib.sha256(
