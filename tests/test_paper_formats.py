@@ -292,3 +292,25 @@ def test_lm_eval_arc_continuations_are_the_labels(tmp_path):
             loglik[(fmt.prompt_text(item), f" {lab}")] = -1.0 if i == fmt.gold_index(item) else -2.0
     record, samples = _run(tmp_path, task, CannedLM({}, loglik))  # a KeyError would mean other continuations
     assert record["metric"] == "acc" and record["value"] == 1.0 and record["other_metrics"]["acc_norm"] == 1.0
+
+
+def test_bad_scoring_settings_name_the_key():
+    from crossdiff.errors import CrossdiffError
+
+    bad = [
+        ({"filters": [{"name": "a", "filter": []}]}, r"prompt\.filters\[0\]\.filter: expected a list of \{function"),
+        ({"filters": [{"name": "a", "filter": [{"function": "regex", "regex_pattern": "("}]}]}, "invalid regex_pattern"),
+        ({"filters": [{"name": "a", "filter": [{"function": "take_first"}]}] * 2}, "filter names must be unique"),
+        ({"primary_filter": "strict"}, r"primary_filter: 'strict' is not one of the filters \['extract'\]"),
+        ({"metrics": ["acc"]}, r"metrics: generation scoring supports \['exact_match'\]"),
+        ({"scoring": "multiple_choice", "metrics": ["f1"]}, r"supports \['acc', 'acc_norm'\]"),
+        ({"target_regex_sub": [["a"]]}, r"target_regex_sub: expected a list of \[pattern, replacement\]"),
+        ({"regexes_to_ignore": ["("]}, "invalid regular expression"),
+        ({"on_no_completion": "skip"}, r"on_no_completion: expected one of \('error', 'drop'\)"),
+    ]
+    for config, message in bad:
+        with pytest.raises(CrossdiffError, match=message):
+            PromptFormat.from_config(config)
+    fmt = PromptFormat.from_config({"labels_field": "labels", "scoring": "multiple_choice"})
+    with pytest.raises(CrossdiffError, match=r"column 'labels' \(labels_field\) must hold 2 labels"):
+        fmt.labels({"item_id": "x", "choices": '["a", "b"]', "labels": '["A"]', "answer": "0"})
