@@ -192,10 +192,20 @@ def test_math_equivalent_boxed_answer():
 class CannedLM:
     """Stand-in lm-eval model: generations and log-likelihoods from tables keyed by the request text."""
 
-    def __init__(self, generations: dict, loglik: dict):
+    def __init__(self, generations: dict, loglik: dict, tokenizer=None):
         from lm_eval.api.model import LM
 
         class _LM(LM):
+            @property
+            def tokenizer_name(self):
+                return "canned"
+
+            def chat_template(self, *_):
+                return tokenizer.chat_template
+
+            def apply_chat_template(self, history, add_generation_prompt=True):
+                return tokenizer.apply_chat_template(history, add_generation_prompt=add_generation_prompt)
+
             def generate_until(self, requests):
                 return [generations[r.args[0]] for r in requests]
 
@@ -206,6 +216,8 @@ class CannedLM:
                 raise NotImplementedError
 
         self.lm = _LM()
+        if tokenizer is not None:
+            self.lm.tokenizer = tokenizer
 
 
 def _task(tmp_path, name, items, fmt, prompt):
@@ -314,3 +326,31 @@ def test_bad_scoring_settings_name_the_key():
     fmt = PromptFormat.from_config({"labels_field": "labels", "scoring": "multiple_choice"})
     with pytest.raises(CrossdiffError, match=r"column 'labels' \(labels_field\) must hold 2 labels"):
         fmt.labels({"item_id": "x", "choices": '["a", "b"]', "labels": '["A"]', "answer": "0"})
+
+
+def test_lm_eval_chat_requests_match_render_prompt(tmp_path):
+    """Under the chat template lm-eval's requests are exactly render_prompt's text, and the scored
+    continuations are the stripped labels, as training's assistant turn is."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    template = (REPO / "tests" / "fixtures" / "chat" / "qwen2.5.jinja").read_text()
+
+    class Tok:
+        chat_template = template
+
+        def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+            rendered, _ = render_jinja_template(conversations=[messages], chat_template=template,
+                                                add_generation_prompt=add_generation_prompt)
+            return rendered[0]
+
+    settings = {"source": "hub", "adapter": "arc", "path": str(PATHS["arc"])}
+    prompt = prompt_for(settings, None)
+    fmt = PromptFormat.from_config(prompt)
+    items = {r["item_id"]: r for r in load_items("arc", settings).to_dicts()}
+    task = _task(tmp_path, "arc", items, fmt, prompt)
+    loglik = {}
+    for item in items.values():
+        for i, lab in enumerate(fmt.labels(item)):
+            loglik[(fmt.render_prompt(item, Tok()), lab)] = -1.0 if i == fmt.gold_index(item) else -2.0
+    record, samples = _run(tmp_path, task, CannedLM({}, loglik, tokenizer=Tok()))  # a KeyError would mean another context or continuation
+    assert record["chat_template"] is True and record["value"] == 1.0
