@@ -86,12 +86,16 @@ def test_bbh_trains_on_question_answer_and_evaluates_on_q_a():
     assert fmt.max_gen_toks == 256 and fmt.filter_name == "strict-match"
 
 
-def test_bbh_scores_21_subtasks_by_default():
+def test_bbh_authors_21_subtasks_are_one_setting_away():
     from crossdiff.data.adapters import BBH_SCORED
+    from crossdiff.scoring import BBH_FAMILY_OF
 
     assert len(ADAPTERS["bbh"].configs) == 24 and len(BBH_SCORED) == 21
     assert {"causal_judgement", "penguins_in_a_table", "snarks"}.isdisjoint(BBH_SCORED)
-    assert ADAPTERS["bbh"].default_subtasks == BBH_SCORED
+    assert set(BBH_FAMILY_OF) == set(ADAPTERS["bbh"].configs)  # every subtask has its answer-type filter
+    assert ADAPTERS["bbh"].default_subtasks is None  # the leaderboard's 24 (what its responses cover)
+    items = load_items("bbh", {"path": str(PATHS["bbh"]), "subtasks": list(BBH_SCORED)})
+    assert set(items["subtask"]) == {"boolean_expressions", "date_understanding"}  # the fixture's two
 
 
 def test_math_problem_solution():
