@@ -358,3 +358,17 @@ def test_lm_eval_chat_requests_match_render_prompt(tmp_path):
             loglik[(fmt.render_prompt(item, Tok()), lab)] = -1.0 if i == fmt.gold_index(item) else -2.0
     record, samples = _run(tmp_path, task, CannedLM({}, loglik, tokenizer=Tok()))  # a KeyError would mean another context or continuation
     assert record["chat_template"] is True and record["value"] == 1.0
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTERS))
+def test_adapter_defaults_are_valid_config(name):
+    """Every default is also writable in a config: the schema knows every PromptFormat key."""
+    from dataclasses import fields
+
+    from crossdiff.config import load_schema, validate
+
+    props = load_schema()["definitions"]["prompt"]["properties"]
+    assert set(props) == {f.name for f in fields(PromptFormat)}
+    config = {"datasets": {name: {"items": {"source": "hub", "adapter": name, "path": str(PATHS[name])},
+                                  "responses": {"source": "simulated"}, "prompt": ADAPTERS[name].prompt}}}
+    assert validate(config)["datasets"][name]["prompt"] == ADAPTERS[name].prompt
