@@ -182,6 +182,14 @@ def test_mmlu_pro_verdicts():
     assert score_output(fmt, items["2"], f"The answer is ({gold})")["correct"] == 1
     wrong = "A" if gold != "A" else "B"
     assert score_output(fmt, items["2"], f"({wrong}) is right")["correct"] == 0
+    # the authors' filter takes the first capital A-J anywhere; the stricter one of config/README.md does not
+    item = items["0"]  # gold I
+    assert score_output(fmt, item, "Based on the options, the answer is (I).")["filters"]["custom-extract"] == \
+        {"prediction": "B", "correct": 0}
+    strict = PromptFormat.from_config({**prompt_for({"source": "hub", "adapter": "mmlu_pro"}, None), "filters": [
+        {"name": "custom-extract", "filter": [{"function": "regex", "regex_pattern": r"answer is \(?([A-J])\)?"},
+                                              {"function": "take_first"}]}]})
+    assert score_output(strict, item, "Based on the options, the answer is (I).")["correct"] == 1
 
 
 def test_math_equivalent_boxed_answer():
