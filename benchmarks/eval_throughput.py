@@ -10,7 +10,8 @@ byte-level tokenizer trained on the fly, scored through ``crossdiff.evaluate`` (
 * a multiple-choice task: 4 choices per item (log-likelihood), like ARC.
 
 for each backend (``hf`` always, ``vllm`` when importable and a GPU is present) and each batch size.
-Model-load seconds are timed around ``crossdiff.evaluate.load_lm``.
+Each measurement runs in its own process (a vLLM engine keeps its GPU memory); model-load seconds
+are timed around ``crossdiff.evaluate.load_lm`` after the libraries are imported.
 
     python benchmarks/eval_throughput.py                    # GPU: the 1.5B shape, batch sizes 8 32 128
     python benchmarks/eval_throughput.py --smoke            # CPU: a 2-layer toy shape, 8 items, 16 tokens
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -100,6 +102,10 @@ def run_one(model_dir: Path, task: Path, backend: str, batch_size: int, dtype: s
 
     from crossdiff.evaluate import evaluate_model, load_lm, resolve_settings, samples_path
 
+    import lm_eval  # noqa: F401 - imports outside the timed load
+    import torch  # noqa: F401
+    from lm_eval.models.huggingface import HFLM  # noqa: F401
+
     s = resolve_settings({"backend": backend, "batch_size": batch_size, "dtype": dtype})
     t0 = time.time()
     lm = load_lm(model_dir, s)
@@ -139,7 +145,13 @@ def main(argv=None) -> int:
     p.add_argument("--batch-sizes", default=None, help="comma-separated (default 8,32,128; smoke 1,4)")
     p.add_argument("--backends", default="hf,vllm", help="hf and/or vllm (vllm skipped when not importable)")
     p.add_argument("--out", help="JSON file for the rows")
+    p.add_argument("--child", help=argparse.SUPPRESS)  # one measurement, in its own process
     args = p.parse_args(argv)
+    if args.child:
+        job = json.loads(args.child)
+        print(json.dumps(run_one(Path(job["model"]), Path(job["task"]), job["backend"], job["batch_size"],
+                                 job["dtype"], Path(job["out"]))))
+        return 0
 
     import importlib.util
 
@@ -166,7 +178,14 @@ def main(argv=None) -> int:
         for backend in backends:
             for bs in batch_sizes:
                 for kind, task in tasks.items():
-                    row = run_one(root / "model", task, backend, bs, dtype, root / f"{backend}-{bs}-{kind}.json")
+                    # each measurement in a fresh process: a vLLM engine does not hand its GPU memory back
+                    job = {"model": str(root / "model"), "task": str(task), "backend": backend, "batch_size": bs,
+                           "dtype": dtype, "out": str(root / f"{backend}-{bs}-{kind}.json")}
+                    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)],
+                                          capture_output=True, text=True)
+                    if proc.returncode != 0:
+                        raise SystemExit(f"{backend} batch {bs} {kind} failed:\n{proc.stderr[-3000:]}")
+                    row = json.loads(proc.stdout.strip().splitlines()[-1])
                     row.update({"task": kind, "params": n_params})
                     results.append(row)
                     print(json.dumps(row), file=sys.stderr)

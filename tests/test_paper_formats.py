@@ -86,12 +86,16 @@ def test_bbh_trains_on_question_answer_and_evaluates_on_q_a():
     assert fmt.max_gen_toks == 256 and fmt.filter_name == "strict-match"
 
 
-def test_bbh_scores_21_subtasks_by_default():
+def test_bbh_authors_21_subtasks_are_one_setting_away():
     from crossdiff.data.adapters import BBH_SCORED
+    from crossdiff.scoring import BBH_FAMILY_OF
 
     assert len(ADAPTERS["bbh"].configs) == 24 and len(BBH_SCORED) == 21
     assert {"causal_judgement", "penguins_in_a_table", "snarks"}.isdisjoint(BBH_SCORED)
-    assert ADAPTERS["bbh"].default_subtasks == BBH_SCORED
+    assert set(BBH_FAMILY_OF) == set(ADAPTERS["bbh"].configs)  # every subtask has its answer-type filter
+    assert ADAPTERS["bbh"].default_subtasks is None  # the leaderboard's 24 (what its responses cover)
+    items = load_items("bbh", {"path": str(PATHS["bbh"]), "subtasks": list(BBH_SCORED)})
+    assert set(items["subtask"]) == {"boolean_expressions", "date_understanding"}  # the fixture's two
 
 
 def test_math_problem_solution():
@@ -178,6 +182,14 @@ def test_mmlu_pro_verdicts():
     assert score_output(fmt, items["2"], f"The answer is ({gold})")["correct"] == 1
     wrong = "A" if gold != "A" else "B"
     assert score_output(fmt, items["2"], f"({wrong}) is right")["correct"] == 0
+    # the authors' filter takes the first capital A-J anywhere; the stricter one of config/README.md does not
+    item = items["0"]  # gold I
+    assert score_output(fmt, item, "Based on the options, the answer is (I).")["filters"]["custom-extract"] == \
+        {"prediction": "B", "correct": 0}
+    strict = PromptFormat.from_config({**prompt_for({"source": "hub", "adapter": "mmlu_pro"}, None), "filters": [
+        {"name": "custom-extract", "filter": [{"function": "regex", "regex_pattern": r"answer is \(?([A-J])\)?"},
+                                              {"function": "take_first"}]}]})
+    assert score_output(strict, item, "Based on the options, the answer is (I).")["correct"] == 1
 
 
 def test_math_equivalent_boxed_answer():
@@ -192,10 +204,20 @@ def test_math_equivalent_boxed_answer():
 class CannedLM:
     """Stand-in lm-eval model: generations and log-likelihoods from tables keyed by the request text."""
 
-    def __init__(self, generations: dict, loglik: dict):
+    def __init__(self, generations: dict, loglik: dict, tokenizer=None):
         from lm_eval.api.model import LM
 
         class _LM(LM):
+            @property
+            def tokenizer_name(self):
+                return "canned"
+
+            def chat_template(self, *_):
+                return tokenizer.chat_template
+
+            def apply_chat_template(self, history, add_generation_prompt=True):
+                return tokenizer.apply_chat_template(history, add_generation_prompt=add_generation_prompt)
+
             def generate_until(self, requests):
                 return [generations[r.args[0]] for r in requests]
 
@@ -206,6 +228,8 @@ class CannedLM:
                 raise NotImplementedError
 
         self.lm = _LM()
+        if tokenizer is not None:
+            self.lm.tokenizer = tokenizer
 
 
 def _task(tmp_path, name, items, fmt, prompt):
@@ -292,3 +316,67 @@ def test_lm_eval_arc_continuations_are_the_labels(tmp_path):
             loglik[(fmt.prompt_text(item), f" {lab}")] = -1.0 if i == fmt.gold_index(item) else -2.0
     record, samples = _run(tmp_path, task, CannedLM({}, loglik))  # a KeyError would mean other continuations
     assert record["metric"] == "acc" and record["value"] == 1.0 and record["other_metrics"]["acc_norm"] == 1.0
+
+
+def test_bad_scoring_settings_name_the_key():
+    from crossdiff.errors import CrossdiffError
+
+    bad = [
+        ({"filters": [{"name": "a", "filter": []}]}, r"prompt\.filters\[0\]\.filter: expected a list of \{function"),
+        ({"filters": [{"name": "a", "filter": [{"function": "regex", "regex_pattern": "("}]}]}, "invalid regex_pattern"),
+        ({"filters": [{"name": "a", "filter": [{"function": "take_first"}]}] * 2}, "filter names must be unique"),
+        ({"primary_filter": "strict"}, r"primary_filter: 'strict' is not one of the filters \['extract'\]"),
+        ({"metrics": ["acc"]}, r"metrics: generation scoring supports \['exact_match'\]"),
+        ({"scoring": "multiple_choice", "metrics": ["f1"]}, r"supports \['acc', 'acc_norm'\]"),
+        ({"target_regex_sub": [["a"]]}, r"target_regex_sub: expected a list of \[pattern, replacement\]"),
+        ({"regexes_to_ignore": ["("]}, "invalid regular expression"),
+        ({"on_no_completion": "skip"}, r"on_no_completion: expected one of \('error', 'drop'\)"),
+    ]
+    for config, message in bad:
+        with pytest.raises(CrossdiffError, match=message):
+            PromptFormat.from_config(config)
+    fmt = PromptFormat.from_config({"labels_field": "labels", "scoring": "multiple_choice"})
+    with pytest.raises(CrossdiffError, match=r"column 'labels' \(labels_field\) must hold 2 labels"):
+        fmt.labels({"item_id": "x", "choices": '["a", "b"]', "labels": '["A"]', "answer": "0"})
+
+
+def test_lm_eval_chat_requests_match_render_prompt(tmp_path):
+    """Under the chat template lm-eval's requests are exactly render_prompt's text, and the scored
+    continuations are the stripped labels, as training's assistant turn is."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    template = (REPO / "tests" / "fixtures" / "chat" / "qwen2.5.jinja").read_text()
+
+    class Tok:
+        chat_template = template
+
+        def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+            rendered, _ = render_jinja_template(conversations=[messages], chat_template=template,
+                                                add_generation_prompt=add_generation_prompt)
+            return rendered[0]
+
+    settings = {"source": "hub", "adapter": "arc", "path": str(PATHS["arc"])}
+    prompt = prompt_for(settings, None)
+    fmt = PromptFormat.from_config(prompt)
+    items = {r["item_id"]: r for r in load_items("arc", settings).to_dicts()}
+    task = _task(tmp_path, "arc", items, fmt, prompt)
+    loglik = {}
+    for item in items.values():
+        for i, lab in enumerate(fmt.labels(item)):
+            loglik[(fmt.render_prompt(item, Tok()), lab)] = -1.0 if i == fmt.gold_index(item) else -2.0
+    record, samples = _run(tmp_path, task, CannedLM({}, loglik, tokenizer=Tok()))  # a KeyError would mean another context or continuation
+    assert record["chat_template"] is True and record["value"] == 1.0
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTERS))
+def test_adapter_defaults_are_valid_config(name):
+    """Every default is also writable in a config: the schema knows every PromptFormat key."""
+    from dataclasses import fields
+
+    from crossdiff.config import load_schema, validate
+
+    props = load_schema()["definitions"]["prompt"]["properties"]
+    assert set(props) == {f.name for f in fields(PromptFormat)}
+    config = {"datasets": {name: {"items": {"source": "hub", "adapter": name, "path": str(PATHS[name])},
+                                  "responses": {"source": "simulated"}, "prompt": ADAPTERS[name].prompt}}}
+    assert validate(config)["datasets"][name]["prompt"] == ADAPTERS[name].prompt

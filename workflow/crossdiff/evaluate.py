@@ -36,8 +36,8 @@ max_model_len    null       vllm: context length (null = the model's; also set b
 ===============  =========  ==============================================================
 
 The job's GPUs are those in ``CUDA_VISIBLE_DEVICES`` (set by ``crossdiff gpu-run`` and SLURM from
-``resources.evaluate.gpu``); :func:`vllm_model_args` maps settings + GPU count to lm-eval's VLLM
-arguments and refuses a layout that does not use exactly the job's GPUs.
+``resources.evaluate.gpu``); :func:`crossdiff.backends.vllm_model_args` maps settings + GPU count to
+lm-eval's VLLM arguments and refuses a layout that does not use exactly the job's GPUs.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ import yaml
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import atomic_path, write_json, write_jsonl, write_text
+from crossdiff.backends import visible_gpus, vllm_model_args  # noqa: F401 - part of this module's API
 from crossdiff.prompts import PromptFormat
 
 DEFAULTS = {
@@ -144,48 +145,6 @@ def resolve_settings(settings: dict | None) -> dict:
     if not (isinstance(s["gpu_memory_util"], (int, float)) and 0 < s["gpu_memory_util"] <= 1):
         raise CrossdiffError(f"evaluation settings.gpu_memory_util: expected a number in (0, 1], got {s['gpu_memory_util']!r}")
     return s
-
-
-def visible_gpus() -> int:
-    """GPUs this job may use: CUDA_VISIBLE_DEVICES when set (gpu-run, SLURM), else all CUDA devices."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return len([d for d in env.split(",") if d.strip() and d.strip() != "-1"])
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except ImportError:
-        return 0
-
-
-def vllm_model_args(model_path, s: dict, n_gpus: int) -> dict:
-    """lm-eval ``VLLM`` keyword arguments from evaluation settings and the job's GPU count."""
-    if n_gpus < 1:
-        raise CrossdiffError("evaluation settings.backend is 'vllm' but this job sees no GPU "
-                             "(resources.evaluate.gpu must be >= 1; CUDA_VISIBLE_DEVICES is empty)")
-    dp = s["data_parallel"]
-    tp = s["tensor_parallel"]
-    if tp == "auto":
-        if n_gpus % dp:
-            raise CrossdiffError(f"evaluation settings.data_parallel {dp} does not divide the job's {n_gpus} GPU(s)")
-        tp = n_gpus // dp
-    if tp * dp != n_gpus:
-        raise CrossdiffError(f"evaluation settings: tensor_parallel {tp} x data_parallel {dp} = {tp * dp} GPU(s), "
-                             f"but the job has {n_gpus} (resources.evaluate.gpu); make them match")
-    dtype = s["dtype"] if s["dtype"] != "auto" else "bfloat16"
-    if s["max_length"] and s["max_model_len"] and s["max_length"] != s["max_model_len"]:
-        raise CrossdiffError("evaluation settings: max_length and max_model_len differ; set one")
-    args = {"pretrained": str(model_path), "dtype": dtype, "batch_size": s["batch_size"],
-            "tensor_parallel_size": tp, "data_parallel_size": dp, "gpu_memory_utilization": float(s["gpu_memory_util"]),
-            "seed": int(s["seed"])}
-    if s["max_model_len"] or s["max_length"]:
-        args["max_model_len"] = int(s["max_model_len"] or s["max_length"])
-    extra = dict(s["model_args"])
-    clash = sorted(set(extra) & set(args))
-    if clash:
-        raise CrossdiffError(f"evaluation settings.model_args repeats {clash}; set them with their own keys")
-    return {**args, **extra}
 
 
 def load_lm(model_path, s: dict):

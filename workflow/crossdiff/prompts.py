@@ -5,64 +5,15 @@ both render items through :class:`PromptFormat`, so the text a model is trained 
 is scored on cannot drift apart. The evaluation JSONL stores the rendered prompt per item and the
 task YAML points at that column, so lm-eval never re-renders it with its own (Jinja) rules.
 
-Config keys (the ``prompt`` section of a dataset's config; every key is optional):
-
-================  ==========================================  ===============================================
-key               default                                     meaning
-================  ==========================================  ===============================================
-instruction       ``""``                                      text placed before the question; the system
-                                                              message when a chat template is applied
-template          ``"Question: {question}\\nAnswer:"``          the user text; ``{column}`` is any item-table
-                                                              column; ``{options}`` the lettered choices (MC)
-target            ``" {answer}"``                             completion text (generation scoring); stripped
-                                                              of surrounding whitespace in chat mode
-chat_template     ``"auto"``                                  ``"auto"``: use the tokenizer's chat template
-                                                              when it has one; ``true``: require one (error
-                                                              if missing); ``false``: never
-scoring           ``"generation"``                            ``"generation"`` (greedy generation, regex,
-                                                              exact match) or ``"multiple_choice"``
-                                                              (log-likelihood of each choice; acc, acc_norm)
-answer_regex      ``"(-?\\d+)"``                               generation: the first match in the generated
-                                                              text (first non-empty group) is the prediction
-stop              ``["\\n"]``                                  generation: stop strings (``until``)
-max_gen_toks      ``16``                                      generation: maximum new tokens
-choices_field     ``"choices"``                               MC: item column holding the choices (list of
-                                                              strings or a JSON-encoded list)
-choice_template   ``" {choice}"``                             MC: continuation scored for each choice
-                                                              (``{choice}`` its text, ``{label}`` its letter);
-                                                              also the SFT completion (with the gold choice)
-option_labels     ``"ABCDEFGHIJKLMNOPQRSTUVWXYZ"``            MC: labels used by ``{options}``
-checker           ``"exact"``                                 generation: ``"exact"`` (extracted answer ==
-                                                              gold) or ``"math"`` (mathematical equivalence
-                                                              with math-verify, for MATH)
-train_template    ``null``                                    the user text for TRAINING when it differs from
-                                                              ``template`` (the authors' BBH and MuSR do)
-target_regex_sub  ``[]``                                      ``[pattern, replacement]`` pairs applied in
-                                                              order (``re.sub``) to the rendered target
-reference         ``"{answer}"``                              generation: the reference string lm-eval
-                                                              compares against (``{gold_label}`` = letter)
-option_template   ``"{label}. {choice}"``                     one line of ``{options}``: ``{label}``,
-                                                              ``{number}`` (1-based), ``{choice}``
-labels_field      ``null``                                    item column holding each item's own option
-                                                              labels (ARC's ``1``-``4``); else option_labels
-filters           ``null``                                    generation: lm-eval ``filter_list`` (list of
-                                                              ``{name, filter: [{function, ...}]}``); null =
-                                                              one filter ``extract`` from answer_regex/checker
-primary_filter    ``null``                                    the filter whose score is the result (null =
-                                                              the first); the others go to other_metrics
-ignore_case       ``false``                                   exact match: lm-eval's ``ignore_case``
-ignore_punctuation ``false``                                  exact match: lm-eval's ``ignore_punctuation``
-regexes_to_ignore ``[]``                                      exact match: lm-eval's ``regexes_to_ignore``
-metrics           ``null``                                    metric names; the first is the result (null =
-                                                              exact_match, or acc + acc_norm for MC)
-max_length        ``null``                                    training: tokens per example (null = the
-                                                              finetune setting ``max_length``)
-on_no_completion  ``"error"``                                 training: an example whose completion is cut
-                                                              away entirely: ``"error"`` or ``"drop"``
-================  ==========================================  ===============================================
-
-Placeholders everywhere: any item column, plus ``{options}`` (the option lines) and ``{gold_label}``
-(the gold option's label) when the item has choices.
+Config keys: the ``prompt`` section of a dataset (every key optional), documented in config/README.md
+("datasets.<name>.prompt") with each benchmark adapter's defaults (the authors' format). In short:
+rendering (``instruction``, ``template``, ``train_template``, ``target``, ``target_regex_sub``,
+``option_template``, ``labels_field``, ``choices_field``, ``choice_template``, ``option_labels``,
+``chat_template``), scoring in lm-eval's vocabulary (``scoring``, ``stop``, ``max_gen_toks``,
+``answer_regex``/``checker`` or ``filters`` + ``primary_filter``, ``reference``, ``ignore_case``,
+``ignore_punctuation``, ``regexes_to_ignore``, ``metrics``) and training limits (``max_length``,
+``on_no_completion``). Placeholders: any item column, plus ``{options}`` (the option lines) and
+``{gold_label}`` (the gold option's label) when the item has choices.
 
 For multiple choice the gold is ``answer``: either the text of one choice or, when it is not a
 choice, an integer index (0-based) into the choices.
@@ -145,7 +96,9 @@ class PromptFormat:
                                      f"got {subs!r}")
             config["target_regex_sub"] = tuple(tuple(p) for p in subs)
         if config.get("filters") is not None:
-            config["filters"] = tuple(_check_filters(config["filters"], f"{where}.filters"))
+            from crossdiff.scoring import check_filters
+
+            config["filters"] = tuple(check_filters(config["filters"], f"{where}.filters"))
         fmt = cls(**config)
         fmt.validate(where)
         return fmt
@@ -420,30 +373,6 @@ class PromptFormat:
         if self.scoring != "generation":
             return "none"
         return self.primary_filter or self.filter_list()[0]["name"]
-
-
-def _check_filters(value, where: str) -> list[dict]:
-    """A filter_list in lm-eval's vocabulary: [{name, filter: [{function, ...}, ...]}, ...]."""
-    if not isinstance(value, (list, tuple)) or not value:
-        raise CrossdiffError(f"{where}: expected a non-empty list of {{name, filter}} objects, got {value!r}")
-    names = []
-    for i, f in enumerate(value):
-        if not isinstance(f, dict) or set(f) != {"name", "filter"} or not isinstance(f["name"], str):
-            raise CrossdiffError(f"{where}[{i}]: expected {{name: str, filter: [...]}}, got {f!r}")
-        steps = f["filter"]
-        if not isinstance(steps, (list, tuple)) or not steps or not all(
-                isinstance(st, dict) and isinstance(st.get("function"), str) for st in steps):
-            raise CrossdiffError(f"{where}[{i}].filter: expected a list of {{function: name, ...}} steps, got {steps!r}")
-        for st in steps:
-            if "regex_pattern" in st:
-                try:
-                    re.compile(st["regex_pattern"])
-                except re.error as exc:
-                    raise CrossdiffError(f"{where}[{i}]: invalid regex_pattern {st['regex_pattern']!r}: {exc}") from None
-        names.append(f["name"])
-    if len(set(names)) != len(names):
-        raise CrossdiffError(f"{where}: filter names must be unique, got {names}")
-    return [{"name": f["name"], "filter": [dict(st) for st in f["filter"]]} for f in value]
 
 
 def load_format(settings: dict | None, where: str = "prompt") -> PromptFormat:

@@ -16,6 +16,7 @@ of ``!function`` tags):
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from crossdiff.errors import CrossdiffError
@@ -37,7 +38,33 @@ BBH_FAMILIES: dict[str, tuple[str, ...]] = {
     "numeric": ("object_counting",),
     "valid_invalid": ("formal_fallacies",),
 }
-BBH_FAMILY_OF = {sub: fam for fam, subs in BBH_FAMILIES.items() for sub in subs}
+#: the three subtasks the authors leave out, in the family lm-eval's own BBH zero-shot tasks give them
+BBH_UNSCORED_FAMILIES = {"causal_judgement": "yesno", "penguins_in_a_table": "multichoice", "snarks": "multichoice"}
+BBH_FAMILY_OF = {**{sub: fam for fam, subs in BBH_FAMILIES.items() for sub in subs}, **BBH_UNSCORED_FAMILIES}
+
+
+def check_filters(value, where: str) -> list[dict]:
+    """A filter_list in lm-eval's vocabulary: [{name, filter: [{function, ...}, ...]}, ...]."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise CrossdiffError(f"{where}: expected a non-empty list of {{name, filter}} objects, got {value!r}")
+    names = []
+    for i, f in enumerate(value):
+        if not isinstance(f, dict) or set(f) != {"name", "filter"} or not isinstance(f["name"], str):
+            raise CrossdiffError(f"{where}[{i}]: expected {{name: str, filter: [...]}}, got {f!r}")
+        steps = f["filter"]
+        if not isinstance(steps, (list, tuple)) or not steps or not all(
+                isinstance(st, dict) and isinstance(st.get("function"), str) for st in steps):
+            raise CrossdiffError(f"{where}[{i}].filter: expected a list of {{function: name, ...}} steps, got {steps!r}")
+        for st in steps:
+            if "regex_pattern" in st:
+                try:
+                    re.compile(st["regex_pattern"])
+                except re.error as exc:
+                    raise CrossdiffError(f"{where}[{i}]: invalid regex_pattern {st['regex_pattern']!r}: {exc}") from None
+        names.append(f["name"])
+    if len(set(names)) != len(names):
+        raise CrossdiffError(f"{where}: filter names must be unique, got {names}")
+    return [{"name": f["name"], "filter": [dict(st) for st in f["filter"]]} for f in value]
 
 
 def default_filters(fmt: "PromptFormat") -> list[dict]:

@@ -222,8 +222,9 @@ ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
     Adapter("arc", "allenai/ai2_arc", ("ARC-Challenge",), "test", arc_item, ARC_PROMPT),
     Adapter("gsm8k", "openai/gsm8k", ("main",), "test", gsm8k_item, GSM8K_PROMPT),
     Adapter("mmlu_pro", "TIGER-Lab/MMLU-Pro", (None,), "test", mmlu_pro_item, MMLU_PRO_PROMPT),
-    Adapter("bbh", "SaylorTwift/bbh", BBH_SUBTASKS, "test", bbh_item, BBH_PROMPT, subtask_in_id=True,
-            default_subtasks=BBH_SCORED),
+    # default: the leaderboard's 24 subtasks, whose responses the collector brings; the authors' 21 are
+    # items.subtasks = BBH_SCORED (the response importer then needs the other three's responses left out)
+    Adapter("bbh", "SaylorTwift/bbh", BBH_SUBTASKS, "test", bbh_item, BBH_PROMPT, subtask_in_id=True),
     Adapter("math", "lighteval/MATH-Hard", MATH_SUBTASKS, "test", math_item, MATH_PROMPT,
             subtask_in_id=True, id_suffix="_hard", keep=lambda r: str(r.get("level", "")).strip() == "Level 5"),
     Adapter("musr", "TAUR-Lab/MuSR", MUSR_SUBTASKS, "test", musr_item, MUSR_PROMPT, subtask_in_id=True,
