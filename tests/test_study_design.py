@@ -268,3 +268,27 @@ def test_best_train_bin_per_size_with_interval(tmp_path):
     written = plot(best, acc, tmp_path / "fig", "d")
     assert [p.split("fig/")[1] for p in written] == ["m/size_difficulty.png", "best_train_bin.png"]
     assert all((tmp_path / "fig" / p.split("fig/")[1]).stat().st_size > 10_000 for p in written)
+
+
+def test_heatmap_rows_and_diagonal():
+    from crossdiff.heatmaps import _diagonal, _row_order
+
+    assert _row_order(["set-hard", "10", "2", "2-n50", "set-easy", "2-n10"]) == ["2", "2-n10", "2-n50", "10", "set-easy", "set-hard"]
+    assert _diagonal("2", 2) and _diagonal("2-n50", 2) and not _diagonal("2", 1) and not _diagonal("set-easy", 0)
+
+
+def test_plot_results_shows_the_diagonal_only_when_asked(tmp_path, monkeypatch):
+    import seaborn as sns
+
+    from crossdiff import heatmaps
+
+    rows = [{"model": "m", "dataset": "d", "train_bin": tb, "test_bin": t, "value": 0.5, "gain": 0.1 * (t + 1),
+             "significant": False} for tb in ("zero-shot", "0", "1", "set-all") for t in (0, 1)]
+    masks = []
+    real = sns.heatmap
+    monkeypatch.setattr(sns, "heatmap", lambda data, **kw: masks.append(kw.get("mask")) or real(data, **kw))
+    heatmaps.plot_all(pl.DataFrame(rows), tmp_path / "a", "d")
+    heatmaps.plot_all(pl.DataFrame(rows), tmp_path / "b", "d", show_diagonal=True)
+    gain_masks = [m for m in masks if m is not None]
+    assert gain_masks[0].tolist() == [[True, False], [False, True], [False, False]]  # rows 0, 1, set-all
+    assert not gain_masks[1].any()
