@@ -174,7 +174,8 @@ def measure_datasets():
 
 
 def size_study():
-    return bool(config["study"]["train_sizes"])
+    """study.train_sizes with single train bins: the size x difficulty figure and best-bin table."""
+    return bool(config["study"]["train_sizes"]) and config["study"]["train_bins"] != []
 
 
 def study_datasets():
