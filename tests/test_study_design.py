@@ -268,3 +268,54 @@ def test_best_train_bin_per_size_with_interval(tmp_path):
     written = plot(best, acc, tmp_path / "fig", "d")
     assert [p.split("fig/")[1] for p in written] == ["m/size_difficulty.png", "best_train_bin.png"]
     assert all((tmp_path / "fig" / p.split("fig/")[1]).stat().st_size > 10_000 for p in written)
+
+
+def test_heatmap_rows_and_diagonal():
+    from crossdiff.heatmaps import _diagonal, _row_order
+
+    assert _row_order(["set-hard", "10", "2", "2-n50", "set-easy", "2-n10"]) == ["2", "2-n10", "2-n50", "10", "set-easy", "set-hard"]
+    assert _diagonal("2", 2) and _diagonal("2-n50", 2) and not _diagonal("2", 1) and not _diagonal("set-easy", 0)
+
+
+def test_plot_results_shows_the_diagonal_only_when_asked(tmp_path, monkeypatch):
+    import seaborn as sns
+
+    from crossdiff import heatmaps
+
+    rows = [{"model": "m", "dataset": "d", "train_bin": tb, "test_bin": t, "value": 0.5, "gain": 0.1 * (t + 1),
+             "significant": False} for tb in ("zero-shot", "0", "1", "set-all") for t in (0, 1)]
+    masks = []
+    real = sns.heatmap
+    monkeypatch.setattr(sns, "heatmap", lambda data, **kw: masks.append(kw.get("mask")) or real(data, **kw))
+    heatmaps.plot_all(pl.DataFrame(rows), tmp_path / "a", "d")
+    heatmaps.plot_all(pl.DataFrame(rows), tmp_path / "b", "d", show_diagonal=True)
+    gain_masks = [m for m in masks if m is not None]
+    assert gain_masks[0].tolist() == [[True, False], [False, True], [False, False]]  # rows 0, 1, set-all
+    assert not gain_masks[1].any()
+
+
+def test_make_bins_by_a_column_and_bin_agreement_through_the_cli(tmp_path):
+    from crossdiff.cli import main
+
+    n = 60
+    irt = pl.DataFrame({"item_id": [f"q{i}" for i in range(n)], "difficulty": np.arange(n, dtype=float),
+                        "accuracy": np.linspace(1, 0, n)})
+    irt.write_parquet(tmp_path / "irt.parquet")
+    items = pl.DataFrame({"item_id": [f"q{i}" for i in range(n)], "level": [(i * 7) % 5 + 1 for i in range(n)],
+                          "question": ["?"] * n, "answer": ["1"] * n})
+    items.write_parquet(tmp_path / "items.parquet")
+    args = ["make-bins", "--items", str(tmp_path / "irt.parquet"), "--n-bins", "5", "--by", "level",
+            "--item-table", str(tmp_path / "items.parquet"), "--output", str(tmp_path / "bins.parquet"),
+            "--summary", str(tmp_path / "summary.csv"), "--holdout-fraction", "0.25"]
+    assert main(args) == 0
+    bins = pl.read_parquet(tmp_path / "bins.parquet")
+    assert bins.group_by("bin").agg(pl.col("measure").n_unique())["measure"].to_list() == [1] * 5  # 12 per level
+    assert bins.filter(pl.col("heldout")).height == 15
+    assert main(["bin-agreement", "--bins", str(tmp_path / "bins.parquet"), "--n-bins", "5", "--by", "level",
+                 "--output", str(tmp_path / "agreement.csv"), "--figure", str(tmp_path / "agreement.png")]) == 0
+    row = pl.read_csv(tmp_path / "agreement.csv").row(0, named=True)
+    assert row["n_items"] == n and row["distinct_measure_values"] == 5 and 0 <= row["same_bin_share"] <= 1
+    assert abs(row["spearman_measure_irt"]) < 0.3  # level is unrelated to difficulty here
+    assert (tmp_path / "agreement.png").stat().st_size > 10_000
+    # binning by a column of a dataset without it fails with the column's name
+    assert main(args[:6] + ["nope"] + args[7:]) == 2

@@ -37,6 +37,10 @@ def save(fig, path) -> None:
 def histogram(irt_items: pl.DataFrame, bins: pl.DataFrame, title: str):
     fig, ax = plt.subplots(figsize=(7, 4))
     sns.histplot(irt_items["difficulty"].to_numpy(), bins=40, ax=ax, color="#4c72b0")
+    if "measure" in bins.columns:  # bins by another measure (bins.by): IRT difficulty has no bin edges
+        ax.set(xlabel="IRT difficulty (logits)", ylabel="items",
+               title=f"{title}: difficulty (bins by another measure: see agreement.png)")
+        return fig
     edges = bins.group_by("bin").agg(pl.col("difficulty").max()).sort("bin")["difficulty"].to_numpy()[:-1]
     for e in edges:
         ax.axvline(e, color="#c44e52", lw=0.8, ls="--")

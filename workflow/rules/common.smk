@@ -113,9 +113,16 @@ wildcard_constraints:
 
 # ---------------------------------------------------------------- study designs (crossdiff.study)
 # A run is one fine-tune: bin<b> (today's paths) or set-<name>, with -n<size> / -seed<s> suffixes.
+import crossdiff.errors
 import crossdiff.study as design
 
 design.check_design(config["study"], N_BINS)
+for _name in DATASETS:
+    if dataset(_name)["bins"]["by"] != "irt" and not items_table(_name):
+        raise crossdiff.errors.CrossdiffError(
+            f"datasets.{_name}.bins.by = {dataset(_name)['bins']['by']!r} bins by an item-table "
+            "column, but items.source is none; give the dataset an item table or use by: irt"
+        )
 
 
 wildcard_constraints:
@@ -169,7 +176,8 @@ def measure_datasets():
 
 
 def size_study():
-    return bool(config["study"]["train_sizes"])
+    """study.train_sizes with single train bins: the size x difficulty figure and best-bin table."""
+    return bool(config["study"]["train_sizes"]) and config["study"]["train_bins"] != []
 
 
 def study_datasets():
