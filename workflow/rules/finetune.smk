@@ -20,7 +20,8 @@ def finetune_resources(model):
 
 def finetune_gpu_prefix():
     """`crossdiff gpu-run` with the job's own GPU count (per model; 0 = no GPU), or nothing when no
-    model of the config fine-tunes on a GPU. Not a param: see gpu_prefix in common.smk."""
+    model of the config fine-tunes on a GPU. Not a param: see gpu_prefix in common.smk.
+    """
     if not any(finetune_resources(m)["gpu"] for m in MODELS):
         return ""
     devices = config["gpus"]["devices"]
@@ -52,7 +53,9 @@ def check_finetune_memory():
         if cfg is None:
             continue
         n = world_size(s, res["gpu"])
-        msg = fit_message(m["id"], settings_plan(cfg, s, n), res["gpu"], res["gpu_mem_gb"])
+        msg = fit_message(
+            m["id"], settings_plan(cfg, s, n), res["gpu"], res["gpu_mem_gb"]
+        )
         if msg and mode == "error":
             raise WorkflowError(msg)
         if msg:
