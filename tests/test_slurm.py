@@ -237,6 +237,36 @@ def test_parsers():
         assert_gpu_requests(jobs, {})
 
 
+class _Res(dict):
+    def __getattr__(self, name):
+        return self[name]
+
+
+def test_multi_gpu_finetune_is_one_slurm_task():
+    """The plugin's own sbatch/srun strings for a `gpu: 2` fine-tune (resources as the rule declares
+    them, plus a profile-wide `tasks: 1`): no --ntasks-per-gpu (which would start one task per GPU,
+    i.e. the training script twice), and the job step is `srun -n1 ... --gpus=2`."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm_jobstep import get_cpu_setting, get_gpu_setting
+
+    res = _Res(gpu=2, tasks_per_gpu=0, tasks=1, mem_mb=1000, runtime=10, cpus_per_gpu=4, slurm_partition="gpu")
+    job = SimpleNamespace(resources=res, threads=1, is_group=lambda: False, name="finetune")
+    params = {"run_uuid": "x", "slurm_logfile": "l", "comment_str": "c", "account": "", "partition": "-p gpu",
+              "workdir": ".", "runtime": 10}
+    call = get_submit_command(job, params)
+    assert "--ntasks-per-gpu" not in call and "--cpus-per-gpu=4" in call, call
+    # without the rule's tasks_per_gpu=0 a profile's `tasks: 1` becomes one task per GPU
+    unguarded = SimpleNamespace(resources=_Res({**res, "tasks_per_gpu": None}), threads=1, is_group=lambda: False, name="finetune")
+    assert "--ntasks-per-gpu=1" in get_submit_command(unguarded, params)
+    step = f"srun -n1 {get_cpu_setting(job, True)} {get_gpu_setting(job)}"
+    assert "--gpus=2" in step and "--cpus-per-gpu=4" in step
+    # what the rule declares
+    smk = (REPO / "workflow" / "rules" / "finetune.smk").read_text()
+    assert "tasks_per_gpu=0" in smk
+
+
 def test_profile_renders_and_names_known_options():
     """Every key of profiles/slurm is a snakemake option (an unknown key stops snakemake)."""
     import yte

@@ -66,26 +66,53 @@ if study_datasets():
     check_finetune_memory()
 
 
+def finetuned_model_output():
+    """The fine-tuned model; with storage.delete_finetuned_models a temp() that snakemake deletes once
+    its evaluation has been written (--notemp keeps it)."""
+    out = directory("results/finetune/{model}/{dataset}/bin{b}")
+    return temp(out) if config["storage"]["delete_finetuned_models"] else out
+
+
+def finetuned_metrics_output():
+    """With deleted models, a copy of train_metrics.json that stays."""
+    if not config["storage"]["delete_finetuned_models"]:
+        return {}
+    return {"metrics": "results/finetune/{model}/{dataset}/bin{b}.train_metrics.json"}
+
+
+def metrics_copy_arg(wildcards, output):
+    return (
+        f"--metrics-copy {shlex.quote(output.metrics)}"
+        if "metrics" in output.keys()
+        else ""
+    )
+
+
 rule finetune:
     input:
         base=base_model_input,
         train="results/sft/{dataset}/bin{b}.jsonl",
     output:
-        directory("results/finetune/{model}/{dataset}/bin{b}"),
+        finetuned_model_output(),
+        **finetuned_metrics_output(),
     log:
         "logs/finetune/{model}/{dataset}/bin{b}.log",
     threads: lambda wc: finetune_resources(wc.model)["threads"]
     resources:
         gpu=lambda wc: finetune_resources(wc.model)["gpu"],
+        # ONE SLURM task holding all the job's GPUs (its command starts the ranks): 0 keeps the
+        # slurm plugin from adding --ntasks-per-gpu even when a profile sets `tasks`
+        tasks_per_gpu=0,
         mem_mb=lambda wc, attempt: finetune_resources(wc.model)["mem_mb"] * attempt,
         runtime=lambda wc, attempt: finetune_resources(wc.model)["runtime"] * attempt,
     params:
         base=lambda wc: shlex.quote(base_model_ref(wc.model)),
         settings=cli_json(config["finetune"]),
         prompt=lambda wc: cli_json(prompt_of(wc.dataset)),
+        metrics_copy=metrics_copy_arg,
     shell:
         "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
         + finetune_gpu_prefix()
         + "crossdiff finetune --model {params.base} "
-        "--train {input.train:q} --output {output:q} --settings {params.settings} "
-        "--prompt {params.prompt} --gpus {resources.gpu} > {log:q} 2>&1"
+        "--train {input.train:q} --output {output[0]:q} --settings {params.settings} "
+        "--prompt {params.prompt} --gpus {resources.gpu} {params.metrics_copy} > {log:q} 2>&1"
