@@ -18,7 +18,7 @@ rule finetune:
         base=base_model_input,
         train="results/sft/{dataset}/bin{b}.jsonl",
     output:
-        finetuned_model_output(),
+        model=finetuned_model_output(),
         **finetuned_metrics_output(),
     log:
         "logs/finetune/{model}/{dataset}/bin{b}.log",
@@ -39,5 +39,5 @@ rule finetune:
         "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
         + finetune_gpu_prefix()
         + "crossdiff finetune --model {params.base} "
-        "--train {input.train:q} --output {output[0]:q} --settings {params.settings} "
+        "--train {input.train:q} --output {output.model:q} --settings {params.settings} "
         "--prompt {params.prompt} --gpus {resources.gpu} {params.metrics_copy} > {log:q} 2>&1"
