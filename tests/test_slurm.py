@@ -237,6 +237,36 @@ def test_parsers():
         assert_gpu_requests(jobs, {})
 
 
+class _Res(dict):
+    def __getattr__(self, name):
+        return self[name]
+
+
+def test_multi_gpu_finetune_is_one_slurm_task():
+    """The plugin's own sbatch/srun strings for a `gpu: 2` fine-tune (resources as the rule declares
+    them, plus a profile-wide `tasks: 1`): no --ntasks-per-gpu (which would start one task per GPU,
+    i.e. the training script twice), and the job step is `srun -n1 ... --gpus=2`."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm_jobstep import get_cpu_setting, get_gpu_setting
+
+    res = _Res(gpu=2, tasks_per_gpu=0, tasks=1, mem_mb=1000, runtime=10, cpus_per_gpu=4, slurm_partition="gpu")
+    job = SimpleNamespace(resources=res, threads=1, is_group=lambda: False, name="finetune")
+    params = {"run_uuid": "x", "slurm_logfile": "l", "comment_str": "c", "account": "", "partition": "-p gpu",
+              "workdir": ".", "runtime": 10}
+    call = get_submit_command(job, params)
+    assert "--ntasks-per-gpu" not in call and "--cpus-per-gpu=4" in call, call
+    # without the rule's tasks_per_gpu=0 a profile's `tasks: 1` becomes one task per GPU
+    unguarded = SimpleNamespace(resources=_Res({**res, "tasks_per_gpu": None}), threads=1, is_group=lambda: False, name="finetune")
+    assert "--ntasks-per-gpu=1" in get_submit_command(unguarded, params)
+    step = f"srun -n1 {get_cpu_setting(job, True)} {get_gpu_setting(job)}"
+    assert "--gpus=2" in step and "--cpus-per-gpu=4" in step
+    # what the rule declares
+    smk = (REPO / "workflow" / "rules" / "finetune.smk").read_text()
+    assert "tasks_per_gpu=0" in smk
+
+
 def test_profile_renders_and_names_known_options():
     """Every key of profiles/slurm is a snakemake option (an unknown key stops snakemake)."""
     import yte
@@ -352,3 +382,49 @@ def test_cancelled_finetune_resumes_from_its_checkpoint(slurm_cluster, tmp_path)
     metrics = json.loads((workdir / target / "train_metrics.json").read_text())
     assert metrics["resumed_from"] and metrics["resumed_from_step"] in kept
     assert metrics["global_step"] > metrics["resumed_from_step"] >= 10
+
+
+TWO_GPU_STUDY = STUDY_FOR_SLURM.replace(
+    "    warmup_dataset: tiny\n",
+    "    warmup_dataset: tiny\n    resources: {gpu: 2, mem_mb: 2000}\n",
+).replace(
+    "finetune: {num_train_epochs: 1, learning_rate: 5.0e-4, per_device_train_batch_size: 8, save_steps: 2}",
+    "finetune: {num_train_epochs: 40, learning_rate: 1.0e-4, per_device_train_batch_size: 4, save_steps: 10}",
+)
+
+
+def test_two_gpu_finetune_is_one_job_of_two_ranks_and_resumes_after_scancel(slurm_cluster, tmp_path):
+    """models[].resources.gpu: 2 -> ONE SLURM job asking for 2 GPUs whose single task starts 2 ranks
+    (CPU ranks over gloo: the GPUs are fake); scancel it after a checkpoint, the rerun resumes."""
+    workdir = make_workdir(tmp_path / "wf", TWO_GPU_STUDY)
+    profile = local_profile(tmp_path / "profile", retries=0)
+    target = "results/finetune/tiny-model/tiny/bin0"
+    work = workdir / f"{target}.work"
+    cmd = ["timeout", "-k", "30", "400", str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--profile", str(profile), target]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{SBIN_PATH}"}
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=workdir)
+    try:
+        job = wait_for_job("finetune", workdir, timeout=300)
+        end = time.monotonic() + 240
+        while not list(work.glob("checkpoint-*/crossdiff_checkpoint.json")) and time.monotonic() < end:
+            time.sleep(0.2)
+        assert list(work.glob("checkpoint-*/crossdiff_checkpoint.json")), "no complete checkpoint before the deadline"
+        scancel(job["JobId"])
+        out, _ = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode != 0, out[-3000:]
+    assert not (workdir / target).exists()
+    run_on_slurm(REPO / "Snakefile", workdir, profile, target, timeout=400)
+    metrics = json.loads((workdir / target / "train_metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["engine"] == "ddp"
+    assert metrics["cuda_visible_devices"] in ("0,1", "1,0")
+    assert metrics["resumed_from"] and metrics["global_step"] > metrics["resumed_from_step"] >= 10
+    finetunes = [j for j in slurm_jobs(workdir) if j["rule"] == "finetune"]
+    assert len(finetunes) == 2, "one SLURM job per run (the cancelled one and the rerun)"
+    assert all(gpus_requested(j) == 2 for j in finetunes)
+    assert all(j.get("NumTasks", "1") == "1" for j in finetunes), [j.get("NumTasks") for j in finetunes]
+    log = (workdir / "logs/finetune/tiny-model/tiny/bin0.log").read_text()
+    assert log.count("launching 2 ranks") == 1  # the rerun's log: the command ran once, not once per GPU

@@ -31,80 +31,32 @@ rule make_train_set:
         "{params.design} --prompt {params.prompt} --output {output:q} > {log:q} 2>&1"
 
 
-def finetune_resources(model):
-    """resources.finetune, overridden key by key by the model's own models[].resources."""
-    return {**config["resources"]["finetune"], **(MODELS[model].get("resources") or {})}
-
-
-def finetune_gpu_prefix():
-    """`crossdiff gpu-run` with the job's own GPU count (per model; 0 = no GPU), or nothing when no
-    model of the config fine-tunes on a GPU. Not a param: see gpu_prefix in common.smk.
-    """
-    if not any(finetune_resources(m)["gpu"] for m in MODELS):
-        return ""
-    devices = config["gpus"]["devices"]
-    devices = devices if isinstance(devices, str) else ",".join(map(str, devices))
-    return (
-        "crossdiff gpu-run --count {resources.gpu} "
-        f"--devices {shlex.quote(devices)} --lock-dir {shlex.quote(config['gpus']['lock_dir'])} -- "
-    )
-
-
-def check_finetune_memory():
-    """Stop the dry run when a model's fine-tune cannot fit its GPUs (crossdiff/memory_plan.py)."""
-    import sys
-
-    from snakemake.exceptions import WorkflowError
-
-    from crossdiff.finetune.settings import resolve_settings, world_size
-    from crossdiff.memory_plan import fit_message, read_config, settings_plan
-
-    mode = config["resources"]["memory_check"]
-    if mode == "off":
-        return
-    s = resolve_settings(config["finetune"])
-    for model, m in MODELS.items():
-        res = finetune_resources(model)
-        if not res["gpu"] or m["build"] or s["device"] == "cpu":
-            continue
-        cfg = read_config(m["id"])
-        if cfg is None:
-            continue
-        n = world_size(s, res["gpu"])
-        msg = fit_message(
-            m["id"], settings_plan(cfg, s, n), res["gpu"], res["gpu_mem_gb"]
-        )
-        if msg and mode == "error":
-            raise WorkflowError(msg)
-        if msg:
-            print(f"warning: {msg}", file=sys.stderr)
-
-
-if study_datasets():
-    check_finetune_memory()
-
-
 # {run}: bin<b> (the paper's design), or set-<name> / -n<size> / -seed<s> (crossdiff.study)
 rule finetune:
     input:
         base=base_model_input,
         train=sft_data_path,
     output:
-        directory("results/finetune/{model}/{dataset}/{run}"),
+        **finetuned_metrics_output(),
+        model=finetuned_model_output(),
     log:
         "logs/finetune/{model}/{dataset}/{run}.log",
     threads: lambda wc: finetune_resources(wc.model)["threads"]
     resources:
         gpu=lambda wc: finetune_resources(wc.model)["gpu"],
+        # ONE SLURM task holding all the job's GPUs (its command starts the ranks): 0 keeps the
+        # slurm plugin from adding --ntasks-per-gpu even when a profile sets `tasks`
+        tasks_per_gpu=0,
         mem_mb=lambda wc, attempt: finetune_resources(wc.model)["mem_mb"] * attempt,
         runtime=lambda wc, attempt: finetune_resources(wc.model)["runtime"] * attempt,
     params:
         base=lambda wc: shlex.quote(base_model_ref(wc.model)),
         settings=run_settings,
         prompt=lambda wc: cli_json(prompt_of(wc.dataset)),
+        metrics_copy=metrics_copy_arg,
     shell:
         "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
         + finetune_gpu_prefix()
         + "crossdiff finetune --model {params.base} "
-        "--train {input.train:q} --output {output:q} --settings {params.settings} "
-        "--prompt {params.prompt} --gpus {resources.gpu} > {log:q} 2>&1"
+        "--train {input.train:q} --output {output.model:q} --settings {params.settings} "
+        "--prompt {params.prompt} --gpus {resources.gpu} {params.metrics_copy} > {log:q} 2>&1"

@@ -116,6 +116,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--settings", type=json_arg, default={}, help="JSON object of training settings (see settings.py)")
     p.add_argument("--prompt", type=json_arg, default={}, help="JSON object: the dataset's prompt format")
     p.add_argument("--gpus", type=int, default=None, help="GPUs of this job (num_processes 'auto' uses them)")
+    p.add_argument("--metrics-copy", help="also write train_metrics.json here (it stays when the model is deleted)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -130,5 +131,9 @@ def run(args: argparse.Namespace) -> None:
             raise CrossdiffError("--worker is internal: ranks are started by 'crossdiff finetune' itself")
         worker(args)
         return
-    finetune(args.model, args.train, args.output, args.work_dir, args.settings, args.prompt, gpus=args.gpus)
+    metrics = finetune(args.model, args.train, args.output, args.work_dir, args.settings, args.prompt, gpus=args.gpus)
+    if args.metrics_copy:
+        from crossdiff.io import write_json
+
+        write_json(metrics, args.metrics_copy)
     sys.stdout.flush()

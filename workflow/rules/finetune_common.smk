@@ -1,0 +1,77 @@
+# Fine-tuning helpers used by the finetune rule: per-model resources, the GPU prefix, the
+# memory-plan check at parse time (so `snakemake -n` stops an impossible fine-tune), storage.
+
+
+def finetune_resources(model):
+    """resources.finetune, overridden key by key by the model's own models[].resources."""
+    return {**config["resources"]["finetune"], **(MODELS[model].get("resources") or {})}
+
+
+def finetune_gpu_prefix():
+    """`crossdiff gpu-run` with the job's own GPU count (per model; 0 = no GPU), or nothing when no
+    model of the config fine-tunes on a GPU. Not a param: see gpu_prefix in common.smk.
+    """
+    if not any(finetune_resources(m)["gpu"] for m in MODELS):
+        return ""
+    devices = config["gpus"]["devices"]
+    devices = devices if isinstance(devices, str) else ",".join(map(str, devices))
+    return (
+        "crossdiff gpu-run --count {resources.gpu} "
+        f"--devices {shlex.quote(devices)} --lock-dir {shlex.quote(config['gpus']['lock_dir'])} -- "
+    )
+
+
+def check_finetune_memory():
+    """Stop the dry run when a model's fine-tune cannot fit its GPUs (crossdiff/memory_plan.py)."""
+    import sys
+
+    from snakemake.exceptions import WorkflowError
+
+    from crossdiff.finetune.settings import resolve_settings, world_size
+    from crossdiff.memory_plan import fit_message, read_config, settings_plan
+
+    mode = config["resources"]["memory_check"]
+    if mode == "off":
+        return
+    s = resolve_settings(config["finetune"])
+    for model, m in MODELS.items():
+        res = finetune_resources(model)
+        if not res["gpu"] or m["build"] or s["device"] == "cpu":
+            continue
+        cfg = read_config(m["id"])
+        if cfg is None:
+            continue
+        n = world_size(s, res["gpu"])
+        msg = fit_message(
+            m["id"], settings_plan(cfg, s, n), res["gpu"], res["gpu_mem_gb"]
+        )
+        if msg and mode == "error":
+            raise WorkflowError(msg)
+        if msg:
+            print(f"warning: {msg}", file=sys.stderr)
+
+
+if study_datasets():
+    check_finetune_memory()
+
+
+def finetuned_model_output():
+    """The fine-tuned model; with storage.delete_finetuned_models a temp() that snakemake deletes once
+    its evaluation has been written (--notemp keeps it)."""
+    out = directory("results/finetune/{model}/{dataset}/{run}")
+    return temp(out) if config["storage"]["delete_finetuned_models"] else out
+
+
+def finetuned_metrics_output():
+    """With deleted models, a copy of train_metrics.json that stays."""
+    if not config["storage"]["delete_finetuned_models"]:
+        return {}
+    return {"metrics": "results/finetune/{model}/{dataset}/{run}.train_metrics.json"}
+
+
+def metrics_copy_arg(wildcards, output):
+    return (
+        f"--metrics-copy {shlex.quote(output.metrics)}"
+        if "metrics" in output.keys()
+        else ""
+    )
