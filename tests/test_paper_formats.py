@@ -380,3 +380,17 @@ def test_adapter_defaults_are_valid_config(name):
     config = {"datasets": {name: {"items": {"source": "hub", "adapter": name, "path": str(PATHS[name])},
                                   "responses": {"source": "simulated"}, "prompt": ADAPTERS[name].prompt}}}
     assert validate(config)["datasets"][name]["prompt"] == ADAPTERS[name].prompt
+
+
+def test_lm_eval_scores_math_by_equivalence(tmp_path):
+    settings = {"source": "hub", "adapter": "math", "path": str(PATHS["math"])}
+    prompt = prompt_for(settings, None)
+    fmt = PromptFormat.from_config(prompt)
+    items = {r["item_id"]: r for r in load_items("math", settings).to_dicts()}
+    task = _task(tmp_path, "math", items, fmt, prompt)
+    outputs = {"algebra_hard/0": "So the maximum is $\\boxed{\\frac{2}{\\sqrt{2}}}$.",  # = \sqrt{2}
+               "algebra_hard/1": "The sum is $\\boxed{\\frac{10}{2}}$.",  # = 5
+               "number_theory_hard/0": "It is $\\boxed{4}$."}  # gold 3
+    lm = CannedLM({fmt.prompt_text(items[k]): v for k, v in outputs.items()}, {})
+    record, samples = _run(tmp_path, task, lm)
+    assert [samples[k]["correct"] for k in outputs] == [1, 1, 0] and record["value"] == pytest.approx(2 / 3)
