@@ -70,6 +70,7 @@ def test_drop_and_counts_in_train_metrics(base):
     assert lengths["n_examples"] == 4 and lengths["n_truncated"] == 2
     assert lengths["n_completion_cut"] == 1 and lengths["n_no_completion_left"] == 1
     assert lengths["no_completion_item_ids"] == ["murder_mysteries/0"] and lengths["n_trained"] == 3
+    assert lengths["count_matches_trainer"] is True  # SFTTrainer left out the same example
     assert lengths["longest_example_tokens"] > 160
 
 

@@ -380,3 +380,32 @@ def test_adapter_defaults_are_valid_config(name):
     config = {"datasets": {name: {"items": {"source": "hub", "adapter": name, "path": str(PATHS[name])},
                                   "responses": {"source": "simulated"}, "prompt": ADAPTERS[name].prompt}}}
     assert validate(config)["datasets"][name]["prompt"] == ADAPTERS[name].prompt
+
+
+def test_lm_eval_scores_math_by_equivalence(tmp_path):
+    settings = {"source": "hub", "adapter": "math", "path": str(PATHS["math"])}
+    prompt = prompt_for(settings, None)
+    fmt = PromptFormat.from_config(prompt)
+    items = {r["item_id"]: r for r in load_items("math", settings).to_dicts()}
+    task = _task(tmp_path, "math", items, fmt, prompt)
+    outputs = {"algebra_hard/0": "So the maximum is $\\boxed{\\frac{2}{\\sqrt{2}}}$.",  # = \sqrt{2}
+               "algebra_hard/1": "The sum is $\\boxed{\\frac{10}{2}}$.",  # = 5
+               "number_theory_hard/0": "It is $\\boxed{4}$."}  # gold 3
+    lm = CannedLM({fmt.prompt_text(items[k]): v for k, v in outputs.items()}, {})
+    record, samples = _run(tmp_path, task, lm)
+    assert [samples[k]["correct"] for k in outputs] == [1, 1, 0] and record["value"] == pytest.approx(2 / 3)
+
+
+def test_lm_eval_scores_mmlu_pro_letters(tmp_path):
+    settings = {"source": "hub", "adapter": "mmlu_pro", "path": str(PATHS["mmlu_pro"])}
+    prompt = prompt_for(settings, None)
+    fmt = PromptFormat.from_config(prompt)
+    items = {r["item_id"]: r for r in load_items("mmlu_pro", settings).to_dicts()}
+    task = _task(tmp_path, "mmlu_pro", items, fmt, prompt)
+    gold = {k: fmt.gold(v) for k, v in items.items()}
+    outputs = {"0": f"The answer is ({gold['0']})", "1": f"{gold['1']}", "2": "I am not sure."}  # "I" is a letter too
+    lm = CannedLM({fmt.prompt_text(items[k]): v for k, v in outputs.items()}, {})
+    record, samples = _run(tmp_path, task, lm)
+    assert record["filter"] == "custom-extract"
+    assert samples["0"]["correct"] == samples["1"]["correct"] == 1
+    assert samples["2"]["prediction"] == "I" and samples["2"]["correct"] == int(gold["2"] == "I")
