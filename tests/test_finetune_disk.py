@@ -34,13 +34,15 @@ MODEL = "results/finetune/tiny-model/tiny/bin0"
 
 def test_finetuned_model_deleted_after_its_evaluation_metrics_kept(tmp_path):
     wf = make_workdir(tmp_path / "wf", STUDY)
+    # --notemp keeps the model
+    snakemake(wf, "-j1", "--notemp", EVAL, timeout=600)
+    assert (wf / MODEL / "model.safetensors").exists() and (wf / f"{MODEL}.train_metrics.json").exists()
+    # without it, the model goes as soon as its evaluation has been written
+    for f in (wf / "results/eval/tiny-model/tiny/train0").iterdir():
+        f.unlink()
     snakemake(wf, "-j1", EVAL, timeout=600)
     assert (wf / EVAL).exists()
     assert not (wf / MODEL).exists(), "the fine-tuned model should be removed once evaluated"
     metrics = json.loads((wf / f"{MODEL}.train_metrics.json").read_text())
     assert metrics["global_step"] == 2 and metrics["share_changed"] > 0.99
     assert not (wf / f"{MODEL}.work").exists()
-    # --notemp keeps it
-    wf2 = make_workdir(tmp_path / "wf2", STUDY)
-    snakemake(wf2, "-j1", "--notemp", EVAL, timeout=600)
-    assert (wf2 / MODEL / "model.safetensors").exists() and (wf2 / f"{MODEL}.train_metrics.json").exists()

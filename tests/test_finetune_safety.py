@@ -74,6 +74,22 @@ def test_pure_bf16_is_refused_unless_opted_in():
     assert precision_plan(resolve_settings({}), on_gpu=False, bf16_supported=False)["mode"] == "fp32"
 
 
+def test_settings_that_cannot_work_are_refused():
+    from crossdiff.finetune.settings import accumulation_steps, resolve_settings, world_size
+
+    with pytest.raises(CrossdiffError, match="padding_free needs.*flash_attention_2"):
+        resolve_settings({"padding_free": True})
+    assert resolve_settings({"padding_free": True, "attn_implementation": "flash_attention_2"})["padding_free"]
+    s = resolve_settings({"global_batch_size": 8, "per_device_train_batch_size": 2})
+    assert [accumulation_steps(s, n) for n in (1, 2, 4)] == [4, 2, 1]
+    with pytest.raises(CrossdiffError, match="not a multiple"):
+        accumulation_steps(s, 8)
+    assert world_size(resolve_settings({}), 4) == 4 and world_size(resolve_settings({}), 0) == 1
+    assert world_size(resolve_settings({"num_processes": 2}), 0) == 2
+    with pytest.raises(CrossdiffError, match="unknown key"):
+        resolve_settings({"bf17": True})
+
+
 def test_pure_bf16_refused_before_any_training(env):
     from crossdiff.finetune import finetune
 

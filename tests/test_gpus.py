@@ -243,3 +243,16 @@ def test_registered_as_cli_subcommand():
     from crossdiff.cli import COMMANDS
 
     assert COMMANDS.get("gpu-run", ("",))[0] == "crossdiff.gpus", "register: 'gpu-run': ('crossdiff.gpus', ...) in cli.COMMANDS"
+
+
+def test_count_zero_runs_without_a_gpu_and_takes_no_lock(tmp_path):
+    """--count 0 (a model whose fine-tune has `gpu: 0` in a config where others have GPUs): the command
+    runs at once with CUDA_VISIBLE_DEVICES emptied, and no device slot is locked."""
+    out = tmp_path / "rec"
+    env = clean_env(CUDA_VISIBLE_DEVICES="0,1")
+    proc = wrapper(tmp_path / "locks", "--count", "0", "--devices", "0", cmd=job(out, 0), env=env)
+    code, err = finish(proc)
+    assert code == 0, err
+    assert "pass-through: --count 0" in err
+    assert out.read_text().startswith(" ")  # "<CUDA_VISIBLE_DEVICES> <start> <end>" with no device
+    assert not (tmp_path / "locks").exists() or not list((tmp_path / "locks").iterdir())

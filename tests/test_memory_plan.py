@@ -103,3 +103,19 @@ def test_dry_run_stops_a_finetune_that_cannot_fit_and_uses_per_model_gpus(tmp_pa
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "--count 8" in out and "--count 1" in out and "--gpus 8" in out
+
+
+def test_a_job_on_a_too_small_gpu_stops_before_loading(tmp_path, monkeypatch):
+    """The check at the start of each rank (crossdiff/finetune/train.py), with the GPU's memory given by
+    CROSSDIFF_GPU_MEM_GB (CUDA faked: no GPU here)."""
+    import torch
+
+    from crossdiff.finetune.settings import resolve_settings
+    from crossdiff.memory_plan import check_before_training
+
+    d = _local_model(tmp_path, "Qwen/Qwen2.5-7B-Instruct")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("CROSSDIFF_GPU_MEM_GB", "80")
+    with pytest.raises(CrossdiffError, match="needs about .* GB per GPU on 1 GPU"):
+        check_before_training(str(d), d, resolve_settings({"max_length": 4096, "per_device_train_batch_size": 2}), 1)
+    check_before_training(str(d), d, resolve_settings({"max_length": 4096, "per_device_train_batch_size": 1}), 8)

@@ -74,9 +74,6 @@ def finetune(
     work_dir = Path(work_dir) if work_dir else _default_work_dir(output)
     n = world_size(s, gpus)
     model_dir = resolve_model_dir(model_path)
-    from crossdiff.memory_plan import check_before_training
-
-    check_before_training(model_path, model_dir, s, n)
     fp = fingerprint(model_dir, rows, s, fmt.to_config(), n)
     prepare_work_dir(work_dir, output, fp, {"model": str(model_path), "train": str(train_path), "processes": n})
     if n > 1:

@@ -24,6 +24,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when this launcher dies, even by SIGKILL (Linux PR_SET_PDEATHSIG),
+    so no rank outlives its job."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except OSError:
+        pass
+
+
 def launch_command(n: int, model, train, output, work_dir, s: dict, prompt: dict, port: int | None = None) -> list[str]:
     return [
         sys.executable, "-m", "accelerate.commands.launch",
@@ -42,7 +53,7 @@ def launch_ranks(n: int, model, train, output, work_dir, s: dict, prompt: dict) 
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     print(f"launching {n} ranks: accelerate launch --multi_gpu --num_processes {n} ...", flush=True)
-    proc = subprocess.Popen(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
 
     def forward(signum, frame):
         proc.send_signal(signum)

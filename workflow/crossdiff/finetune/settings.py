@@ -138,6 +138,11 @@ def resolve_settings(settings: dict | None) -> dict:
     g = s["global_batch_size"]
     if g is not None and not (isinstance(g, int) and g >= 1):
         raise CrossdiffError(f"finetune settings.global_batch_size: expected null or an integer >= 1, got {g!r}")
+    if s["padding_free"] and not str(s["attn_implementation"] or "").startswith(("flash_attention", "kernels-community/")):
+        raise CrossdiffError(
+            "finetune settings.padding_free needs an attention implementation that takes packed "
+            f"sequences: set attn_implementation: flash_attention_2 (got {s['attn_implementation']!r})"
+        )
     if s["master_weights"] == "bf16" and not s["allow_pure_bf16"]:
         raise CrossdiffError(PURE_BF16_MESSAGE)
     return s

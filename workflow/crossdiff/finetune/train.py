@@ -225,6 +225,10 @@ def train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s,
     Returns the metrics on rank 0, None on the other ranks."""
     import torch
 
+    from crossdiff.memory_plan import check_before_training
+
+    # each rank checks its own GPU (in the rank, so the launcher never opens a CUDA context)
+    check_before_training(model_path, model_dir, s, n_processes)
     resume = last_complete_checkpoint(work_dir)
     trainer, tokenizer, runtime = build_trainer(model_dir, rows, work_dir, s, fmt, callbacks, n_processes)
     lengths = check_lengths(trainer, rows, fmt, s["max_length"])  # truncation counts; error or drop if no completion
