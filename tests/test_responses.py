@@ -191,6 +191,40 @@ def test_lm_eval_samples_directory(tmp_path):
     assert ("org__model-b", "d0", 1) in df.rows()
 
 
+def test_lm_eval_samples_of_a_group_task_by_subtask(tmp_path):
+    """lm-eval's own --log_samples run of leaderboard_bbh: one file per subtask; ids match the bbh adapter's,
+    the subtasks its default leaves out (snarks) are dropped per subtask, the newest run per subtask wins."""
+    from crossdiff.data.adapters import load_items
+
+    from conftest import REPO
+
+    items = load_items("bbh", {"path": str(REPO / "tests" / "fixtures" / "datasets" / "bbh")})
+    items.write_parquet(tmp_path / "items.parquet")
+    n = items.group_by("subtask").len().sort("subtask")["len"].to_list()  # boolean_expressions, date_understanding
+    root = tmp_path / "logs"
+    for m, model in enumerate(("org__a", "org__b")):
+        d = root / model
+        write_samples(d / "samples_leaderboard_bbh_boolean_expressions_2024-06-01T00-00-00.000.jsonl",
+                      [sample(i, 0.0, exact_match=float((i + m) % 2)) for i in range(n[0])])
+        write_samples(d / "samples_leaderboard_bbh_date_understanding_2024-06-01T00-00-00.000.jsonl",
+                      [sample(i, 0.0, exact_match=0.0) for i in range(n[1])])
+        write_samples(d / "samples_leaderboard_bbh_date_understanding_2024-07-01T00-00-00.000.jsonl",  # newer run
+                      [sample(i, 1.0, exact_match=float(i != m)) for i in range(n[1])])
+        write_samples(d / "samples_leaderboard_bbh_snarks_2024-06-01T00-00-00.000.jsonl", [sample(0, 1.0, exact_match=1.0)])
+        write_samples(d / "samples_leaderboard_mmlu_pro_2024-06-01T00-00-00.000.jsonl", [sample(0, 1.0, exact_match=1.0)])
+    settings = {"task": "leaderboard_bbh", "subtasks": True, "metric": "exact_match"}
+    df, dropped, _ = build("lm_eval_samples", root, settings, NO_FILTERS, items_path=tmp_path / "items.parquet")
+    assert set(df["item_id"]) == set(items["item_id"]) and df.height == 2 * items.height
+    assert df.filter((pl.col("model_id") == "org__b") & (pl.col("item_id") == "date_understanding/1"))["correct"][0] == 0
+    assert df.filter((pl.col("model_id") == "org__b") & (pl.col("item_id") == "date_understanding/0"))["correct"][0] == 1
+    assert dropped.select("kind", "id", "reason").rows() == [("subtask", "snarks", "subtask_not_in_items")]
+    with pytest.raises(CrossdiffError, match=r"subtasks: true needs responses.task"):
+        build("lm_eval_samples", root, {"subtasks": True}, NO_FILTERS)
+    with pytest.raises(CrossdiffError, match=r"no lm-eval sample files of subtasks of 'leaderboard_musr' .*tasks found: "
+                                             r"leaderboard_bbh_boolean_expressions, leaderboard_bbh_date_understanding"):
+        build("lm_eval_samples", root, {"task": "leaderboard_musr", "subtasks": True}, NO_FILTERS)
+
+
 def test_lm_eval_threshold_and_filters(tmp_path):
     root = tmp_path / "logs"
     write_samples(root / "m" / "samples_gsm_2026.jsonl", [
