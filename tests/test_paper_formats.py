@@ -86,16 +86,32 @@ def test_bbh_trains_on_question_answer_and_evaluates_on_q_a():
     assert fmt.max_gen_toks == 256 and fmt.filter_name == "strict-match"
 
 
-def test_bbh_authors_21_subtasks_are_one_setting_away():
-    from crossdiff.data.adapters import BBH_SCORED
+def test_bbh_defaults_to_the_authors_21_subtasks_and_items_subtasks_restores_24(tmp_path, capsys):
+    from crossdiff.data.adapters import BBH_SCORED, BBH_SUBTASKS
+    from crossdiff.errors import CrossdiffError
     from crossdiff.scoring import BBH_FAMILY_OF
 
     assert len(ADAPTERS["bbh"].configs) == 24 and len(BBH_SCORED) == 21
     assert {"causal_judgement", "penguins_in_a_table", "snarks"}.isdisjoint(BBH_SCORED)
     assert set(BBH_FAMILY_OF) == set(ADAPTERS["bbh"].configs)  # every subtask has its answer-type filter
-    assert ADAPTERS["bbh"].default_subtasks is None  # the leaderboard's 24 (what its responses cover)
-    items = load_items("bbh", {"path": str(PATHS["bbh"]), "subtasks": list(BBH_SCORED)})
+    assert ADAPTERS["bbh"].default_subtasks == BBH_SCORED
+    # a local copy of all 24 subtasks: the default loads the 21, items.subtasks = all 24 loads 24
+    for sub in BBH_SUBTASKS:
+        (tmp_path / f"{sub}.jsonl").write_text(json.dumps({"input": f"{sub} q", "target": "True"}) + "\n")
+    default = load_items("bbh", {"path": str(tmp_path)})
+    assert sorted(default["subtask"]) == sorted(BBH_SCORED) and default.height == 21
+    assert not default["item_id"].str.starts_with("snarks").any()
+    every = load_items("bbh", {"path": str(tmp_path), "subtasks": list(BBH_SUBTASKS)})
+    assert every.height == 24 and "snarks/0" in every["item_id"].to_list()
+    # the default set partly present: the missing ones are named on stderr, the rest load
+    capsys.readouterr()
+    items = load_items("bbh", {"path": str(PATHS["bbh"])})
     assert set(items["subtask"]) == {"boolean_expressions", "date_understanding"}  # the fixture's two
+    err = capsys.readouterr().err
+    assert "19 of the 21 default bbh subtask(s)" in err and "web_of_lies" in err and "snarks" not in err
+    # named in items.subtasks but absent: a loud error naming it
+    with pytest.raises(CrossdiffError, match=r"no rows for the bbh subtask\(s\) \['navigate'\] listed in items.subtasks"):
+        load_items("bbh", {"path": str(PATHS["bbh"]), "subtasks": ["boolean_expressions", "navigate"]})
 
 
 def test_math_problem_solution():
@@ -390,7 +406,7 @@ def test_lm_eval_scores_math_by_equivalence(tmp_path):
     task = _task(tmp_path, "math", items, fmt, prompt)
     outputs = {"algebra_hard/0": "So the maximum is $\\boxed{\\frac{2}{\\sqrt{2}}}$.",  # = \sqrt{2}
                "algebra_hard/1": "The sum is $\\boxed{\\frac{10}{2}}$.",  # = 5
-               "number_theory_hard/0": "It is $\\boxed{4}$."}  # gold 3
+               "num_theory_hard/0": "It is $\\boxed{4}$."}  # gold 3
     lm = CannedLM({fmt.prompt_text(items[k]): v for k, v in outputs.items()}, {})
     record, samples = _run(tmp_path, task, lm)
     assert [samples[k]["correct"] for k in outputs] == [1, 1, 0] and record["value"] == pytest.approx(2 / 3)

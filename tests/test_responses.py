@@ -105,6 +105,39 @@ def test_unknown_item_ids(tmp_path):
         build("table", p, {}, {}, items_path=items)
 
 
+def test_responses_of_subtasks_the_item_table_leaves_out_are_dropped_per_subtask(tmp_path):
+    """BBH's default 21 subtasks against a table holding the leaderboard's 24: the other subtasks' responses
+    go to dropped.csv (one row per subtask, with counts); an unknown id inside a kept subtask still stops."""
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,question,answer\nnavigate/0,a,1\nnavigate/1,b,1\nweb_of_lies/0,c,1\n")
+    rows = [(m, i, int(m == "m1") ^ (k % 2)) for m in ("m1", "m2", "m3") for k, i in
+            enumerate(["navigate/0", "navigate/1", "web_of_lies/0", "snarks/0", "snarks/1", "causal_judgement/3"])]
+    df, dropped, stats = build("table", long_csv(tmp_path, rows), {}, NO_FILTERS, items_path=items)
+    assert set(df["item_id"]) == {"navigate/0", "navigate/1", "web_of_lies/0"} and df.height == 9
+    got = {r["id"]: r for r in dropped.iter_rows(named=True)}
+    assert set(got) == {"snarks", "causal_judgement"}
+    assert got["snarks"]["kind"] == "subtask" and got["snarks"]["reason"] == "subtask_not_in_items"
+    assert got["snarks"]["detail"].startswith("6 responses of 3 model(s) to 2 item(s)")
+    assert "items.subtasks" in got["causal_judgement"]["detail"]
+    assert stats["dropped"] == {"subtask:subtask_not_in_items": 2} and stats["items_before"] == 3
+    # the CLI says so and writes the rows to dropped.csv
+    out = tmp_path / "out"
+    res = crossdiff_cli("import-responses", "--source", "table", "--input", str(tmp_path / "r.csv"), "--items", str(items),
+                        "--filters", json.dumps(NO_FILTERS), "--output", str(out / "m.parquet"),
+                        "--dropped", str(out / "d.csv"))
+    assert res.returncode == 0, res.stderr
+    assert "2 subtask(s) the item table leaves out dropped: causal_judgement, snarks" in res.stdout
+    assert pl.read_csv(out / "d.csv")["reason"].to_list() == ["subtask_not_in_items"] * 2
+    # an index beyond a kept subtask's items is a mismatch, not a choice
+    p = long_csv(tmp_path, rows + [("m1", "navigate/7", 1)], name="r2.csv")
+    with pytest.raises(CrossdiffError, match=r"1 item id\(s\) not in the item table .*\(e\.g\. 'navigate/7'\)"):
+        build("table", p, {}, NO_FILTERS, items_path=items)
+    # nothing left: say which subtasks to add
+    p = long_csv(tmp_path, [("m1", "snarks/0", 1)], name="r3.csv")
+    with pytest.raises(CrossdiffError, match=r"every response is to a subtask .* leaves out \(snarks\); add them"):
+        build("table", p, {}, NO_FILTERS, items_path=items)
+
+
 def test_empty_after_filtering_explains(tmp_path):
     p = long_csv(tmp_path, [("m1", "q1", 1), ("m2", "q1", 1), ("m1", "q2", 0), ("m2", "q2", 0)])
     with pytest.raises(CrossdiffError, match=r"empty after filtering \(1 item\(s\) all_correct; 1 item\(s\) all_wrong"):
@@ -156,6 +189,40 @@ def test_lm_eval_samples_directory(tmp_path):
     assert sorted(df.rows()) == [("org__model-a", "0", 1), ("org__model-a", "1", 0), ("org__model-b", "0", 0), ("org__model-b", "1", 1)]
     df, _, _ = build("lm_eval_samples", root, {"task": "arc", "metric": "acc_norm", "item_key": "doc.id"}, NO_FILTERS)
     assert ("org__model-b", "d0", 1) in df.rows()
+
+
+def test_lm_eval_samples_of_a_group_task_by_subtask(tmp_path):
+    """lm-eval's own --log_samples run of leaderboard_bbh: one file per subtask; ids match the bbh adapter's,
+    the subtasks its default leaves out (snarks) are dropped per subtask, the newest run per subtask wins."""
+    from crossdiff.data.adapters import load_items
+
+    from conftest import REPO
+
+    items = load_items("bbh", {"path": str(REPO / "tests" / "fixtures" / "datasets" / "bbh")})
+    items.write_parquet(tmp_path / "items.parquet")
+    n = items.group_by("subtask").len().sort("subtask")["len"].to_list()  # boolean_expressions, date_understanding
+    root = tmp_path / "logs"
+    for m, model in enumerate(("org__a", "org__b")):
+        d = root / model
+        write_samples(d / "samples_leaderboard_bbh_boolean_expressions_2024-06-01T00-00-00.000.jsonl",
+                      [sample(i, 0.0, exact_match=float((i + m) % 2)) for i in range(n[0])])
+        write_samples(d / "samples_leaderboard_bbh_date_understanding_2024-06-01T00-00-00.000.jsonl",
+                      [sample(i, 0.0, exact_match=0.0) for i in range(n[1])])
+        write_samples(d / "samples_leaderboard_bbh_date_understanding_2024-07-01T00-00-00.000.jsonl",  # newer run
+                      [sample(i, 1.0, exact_match=float(i != m)) for i in range(n[1])])
+        write_samples(d / "samples_leaderboard_bbh_snarks_2024-06-01T00-00-00.000.jsonl", [sample(0, 1.0, exact_match=1.0)])
+        write_samples(d / "samples_leaderboard_mmlu_pro_2024-06-01T00-00-00.000.jsonl", [sample(0, 1.0, exact_match=1.0)])
+    settings = {"task": "leaderboard_bbh", "subtasks": True, "metric": "exact_match"}
+    df, dropped, _ = build("lm_eval_samples", root, settings, NO_FILTERS, items_path=tmp_path / "items.parquet")
+    assert set(df["item_id"]) == set(items["item_id"]) and df.height == 2 * items.height
+    assert df.filter((pl.col("model_id") == "org__b") & (pl.col("item_id") == "date_understanding/1"))["correct"][0] == 0
+    assert df.filter((pl.col("model_id") == "org__b") & (pl.col("item_id") == "date_understanding/0"))["correct"][0] == 1
+    assert dropped.select("kind", "id", "reason").rows() == [("subtask", "snarks", "subtask_not_in_items")]
+    with pytest.raises(CrossdiffError, match=r"subtasks: true needs responses.task"):
+        build("lm_eval_samples", root, {"subtasks": True}, NO_FILTERS)
+    with pytest.raises(CrossdiffError, match=r"no lm-eval sample files of subtasks of 'leaderboard_musr' .*tasks found: "
+                                             r"leaderboard_bbh_boolean_expressions, leaderboard_bbh_date_understanding"):
+        build("lm_eval_samples", root, {"task": "leaderboard_musr", "subtasks": True}, NO_FILTERS)
 
 
 def test_lm_eval_threshold_and_filters(tmp_path):

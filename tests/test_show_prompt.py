@@ -79,3 +79,24 @@ def test_unknown_item_and_dataset_are_named(config):
     assert proc.returncode == 2 and "arc: no item '99'; 4 items, e.g. ['0', '1', '2', '3']" in proc.stderr
     proc = crossdiff_cli("show-prompt", "--directory", str(config), "--dataset", "nope", "--item", "0")
     assert proc.returncode == 2 and "no dataset 'nope'; datasets: ['arc', 'bbh']" in proc.stderr
+
+
+def test_embedded_default_config_after_its_items_rule(tmp_path):
+    """The embedded demo (config/config.yaml, unchanged): build its item table with the workflow, then
+    show-prompt reads it the way the rules do, before the tiny model exists."""
+    import polars as pl
+
+    from conftest import make_workdir, snakemake
+
+    wd = make_workdir(tmp_path / "wd", (REPO / "config" / "config.yaml").read_text())
+    snakemake(wd, "--cores", "1", "results/items/arith.parquet")
+    item = pl.read_parquet(wd / "results/items/arith.parquet").row(0, named=True)
+    proc = crossdiff_cli("show-prompt", "--directory", str(wd), "--dataset", "arith", "--item", item["item_id"],
+                         "--output", f"{item['answer']}\nQuestion: next", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["training"] == {"prompt": f"Question: {item['question']}\nAnswer:", "completion": f" {item['answer']}"}
+    assert info["verdict"]["correct"] == 1
+    wrong = crossdiff_cli("show-prompt", "--directory", str(wd), "--dataset", "arith", "--item", item["item_id"],
+                          "--output", f"{int(item['answer']) + 1}", "--json")
+    assert json.loads(wrong.stdout)["verdict"]["correct"] == 0

@@ -12,7 +12,7 @@ from crossdiff.prompts import PromptFormat
 from conftest import REPO
 
 MATH = str(REPO / "tests" / "fixtures" / "datasets" / "math")
-IDS = ["algebra_hard/0", "algebra_hard/1", "number_theory_hard/0"]
+IDS = ["algebra_hard/0", "algebra_hard/1", "num_theory_hard/0"]
 
 
 def _settings(tmp_path, rows, **spec):
@@ -42,7 +42,7 @@ def test_solutions_by_question_text_ignore_whitespace(tmp_path):
 def test_missing_duplicated_and_misnamed_solutions_are_errors(tmp_path):
     rows = [{"item_id": i, "model_solution": "x"} for i in IDS[:2]]
     with pytest.raises(CrossdiffError, match=r"datasets\.math\.items\.solutions: 1 of 3 item\(s\) have no solution in "
-                                             r".*solutions\.jsonl \(matched on item_id = item_id\), e\.g\. item\(s\) \['number_theory_hard/0'\]"):
+                                             r".*solutions\.jsonl \(matched on item_id = item_id\), e\.g\. item\(s\) \['num_theory_hard/0'\]"):
         prepare_items(_settings(tmp_path, rows), "math")
     with pytest.raises(CrossdiffError, match=r"1 duplicated key\(s\).*algebra_hard/0"):
         prepare_items(_settings(tmp_path, [*rows, rows[0], {"item_id": IDS[2], "model_solution": "y"}]), "math")

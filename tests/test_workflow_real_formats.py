@@ -133,7 +133,13 @@ def test_paper_config_collects_imports_and_bins_all_six_datasets_from_real_layou
     mmlu = [{"question_id": i, "question": f"MMLU-Pro question {i}?", "options": [f"o{k}" for k in range(10)],
              "answer": "C", "answer_index": 2, "category": "math", "src": "x"} for i in range(18)]
     (root / "mmlu_pro.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mmlu))
-    subs = {"bbh": {"boolean_expressions": 8, "navigate": 8}, "math": {"counting_and_probability": 8, "number_theory": 6, "algebra": 5},
+    from crossdiff.data.adapters import BBH_SCORED
+
+    # BBH at its default: the authors' 21 subtasks (two with 8 items, the others 2); the hub also serves the
+    # leaderboard's other three, which the collector must leave alone
+    bbh_subs = {s: 8 if s in ("boolean_expressions", "navigate") else 2 for s in BBH_SCORED}
+    bbh_left_out = ("causal_judgement", "penguins_in_a_table", "snarks")
+    subs = {"bbh": bbh_subs, "math": {"counting_and_probability": 8, "number_theory": 6, "algebra": 5},
             "musr": {"murder_mysteries": 6, "team_allocation": 8}}
     for name, per in subs.items():
         (root / name).mkdir()
@@ -190,7 +196,8 @@ def test_paper_config_collects_imports_and_bins_all_six_datasets_from_real_layou
         put("leaderboard_mmlu_pro", len(mmlu), "acc", "mmlu")
         for sub, n in subs["bbh"].items():
             put(f"leaderboard_bbh_{sub}", n, "acc_norm", f"bbh{sub}")
-        put("leaderboard_bbh_snarks", 4, "acc_norm", "snarks")  # a subtask the item table leaves out
+        for sub in bbh_left_out:  # subtasks the item table leaves out
+            put(f"leaderboard_bbh_{sub}", 4, "acc_norm", sub)
         for sub, n in subs["math"].items():
             put(f"leaderboard_math_{math_files[sub]}", n, "exact_match", f"math{sub}")
         for sub, n in subs["musr"].items():
@@ -202,7 +209,7 @@ def test_paper_config_collects_imports_and_bins_all_six_datasets_from_real_layou
     with FakeHub(repos, page_size=4) as hub:
         for name, ds in config["datasets"].items():
             ds["items"]["path"] = str(paths.get(name, root / name))
-            if name in subs:
+            if name in subs and name != "bbh":  # bbh runs at its default subtasks
                 ds["items"]["subtasks"] = list(subs[name])
             ds["responses"].update(endpoint=hub.url, cache_dir=str(tmp_path / "cache"), concurrency=4)
         config.update(models=[], filters={"min_responses_per_model": 1, "min_responses_per_item": 1},
@@ -211,6 +218,7 @@ def test_paper_config_collects_imports_and_bins_all_six_datasets_from_real_layou
         targets = [f"results/bins/{d}/bins.parquet" for d in config["datasets"]]
         snakemake(wd, "--cores", "2", *targets, env={"HF_HUB_OFFLINE": "0"})
         asked = {p for _, p, _ in hub.requests}
+        fetched = set(hub.downloads)
         plan = snakemake(wd, "--cores", "1", "results/leaderboard/math.plan.json", env={"HF_HUB_OFFLINE": "0"})
     assert plan.returncode == 0
     # each version asked its own contents dataset's models only
@@ -228,7 +236,12 @@ def test_paper_config_collects_imports_and_bins_all_six_datasets_from_real_layou
     assert "new/gemma-2b" in set(pl.read_parquet(wd / "results/responses/bbh.parquet")["model_id"])
     math = pl.read_parquet(wd / "results/responses/math.parquet")
     assert {i.split("/")[0] for i in math["item_id"]} == set(math_files.values())
-    assert pl.read_parquet(wd / "results/responses/bbh.parquet")["item_id"].str.starts_with("snarks").sum() == 0
+    bbh_items = pl.read_parquet(wd / "results/items/bbh.parquet")
+    assert sorted(bbh_items["subtask"].unique()) == sorted(BBH_SCORED) and bbh_items.height == 2 * 8 + 19 * 2
+    bbh_matrix = pl.read_parquet(wd / "results/responses/bbh.parquet")
+    assert {i.split("/")[0] for i in bbh_matrix["item_id"]} <= set(BBH_SCORED)
+    assert not any(f"leaderboard_bbh_{sub}_" in path for _, path in fetched for sub in bbh_left_out)  # never downloaded
+    assert sum(1 for _, path in fetched if "leaderboard_bbh_" in path) == 6 * 21
     stats = json.loads((wd / "results/responses/arc.stats.json").read_text())["matching"]
     # falcon's 20 rows by native id; 5 models x 16 plain rows by text; twin pair A resolved for the
     # two "full" and the two "gold" models, dropped for the "bare" one; pair B dropped for all five

@@ -24,6 +24,7 @@ import argparse
 import ast
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -222,9 +223,10 @@ ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
     Adapter("arc", "allenai/ai2_arc", ("ARC-Challenge",), "test", arc_item, ARC_PROMPT),
     Adapter("gsm8k", "openai/gsm8k", ("main",), "test", gsm8k_item, GSM8K_PROMPT),
     Adapter("mmlu_pro", "TIGER-Lab/MMLU-Pro", (None,), "test", mmlu_pro_item, MMLU_PRO_PROMPT),
-    # default: the leaderboard's 24 subtasks, whose responses the collector brings; the authors' 21 are
-    # items.subtasks = BBH_SCORED (the response importer then needs the other three's responses left out)
-    Adapter("bbh", "SaylorTwift/bbh", BBH_SUBTASKS, "test", bbh_item, BBH_PROMPT, subtask_in_id=True),
+    # default: the authors' 21 scored subtasks; items.subtasks lists all 24 for the leaderboard's whole BBH
+    # (the collector skips the subtask files the item table leaves out; other importers drop them in dropped.csv)
+    Adapter("bbh", "SaylorTwift/bbh", BBH_SUBTASKS, "test", bbh_item, BBH_PROMPT, subtask_in_id=True,
+            default_subtasks=BBH_SCORED),
     Adapter("math", "lighteval/MATH-Hard", MATH_SUBTASKS, "test", math_item, MATH_PROMPT,
             subtask_in_id=True, id_suffix="_hard", keep=lambda r: str(r.get("level", "")).strip() == "Level 5"),
     Adapter("musr", "TAUR-Lab/MuSR", MUSR_SUBTASKS, "test", musr_item, MUSR_PROMPT, subtask_in_id=True,
@@ -284,9 +286,12 @@ def load_items(name: str, settings: dict | None = None) -> pl.DataFrame:
     if unknown:
         raise CrossdiffError(f"items.subtasks: unknown {name} subtask(s) {unknown}; expected some of {list(adapter.configs)}")
     where = settings.get("path") or adapter.hub_id
-    items = []
+    items, empty = [], []
     for sub in subtasks:
-        kept = (r for r in _load_rows(adapter, sub, settings) if adapter.keep is None or adapter.keep(r))
+        rows = _load_rows(adapter, sub, settings)
+        if not rows and sub is not None:
+            empty.append(sub)
+        kept = (r for r in rows if adapter.keep is None or adapter.keep(r))
         # doc ids count the kept rows: MATH-Hard on the hub holds level 5 only, so both agree
         for index, row in enumerate(kept):
             try:
@@ -301,6 +306,14 @@ def load_items(name: str, settings: dict | None = None) -> pl.DataFrame:
             if "choices" in item:
                 item["choices"] = json.dumps(item["choices"])  # one string column, parsed by prompts
             items.append({"item_id": item_id, **item})
+    if empty and settings.get("subtasks"):  # asked for by name: a missing file is a mistake, not a choice
+        raise CrossdiffError(f"{where}: no rows for the {name} subtask(s) {empty} listed in items.subtasks "
+                             f"(a directory holds one <subtask>.jsonl/.parquet/.json per subtask); "
+                             f"add their files or leave them out of items.subtasks")
+    if empty and items:  # the default set, partly present locally: say what is left out
+        print(f"crossdiff: note: {where}: no rows for {len(empty)} of the {len(list(subtasks))} default {name} "
+              f"subtask(s): {', '.join(empty)}; their items are left out (set items.subtasks to the ones you have "
+              f"to silence this)", file=sys.stderr)
     if not items:
         raise CrossdiffError(f"{where}: no {name} items found")
     df = pl.DataFrame(items, infer_schema_length=None)

@@ -39,12 +39,35 @@ def resolve_duplicates(df: pl.DataFrame, path) -> tuple[pl.DataFrame, int]:
     return agg.select("model_id", "item_id", pl.col("lo").alias("correct")), n_extra
 
 
-def check_items(df: pl.DataFrame, items: pl.DataFrame, path, items_path) -> None:
-    unknown = df.select("item_id").unique().join(items.select(pl.col("item_id").cast(pl.Utf8)), on="item_id", how="anti")
+def check_items(df: pl.DataFrame, items: pl.DataFrame, path, items_path) -> tuple[pl.DataFrame, list[dict]]:
+    """Responses of whole subtasks the item table leaves out (``items.subtasks``; BBH's default 21 of the
+    leaderboard's 24) are dropped, one ``dropped.csv`` row per subtask; any other unknown item id is an error."""
+    known = items.select(pl.col("item_id").cast(pl.Utf8))
+    unknown = df.select("item_id").unique().join(known, on="item_id", how="anti")
+    if not unknown.height:
+        return df, []
+    dropped: list[dict] = []
+    ids = known["item_id"]
+    if ids.len() and ids.str.contains("/", literal=True).all():  # subtask-prefixed ids (bbh, math, musr)
+        prefixes = set(ids.str.split("/").list.first().to_list())
+        prefix = pl.col("item_id").str.split("/").list.first()
+        outside = (df.join(unknown, on="item_id")
+                     .filter(pl.col("item_id").str.contains("/", literal=True) & ~prefix.is_in(list(prefixes)))
+                     .with_columns(prefix.alias("subtask")))
+        for r in (outside.group_by("subtask").agg(pl.len().alias("n"), pl.col("model_id").n_unique().alias("models"),
+                                                   pl.col("item_id").n_unique().alias("items"))
+                  .sort("subtask").iter_rows(named=True)):
+            dropped.append({"kind": "subtask", "id": r["subtask"], "reason": "subtask_not_in_items",
+                            "detail": f"{r['n']} responses of {r['models']} model(s) to {r['items']} item(s); the item "
+                                      f"table leaves this subtask out (datasets.<name>.items.subtasks)"})
+        if dropped:
+            df = df.join(outside.select("item_id").unique(), on="item_id", how="anti")
+            unknown = unknown.join(outside.select("item_id").unique(), on="item_id", how="anti")
     if unknown.height:
         examples = ", ".join(repr(x) for x in sorted(unknown["item_id"].to_list())[:5])
         raise CrossdiffError(f"{path}: {unknown.height} item id(s) not in the item table {items_path} (e.g. {examples}); "
                              f"the responses' item ids must match the items' item_id column")
+    return df, dropped
 
 
 def apply_filters(df: pl.DataFrame, f: dict) -> tuple[pl.DataFrame, list[dict]]:
@@ -113,7 +136,12 @@ def build(source: str, path, settings: dict, filters: dict, items_path=None) -> 
     df, n_dup_rows = resolve_duplicates(raw, path)
     if items is not None:
         require_columns(items, ["item_id"], items_path, "item table")
-        check_items(df, items, path, items_path)
+        df, subtask_dropped = check_items(df, items, path, items_path)
+        twin_dropped = twin_dropped + subtask_dropped
+        if df.height == 0:
+            raise CrossdiffError(f"{path}: every response is to a subtask the item table {items_path} leaves out "
+                                 f"({', '.join(d['id'] for d in subtask_dropped)}); "
+                                 f"add them to datasets.<name>.items.subtasks")
     n_models0, n_items0 = df["model_id"].n_unique(), df["item_id"].n_unique()
     df, dropped = apply_filters(df, filters)
     dropped = twin_dropped + dropped
@@ -154,6 +182,10 @@ def run(args: argparse.Namespace) -> None:
         print(f"rows matched to items: {m['rows_by_id']} by native id, {m['rows_by_text']} by text, "
               f"{m['rows_twin_resolved']} twins resolved ({m['twins_resolved_by']}), {m['rows_twin_dropped']} "
               f"twin rows dropped ({m['twin_items_dropped']} items; listed in {args.dropped})")
+    left_out = dropped.filter(pl.col("reason") == "subtask_not_in_items")
+    if left_out.height:
+        print(f"responses of {left_out.height} subtask(s) the item table leaves out dropped: "
+              f"{', '.join(left_out['id'].to_list())} (listed in {args.dropped})")
     write_csv(dropped, args.dropped)
     if args.stats:
         with atomic_path(args.stats) as tmp:

@@ -265,14 +265,44 @@ def read_samples_file(path, metric: str = "acc", threshold: float = 0.5, item_ke
     return out
 
 
+def _lm_eval_subtask_files(root: Path, task: str | None) -> dict[str, dict[str, Path]]:
+    """model id -> subtask -> newest samples file, for a group task whose subtasks lm-eval logs as
+    ``samples_<task>_<subtask>_<timestamp>.jsonl`` (``leaderboard_bbh_navigate``, ``leaderboard_math_algebra_hard``)."""
+    if not task:
+        raise CrossdiffError("responses.subtasks: true needs responses.task, the group task whose "
+                             "samples_<task>_<subtask>_<timestamp>.jsonl files to read (e.g. leaderboard_bbh)")
+    if not root.is_dir():
+        raise CrossdiffError(f"{root}: lm-eval samples directory not found")
+    out: dict[str, dict[str, list[Path]]] = {}
+    tasks: set = set()
+    for f in sorted({*root.rglob("*.jsonl"), *root.rglob("samples_*.json")}):
+        t = task_of(f)
+        tasks.add(t)
+        if not t or not t.startswith(task + "_") or len(t) == len(task) + 1:
+            continue
+        rel = f.relative_to(root)
+        model = str(rel.parent) if rel.parent != Path(".") else re.sub(r"^samples_", "", f.stem)
+        out.setdefault(model, {}).setdefault(t[len(task) + 1:], []).append(f)
+    if not out:
+        found = ", ".join(sorted(str(t) for t in tasks if t)) or "none"
+        raise CrossdiffError(f"{root}: no lm-eval sample files of subtasks of {task!r} (named samples_{task}_<subtask>_"
+                             f"<timestamp>.jsonl); tasks found: {found}")
+    return {m: {sub: max(fs, key=_run_time) for sub, fs in subs.items()} for m, subs in out.items()}
+
+
 def read_lm_eval_samples(root, settings: dict) -> pl.DataFrame:
     root = Path(root)
+    if settings.get("subtasks"):  # item ids <subtask>/<doc_id>, the ids of the bbh, math and musr adapters
+        files = [(model, sub, f) for model, subs in _lm_eval_subtask_files(root, settings.get("task")).items()
+                 for sub, f in sorted(subs.items())]
+    else:
+        files = [(model, None, f) for model, f in _lm_eval_files(root, settings.get("task")).items()]
     models, items, correct = [], [], []
-    for model, f in _lm_eval_files(root, settings.get("task")).items():
+    for model, sub, f in files:
         pairs = read_samples_file(f, settings.get("metric", "acc"), float(settings.get("threshold", 0.5)),
                                   settings.get("item_key", "doc_id"), settings.get("filter"))
         models += [model] * len(pairs)
-        items += [i for i, _ in pairs]
+        items += [i if sub is None else f"{sub}/{i}" for i, _ in pairs]
         correct += [c for _, c in pairs]
     return pl.DataFrame({"model_id": models, "item_id": items, "correct": correct},
                         schema={"model_id": pl.Utf8, "item_id": pl.Utf8, "correct": pl.Int8})
