@@ -273,7 +273,7 @@ def test_best_train_bin_per_size_with_interval(tmp_path):
 def test_heatmap_rows_and_diagonal():
     from crossdiff.heatmaps import _diagonal, _row_order
 
-    assert _row_order(["set-hard", "10", "2", "2-n50", "set-easy", "2-n10"]) == ["2", "2-n10", "2-n50", "10", "set-easy", "set-hard"]
+    assert _row_order(["set-hard", "10", "2", "2-n50", "set-easy", "2-n10"]) == ["2-n10", "2-n50", "2", "10", "set-easy", "set-hard"]
     assert _diagonal("2", 2) and _diagonal("2-n50", 2) and not _diagonal("2", 1) and not _diagonal("set-easy", 0)
 
 

@@ -46,10 +46,10 @@ def _matrix(df: pl.DataFrame, column: str, rows: list[str], cols: list[int]) -> 
 
 
 def _row_order(labels) -> list[str]:
-    """Train labels: bins by number (then size), then sets by name (then size)."""
+    """Train labels: bins by number (then size, full size last), then sets by name (likewise)."""
     def key(label):
         p = parse_label(label)
-        return (p["bin"] is None, p["bin"] if p["bin"] is not None else 0, p["set"] or "", p["n"] is not None, p["n"] or 0)
+        return (p["bin"] is None, p["bin"] if p["bin"] is not None else 0, p["set"] or "", p["n"] is None, p["n"] or 0)
     return sorted(set(labels), key=key)
 
 

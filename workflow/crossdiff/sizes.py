@@ -135,7 +135,7 @@ def plot(best: pl.DataFrame, acc: pl.DataFrame, outdir, dataset: str) -> list[st
         ncol = min(4, len(tests))
         nrow = -(-len(tests) // ncol)
         fig, axes = plt.subplots(nrow, ncol, figsize=(0.6 * len(tbins) * ncol + 2, 0.45 * len(sizes) * nrow + 1.5),
-                                 squeeze=False)
+                                 squeeze=False, constrained_layout=True)
         for ax, test in zip(axes.ravel(), tests):
             part = sub.filter(pl.col("test") == test)
             m = np.full((len(sizes), len(tbins)), np.nan)
