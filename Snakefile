@@ -69,6 +69,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/summary_common.smk"
 include: "workflow/rules/summary.smk"
 
 
