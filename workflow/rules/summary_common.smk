@@ -1,4 +1,4 @@
-# Helpers of the summary rule (summary.smk): settings, front-page images, targets.
+# Helpers of summary.smk: its settings, the front-page images and the targets.
 def summary_settings():
     """config["summary"] for the CLI: `diagonal: auto` resolved (include the diagonal only when
     each bin's held-out items are its test items, i.e. bins.holdout_fraction > 0)."""
