@@ -74,6 +74,7 @@ include: "workflow/rules/finetune_common.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/summary_common.smk"
 include: "workflow/rules/summary.smk"
 
 

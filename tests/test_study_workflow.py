@@ -81,7 +81,7 @@ def test_removed_evaluation_reruns_only_that_job(study):
     jobs = planned_jobs(snakemake(study, "-n", "--cores", "2", str(target.relative_to(study))))
     assert jobs == {"evaluate_checkpoint": 1}, jobs
     jobs = planned_jobs(snakemake(study, "-n", "--cores", "2"))
-    assert jobs == {"evaluate_checkpoint": 1, "aggregate": 1, "plot_results": 1, "all": 1}, jobs
+    assert jobs == {"evaluate_checkpoint": 1, "aggregate": 1, "plot_results": 1, "summarize": 1, "all": 1}, jobs
     snakemake(study, "--cores", "2", str(target.relative_to(study)))
     assert target.exists()
 
@@ -90,6 +90,7 @@ def test_report_shows_heatmaps(study):
     snakemake(study, "--report", "results/report.html")
     html = (study / "results/report.html").read_text(errors="replace")
     assert "gain.png" in html and "accuracy.png" in html and "histogram.png" in html
+    assert "summary.png" in html and "The answer in numbers" in html  # the summary opens the report
 
 
 # ------------------------------------------------------------------ study designs (issue 12)

@@ -168,3 +168,4 @@ def test_item_resampling_reads_aggregate_output(tmp_path):
     assert summary["slope"][0] == pytest.approx(direct["slope"][0], abs=1e-12)
     assert best["significant"].dtype == pl.Boolean
     assert math.isfinite(summary["slope_lo"][0])
+

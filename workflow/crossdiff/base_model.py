@@ -27,7 +27,9 @@ batch_size          64
 learning_rate       0.003      AdamW, linear decay after 5% warm-up
 max_ops             5          warm-up problems' largest number of operations
 max_digits          2          warm-up problems' largest operand size
-ops_weights         [.45, .3, .13, .08, .04]  share of 1..max_ops operations
+ops_weights         [.45, .3, .13, .08, .04]  share of 1..max_ops operations (cut or padded with
+                               the last weight to max_ops entries)
+operators           [+, -, *]  warm-up problems' operators
 eval_items          300        benchmark items scored for build_info (0 = skip)
 max_seconds         null       stop warm-up after this many seconds
 ==================  =========  ==========================================================
@@ -62,6 +64,7 @@ DEFAULTS = {
     "max_ops": 5,
     "max_digits": 2,
     "ops_weights": [0.45, 0.3, 0.13, 0.08, 0.04],
+    "operators": ["+", "-", "*"],
     "eval_items": 300,
     "max_seconds": None,
 }
@@ -152,9 +155,10 @@ def warmup_problems(items_path: str | os.PathLike | None, s: dict) -> list[dict]
         require_columns(items, ["question"], items_path, "item table")
         exclude = set(items["question"].to_list())
     weights = list(s["ops_weights"])[: s["max_ops"]]
+    weights += weights[-1:] * (s["max_ops"] - len(weights))
     return generate_problems(
         s["warmup_problems"], seed=s["seed"] + 1, max_ops=s["max_ops"], max_digits=s["max_digits"],
-        ops_weights=weights, exclude=exclude,
+        ops_weights=weights, exclude=exclude, operators=s["operators"],
     )
 
 

@@ -389,7 +389,8 @@ def prepare_items(settings: dict, dataset: str) -> pl.DataFrame:
         from crossdiff.data.synthetic import generate_items
 
         return generate_items(int(settings["n_items"]), int(settings["seed"]), int(settings.get("max_ops", 5)),
-                              int(settings.get("max_digits", 3)), prefix=dataset)
+                              int(settings.get("max_digits", 3)), prefix=dataset,
+                              operators=settings.get("operators"), ops_weights=settings.get("ops_weights"))
     if source == "hub":
         if "adapter" not in settings:
             raise CrossdiffError(f"datasets.{dataset}.items: source 'hub' needs an adapter ({', '.join(ADAPTERS)})")

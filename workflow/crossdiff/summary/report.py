@@ -63,9 +63,11 @@ def text_rst(summary: pl.DataFrame, settings: dict, images: list[str] | None = N
     for row in summary.iter_rows(named=True):
         lines += [paragraph(row, conf, near, settings.get("group_by")), ""]
     for img in images or []:
-        data = base64.b64encode(Path(img).read_bytes()).decode("ascii")
-        lines += [".. raw:: html", "", f'   <p><img alt="{Path(img).name}" style="max-width: 100%" '
-                  f'src="data:image/png;base64,{data}"/></p>', ""]
+        # docutils refuses lines over 10,000 characters: the base64 goes in 76-character lines
+        # (browsers skip whitespace inside a base64 data URL)
+        data = base64.encodebytes(Path(img).read_bytes()).decode("ascii").split()
+        lines += [".. raw:: html", "", f'   <p><img alt="{Path(img).name}" style="max-width: 100%" src="data:image/png;base64,',
+                  *(f"   {chunk}" for chunk in data), '   "/></p>', ""]
     return "\n".join(lines)
 
 
