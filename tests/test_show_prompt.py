@@ -77,6 +77,9 @@ def test_items_table_and_prompt(tmp_path):
 def test_unknown_item_and_dataset_are_named(config):
     proc = crossdiff_cli("show-prompt", "--directory", str(config), "--dataset", "arc", "--item", "99")
     assert proc.returncode == 2 and "arc: no item '99'; 4 items, e.g. ['0', '1', '2', '3']" in proc.stderr
+    proc = crossdiff_cli("show-prompt", "--directory", str(config), "--dataset", "bbh", "--item", "snarks/0")
+    assert proc.returncode == 2 and ("subtask 'snarks' is not in the item table (its subtasks: boolean_expressions, "
+                                     "date_understanding; see items.subtasks)") in proc.stderr
     proc = crossdiff_cli("show-prompt", "--directory", str(config), "--dataset", "nope", "--item", "0")
     assert proc.returncode == 2 and "no dataset 'nope'; datasets: ['arc', 'bbh']" in proc.stderr
 

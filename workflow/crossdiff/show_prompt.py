@@ -179,7 +179,13 @@ def run(args: argparse.Namespace) -> None:
     ids = items["item_id"].cast(pl.Utf8)
     match = items.filter(ids == args.item)
     if match.height == 0:
-        raise CrossdiffError(f"{dataset}: no item {args.item!r}; {items.height} items, e.g. {ids.head(5).to_list()}")
+        hint = ""
+        if "/" in args.item and ids.str.contains("/", literal=True).all():
+            sub = args.item.split("/", 1)[0]
+            subs = sorted(set(ids.str.split("/").list.first().to_list()))
+            if sub not in subs:  # e.g. BBH's snarks, which the authors' 21 (the default) leave out
+                hint = f"; subtask {sub!r} is not in the item table (its subtasks: {', '.join(subs)}; see items.subtasks)"
+        raise CrossdiffError(f"{dataset}: no item {args.item!r}; {items.height} items, e.g. {ids.head(5).to_list()}{hint}")
     item = match.to_dicts()[0]
     tokenizer, note = _tokenizer_for(args.tokenizer, config, workdir)
     info = describe(fmt, item, tokenizer, args.output)
