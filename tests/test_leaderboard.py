@@ -182,9 +182,12 @@ def test_items_table_defines_coverage(tmp_path, online):
         assert report["reference_items"] == len(ids)
         assert {r["model_id"]: r["missing"] for r in report["incomplete_coverage"]} == {"org1/good-a": 2, "org2/good-b": 2}
         # with it (the default), files of another size than the subtask's items are unusable, never kept
+        # (and a collection left with no model stops, after writing its report and summary)
         s = lb.parse_settings({**V2_SETTINGS, "endpoint": hub.url, "coverage": "keep"})
-        report = lb.collect(s, ["org1/good-a", "org2/good-b"], tmp_path / "c", tmp_path / "m.jsonl",
-                            tmp_path / "o2.parquet", items_path=items, progress=False)
+        with pytest.raises(CrossdiffError, match="0 model.s. done, 2 failed.*the item table has 6 items"):
+            lb.collect(s, ["org1/good-a", "org2/good-b"], tmp_path / "c", tmp_path / "m2.jsonl",
+                       tmp_path / "o2.parquet", items_path=items, progress=False)
+        report = json.loads((tmp_path / "m2.report.json").read_text())
         assert report["models_done"] == 0 and report["failed_by_reason"] == {"wrong_size": 2}
         assert pl.read_parquet(tmp_path / "o2.parquet").height == 0
 
