@@ -319,3 +319,13 @@ def test_make_bins_by_a_column_and_bin_agreement_through_the_cli(tmp_path):
     assert (tmp_path / "agreement.png").stat().st_size > 10_000
     # binning by a column of a dataset without it fails with the column's name
     assert main(args[:6] + ["nope"] + args[7:]) == 2
+
+
+def test_plot_results_with_only_train_sets_writes_every_declared_figure(tmp_path):
+    from crossdiff import heatmaps
+
+    rows = [{"model": "m", "dataset": "d", "train_bin": tb, "test_bin": t, "value": 0.5, "gain": 0.1 * t,
+             "significant": False} for tb in ("zero-shot", "set-easy", "set-hard") for t in (0, 1)]
+    written = heatmaps.plot_all(pl.DataFrame(rows), tmp_path, "d")
+    assert sorted(p.split(str(tmp_path) + "/")[1] for p in written) == [
+        "gain_vs_gap.png", "m/accuracy.png", "m/gain.png", "zero_shot.png"]
