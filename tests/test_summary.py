@@ -169,3 +169,54 @@ def test_item_resampling_reads_aggregate_output(tmp_path):
     assert best["significant"].dtype == pl.Boolean
     assert math.isfinite(summary["slope_lo"][0])
 
+
+
+def _with_design_columns(df, size=None, train_set=None):
+    return df.with_columns(
+        pl.when(pl.col("train_bin") == "zero-shot").then(None).otherwise(pl.col("train_bin").cast(pl.Int64, strict=False))
+        .alias("train_bin_index"),
+        pl.lit(train_set, dtype=pl.Utf8).alias("train_set"),
+        pl.when(pl.col("train_bin") == "zero-shot").then(None).otherwise(pl.lit(size, dtype=pl.Int64)).alias("train_size"))
+
+
+def test_study_design_rows_sizes_sets_and_seeds():
+    """Results of study designs (crossdiff.study): one summary per train size against the shared zero-shot,
+    train sets left out of the gap statistics, seed-averaged cells resampled from their seeds' mean."""
+    df, scores = construct()
+    full = _with_design_columns(df)
+    tuned = full.filter(pl.col("train_bin") != "zero-shot")
+    # a subsample size whose gains are half the full run's: its slope and asymmetry are halved
+    half = tuned.with_columns((pl.col("gain") / 2).alias("gain"), (pl.col("train_bin") + "-n50").alias("train_bin"),
+                              pl.lit(50, dtype=pl.Int64).alias("train_size"))
+    sets = tuned.filter(pl.col("train_bin") == "0").with_columns(
+        pl.lit("set-easy").alias("train_bin"), pl.lit(None, dtype=pl.Int64).alias("train_bin_index"),
+        pl.lit("easy").alias("train_set"), pl.lit(5.0).alias("gain"))
+    table = pl.concat([full, half, sets], how="vertical_relaxed")
+    summary, best = summarize(table, {"n_boot": 100, "resample": "cells"})
+    assert summary["train_size"].to_list() == [50, None]
+    by_size = {r["train_size"]: r for r in summary.iter_rows(named=True)}
+    assert by_size[None]["slope"] == pytest.approx(S, abs=1e-9)  # the set's huge gain took no part
+    assert by_size[50]["slope"] == pytest.approx(S / 2, abs=1e-9)
+    assert by_size[50]["asymmetry"] == pytest.approx(C / 2, abs=1e-9)
+    assert best.height == 2 * N_BINS
+
+    # seeds: a cell names both seeds' results; their per-item mean is the cell's score (the check that the
+    # per-item scores give the table's gain would stop the run otherwise)
+    rows, seeded = [], dict(scores)
+    for r in df.iter_rows(named=True):
+        if r["train_bin"] != "zero-shot":
+            a, b = r["result"] + ".seed1", r["result"] + ".seed2"
+            items = scores[r["result"]]
+            flip = next(k for k, v in items.items() if v == 1.0)  # seed 1 misses one item seed 2 gets
+            seeded[a], seeded[b] = {**items, flip: 0.0}, items
+            shift = 0.5 / len(items)
+            r = {**r, "result": f"{a};{b}", "value": r["value"] - shift, "gain": r["gain"] - shift}
+        rows.append(r)
+    two = pl.DataFrame(rows, schema=df.schema)
+    got, _ = summarize(two, {"n_boot": 100}, scores=seeded)
+    want, _ = summarize(df, {"n_boot": 100}, scores=scores)
+    assert got["slope"][0] == pytest.approx(want["slope"][0], abs=1e-12)  # a uniform shift keeps the slope
+    assert got["near_gain"][0] == pytest.approx(want["near_gain"][0] - 0.5 / 400, abs=1e-12)
+    with pytest.raises(CrossdiffError, match="different items"):
+        fresh = {k: v for k, v in seeded.items() if ";" not in k}  # summarize caches the averaged cells
+        summarize(two, {"n_boot": 10}, scores={**fresh, rows[2]["result"].split(";")[1]: {"x": 1.0}})

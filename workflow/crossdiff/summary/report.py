@@ -88,17 +88,24 @@ def figure(summary: pl.DataFrame, best: pl.DataFrame, results: pl.DataFrame, set
     from crossdiff.plots import save
 
     sns.set_theme(style="whitegrid", context="notebook")
-    labels = [f"{r['model']} / {r['dataset']}" for r in summary.iter_rows(named=True)]
+    labels = [f"{r['model']} / {r['dataset']}" + (f" (n={r['train_size']})" if r.get("train_size") is not None else "")
+              for r in summary.iter_rows(named=True)]
     colors = sns.color_palette("tab10", max(1, len(labels)))
     fig, axes = plt.subplots(1, 3, figsize=(15, 1.5 + max(3.0, 0.45 * len(labels))),
                              gridspec_kw={"width_ratios": [1.3, 1, 1]})
     ax = axes[0]
+    # single-bin runs only (study.train_sets rows have no train bin, hence no gap)
+    bin_of = (pl.col("train_bin_index") if "train_bin_index" in results.columns
+              else pl.col("train_bin").cast(pl.Int64, strict=False))
     ft = results.filter(pl.col("train_bin") != "zero-shot").with_columns(
-        (pl.col("train_bin").cast(pl.Int64) - pl.col("test_bin")).abs().alias("abs_gap"))
+        (bin_of - pl.col("test_bin")).abs().alias("abs_gap")).drop_nulls("abs_gap")
     if settings["diagonal"] == "exclude":
         ft = ft.filter(pl.col("abs_gap") > 0)
     for color, label, row in zip(colors, labels, summary.iter_rows(named=True)):
         sub = ft.filter((pl.col("model") == row["model"]) & (pl.col("dataset") == row["dataset"]))
+        if "train_size" in row and "train_size" in sub.columns:  # one summary row per train size
+            size = row["train_size"]
+            sub = sub.filter(pl.col("train_size").is_null() if size is None else pl.col("train_size") == size)
         mean = sub.group_by("abs_gap").agg(pl.col("gain").mean()).sort("abs_gap")
         ax.plot(mean["abs_gap"], mean["gain"], "o", color=color, label=label)
         if math.isfinite(row["slope"]):

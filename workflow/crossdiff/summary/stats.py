@@ -138,7 +138,12 @@ def item_bootstrap(cells: pl.DataFrame, zero: pl.DataFrame, n_boot: int, rng: np
 
     def get(path):
         if path not in scores:
-            scores[path] = _read_scores(path)
+            # a cell averaged over seeds (study.seeds) names each seed's result, ';'-joined: its per-item
+            # score is the mean over seeds (so the cell's gain is recovered; the interval is item-only)
+            parts = [scores[p] if p in scores else _read_scores(p) for p in path.split(";")]
+            if any(set(x) != set(parts[0]) for x in parts[1:]):
+                raise CrossdiffError(f"{path}: the seeds' results hold different items; cannot average them")
+            scores[path] = {k: float(np.mean([x[k] for x in parts])) for k in parts[0]}
         return scores[path]
 
     out = np.empty((n_boot, cells.height))
@@ -194,13 +199,30 @@ def summarize(df: pl.DataFrame, settings: dict | None = None, scores: dict | Non
         raise CrossdiffError("results table lacks column 'result' (paths of the result JSONs) needed by "
                              "summary resample: items; use resample: cells")
     by = ["model", "dataset", *s["group_by"]]
-    rows, best_rows = [], []
-    for n_group, (key, sub) in enumerate(_groups(df, by)):
+    if "train_set" in df.columns:  # study.train_sets rows have no single train bin, hence no gap
+        sets = df.filter(pl.col("train_set").is_not_null())
+        if sets.height:
+            print(f"summary: train sets {sorted(sets['train_bin'].unique().to_list())} have no single train bin; "
+                  f"the gap statistics use the single-bin runs (the sets are in the heatmaps)")
+        df = df.filter(pl.col("train_set").is_null())
+    # study.train_sizes: one summary per subsample size (null = the full bin), each against the same zero-shot
+    by_size = "train_size" in df.columns and "train_size" not in by and df["train_size"].drop_nulls().len() > 0
+    bin_of = pl.col("train_bin_index") if "train_bin_index" in df.columns else pl.col("train_bin").cast(pl.Int64, strict=False)
+    groups = []
+    for key, sub in _groups(df, by):
         key = dict(zip(by, key))
-        label = "/".join(str(v) for v in key.values())
         zero = sub.filter(pl.col("train_bin") == "zero-shot")
-        cells = sub.filter(pl.col("train_bin") != "zero-shot").with_columns(
-            pl.col("train_bin").cast(pl.Int64, strict=False).alias("_b"), pl.col("test_bin").cast(pl.Int64).alias("_t"))
+        tuned = sub.filter(pl.col("train_bin") != "zero-shot")
+        if by_size:
+            for size in sorted(tuned["train_size"].unique().to_list(), key=lambda v: (v is None, v or 0)):
+                part = tuned.filter(pl.col("train_size").is_null() if size is None else pl.col("train_size") == size)
+                groups.append(({**key, "train_size": size}, zero, part))
+        else:
+            groups.append((key, zero, tuned))
+    rows, best_rows = [], []
+    for n_group, (key, zero, cells) in enumerate(groups):
+        label = "/".join(str(v) for v in key.values())
+        cells = cells.with_columns(bin_of.cast(pl.Int64).alias("_b"), pl.col("test_bin").cast(pl.Int64).alias("_t"))
         bad = cells.filter(pl.col("_b").is_null())
         if bad.height:
             raise CrossdiffError(f"results table: train_bin {bad['train_bin'][0]!r} of {label} is neither "
