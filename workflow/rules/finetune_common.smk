@@ -40,6 +40,11 @@ def check_finetune_memory():
             continue
         cfg = read_config(m["id"])
         if cfg is None:
+            print(
+                f"warning: memory plan skipped for {m['id']}: its config.json is neither local, "
+                "cached nor downloadable now; each job checks again when it starts",
+                file=sys.stderr,
+            )
             continue
         n = world_size(s, res["gpu"])
         msg = fit_message(
