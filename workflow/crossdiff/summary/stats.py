@@ -32,7 +32,6 @@ import numpy as np
 import polars as pl
 
 from crossdiff.errors import CrossdiffError
-from crossdiff.io import iter_jsonl
 
 DEFAULTS = {
     "n_boot": 1000,
@@ -117,16 +116,9 @@ def _read_scores(result: str) -> dict[str, float]:
     if not p.exists():
         raise CrossdiffError(f"{p}: result JSON named in the results table not found (resample: items needs "
                              f"every result and its per-sample log; use resample: cells without them)")
-    rec = json.loads(p.read_text())
-    sp = p.with_name(rec.get("samples") or (p.stem + ".samples.jsonl"))
-    if not sp.exists():
-        raise CrossdiffError(f"{p}: per-sample log {sp} not found (needed by summary resample: items)")
-    out = {}
-    for n, row in iter_jsonl(sp):
-        if "item_id" not in row or "correct" not in row:
-            raise CrossdiffError(f"{sp}: line {n}: expected keys 'item_id' and 'correct'")
-        out[str(row["item_id"])] = float(row["correct"])
-    return out
+    from crossdiff.aggregate import _read_samples
+
+    return _read_samples(p, json.loads(p.read_text()))
 
 
 def item_bootstrap(cells: pl.DataFrame, zero: pl.DataFrame, n_boot: int, rng: np.random.Generator,
