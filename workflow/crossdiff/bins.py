@@ -10,6 +10,9 @@ Options (both off by default, leaving today's table unchanged):
   (characters of a text column, e.g. ``length:solution``). The table gets a ``measure`` column;
   ``difficulty`` stays the IRT difficulty. Ties are broken by item_id, so a measure with fewer distinct
   values than bins splits a value across bins (the log says how many distinct values there are).
+* ``--by zero_shot:<model slug>`` with ``--measure-table`` (from ``crossdiff zero-shot-measure``): bin
+  by the base model's own zero-shot error (``measure = 1 - correct``); its ties are broken by IRT
+  difficulty, then item_id (:mod:`crossdiff.zero_shot_measure`).
 * ``--holdout-fraction F`` (``bins.holdout_fraction``): a seeded ``heldout`` column per bin
   (:func:`crossdiff.study.holdout_split`): training uses the other items, evaluation the held-out ones.
 """
@@ -30,11 +33,15 @@ def bin_sizes(n_items: int, n_bins: int) -> list[int]:
     return [base + (1 if b < extra else 0) for b in range(n_bins)]
 
 
-def make_bins(items: pl.DataFrame, n_bins: int, path="item table", key: str = "difficulty") -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Equal-size bins by ``key`` (``difficulty``, or ``measure`` after :func:`add_measure`)."""
+def make_bins(items: pl.DataFrame, n_bins: int, path="item table", key: str = "difficulty",
+              tiebreak: tuple[str, ...] = ()) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Equal-size bins by ``key`` (``difficulty``, or ``measure`` after :func:`add_measure`).
+
+    Ties of ``key`` are broken by the ``tiebreak`` columns, then item_id.
+    """
     require_columns(items, ["item_id", "difficulty"], path, "IRT item table")
     if key != "difficulty":
-        return _bins_by(items, n_bins, path, key)
+        return _bins_by(items, n_bins, path, key, tiebreak)
     if n_bins < 1:
         raise CrossdiffError(f"bins.n_bins = {n_bins}; expected an integer >= 1")
     if items.height < n_bins:
@@ -86,10 +93,10 @@ def add_measure(irt_items: pl.DataFrame, item_table: pl.DataFrame, by: str, path
     return out
 
 
-def _bins_by(items: pl.DataFrame, n_bins: int, path, key: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _bins_by(items: pl.DataFrame, n_bins: int, path, key: str, tiebreak=()) -> tuple[pl.DataFrame, pl.DataFrame]:
     if items.height < n_bins:
         raise CrossdiffError(f"{path}: {items.height} items cannot fill {n_bins} bins; expected at least n_bins items")
-    ordered = items.with_columns(pl.col("item_id").cast(pl.Utf8)).sort([key, "item_id"])
+    ordered = items.with_columns(pl.col("item_id").cast(pl.Utf8)).sort([key, *tiebreak, "item_id"])
     sizes = bin_sizes(ordered.height, n_bins)
     keep = [c for c in ("item_id", "difficulty", "accuracy", key) if c in ordered.columns]
     table = ordered.select(keep).with_columns(pl.Series("bin", np.repeat(np.arange(n_bins), sizes), dtype=pl.Int32))
@@ -108,6 +115,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-bins", type=int, required=True)
     p.add_argument("--by", default="irt", help="'irt' (default) or an item-table column / length:COLUMN (needs --item-table)")
     p.add_argument("--item-table", help="item table holding the --by column")
+    p.add_argument("--measure-table", help="--by zero_shot:<slug>: per-item table from 'crossdiff zero-shot-measure'")
     p.add_argument("--holdout-fraction", type=float, default=0.0, help="share of each bin held out for evaluation (0: none)")
     p.add_argument("--holdout-seed", type=int, default=0)
     p.add_argument("--output", required=True, help="item_id -> bin table (parquet)")
@@ -116,14 +124,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     items = read_table(args.items, "IRT item table")
-    key = "difficulty"
-    if args.by != "irt":
+    key, tiebreak = "difficulty", ()
+    if args.by.startswith("zero_shot:"):
+        if not args.measure_table:
+            raise CrossdiffError(f"bins.by = {args.by!r} needs the model's per-item zero-shot table (--measure-table)")
+        items = add_measure(items, read_table(args.measure_table, "zero-shot measure table"), "measure", args.measure_table)
+        key, tiebreak = "measure", ("difficulty",)  # a 0/1 measure: ties in IRT order, then item_id
+        n_wrong = int(items["measure"].sum())
+        print(f"binning by {args.by!r}: {items.height - n_wrong} items right, {n_wrong} wrong; ties by IRT difficulty")
+    elif args.by != "irt":
         if not args.item_table:
             raise CrossdiffError(f"bins.by = {args.by!r} needs the dataset's item table (--item-table); this dataset has none")
         items = add_measure(items, read_table(args.item_table, "item table"), args.by, args.item_table)
         key = "measure"
         print(f"binning by {args.by!r}: {items['measure'].n_unique()} distinct values for {args.n_bins} bins")
-    table, summary = make_bins(items, args.n_bins, args.items, key=key)
+    table, summary = make_bins(items, args.n_bins, args.items, key=key, tiebreak=tiebreak)
     if args.holdout_fraction > 0:
         from crossdiff.study import holdout_split
 

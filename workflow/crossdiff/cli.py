@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot-results": ("crossdiff.heatmaps", "accuracy and gain heatmaps, gain vs bin gap"),
     "show-prompt": ("crossdiff.show_prompt", "one item's exact training text, evaluation request and scored output"),
     "size-difficulty": ("crossdiff.sizes", "accuracy over (train bin, train size) and the best train bin per size"),
+    "zero-shot-measure": ("crossdiff.zero_shot_measure", "a base model's zero-shot error on every item (bins.by: zero_shot:<slug>)"),
     "bin-agreement": ("crossdiff.agreement", "agreement of a dataset's measure bins with its IRT bins"),
     "summarize": ("crossdiff.summary", "the answer in numbers: slope of gain on |gap|, asymmetry, best train bin"),
     "gpu-run": ("crossdiff.gpus", "run a command on its own GPU(s) (locks locally; pass-through under SLURM)"),

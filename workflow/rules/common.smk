@@ -117,7 +117,10 @@ import crossdiff.errors
 import crossdiff.study as design
 
 design.check_design(config["study"], N_BINS)
+import crossdiff.zero_shot_measure as zsm
+
 for _name in DATASETS:
+    zsm.check_by(_name, dataset(_name)["bins"]["by"], MODELS)
     if dataset(_name)["bins"]["by"] != "irt" and not items_table(_name):
         raise crossdiff.errors.CrossdiffError(
             f"datasets.{_name}.bins.by = {dataset(_name)['bins']['by']!r} bins by an item-table "
@@ -156,10 +159,23 @@ def train_set_args(wildcards):
     return f"--train-bins {bins}{size} --order {spec['order']} --sample-seed {config['study']['sample_seed']}"
 
 
+def zero_shot_model(name):
+    """The model slug of bins.by: zero_shot:<slug>, else None (crossdiff.zero_shot_measure)."""
+    return zsm.model_of(dataset(name)["bins"]["by"])
+
+
+def zero_shot_base_input(wildcards):
+    """The built base model behind bins.by: zero_shot:<slug> (nothing for hub ids)."""
+    m = zero_shot_model(wildcards.dataset)
+    return f"results/models/{m}" if MODELS[m]["build"] else []
+
+
 def bins_args(name):
     """make_bins options beyond today's: bins.by and bins.holdout_fraction (empty when both are off)."""
     out = ""
-    if dataset(name)["bins"]["by"] != "irt":
+    if zero_shot_model(name):
+        out += f" --by {shlex.quote(dataset(name)['bins']['by'])} --measure-table {shlex.quote(f'results/bins/{name}/zero_shot_measure.parquet')}"
+    elif dataset(name)["bins"]["by"] != "irt":
         out += f" --by {shlex.quote(dataset(name)['bins']['by'])} --item-table {shlex.quote(items_table(name))}"
     if config["bins"]["holdout_fraction"] > 0:
         out += f" --holdout-fraction {config['bins']['holdout_fraction']} --holdout-seed {config['bins']['holdout_seed']}"
@@ -167,6 +183,10 @@ def bins_args(name):
 
 
 def bins_inputs(wildcards):
+    if zero_shot_model(wildcards.dataset):
+        return {
+            "measure": f"results/bins/{wildcards.dataset}/zero_shot_measure.parquet"
+        }
     by_column = dataset(wildcards.dataset)["bins"]["by"] != "irt"
     return {"item_table": items_table(wildcards.dataset)} if by_column else {}
 
