@@ -92,3 +92,53 @@ def test_unknown_slug_fails_at_parse_time(tmp_path):
     proc = snakemake(wd, "-n", "--cores", "1", check=False)
     assert proc.returncode != 0
     assert "datasets.mini.bins.by = 'zero_shot:nope': no model with slug 'nope'" in proc.stdout + proc.stderr
+
+
+def test_zero_shot_measure_scores_every_item_with_one_model_load(tmp_path):
+    """Real lm-eval run of a tiny built model over all items; the table agrees with its per-sample log."""
+    import json
+
+    import crossdiff.evaluate as ev
+    from crossdiff.base_model import build_base_model
+    from crossdiff.data.synthetic import generate_items
+
+    items = generate_items(30, seed=5)
+    items.write_parquet(tmp_path / "items.parquet")
+    irt = items.select("item_id", pl.col("question_length").cast(pl.Float64).alias("difficulty")).head(24)
+    irt.write_parquet(tmp_path / "irt.parquet")  # items filtered out before IRT are not scored
+    small = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "warmup_problems": 100,
+             "warmup_steps": 2, "batch_size": 16, "eval_items": 0}
+    build_base_model(tmp_path / "base", tmp_path / "items.parquet", small)
+    loads = ev.MODEL_LOADS
+    out = tmp_path / "zs" / "zero_shot_measure.parquet"
+    assert main(["zero-shot-measure", "--items", str(tmp_path / "items.parquet"), "--irt", str(tmp_path / "irt.parquet"),
+                 "--model", str(tmp_path / "base"), "--model-name", "tiny", "--dataset", "mini",
+                 "--settings", '{"batch_size": 8, "device": "cpu"}', "--output", str(out)]) == 0
+    assert ev.MODEL_LOADS == loads + 1
+    table = pl.read_parquet(out)
+    assert sorted(table["item_id"].to_list()) == sorted(irt["item_id"].cast(pl.Utf8).to_list())
+    samples = {r["item_id"]: r["correct"] for r in map(json.loads, (tmp_path / "zs" / "zero_shot_measure.samples.jsonl").open())}
+    assert {r["item_id"]: 1 - r["measure"] for r in table.to_dicts()} == samples
+    # a limit would leave items unscored: refused before the model loads
+    assert main(["zero-shot-measure", "--items", str(tmp_path / "items.parquet"), "--irt", str(tmp_path / "irt.parquet"),
+                 "--model", str(tmp_path / "base"), "--dataset", "mini", "--settings", '{"limit": 5}',
+                 "--output", str(tmp_path / "x.parquet")]) == 2
+    assert ev.MODEL_LOADS == loads + 1
+
+
+def test_dag_bins_by_zero_shot_end_to_end(tmp_path):
+    """The real jobs up to the bins: base model built, scored on every item, then binned by its error."""
+    cfg = ZS  # the study test's tiny model: it gets part of the items right
+    wd = make_workdir(tmp_path, cfg.replace("LOCKS", str(tmp_path / "locks")))
+    snakemake(wd, "--cores", "2", "results/bins/mini/bins.parquet", "results/bins/mini/agreement.csv", timeout=300)
+    measure = pl.read_parquet(wd / "results/bins/mini/zero_shot_measure.parquet")
+    bins = pl.read_parquet(wd / "results/bins/mini/bins.parquet")
+    irt = pl.read_parquet(wd / "results/irt/mini/items.parquet")
+    assert measure.height == irt.height == bins.height
+    assert sorted(bins.group_by("bin").len()["len"].to_list()) == [irt.height // 3] * 3
+    joined = bins.join(measure.select("item_id", pl.col("measure").alias("m")), on="item_id")
+    assert (joined["measure"] == joined["m"]).all()
+    assert 0 < measure["measure"].sum() < measure.height, "the tiny model should get some, not all, items right"
+    # bins ordered by the measure: no wrong item in a lower bin than a right one
+    assert joined.filter(pl.col("m") == 1)["bin"].min() >= joined.filter(pl.col("m") == 0)["bin"].max()
+    assert "zero-shot on" in (wd / "logs/zero_shot_measure/mini.log").read_text()
