@@ -276,7 +276,8 @@ def test_profile_renders_and_names_known_options():
     helptext = subprocess.run([str(BIN / "snakemake"), "--help"], capture_output=True, text=True).stdout
     for key in profile:
         assert f"--{key}" in helptext, f"profiles/slurm: '{key}' is not a snakemake option"
-    for rule in ("finetune", "evaluate_zero_shot", "evaluate_checkpoint"):
+    for rule in ("finetune", "evaluate_zero_shot", "evaluate_checkpoint", "zero_shot_measure"):
+        assert profile["set-resources"][rule]["slurm_partition"] == "gpu", rule
         # the GPU partition; gpu/mem_mb/runtime stay with the rules (workflow config `resources`)
         assert set(profile["set-resources"][rule]) <= {"slurm_partition", "gpu_model", "cpus_per_gpu"}
     assert all("attempt" in str(res["mem_mb"]) for res in [profile["default-resources"], profile["set-resources"]["fit_irt"]])
