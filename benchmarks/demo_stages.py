@@ -40,10 +40,15 @@ def parse(lines):
 
 
 def main(argv):
-    path = Path(argv[0]) if argv else max(Path(".snakemake/log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime)
-    rows = parse(path.read_text(errors="replace").splitlines())
-    if not rows:
-        sys.exit(f"{path}: no finished jobs found")
+    # the newest run that finished jobs (`snakemake --report` leaves a log of its own without any)
+    logs = [Path(a) for a in argv] or sorted(Path(".snakemake/log").glob("*.snakemake.log"),
+                                             key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in logs:
+        rows = parse(path.read_text(errors="replace").splitlines())
+        if rows:
+            break
+    else:
+        sys.exit(f"{', '.join(map(str, logs)) or '.snakemake/log'}: no finished jobs found")
     print(f"{path}\n\n| rule | jobs | summed job s | span s |\n|---|---|---|---|")
     order = []
     for rule, *_ in sorted(rows, key=lambda r: r[1]):
