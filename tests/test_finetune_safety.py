@@ -260,3 +260,13 @@ def test_complete_checkpoint_rules(tmp_path):
     assert last_complete_checkpoint(tmp_path).endswith("checkpoint-2")
     (tmp_path / "checkpoint-2" / "trainer_state.json").unlink()
     assert last_complete_checkpoint(tmp_path) is None
+
+
+def test_bf16_save_that_rounds_away_training_is_said_loudly():
+    from crossdiff.finetune.train import bf16_save_warnings
+
+    (w,) = bf16_save_warnings({"share_changed": 1.0, "share_changed_bf16": 0.187}, "bf16")
+    assert "18.7%" in w and "save_dtype: fp32" in w
+    assert bf16_save_warnings({"share_changed": 1.0, "share_changed_bf16": 0.9}, "bf16") == []
+    assert bf16_save_warnings({"share_changed": 1.0, "share_changed_bf16": 0.1}, "fp32") == []
+    assert bf16_save_warnings({"share_changed": None, "share_changed_bf16": None}, "bf16") == []

@@ -187,6 +187,17 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def bf16_save_warnings(weights: dict, save_dtype: str) -> list[str]:
+    """A bf16 save that rounds away most of what training changed: the evaluation would score a model
+    close to the base one (small lr, few steps). Said loudly, recorded in train_metrics.json."""
+    full, kept = weights.get("share_changed"), weights.get("share_changed_bf16")
+    if save_dtype != "bf16" or not full or kept is None or kept >= 0.5 * full:
+        return []
+    return [f"the bf16 save keeps the training's change in only {kept:.1%} of the parameters (trained in fp32: "
+            f"{full:.1%}); evaluation will see a model close to the base model. Train longer or at a higher "
+            f"learning rate, or save and evaluate in fp32 (finetune.save_dtype: fp32, evaluate.dtype: float32)"]
+
+
 def assemble_metrics(*, model_path, train_path, rows, trainer, resume, wall, n_tokens_epoch, start_epoch,
                      s, fmt, runtime, weights: dict, param_dtype, optim_dtype, lengths: dict) -> dict:
     """Everything train_metrics.json records (add new entries here)."""
@@ -265,6 +276,9 @@ def train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s,
     if _is_main():
         weights = changed_share(state_dict, model_dir)
         dtype = torch.bfloat16 if runtime["save_dtype"] == "bf16" else torch.float32
+        weights["warnings"] = bf16_save_warnings(weights, runtime["save_dtype"])
+        for w in weights["warnings"]:
+            print(f"WARNING: {w}", flush=True)
         state_dict = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state_dict.items()}
         model.config.dtype = dtype
         metrics = assemble_metrics(
