@@ -88,6 +88,6 @@ rule all:
 # On failure, one line per failed job on the console: the error line of its log (rules send all
 # output to their log files, so Snakemake itself shows only the log's path).
 onerror:
-    from crossdiff.failures import print_summary
+    from crossdiff.runtime.failures import print_summary
 
     print_summary(log)

@@ -2,7 +2,7 @@
 
 A random-weight model of Qwen2.5-1.5B's shape (``Qwen2Config``: hidden 1536, 28 layers, 12 heads,
 2 KV heads, MLP 8960, vocabulary 151,936; built from the config, nothing downloaded) with a
-byte-level tokenizer trained on the fly, scored through ``crossdiff.evaluate`` (``make_task`` +
+byte-level tokenizer trained on the fly, scored through ``crossdiff.evaluate.run`` (``make_task`` +
 ``evaluate_model``: the workflow's own code) on
 
 * a generation task: 256 new tokens, no stop string (random weights rarely emit EOS, so every item
@@ -11,7 +11,7 @@ byte-level tokenizer trained on the fly, scored through ``crossdiff.evaluate`` (
 
 for each backend (``hf`` always, ``vllm`` when importable and a GPU is present) and each batch size.
 Each measurement runs in its own process (a vLLM engine keeps its GPU memory); model-load seconds
-are timed around ``crossdiff.evaluate.load_lm`` after the libraries are imported.
+are timed around ``crossdiff.evaluate.run.load_lm`` after the libraries are imported.
 
     python benchmarks/eval_throughput.py                    # GPU: the 1.5B shape, batch sizes 8 32 128
     python benchmarks/eval_throughput.py --smoke            # CPU: a 2-layer toy shape, 8 items, 16 tokens
@@ -75,7 +75,7 @@ def make_tasks(root: Path, n_items: int, gen_tokens: int) -> dict:
 
     import polars as pl
 
-    from crossdiff.evaluate import make_task
+    from crossdiff.evaluate.run import make_task
 
     rng = random.Random(0)
     questions = [" ".join(rng.choice(WORDS) for _ in range(60)) + "?" for _ in range(n_items)]  # ~60-word prompts
@@ -100,7 +100,7 @@ def make_tasks(root: Path, n_items: int, gen_tokens: int) -> dict:
 def run_one(model_dir: Path, task: Path, backend: str, batch_size: int, dtype: str, out: Path) -> dict:
     from transformers import AutoTokenizer
 
-    from crossdiff.evaluate import evaluate_model, load_lm, resolve_settings, samples_path
+    from crossdiff.evaluate.run import evaluate_model, load_lm, resolve_settings, samples_path
 
     import lm_eval  # noqa: F401 - imports outside the timed load
     import torch  # noqa: F401

@@ -5,7 +5,7 @@ import json
 import polars as pl
 import pytest
 
-from crossdiff.data.adapters import ADAPTERS, load_items
+from crossdiff.items.adapters import ADAPTERS, load_items
 from crossdiff.errors import CrossdiffError
 
 from conftest import REPO, crossdiff_cli
@@ -91,10 +91,10 @@ def test_cli_writes_item_table(tmp_path):
 @pytest.mark.parametrize("name", sorted(ADAPTERS))
 def test_adapter_prompt_renders_training_and_evaluation(name, tmp_path):
     """Each adapter's default format (used unless the config overrides it) renders its fixture items."""
-    from crossdiff.data.adapters import prompt_for
-    from crossdiff.evaluate import make_task
-    from crossdiff.prompts import PromptFormat
-    from crossdiff.sft_data import make_sft_data
+    from crossdiff.items.adapters import prompt_for
+    from crossdiff.evaluate.run import make_task
+    from crossdiff.prompts.format import PromptFormat
+    from crossdiff.study.sft_data import make_sft_data
 
     path = {"bbh": FIX / "bbh", "math": FIX / "math", "musr": FIX / "musr"}.get(name, FIX / f"{name}.jsonl")
     settings = {"source": "hub", "adapter": name, "path": str(path)}

@@ -4,9 +4,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crossdiff.aggregate import aggregate, paired_bootstrap
+from crossdiff.results.aggregate import aggregate, paired_bootstrap
 from crossdiff.errors import CrossdiffError
-from crossdiff.heatmaps import _matrix, plot_all
+from crossdiff.results.heatmaps import _matrix, plot_all
 
 
 def test_interval_covers_point_estimate():

@@ -2,7 +2,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crossdiff.bins import bin_sizes, make_bins
+from crossdiff.bins.make import bin_sizes, make_bins
 from crossdiff.errors import CrossdiffError
 
 from conftest import crossdiff_cli

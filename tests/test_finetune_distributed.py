@@ -53,7 +53,7 @@ def test_two_ranks_through_the_rule_match_one_process(tmp_path):
     AutoModelForCausalLM.from_pretrained(out)  # loads as a plain HF model
     # one process, the same global batch (4 = 2 per rank x 2 ranks); bin 0 has 20 examples, so no
     # step has a partial batch (accelerate would pad a rank's short batch with repeated examples)
-    from crossdiff.finetune import finetune
+    from crossdiff.finetune.run import finetune
 
     settings = {"num_processes": 1, "max_steps": 5, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "save_steps": 2}
     single = finetune(wf / "results/models/tiny-model", wf / "results/sft/tiny/bin0.jsonl", tmp_path / "single",

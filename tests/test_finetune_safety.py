@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 
 from conftest import REPO
-from crossdiff.data.synthetic import generate_items
+from crossdiff.items.synthetic import generate_items
 from crossdiff.errors import CrossdiffError
 
 SMALL = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128, "warmup_problems": 200,
@@ -28,8 +28,8 @@ SMALL = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size"
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from crossdiff.base_model import build_base_model
-    from crossdiff.sft_data import make_sft_data
+    from crossdiff.models.tiny import build_base_model
+    from crossdiff.study.sft_data import make_sft_data
 
     root = tmp_path_factory.mktemp("ftsafe")
     items = generate_items(40, seed=7)
@@ -47,7 +47,7 @@ def env(tmp_path_factory):
 
 def test_default_settings_change_every_parameter_at_paper_lr(env):
     """lr 5e-6 (the paper's), default settings, 5 steps: fp32 master weights move >= 99% of the weights."""
-    from crossdiff.finetune import finetune
+    from crossdiff.finetune.run import finetune
 
     out = env["root"] / "ft_prec"
     metrics = finetune(env["model"], env["train"], out, settings={"max_steps": 5, "per_device_train_batch_size": 4})
@@ -91,7 +91,7 @@ def test_settings_that_cannot_work_are_refused():
 
 
 def test_pure_bf16_refused_before_any_training(env):
-    from crossdiff.finetune import finetune
+    from crossdiff.finetune.run import finetune
 
     out = env["root"] / "ft_bf16"
     with pytest.raises(CrossdiffError, match="pure-bf16"):

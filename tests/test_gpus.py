@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from crossdiff import gpus
+from crossdiff.runtime import gpus
 from crossdiff.errors import CrossdiffError
 
 # records "<CUDA_VISIBLE_DEVICES> <start> <end>" into $1 (and touches $1.started when it starts),
@@ -32,7 +32,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def wrapper(lock_dir: Path, *options: str, cmd: list[str], env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "crossdiff.gpus", "--lock-dir", str(lock_dir), "--poll-interval", "0.05", *options, "--", *cmd]
+    argv = [sys.executable, "-m", "crossdiff.runtime.gpus", "--lock-dir", str(lock_dir), "--poll-interval", "0.05", *options, "--", *cmd]
     return subprocess.Popen(argv, env=env or clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
@@ -242,7 +242,7 @@ def test_plan_and_parse_units():
 def test_registered_as_cli_subcommand():
     from crossdiff.cli import COMMANDS
 
-    assert COMMANDS.get("gpu-run", ("",))[0] == "crossdiff.gpus", "register: 'gpu-run': ('crossdiff.gpus', ...) in cli.COMMANDS"
+    assert COMMANDS.get("gpu-run", ("",))[0] == "crossdiff.runtime.gpus", "register: 'gpu-run': ('crossdiff.runtime.gpus', ...) in cli.COMMANDS"
 
 
 def test_count_zero_runs_without_a_gpu_and_takes_no_lock(tmp_path):

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 from scipy.stats import spearmanr
 
-from crossdiff.data.synthetic import generate_items
+from crossdiff.items.synthetic import generate_items
 from crossdiff.irt.base import IrtSettings
 from crossdiff.irt.fit import fit_dataset, holdout_mask
 from crossdiff.responses.simulate import simulate

@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from crossdiff.data.adapters import (ADAPTERS, LEADERBOARD_SUBTASK_FILES, LEADERBOARD_SUBTASK_SIZES, LEADERBOARD_TASKS,
+from crossdiff.items.adapters import (ADAPTERS, LEADERBOARD_SUBTASK_FILES, LEADERBOARD_SUBTASK_SIZES, LEADERBOARD_TASKS,
                                      load_items, subtask_prefix)
 from crossdiff.responses.leaderboard import parse_settings, select_files
 

@@ -363,7 +363,7 @@ def test_bad_settings():
 # ------------------------------------------------------------------ the real file layouts (tests/leaderboard_layouts.py)
 import leaderboard_layouts as L  # noqa: E402
 
-from crossdiff.data.adapters import load_items  # noqa: E402
+from crossdiff.items.adapters import load_items  # noqa: E402
 from crossdiff.responses.build import build  # noqa: E402
 
 NO_FILTERS = {"dedupe_models": False, "drop_constant_items": False}

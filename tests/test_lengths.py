@@ -9,7 +9,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest
 
 from crossdiff.errors import CrossdiffError
-from crossdiff.prompts import PromptFormat
+from crossdiff.prompts.format import PromptFormat
 
 SMALL = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "warmup_problems": 50,
          "warmup_steps": 2, "batch_size": 16, "eval_items": 0}
@@ -20,8 +20,8 @@ MUSR_LIKE = {"scoring": "multiple_choice", "template": "{question}\n\n{options}\
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    from crossdiff.base_model import build_base_model
-    from crossdiff.data.synthetic import generate_items
+    from crossdiff.models.tiny import build_base_model
+    from crossdiff.items.synthetic import generate_items
 
     root = tmp_path_factory.mktemp("len")
     generate_items(20, seed=3).write_parquet(root / "items.parquet")
@@ -46,7 +46,7 @@ def _write(path, rows):
 
 
 def test_prompt_beyond_max_length_is_an_error_naming_the_item(base):
-    from crossdiff.finetune import finetune
+    from crossdiff.finetune.run import finetune
 
     train = _write(base / "train.jsonl", _rows(PromptFormat.from_config(MUSR_LIKE)))
     with pytest.raises(CrossdiffError, match=r"1 of 3 training example\(s\) have no completion token left within "
@@ -55,7 +55,7 @@ def test_prompt_beyond_max_length_is_an_error_naming_the_item(base):
 
 
 def test_drop_and_counts_in_train_metrics(base):
-    from crossdiff.finetune import finetune
+    from crossdiff.finetune.run import finetune
 
     prompt = {**MUSR_LIKE, "on_no_completion": "drop"}
     fmt = PromptFormat.from_config(prompt)
@@ -75,8 +75,8 @@ def test_drop_and_counts_in_train_metrics(base):
 
 
 def test_nothing_cut_reports_zero(base):
-    from crossdiff.finetune import build_trainer, resolve_settings
-    from crossdiff.sft_data import check_lengths
+    from crossdiff.finetune.run import build_trainer, resolve_settings
+    from crossdiff.study.sft_data import check_lengths
 
     fmt = PromptFormat.from_config({**MUSR_LIKE, "max_length": None})
     rows = _rows(fmt)[1:]

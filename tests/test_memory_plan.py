@@ -1,4 +1,4 @@
-"""Memory plan (crossdiff/memory_plan.py) for the paper's seven models, per-model resources, and the
+"""Memory plan (crossdiff/finetune/memory_plan.py) for the paper's seven models, per-model resources, and the
 dry-run stop of a fine-tune that cannot fit."""
 
 import json
@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REPO, make_workdir, snakemake
 from crossdiff.errors import CrossdiffError
-from crossdiff.memory_plan import fit_message, param_count, plan
+from crossdiff.finetune.memory_plan import fit_message, param_count, plan
 
 MODELS = {k: v for k, v in json.loads((REPO / "tests/fixtures/paper_models.json").read_text()).items() if not k.startswith("_")}
 
@@ -54,7 +54,7 @@ def test_what_fits_where():
 
 def test_settings_plan_uses_finetune_settings():
     from crossdiff.finetune.settings import resolve_settings
-    from crossdiff.memory_plan import settings_plan
+    from crossdiff.finetune.memory_plan import settings_plan
 
     cfg = MODELS["meta-llama/Llama-3.1-8B-Instruct"]
     a = settings_plan(cfg, resolve_settings({"per_device_train_batch_size": 1, "max_length": 4096}), 4)
@@ -111,7 +111,7 @@ def test_a_job_on_a_too_small_gpu_stops_before_loading(tmp_path, monkeypatch):
     import torch
 
     from crossdiff.finetune.settings import resolve_settings
-    from crossdiff.memory_plan import check_before_training
+    from crossdiff.finetune.memory_plan import check_before_training
 
     d = _local_model(tmp_path, "Qwen/Qwen2.5-7B-Instruct")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -3,7 +3,7 @@
 The expected strings are written out here from the authors' code (train/utils.py builds the training
 text, eval/cross_difficulty/*.yaml + utils.py the evaluation prompt). Scoring is checked through
 lm-eval's own machinery: the generated task YAML is run by ``lm_eval.simple_evaluate`` (via
-``crossdiff.evaluate.evaluate_model``) on a stand-in model that returns constructed outputs, so the
+``crossdiff.evaluate.run.evaluate_model``) on a stand-in model that returns constructed outputs, so the
 regex filters, take_first, exact_match with its normalisation and acc/acc_norm are lm-eval's.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from crossdiff.data.adapters import ADAPTERS, load_items, prompt_for
-from crossdiff.prompts import PromptFormat
-from crossdiff.scoring import score_output
+from crossdiff.items.adapters import ADAPTERS, load_items, prompt_for
+from crossdiff.prompts.format import PromptFormat
+from crossdiff.prompts.scoring import score_output
 
 from conftest import REPO
 
@@ -87,9 +87,9 @@ def test_bbh_trains_on_question_answer_and_evaluates_on_q_a():
 
 
 def test_bbh_defaults_to_the_authors_21_subtasks_and_items_subtasks_restores_24(tmp_path, capsys):
-    from crossdiff.data.adapters import BBH_SCORED, BBH_SUBTASKS
+    from crossdiff.items.adapters import BBH_SCORED, BBH_SUBTASKS
     from crossdiff.errors import CrossdiffError
-    from crossdiff.scoring import BBH_FAMILY_OF
+    from crossdiff.prompts.scoring import BBH_FAMILY_OF
 
     assert len(ADAPTERS["bbh"].configs) == 24 and len(BBH_SCORED) == 21
     assert {"causal_judgement", "penguins_in_a_table", "snarks"}.isdisjoint(BBH_SCORED)
@@ -249,7 +249,7 @@ class CannedLM:
 
 
 def _task(tmp_path, name, items, fmt, prompt):
-    from crossdiff.evaluate import make_task
+    from crossdiff.evaluate.run import make_task
 
     df = pl.DataFrame(list(items.values()), infer_schema_length=None)
     df.write_parquet(tmp_path / "items.parquet")
@@ -259,7 +259,7 @@ def _task(tmp_path, name, items, fmt, prompt):
 
 
 def _run(tmp_path, task, lm):
-    from crossdiff.evaluate import evaluate_model, samples_path
+    from crossdiff.evaluate.run import evaluate_model, samples_path
 
     out = tmp_path / "bin0.json"
     record = evaluate_model("canned", [task], [out], {}, lm=lm.lm)[0]

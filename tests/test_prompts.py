@@ -4,8 +4,8 @@ import polars as pl
 import pytest
 
 from crossdiff.errors import CrossdiffError
-from crossdiff.prompts import PromptFormat, load_format
-from crossdiff.sft_data import make_sft_data
+from crossdiff.prompts.format import PromptFormat, load_format
+from crossdiff.study.sft_data import make_sft_data
 
 ITEM = {"item_id": "arith-1", "question": "What is 2 + 3?", "answer": "5", "n_ops": 1}
 

@@ -166,7 +166,7 @@ def _irt_items(difficulty, accuracy):
 
 @pytest.mark.parametrize("case", ["one_varying_measure", "two_items", "one_item_with_features", "sparse_feature"])
 def test_spearman_figure_is_drawn_for_tiny_tables(tmp_path, case):
-    from crossdiff import plots
+    from crossdiff.bins import figures as plots
 
     items = None
     if case == "one_varying_measure":  # every item answered by half the models: accuracy is constant
@@ -181,12 +181,14 @@ def test_spearman_figure_is_drawn_for_tiny_tables(tmp_path, case):
         irt = _irt_items([0.1 * i for i in range(8)], [1 - 0.1 * i for i in range(8)])
         items = pl.DataFrame({"item_id": [f"i{i}" for i in range(8)], "steps": [1.0, 2.0] + [None] * 6})
     out = tmp_path / "spearman.png"
-    plots.save(plots.spearman(irt, items, "tiny"), out)
+    from crossdiff.io import write_figure
+
+    write_figure(plots.spearman(irt, items, "tiny"), out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 2000
 
 
 def test_spearman_figure_correlations_are_pairwise_spearman():
-    from crossdiff import plots
+    from crossdiff.bins import figures as plots
 
     irt = _irt_items([0.0, 1.0, 2.0, 3.0, 4.0], [0.9, 0.7, 0.8, 0.2, 0.1])
     items = pl.DataFrame({"item_id": [f"i{i}" for i in range(5)], "steps": [1, 2, 3, 4, None]})
@@ -215,7 +217,7 @@ def test_fit_irt_names_an_empty_model_id_row(tmp_path):
 @pytest.mark.parametrize("model", ["no-such-org/no-such-model", "/nonexistent/dir/model"])
 def test_evaluate_names_a_model_it_cannot_load(tmp_path, model, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from crossdiff.evaluate import load_lm, resolve_settings
+    from crossdiff.evaluate.run import load_lm, resolve_settings
 
     with pytest.raises(CrossdiffError, match=rf"{model}: cannot load model/tokenizer: .*HF_HUB_OFFLINE=1"):
         load_lm(model, resolve_settings({"device": "cpu"}))
@@ -273,7 +275,7 @@ Exiting because a job execution failed. Look above for error messages
 
 
 def test_failed_jobs_and_their_error_lines(tmp_path):
-    from crossdiff.failures import failed_jobs, summary
+    from crossdiff.runtime.failures import failed_jobs, summary
 
     jobs = failed_jobs(MAIN_LOG)
     assert [(j.rule, j.logs) for j in jobs] == [("import_responses", ["logs/import_responses/t.log"]),

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crossdiff.data.synthetic import generate_items
+from crossdiff.items.synthetic import generate_items
 from crossdiff.errors import CrossdiffError
 from crossdiff.responses.build import build
 from crossdiff.responses.simulate import simulate
@@ -194,7 +194,7 @@ def test_lm_eval_samples_directory(tmp_path):
 def test_lm_eval_samples_of_a_group_task_by_subtask(tmp_path):
     """lm-eval's own --log_samples run of leaderboard_bbh: one file per subtask; ids match the bbh adapter's,
     the subtasks its default leaves out (snarks) are dropped per subtask, the newest run per subtask wins."""
-    from crossdiff.data.adapters import load_items
+    from crossdiff.items.adapters import load_items
 
     from conftest import REPO
 

@@ -5,9 +5,9 @@ import json
 import polars as pl
 import pytest
 
-from crossdiff.data.adapters import prepare_items, prompt_for
+from crossdiff.items.adapters import prepare_items, prompt_for
 from crossdiff.errors import CrossdiffError
-from crossdiff.prompts import PromptFormat
+from crossdiff.prompts.format import PromptFormat
 
 from conftest import REPO
 

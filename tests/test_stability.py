@@ -3,7 +3,7 @@ import polars as pl
 import pytest
 
 from crossdiff.errors import CrossdiffError
-from crossdiff.stability import compare
+from crossdiff.bins.stability import compare
 
 
 def table(d):

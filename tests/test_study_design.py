@@ -1,4 +1,4 @@
-"""Study designs (crossdiff.study): held-out split, train sets, subsamples, curricula, seeds, bins.by."""
+"""Study designs (crossdiff.study.designs): held-out split, train sets, subsamples, curricula, seeds, bins.by."""
 
 import json
 import os
@@ -11,9 +11,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crossdiff import study
-from crossdiff.aggregate import aggregate, hierarchical_bootstrap, paired_bootstrap
-from crossdiff.bins import add_measure, make_bins
+from crossdiff.bins import holdout
+from crossdiff.study import designs as study
+from crossdiff.results.aggregate import aggregate, hierarchical_bootstrap, paired_bootstrap
+from crossdiff.bins.make import add_measure, make_bins
 from crossdiff.errors import CrossdiffError
 
 
@@ -26,23 +27,23 @@ def _bins(n_items=100, n_bins=5):
 
 # ------------------------------------------------------------------------------ held-out split
 def test_holdout_disjoint_sized_and_seeded():
-    table = study.holdout_split(_bins(103, 5), 0.3, seed=7)
+    table = holdout.holdout_split(_bins(103, 5), 0.3, seed=7)
     for b, part in table.group_by("bin"):
         size = part.height
         held = part.filter(pl.col("heldout"))
         assert held.height == round(0.3 * size)  # sized as configured, per bin
-    train_ids = set(study.training_part(table)["item_id"])
-    test_ids = set(study.heldout_part(table)["item_id"])
+    train_ids = set(holdout.training_part(table)["item_id"])
+    test_ids = set(holdout.heldout_part(table)["item_id"])
     assert not train_ids & test_ids and len(train_ids | test_ids) == 103  # disjoint, nothing lost
-    again = study.holdout_split(_bins(103, 5), 0.3, seed=7)
+    again = holdout.holdout_split(_bins(103, 5), 0.3, seed=7)
     assert again["heldout"].to_list() == table["heldout"].to_list()  # same for a seed
-    other = study.holdout_split(_bins(103, 5), 0.3, seed=8)
+    other = holdout.holdout_split(_bins(103, 5), 0.3, seed=8)
     assert other["heldout"].to_list() != table["heldout"].to_list()
 
 
 def test_holdout_needs_both_parts_in_every_bin():
     with pytest.raises(CrossdiffError, match="bin 0 has 4 items"):
-        study.holdout_split(_bins(20, 5), 0.1)
+        holdout.holdout_split(_bins(20, 5), 0.1)
 
 
 def test_holdout_through_the_cli_keeps_default_table_unchanged(tmp_path):
@@ -63,7 +64,7 @@ def test_holdout_through_the_cli_keeps_default_table_unchanged(tmp_path):
 
 # ------------------------------------------------------------------------------ training sets
 def test_train_set_of_bins_at_size_k_draws_k_items_from_those_bins():
-    table = study.holdout_split(_bins(100, 5), 0.2, seed=0)
+    table = holdout.holdout_split(_bins(100, 5), 0.2, seed=0)
     chosen = study.select_training_items(table, [0, 1, 2], size=31, sample_seed=4)
     assert chosen.height == 31
     assert set(chosen["bin"].to_list()) == {0, 1, 2}
@@ -163,7 +164,7 @@ def test_aggregate_averages_seeds_and_labels_designs(tmp_path):
 
 # ------------------------------------------------------------------------------ bins.by
 def test_bins_by_an_item_column_and_its_agreement_with_irt():
-    from crossdiff.agreement import agreement
+    from crossdiff.bins.agreement import agreement
 
     irt = pl.DataFrame({"item_id": [f"q{i}" for i in range(60)], "difficulty": np.arange(60.0)})
     items = pl.DataFrame({"item_id": [f"q{i}" for i in range(60)], "n_ops": [i // 12 for i in range(60)],
@@ -187,8 +188,8 @@ def test_bins_by_an_item_column_and_its_agreement_with_irt():
 # ------------------------------------------------------------------------------ the trainer's order
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from crossdiff.base_model import build_base_model
-    from crossdiff.data.synthetic import generate_items
+    from crossdiff.models.tiny import build_base_model
+    from crossdiff.items.synthetic import generate_items
 
     root = tmp_path_factory.mktemp("tiny_order")
     items = generate_items(40, seed=5)
@@ -205,8 +206,8 @@ def tiny(tmp_path_factory):
 @pytest.mark.parametrize("order", ["easy_to_hard", "hard_to_easy"])
 def test_curriculum_trains_in_order(tiny, order):
     """The trainer's own dataloader yields the curriculum's examples in file order (sequential sampler)."""
-    from crossdiff.finetune import build_trainer, read_sft_jsonl, resolve_settings
-    from crossdiff.prompts import PromptFormat
+    from crossdiff.finetune.run import build_trainer, read_sft_jsonl, resolve_settings
+    from crossdiff.prompts.format import PromptFormat
 
     out = tiny / f"{order}.jsonl"
     study.make_train_set(tiny / "items.parquet", tiny / "bins.parquet", [0, 1], out, size=24, order=order)
@@ -236,7 +237,7 @@ def test_curriculum_trains_in_order(tiny, order):
 # ------------------------------------------------------------------------------ size x difficulty
 def test_best_train_bin_per_size_with_interval(tmp_path):
     """Constructed: at n=10 bin 0 is clearly best, at n=40 bin 2 is; the figure and table follow."""
-    from crossdiff.sizes import best_bins, plot
+    from crossdiff.results.sizes import best_bins, plot
 
     rng = np.random.default_rng(0)
     bins = pl.DataFrame({"item_id": [f"t{i}" for i in range(90)], "difficulty": np.arange(90.0), "bin": [i // 30 for i in range(90)]})
@@ -271,7 +272,7 @@ def test_best_train_bin_per_size_with_interval(tmp_path):
 
 
 def test_heatmap_rows_and_diagonal():
-    from crossdiff.heatmaps import _diagonal, _row_order
+    from crossdiff.results.heatmaps import _diagonal, _row_order
 
     assert _row_order(["set-hard", "10", "2", "2-n50", "set-easy", "2-n10"]) == ["2-n10", "2-n50", "2", "10", "set-easy", "set-hard"]
     assert _diagonal("2", 2) and _diagonal("2-n50", 2) and not _diagonal("2", 1) and not _diagonal("set-easy", 0)
@@ -280,7 +281,7 @@ def test_heatmap_rows_and_diagonal():
 def test_plot_results_shows_the_diagonal_only_when_asked(tmp_path, monkeypatch):
     import seaborn as sns
 
-    from crossdiff import heatmaps
+    from crossdiff.results import heatmaps
 
     rows = [{"model": "m", "dataset": "d", "train_bin": tb, "test_bin": t, "value": 0.5, "gain": 0.1 * (t + 1),
              "significant": False} for tb in ("zero-shot", "0", "1", "set-all") for t in (0, 1)]
@@ -322,7 +323,7 @@ def test_make_bins_by_a_column_and_bin_agreement_through_the_cli(tmp_path):
 
 
 def test_plot_results_with_only_train_sets_writes_every_declared_figure(tmp_path):
-    from crossdiff import heatmaps
+    from crossdiff.results import heatmaps
 
     rows = [{"model": "m", "dataset": "d", "train_bin": tb, "test_bin": t, "value": 0.5, "gain": 0.1 * t,
              "significant": False} for tb in ("zero-shot", "set-easy", "set-hard") for t in (0, 1)]

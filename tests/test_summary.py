@@ -14,10 +14,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crossdiff.aggregate import aggregate
+from crossdiff.results.aggregate import aggregate
 from crossdiff.errors import CrossdiffError
-from crossdiff.summary import summarize
-from crossdiff.summary.report import text_rst
+from crossdiff.results.summary import summarize
+from crossdiff.results.summary_report import text_rst
 
 A, S, C, P0 = 0.20, -0.04, 0.06, 0.30
 N_BINS = 6
@@ -180,7 +180,7 @@ def _with_design_columns(df, size=None, train_set=None):
 
 
 def test_study_design_rows_sizes_sets_and_seeds():
-    """Results of study designs (crossdiff.study): one summary per train size against the shared zero-shot,
+    """Results of study designs (crossdiff.study.designs): one summary per train size against the shared zero-shot,
     train sets left out of the gap statistics, seed-averaged cells resampled from their seeds' mean."""
     df, scores = construct()
     full = _with_design_columns(df)

@@ -1,4 +1,4 @@
-"""The generated arithmetic benchmark (crossdiff.data.synthetic)."""
+"""The generated arithmetic benchmark (crossdiff.items.synthetic)."""
 
 import pytest
 
@@ -7,7 +7,7 @@ from crossdiff.errors import CrossdiffError
 
 def test_synthetic_sums_of_digits():
     """The embedded default's benchmark: sums of single digits, difficulty = number of terms."""
-    from crossdiff.data.synthetic import generate_items, generate_problems
+    from crossdiff.items.synthetic import generate_items, generate_problems
 
     items = generate_items(300, seed=1, max_ops=10, max_digits=1, operators=["+"])
     assert items.height == 300 and items["question"].n_unique() == 300

@@ -12,8 +12,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import polars as pl
 import pytest
 
-from crossdiff.data.synthetic import generate_items
-from crossdiff.prompts import PromptFormat
+from crossdiff.items.synthetic import generate_items
+from crossdiff.prompts.format import PromptFormat
 
 SMALL = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128, "warmup_problems": 400,
          "warmup_steps": 40, "batch_size": 32, "eval_items": 0}
@@ -22,7 +22,7 @@ FT = {"num_train_epochs": 1, "learning_rate": 1e-3, "per_device_train_batch_size
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from crossdiff.base_model import build_base_model
+    from crossdiff.models.tiny import build_base_model
 
     root = tmp_path_factory.mktemp("tiny")
     items = generate_items(60, seed=5)
@@ -49,14 +49,14 @@ def test_base_model_loads_like_a_hub_model(env):
 
 
 def test_warmup_problems_disjoint_from_items(env):
-    from crossdiff.base_model import _settings, warmup_problems
+    from crossdiff.models.tiny import _settings, warmup_problems
 
     problems = warmup_problems(env["root"] / "items.parquet", _settings({"warmup_problems": 3000}))
     assert not {p["question"] for p in problems} & set(env["items"]["question"].to_list())
 
 
 def _sft(env, b):
-    from crossdiff.sft_data import make_sft_data
+    from crossdiff.study.sft_data import make_sft_data
 
     path = env["root"] / "sft" / f"bin{b}.jsonl"
     if not path.exists():
@@ -65,7 +65,7 @@ def _sft(env, b):
 
 
 def test_completion_only_labels(env):
-    from crossdiff.finetune import build_trainer, read_sft_jsonl, resolve_settings
+    from crossdiff.finetune.run import build_trainer, read_sft_jsonl, resolve_settings
 
     rows = read_sft_jsonl(_sft(env, 0))
     fmt = PromptFormat()
@@ -88,7 +88,7 @@ def test_completion_only_labels(env):
 def test_interrupted_training_resumes_from_checkpoint(env):
     from transformers import TrainerCallback
 
-    from crossdiff.finetune import finetune
+    from crossdiff.finetune.run import finetune
 
     class Boom(TrainerCallback):
         def on_save(self, args, state, control, **kw):
@@ -116,7 +116,7 @@ def test_interrupted_training_resumes_from_checkpoint(env):
 def test_lora_is_merged_into_a_plain_model(env):
     from transformers import AutoModelForCausalLM
 
-    from crossdiff.finetune import finetune
+    from crossdiff.finetune.run import finetune
 
     out = env["root"] / "ft_lora"
     finetune(env["model"], _sft(env, 0), out, settings={**FT, "max_steps": 2, "lora": {"r": 4, "alpha": 8,
@@ -127,7 +127,7 @@ def test_lora_is_merged_into_a_plain_model(env):
 
 
 def test_evaluation_one_load_scores_match_samples(env, capsys):
-    import crossdiff.evaluate as E
+    import crossdiff.evaluate.run as E
 
     root = env["root"]
     task_dirs, outputs = [], []
@@ -165,7 +165,7 @@ def test_evaluation_one_load_scores_match_samples(env, capsys):
 
 
 def test_make_task_via_cli_parser(env):
-    import crossdiff.evaluate as E
+    import crossdiff.evaluate.run as E
 
     parser = argparse.ArgumentParser(prog="crossdiff make-task")
     E.add_arguments(parser)
@@ -178,8 +178,8 @@ def test_make_task_via_cli_parser(env):
 
 def test_math_checker_counts_equivalent_answers(env):
     """Gold answers rewritten as equivalent LaTeX (2p/2 for a prediction p) are correct only by equivalence."""
-    import crossdiff.evaluate as E
-    from crossdiff.data.math_check import equivalent
+    import crossdiff.evaluate.run as E
+    from crossdiff.prompts.math_check import equivalent
 
     assert equivalent("so the answer is $\\boxed{0.5}$", "\\frac{1}{2}") and not equivalent("$\\boxed{3}$", "\\frac{1}{2}")
     root = env["root"]

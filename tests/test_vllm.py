@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from crossdiff.errors import CrossdiffError
-from crossdiff.evaluate import resolve_settings, visible_gpus, vllm_model_args
+from crossdiff.evaluate.run import resolve_settings, visible_gpus, vllm_model_args
 
 
 def test_tensor_parallel_fills_the_jobs_gpus():
@@ -51,7 +51,7 @@ def test_gpu_count_follows_cuda_visible_devices(monkeypatch):
 def test_vllm_backend_without_vllm_says_how_to_install(tmp_path):
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here")
-    from crossdiff.evaluate import load_lm
+    from crossdiff.evaluate.run import load_lm
 
     with pytest.raises(CrossdiffError, match=r"vllm is not installed \(pip install -r envs/requirements-gpu.txt\)"):
         load_lm(tmp_path, resolve_settings({"backend": "vllm"}))
@@ -65,9 +65,9 @@ def test_hf_and_vllm_agree_per_item(tmp_path):
 
     if not torch.cuda.is_available():
         pytest.skip("vllm is importable but no CUDA device is available")
-    from crossdiff.base_model import build_base_model
-    from crossdiff.data.synthetic import generate_items
-    from crossdiff.evaluate import evaluate_model, make_task, samples_path
+    from crossdiff.models.tiny import build_base_model
+    from crossdiff.items.synthetic import generate_items
+    from crossdiff.evaluate.run import evaluate_model, make_task, samples_path
 
     items = generate_items(200, seed=11)
     items.write_parquet(tmp_path / "items.parquet")

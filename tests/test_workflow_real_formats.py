@@ -133,7 +133,7 @@ def test_paper_config_collects_imports_and_bins_all_six_datasets_from_real_layou
     mmlu = [{"question_id": i, "question": f"MMLU-Pro question {i}?", "options": [f"o{k}" for k in range(10)],
              "answer": "C", "answer_index": 2, "category": "math", "src": "x"} for i in range(18)]
     (root / "mmlu_pro.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mmlu))
-    from crossdiff.data.adapters import BBH_SCORED
+    from crossdiff.items.adapters import BBH_SCORED
 
     # BBH at its default: the authors' 21 subtasks (two with 8 items, the others 2); the hub also serves the
     # leaderboard's other three, which the collector must leave alone

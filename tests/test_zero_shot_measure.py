@@ -4,10 +4,10 @@ import polars as pl
 import pytest
 
 from conftest import make_workdir, snakemake
-from crossdiff.bins import add_measure, make_bins
+from crossdiff.bins.make import add_measure, make_bins
 from crossdiff.cli import main
 from crossdiff.errors import CrossdiffError
-from crossdiff.zero_shot_measure import check_by, measure_table
+from crossdiff.evaluate.zero_shot import check_by, measure_table
 from test_study_workflow import STUDY, planned_jobs
 
 
@@ -98,9 +98,9 @@ def test_zero_shot_measure_scores_every_item_with_one_model_load(tmp_path):
     """Real lm-eval run of a tiny built model over all items; the table agrees with its per-sample log."""
     import json
 
-    import crossdiff.evaluate as ev
-    from crossdiff.base_model import build_base_model
-    from crossdiff.data.synthetic import generate_items
+    import crossdiff.evaluate.run as ev
+    from crossdiff.models.tiny import build_base_model
+    from crossdiff.items.synthetic import generate_items
 
     items = generate_items(30, seed=5)
     items.write_parquet(tmp_path / "items.parquet")

@@ -117,6 +117,15 @@ def write_text(text: str, path: str | os.PathLike) -> None:
         tmp.write_text(text)
 
 
+def write_figure(fig, path: str | os.PathLike) -> None:
+    """Save a matplotlib figure as PNG atomically, then close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
 def write_jsonl(rows, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w") as fh:

@@ -100,7 +100,7 @@ def replicate_settings(label):
 
 
 # ---------------------------------------------------------------- the study half: models x bins
-from crossdiff.data.adapters import prompt_for
+from crossdiff.items.adapters import prompt_for
 from crossdiff.slugs import slugify
 
 MODELS = {slugify(m["id"]): m for m in config["models"]}
@@ -111,13 +111,13 @@ wildcard_constraints:
     model="|".join(re.escape(m) for m in MODELS) or "(?!)",
 
 
-# ---------------------------------------------------------------- study designs (crossdiff.study)
+# ---------------------------------------------------------------- study designs (crossdiff.study.designs)
 # A run is one fine-tune: bin<b> (today's paths) or set-<name>, with -n<size> / -seed<s> suffixes.
 import crossdiff.errors
-import crossdiff.study as design
+import crossdiff.study.designs as design
 
 design.check_design(config["study"], N_BINS)
-import crossdiff.zero_shot_measure as zsm
+import crossdiff.evaluate.zero_shot as zsm
 
 for _name in DATASETS:
     zsm.check_by(_name, dataset(_name)["bins"]["by"], MODELS)
@@ -160,7 +160,7 @@ def train_set_args(wildcards):
 
 
 def zero_shot_model(name):
-    """The model slug of bins.by: zero_shot:<slug>, else None (crossdiff.zero_shot_measure)."""
+    """The model slug of bins.by: zero_shot:<slug>, else None (crossdiff.evaluate.zero_shot)."""
     return zsm.model_of(dataset(name)["bins"]["by"])
 
 

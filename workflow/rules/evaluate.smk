@@ -45,7 +45,7 @@ rule evaluate_zero_shot:
         "--outputs {output.results:q} --settings {params.settings} > {log:q} 2>&1"
 
 
-# {trained}: train<b> for the fine-tune bin<b>, or another design's label (crossdiff.study)
+# {trained}: train<b> for the fine-tune bin<b>, or another design's label (crossdiff.study.designs)
 rule evaluate_checkpoint:
     input:
         checkpoint=lambda wc: (

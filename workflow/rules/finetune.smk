@@ -13,7 +13,7 @@ rule make_sft_data:
         "--bin {wildcards.b} --prompt {params.prompt} --output {output:q} > {log:q} 2>&1"
 
 
-# Training data of the other study designs (crossdiff.study): a train set (set-<name>), a
+# Training data of the other study designs (crossdiff.study.designs): a train set (set-<name>), a
 # subsample (-n<size>), or both; curricula are written in training order.
 rule make_train_set:
     input:
@@ -31,7 +31,7 @@ rule make_train_set:
         "{params.design} --prompt {params.prompt} --output {output:q} > {log:q} 2>&1"
 
 
-# {run}: bin<b> (the paper's design), or set-<name> / -n<size> / -seed<s> (crossdiff.study)
+# {run}: bin<b> (the paper's design), or set-<name> / -n<size> / -seed<s> (crossdiff.study.designs)
 rule finetune:
     input:
         base=base_model_input,

@@ -22,13 +22,13 @@ def finetune_gpu_prefix():
 
 
 def check_finetune_memory():
-    """Stop the dry run when a model's fine-tune cannot fit its GPUs (crossdiff/memory_plan.py)."""
+    """Stop the dry run when a model's fine-tune cannot fit its GPUs (crossdiff/finetune/memory_plan.py)."""
     import sys
 
     from snakemake.exceptions import WorkflowError
 
     from crossdiff.finetune.settings import resolve_settings, world_size
-    from crossdiff.memory_plan import fit_message, read_config, settings_plan
+    from crossdiff.finetune.memory_plan import fit_message, read_config, settings_plan
 
     mode = config["resources"]["memory_check"]
     if mode == "off":

@@ -1,5 +1,5 @@
 # The answer in numbers: slope of gain on |gap|, asymmetry, best train bin per test bin
-# (crossdiff.summary), a figure across models and datasets and the report's front-page paragraph.
+# (crossdiff.results.summary), a figure across models and datasets and the report's front-page paragraph.
 
 
 rule summarize:

@@ -50,7 +50,7 @@ keep_checkpoints               false        keep the work directory after succes
 lora                           null         null = full fine-tuning; or {"r": 16, "alpha": 32,
                                             "dropout": 0.05, "target_modules": "all-linear"}
 shuffle                        true         false = train in file order (curricula: the
-                                            trainer's sequential sampler, see crossdiff.study)
+                                            trainer's sequential sampler, see crossdiff.study.designs)
 =============================  ===========  =====================================================
 """
 

@@ -23,8 +23,8 @@ from crossdiff.finetune.checkpoints import completion_callback, last_complete_ch
 from crossdiff.finetune.settings import accumulation_steps, precision_plan
 from crossdiff.finetune.weights import changed_share, optimizer_state_dtype
 from crossdiff.io import atomic_path, write_json
-from crossdiff.prompts import PromptFormat
-from crossdiff.sft_data import check_lengths
+from crossdiff.prompts.format import PromptFormat
+from crossdiff.study.sft_data import check_lengths
 
 
 def choose_device(s: dict) -> str:
@@ -66,7 +66,7 @@ def engine_for(s: dict, n_processes: int, on_gpu: bool) -> str:
 
 def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFormat, callbacks=(), n_processes: int = 1):
     """Construct the SFTTrainer (exposed so tests can inspect its collator and batches)."""
-    from crossdiff.base_model import offline_env
+    from crossdiff.hub import offline_env
 
     offline_env(model_path)
     import torch
@@ -236,7 +236,7 @@ def train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s,
     Returns the metrics on rank 0, None on the other ranks."""
     import torch
 
-    from crossdiff.memory_plan import check_before_training
+    from crossdiff.finetune.memory_plan import check_before_training
 
     # each rank checks its own GPU (in the rank, so the launcher never opens a CUDA context)
     check_before_training(model_path, model_dir, s, n_processes)

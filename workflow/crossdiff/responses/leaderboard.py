@@ -30,7 +30,7 @@ May 2024, JSON lines from 2024-05-31) and
 ``{org}__{model}/results_{run}.json``; ``run`` like ``2025-01-27T10-10-36.877664``. One file per
 subtask: ``leaderboard_bbh_boolean_expressions`` ... (24 BBH), ``leaderboard_math_algebra_hard``
 ... (7 MATH subjects, two with short names: ``leaderboard_math_counting_and_prob_hard``,
-``leaderboard_math_num_theory_hard``; see ``crossdiff.data.adapters.LEADERBOARD_SUBTASK_FILES``), ``leaderboard_musr_{murder_mysteries,object_placements,team_allocation}``,
+``leaderboard_math_num_theory_hard``; see ``crossdiff.items.adapters.LEADERBOARD_SUBTASK_FILES``), ``leaderboard_musr_{murder_mysteries,object_placements,team_allocation}``,
 ``leaderboard_mmlu_pro`` (single). Each line is an lm-eval sample: ``doc_id`` (position within
 the subtask's split), ``doc``, ``target``, ``arguments``, ``resps``, ``filtered_resps``,
 ``filter``, ``metrics`` (list of metric names), ``doc_hash``/``prompt_hash``/``target_hash``

@@ -4,7 +4,7 @@ A Llama-architecture causal LM (about 0.5M parameters with the default settings)
 locally (digits split one per token), saved with ``save_pretrained`` so ``AutoModelForCausalLM`` and
 ``AutoTokenizer`` load the directory like a hub model. It then gets a short, seeded warm-up on
 generated arithmetic problems that are DISJOINT from the benchmark items (their questions are
-excluded) and mostly easy, rendered with the same :class:`~crossdiff.prompts.PromptFormat` used for
+excluded) and mostly easy, rendered with the same :class:`~crossdiff.prompts.format.PromptFormat` used for
 fine-tuning and evaluation, so its zero-shot accuracy is well above zero on easy items and falls
 with difficulty. ``build_info.json`` beside the weights records sizes, seed, steps, loss, wall time
 and the measured zero-shot accuracy by ``n_ops`` on (a sample of) the benchmark items.
@@ -46,8 +46,9 @@ from pathlib import Path
 
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
+from crossdiff.hub import offline_env
 from crossdiff.io import atomic_path, read_table, require_columns, write_json
-from crossdiff.prompts import PromptFormat
+from crossdiff.prompts.format import PromptFormat
 
 DEFAULTS = {
     "seed": 0,
@@ -78,19 +79,6 @@ def _settings(settings: dict | None) -> dict:
     if unknown:
         raise CrossdiffError(f"base model settings: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
     return {**DEFAULTS, **settings}
-
-
-def offline_env(model_path=None) -> None:
-    """Passive OpenMP waiting (busy-waiting threads made 2-core runs many times slower whenever
-    another process was busy), and an offline hub when the model is a local directory (a hub id
-    such as ``Qwen/Qwen2.5-1.5B-Instruct`` must be allowed to download or use the HF cache).
-    Effective when called before torch is first imported."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if model_path is None or Path(model_path).is_dir():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def build_tokenizer(texts: list[str], vocab_size: int):
@@ -147,7 +135,7 @@ def build_model(tokenizer, s: dict):
 
 
 def warmup_problems(items_path: str | os.PathLike | None, s: dict) -> list[dict]:
-    from crossdiff.data.synthetic import generate_problems
+    from crossdiff.items.synthetic import generate_problems
 
     exclude: set[str] = set()
     if items_path is not None:

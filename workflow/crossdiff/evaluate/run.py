@@ -2,7 +2,7 @@
 
 Task folder (``results/tasks/{dataset}/bin{t}/``), written by :func:`make_task`:
 
-* ``data.jsonl``: that bin's items rendered by :class:`~crossdiff.prompts.PromptFormat`
+* ``data.jsonl``: that bin's items rendered by :class:`~crossdiff.prompts.format.PromptFormat`
   (``item_id``, ``prompt``, ``user``, ``gold`` [, ``choices``]);
 * ``task.yaml``: task ``crossdiff_{dataset}_bin{t}`` (plain-text prompt column);
 * ``task_chat.yaml``: task ``crossdiff_{dataset}_bin{t}_chat`` (user column; the evaluator applies the
@@ -36,7 +36,7 @@ max_model_len    null       vllm: context length (null = the model's; also set b
 ===============  =========  ==============================================================
 
 The job's GPUs are those in ``CUDA_VISIBLE_DEVICES`` (set by ``crossdiff gpu-run`` and SLURM from
-``resources.evaluate.gpu``); :func:`crossdiff.backends.vllm_model_args` maps settings + GPU count to
+``resources.evaluate.gpu``); :func:`crossdiff.evaluate.backends.vllm_model_args` maps settings + GPU count to
 lm-eval's VLLM arguments and refuses a layout that does not use exactly the job's GPUs.
 """
 
@@ -55,8 +55,8 @@ import yaml
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import atomic_path, write_json, write_jsonl, write_text
-from crossdiff.backends import visible_gpus, vllm_model_args  # noqa: F401 - part of this module's API
-from crossdiff.prompts import PromptFormat
+from crossdiff.evaluate.backends import visible_gpus, vllm_model_args  # noqa: F401 - part of this module's API
+from crossdiff.prompts.format import PromptFormat
 
 DEFAULTS = {
     "backend": "hf",
@@ -89,8 +89,7 @@ def samples_path(result_path) -> Path:
 # ---------------------------------------------------------------------------------------- tasks
 def make_task(items_path, bins_path, b: int, output, dataset: str, prompt: dict | None = None) -> dict:
     """Write the lm-eval task folder for test bin ``b`` of ``dataset``; returns its task.json."""
-    from crossdiff.sft_data import bin_items
-    from crossdiff.study import heldout_part
+    from crossdiff.bins.holdout import bin_items, heldout_part
 
     fmt = PromptFormat.from_config(prompt)
     df = heldout_part(bin_items(items_path, bins_path, b))  # only held-out items when bins.holdout_fraction > 0
@@ -150,7 +149,7 @@ def resolve_settings(settings: dict | None) -> dict:
 def load_lm(model_path, s: dict):
     """Construct the lm-eval model object once (and count it)."""
     global MODEL_LOADS
-    from crossdiff.base_model import offline_env
+    from crossdiff.hub import offline_env
 
     offline_env(model_path)
     import torch
@@ -262,7 +261,7 @@ def evaluate_model(
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from crossdiff.scoring import register_filters
+    from crossdiff.prompts.scoring import register_filters
 
     register_filters()
     t0 = time.time()

@@ -1,7 +1,7 @@
 """``crossdiff summarize``: the study's answer as numbers (slope of gain on |gap|, asymmetry, best
 train bin per test bin, with bootstrap intervals), a figure across models and datasets, and a
-generated paragraph for the report's front page. Statistics: :mod:`crossdiff.summary.stats`;
-figure and text: :mod:`crossdiff.summary.report`.
+generated paragraph for the report's front page. Statistics: :mod:`crossdiff.results.summary_stats`;
+figure and text: :mod:`crossdiff.results.summary_report`.
 
 Outputs: ``--csv`` one row per model x dataset (columns ``slope``, ``slope_lo``, ``slope_hi``,
 ``intercept``, ``easy_to_hard``, ``hard_to_easy``, ``asymmetry``, ``near_gain``, ``far_gain``, each
@@ -17,8 +17,8 @@ import argparse
 
 from crossdiff.cli import json_arg
 from crossdiff.io import read_table, write_csv
-from crossdiff.summary.report import figure, text_rst, write_text
-from crossdiff.summary.stats import DEFAULTS, resolve_settings, statistics, summarize
+from crossdiff.results.summary_report import figure, text_rst, write_text
+from crossdiff.results.summary_stats import DEFAULTS, resolve_settings, statistics, summarize
 
 __all__ = ["DEFAULTS", "resolve_settings", "statistics", "summarize"]
 

@@ -1,6 +1,6 @@
 """Tidy results table: every (model, dataset, train bin, test bin) cell with gain and paired bootstrap CI.
 
-Input: result JSONs written by :func:`crossdiff.evaluate.evaluate_model` (each with its per-sample
+Input: result JSONs written by :func:`crossdiff.evaluate.run.evaluate_model` (each with its per-sample
 log beside it). Output columns:
 
 model, dataset, train_bin ("zero-shot" or the bin number as a string), train_bin_index (int, null for
@@ -12,7 +12,7 @@ The bootstrap resamples a test bin's items with replacement; the SAME resample i
 checkpoint's and the zero-shot model's per-item scores (paired by item_id), so item difficulty
 variance cancels. Seeded (``seed``), ``n_boot`` resamples.
 
-Study designs (:mod:`crossdiff.study`): ``train_bin`` is the cell label, today's bin number or e.g.
+Study designs (:mod:`crossdiff.study.designs`): ``train_bin`` is the cell label, today's bin number or e.g.
 ``set-easy``, ``3-n100``, ``set-easy-n50``; extra columns ``train_set`` (set name or null),
 ``train_size`` (subsample size or null = full) and ``n_seeds`` / ``seed_sd`` (fine-tunes averaged in
 the cell, standard deviation of their accuracies). A cell with several seeds (``study.seeds``)
@@ -126,7 +126,7 @@ def load_results(paths) -> tuple[pl.DataFrame, dict]:
 
 def _cells(df: pl.DataFrame) -> pl.DataFrame:
     """One row per result with its cell label (train_bin without -seed), bin, set, size and seed."""
-    from crossdiff.study import parse_label
+    from crossdiff.study.designs import parse_label
 
     parts = []
     for r in df.iter_rows(named=True):

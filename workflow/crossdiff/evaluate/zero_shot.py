@@ -2,11 +2,11 @@
 
 The base model is scored ONCE on every item of the dataset's IRT table (one lm-eval task over all
 items, independent of the bins, so binning by it makes no cycle; one model load through
-:func:`crossdiff.evaluate.evaluate_model`). The output table has one row per item:
+:func:`crossdiff.evaluate.run.evaluate_model`). The output table has one row per item:
 ``item_id``, ``correct`` (0/1, the dataset's primary metric and filter) and ``measure = 1 - correct``
 (1 = the model gets it wrong = hard). ``crossdiff make-bins --by zero_shot:<slug> --measure-table``
 then bins by it; with a 0/1 measure nearly every item ties, so ties are broken by IRT difficulty
-and then item_id (:func:`crossdiff.bins.make_bins` with ``tiebreak``): bins stay equal-size and
+and then item_id (:func:`crossdiff.bins.make.make_bins` with ``tiebreak``): bins stay equal-size and
 reproducible, and within the "wrong" (or "right") items the order is the IRT order.
 
 The per-item samples (prediction, target) are kept beside the table (``<output>.samples.jsonl``).
@@ -66,7 +66,7 @@ def measure_table(samples: list[dict], item_ids: list[str], path="samples") -> p
 
 def score_all_items(items_path, irt_path, model, output, dataset: str, prompt: dict | None = None,
                     settings: dict | None = None, model_name: str | None = None) -> pl.DataFrame:
-    from crossdiff.evaluate import evaluate_model, make_task, samples_path
+    from crossdiff.evaluate.run import evaluate_model, make_task, samples_path
 
     irt = read_table(irt_path, "IRT item table")
     require_columns(irt, ["item_id"], irt_path, "IRT item table")

@@ -1,4 +1,4 @@
-"""How a :class:`~crossdiff.prompts.PromptFormat` is scored: the lm-eval task YAML, its filters and metrics.
+"""How a :class:`~crossdiff.prompts.format.PromptFormat` is scored: the lm-eval task YAML, its filters and metrics.
 
 Everything is said in lm-eval's own vocabulary (``filter_list``, ``regex`` / ``take_first`` filters,
 ``exact_match`` with ``ignore_case`` / ``ignore_punctuation`` / ``regexes_to_ignore``, ``acc`` /
@@ -8,7 +8,7 @@ runs lm-eval's own filter and metric functions (not a re-implementation) on a gi
 Two filters are registered in lm-eval's registry by :func:`register_filters` (task YAMLs stay free
 of ``!function`` tags):
 
-* ``crossdiff_math`` (crossdiff.data.math_check): math-verify equivalence with the gold answer;
+* ``crossdiff_math`` (crossdiff.prompts.math_check): math-verify equivalence with the gold answer;
 * ``crossdiff_bbh_answer_type``: BBH's answer-type extraction per subtask family (the authors' five
   BBH tasks, one per family, in one filter that dispatches on the item's ``subtask``), built from
   lm-eval's BBH zero-shot filter classes.
@@ -17,12 +17,10 @@ of ``!function`` tags):
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from crossdiff.errors import CrossdiffError
 
-if TYPE_CHECKING:
-    from crossdiff.prompts import PromptFormat
 
 #: BBH subtask families and their flexible extraction (the authors' bbh_*.yaml task files)
 BBH_FAMILIES: dict[str, tuple[str, ...]] = {
@@ -125,7 +123,7 @@ def register_filters() -> None:
     from lm_eval.api.filter import Filter
     from lm_eval.api.registry import filter_registry, register_filter
 
-    from crossdiff.data.math_check import register_lm_eval_filter
+    from crossdiff.prompts.math_check import register_lm_eval_filter
 
     register_lm_eval_filter()
     if "crossdiff_bbh_answer_type" in filter_registry:

@@ -8,11 +8,11 @@ e.g. ``bin3`` (the paper's design and today's default path), ``bin3-n100``, ``se
 ``set-easy-n50-seed2``. Its evaluation folder (``results/eval/{model}/{dataset}/``) is the same label
 with ``bin`` replaced by ``train`` (``train3``, ``train3-n100``; sets keep ``set-<name>``), and its
 training data is ``results/sft/{dataset}/<label without -seed>.jsonl``. A *cell* of the results table
-is a run label without its seed: seeds of one cell are averaged (see :mod:`crossdiff.aggregate`).
+is a run label without its seed: seeds of one cell are averaged (see :mod:`crossdiff.results.aggregate`).
 
 Item accounting (all seeded, all deterministic):
 
-* held-out split (``bins.holdout_fraction``, :func:`holdout_split`): in every bin,
+* held-out split (``bins.holdout_fraction``, :func:`crossdiff.bins.holdout.holdout_split`): in every bin,
   ``round(fraction * size)`` items drawn with ``SeedSequence([holdout_seed, bin])`` are held out. Training
   uses only the other items; evaluation uses only the held-out ones (of every bin);
 * subsamples (``study.train_sizes``, a set's ``size``, :func:`select_training_items`): each bin's
@@ -33,6 +33,7 @@ import re
 import numpy as np
 import polars as pl
 
+from crossdiff.bins.holdout import bin_items, training_part
 from crossdiff.errors import CrossdiffError
 
 SET_NAME = r"[A-Za-z0-9_]+"
@@ -154,33 +155,6 @@ def finetune_settings(base: dict, study: dict, run: str, n_bins: int) -> dict:
     return s
 
 
-# ------------------------------------------------------------------------------- item accounting
-def holdout_split(bins: pl.DataFrame, fraction: float, seed: int = 0) -> pl.DataFrame:
-    """Add a boolean ``heldout`` column: ``round(fraction * size)`` items per bin, seeded per bin."""
-    if not 0 < fraction < 1:
-        raise CrossdiffError(f"bins.holdout_fraction = {fraction}; expected a number in (0, 1) (0 disables the split)")
-    held: set[str] = set()
-    for b in sorted(bins["bin"].unique().to_list()):
-        ids = sorted(bins.filter(pl.col("bin") == b)["item_id"].cast(pl.Utf8).to_list())
-        k = int(round(fraction * len(ids)))
-        if k < 1 or k >= len(ids):
-            raise CrossdiffError(
-                f"bins.holdout_fraction = {fraction}: bin {b} has {len(ids)} items, so {k} would be held out; "
-                "expected at least one held-out and one training item per bin"
-            )
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(b)]))
-        held.update(ids[i] for i in rng.choice(len(ids), size=k, replace=False))
-    return bins.with_columns(pl.col("item_id").cast(pl.Utf8).is_in(sorted(held)).alias("heldout"))
-
-
-def training_part(bins: pl.DataFrame) -> pl.DataFrame:
-    return bins.filter(~pl.col("heldout")) if "heldout" in bins.columns else bins
-
-
-def heldout_part(bins: pl.DataFrame) -> pl.DataFrame:
-    return bins.filter(pl.col("heldout")) if "heldout" in bins.columns else bins
-
-
 def _quotas(size: int, n: int) -> list[int]:
     base, extra = divmod(size, n)
     return [base + (1 if i < extra else 0) for i in range(n)]
@@ -221,8 +195,7 @@ def make_train_set(items_path, bins_path, train_bins, output, size=None, order="
                    prompt: dict | None = None) -> int:
     """Write the prompt/completion JSONL of one run's training data, rows in training order."""
     from crossdiff.io import read_table, write_jsonl
-    from crossdiff.prompts import PromptFormat
-    from crossdiff.sft_data import bin_items
+    from crossdiff.prompts.format import PromptFormat
 
     fmt = PromptFormat.from_config(prompt)
     bins = read_table(bins_path, "bins table")

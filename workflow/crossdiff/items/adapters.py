@@ -3,7 +3,7 @@
 Each adapter knows where a benchmark lives (Hugging Face ``datasets`` id, config(s), split, as the
 Open LLM Leaderboard evaluated it), how its rows map to an item table (``item_id``, ``question``,
 ``answer``, optional ``choices`` and ``solution``, human difficulty metadata), and the default
-prompt format (``crossdiff.prompts.PromptFormat`` keys) used for both training and evaluation.
+prompt format (``crossdiff.prompts.format.PromptFormat`` keys) used for both training and evaluation.
 
 ``item_id`` matches the leaderboard's per-sample ``doc_id``: the row index within the evaluated
 split, prefixed by the subtask for benchmarks that the leaderboard splits into subtasks
@@ -386,7 +386,7 @@ def prepare_items(settings: dict, dataset: str) -> pl.DataFrame:
     """The item table for a dataset's ``items`` config section (source ``synthetic`` or ``hub``)."""
     source = settings.get("source", "hub")
     if source == "synthetic":
-        from crossdiff.data.synthetic import generate_items
+        from crossdiff.items.synthetic import generate_items
 
         return generate_items(int(settings["n_items"]), int(settings["seed"]), int(settings.get("max_ops", 5)),
                               int(settings.get("max_digits", 3)), prefix=dataset,

@@ -23,9 +23,8 @@ import numpy as np
 import polars as pl
 
 from crossdiff.errors import CrossdiffError
-from crossdiff.io import read_table, require_columns, write_json
-from crossdiff.plots import save
-from crossdiff.study import parse_label
+from crossdiff.io import read_table, require_columns, write_figure, write_json
+from crossdiff.study.designs import parse_label
 
 REQUIRED = ["model", "dataset", "train_bin", "test_bin", "value", "gain", "significant"]
 
@@ -97,7 +96,7 @@ def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = Fa
         ax.set_ylabel("train bin / set")
         ax.set_title(f"{model} / {dataset_}: accuracy{seeds_note}")
         p = path("accuracy", model, dataset_)
-        save(fig, p)
+        write_figure(fig, p)
         written.append(str(p))
 
         ft = sub.filter(pl.col("train_bin") != "zero-shot")
@@ -119,7 +118,7 @@ def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = Fa
             diag = "held-out test items" if show_diagonal else "diagonal masked"
             ax.set_title(f"{model} / {dataset_}: gain over zero-shot{seeds_note}\n(* = CI excludes 0; {diag})")
             p = path("gain", model, dataset_)
-            save(fig, p)
+            write_figure(fig, p)
             written.append(str(p))
 
     for (dataset_,), sub in df.group_by(["dataset"], maintain_order=True):
@@ -143,7 +142,7 @@ def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = Fa
             ax.set_ylabel("mean gain over zero-shot")
             ax.set_title(f"{dataset_}: gain vs difficulty gap")
             p = path("gain_vs_gap", None, dataset_)
-            save(fig, p)
+            write_figure(fig, p)
             written.append(str(p))
         elif sub.filter(pl.col("train_bin") != "zero-shot").height:
             # only train sets (study.train_bins: []): no gap to speak of; the gain per test bin per set
@@ -156,7 +155,7 @@ def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = Fa
             ax.set_ylabel("gain over zero-shot (mean over models)")
             ax.set_title(f"{dataset_}: gain per test bin of each train set (no single-bin runs, so no gap)")
             p = path("gain_vs_gap", None, dataset_)
-            save(fig, p)
+            write_figure(fig, p)
             written.append(str(p))
         zs = sub.filter(pl.col("train_bin") == "zero-shot").sort(["model", "test_bin"])
         if zs.height:
@@ -168,7 +167,7 @@ def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = Fa
             ax.set_ylim(bottom=0)
             ax.set_title(f"{dataset_}: zero-shot accuracy per bin")
             p = path("zero_shot", None, dataset_)
-            save(fig, p)
+            write_figure(fig, p)
             written.append(str(p))
     if not written:
         raise CrossdiffError(f"{table}: no rows to plot")

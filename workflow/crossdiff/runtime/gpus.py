@@ -350,7 +350,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m crossdiff.gpus [options] -- CMD`` (same as ``crossdiff gpu-run``)."""
+    """``python -m crossdiff.runtime.gpus [options] -- CMD`` (same as ``crossdiff gpu-run``)."""
     parser = argparse.ArgumentParser(prog="crossdiff gpu-run", description="run a command on its own GPU(s)")
     add_arguments(parser)
     args = parser.parse_args(argv)

@@ -85,7 +85,7 @@ def figure(summary: pl.DataFrame, best: pl.DataFrame, results: pl.DataFrame, set
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from crossdiff.plots import save
+    from crossdiff.io import write_figure
 
     sns.set_theme(style="whitegrid", context="notebook")
     labels = [f"{r['model']} / {r['dataset']}" + (f" (n={r['train_size']})" if r.get("train_size") is not None else "")
@@ -135,4 +135,4 @@ def figure(summary: pl.DataFrame, best: pl.DataFrame, results: pl.DataFrame, set
     axes[1].set_xlabel("gain per bin of gap")
     axes[2].set_xlabel("mean gain over zero-shot")
     fig.tight_layout()
-    save(fig, path)
+    write_figure(fig, path)

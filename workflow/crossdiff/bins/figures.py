@@ -23,15 +23,9 @@ import seaborn as sns  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from crossdiff.errors import CrossdiffError  # noqa: E402
-from crossdiff.io import atomic_path, read_table, require_columns  # noqa: E402
+from crossdiff.io import read_table, require_columns, write_figure  # noqa: E402
 
 FIGURES = ("histogram", "bin_accuracy", "calibration", "spearman", "truth")
-
-
-def save(fig, path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
 
 
 def histogram(irt_items: pl.DataFrame, bins: pl.DataFrame, title: str):
@@ -149,4 +143,4 @@ def run(args: argparse.Namespace) -> None:
         fig = spearman(irt_items, read_table(args.items, "item table") if args.items else None, t)
     else:
         fig = truth(irt_items, _need(args, "truth"), t)
-    save(fig, args.output)
+    write_figure(fig, args.output)

@@ -12,9 +12,9 @@ Options (both off by default, leaving today's table unchanged):
   values than bins splits a value across bins (the log says how many distinct values there are).
 * ``--by zero_shot:<model slug>`` with ``--measure-table`` (from ``crossdiff zero-shot-measure``): bin
   by the base model's own zero-shot error (``measure = 1 - correct``); its ties are broken by IRT
-  difficulty, then item_id (:mod:`crossdiff.zero_shot_measure`).
+  difficulty, then item_id (:mod:`crossdiff.evaluate.zero_shot`).
 * ``--holdout-fraction F`` (``bins.holdout_fraction``): a seeded ``heldout`` column per bin
-  (:func:`crossdiff.study.holdout_split`): training uses the other items, evaluation the held-out ones.
+  (:func:`crossdiff.bins.holdout.holdout_split`): training uses the other items, evaluation the held-out ones.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import argparse
 import numpy as np
 import polars as pl
 
+from crossdiff.bins.holdout import holdout_split
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, require_columns, write_csv, write_parquet
 
@@ -140,8 +141,6 @@ def run(args: argparse.Namespace) -> None:
         print(f"binning by {args.by!r}: {items['measure'].n_unique()} distinct values for {args.n_bins} bins")
     table, summary = make_bins(items, args.n_bins, args.items, key=key, tiebreak=tiebreak)
     if args.holdout_fraction > 0:
-        from crossdiff.study import holdout_split
-
         table = holdout_split(table, args.holdout_fraction, args.holdout_seed)
         held = table.group_by("bin").agg(pl.col("heldout").sum().alias("n_heldout")).sort("bin")
         summary = summary.join(held.with_columns(pl.col("bin").cast(pl.Int32), pl.col("n_heldout").cast(pl.UInt32)), on="bin")

@@ -12,7 +12,7 @@ or without seeds) of one dataset:
   resamples that pick the same bin), best_accuracy, n_boot.
 
 The interval of the best bin is a percentile interval of the argmax over resamples of the same
-two-level bootstrap as :func:`crossdiff.aggregate.hierarchical_bootstrap`: seeds drawn with
+two-level bootstrap as :func:`crossdiff.results.aggregate.hierarchical_bootstrap`: seeds drawn with
 replacement, test items drawn with replacement within each test bin (the same draw for every run, so
 runs are compared on the same items). A full-size run's n is the number of training items of its
 bin (from the bins table: bin size minus held-out items).
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from crossdiff.aggregate import _stable_int
+from crossdiff.results.aggregate import _stable_int
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, write_csv
@@ -36,8 +36,9 @@ DEFAULTS = {"n_boot": 1000, "seed": 0, "confidence": 0.95}
 
 def _runs(paths, bins_path):
     """Per model: {(train_bin, n): {seed: {test_bin: {item: score}}}} of single-bin runs, and the zero-shot items."""
-    from crossdiff.aggregate import load_results
-    from crossdiff.study import parse_label, training_part
+    from crossdiff.results.aggregate import load_results
+    from crossdiff.bins.holdout import training_part
+    from crossdiff.study.designs import parse_label
 
     df, samples = load_results(paths)
     bins = read_table(bins_path, "bins table")
@@ -111,7 +112,7 @@ def best_bins(paths, bins_path, settings: dict | None = None):
 
 
 def _weights(rng, n_boot, size):
-    from crossdiff.aggregate import _resample_weights
+    from crossdiff.results.aggregate import _resample_weights
 
     return _resample_weights(rng, n_boot, size)
 
@@ -123,7 +124,7 @@ def plot(best: pl.DataFrame, acc: pl.DataFrame, outdir, dataset: str) -> list[st
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from crossdiff.plots import save
+    from crossdiff.io import write_figure
 
     outdir = Path(outdir)
     written = []
@@ -156,7 +157,7 @@ def plot(best: pl.DataFrame, acc: pl.DataFrame, outdir, dataset: str) -> list[st
             ax.axis("off")
         fig.suptitle(f"{model} / {dataset}: test accuracy by train difficulty and size (red: best train bin)")
         p = outdir / model / "size_difficulty.png"
-        save(fig, p)
+        write_figure(fig, p)
         written.append(str(p))
     sub = best.filter(pl.col("dataset") == dataset).sort(["model", "train_size"])
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -171,7 +172,7 @@ def plot(best: pl.DataFrame, acc: pl.DataFrame, outdir, dataset: str) -> list[st
     ax.set_title(f"{dataset}: best training difficulty per data size\n(bars: bootstrap interval over items and seeds)")
     ax.legend(fontsize=7)
     p = outdir / "best_train_bin.png"
-    save(fig, p)
+    write_figure(fig, p)
     written.append(str(p))
     return written
 

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 from scipy.stats import spearmanr
 
-from crossdiff.bins import make_bins
+from crossdiff.bins.make import make_bins
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, write_csv
 

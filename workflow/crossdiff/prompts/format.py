@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from crossdiff.errors import CrossdiffError
+from crossdiff.prompts import scoring as _scoring
 
 SCORINGS = ("generation", "multiple_choice")
 CHECKERS = ("exact", "math")
@@ -96,9 +97,7 @@ class PromptFormat:
                                      f"got {subs!r}")
             config["target_regex_sub"] = tuple(tuple(p) for p in subs)
         if config.get("filters") is not None:
-            from crossdiff.scoring import check_filters
-
-            config["filters"] = tuple(check_filters(config["filters"], f"{where}.filters"))
+            config["filters"] = tuple(_scoring.check_filters(config["filters"], f"{where}.filters"))
         fmt = cls(**config)
         fmt.validate(where)
         return fmt
@@ -338,15 +337,11 @@ class PromptFormat:
 
     def filter_list(self) -> list[dict]:
         """lm-eval ``filter_list`` of a generation task (declared, or one ``extract`` filter)."""
-        from crossdiff.scoring import default_filters
-
-        return [dict(f) for f in self.filters] if self.filters is not None else default_filters(self)
+        return [dict(f) for f in self.filters] if self.filters is not None else _scoring.default_filters(self)
 
     def extract_answer(self, generated: str, filter_name: str | None = None) -> str:
         """The prediction lm-eval's filter pipeline makes of ``generated`` (after the stop strings)."""
-        from crossdiff.scoring import apply_filter
-
-        return apply_filter(self, generated, filter_name)
+        return _scoring.apply_filter(self, generated, filter_name)
 
     def task_config(self, task_name: str, data_file: str, chat: bool = False) -> dict[str, Any]:
         """lm-eval task YAML content for one bin; ``data_file`` must be an absolute path.
@@ -354,9 +349,7 @@ class PromptFormat:
         With ``chat`` the prompt column is the user text only: the evaluator passes the instruction
         as ``system_instruction`` and ``apply_chat_template=True``.
         """
-        from crossdiff.scoring import task_config
-
-        return task_config(self, task_name, data_file, chat)
+        return _scoring.task_config(self, task_name, data_file, chat)
 
     @property
     def metric_names(self) -> tuple[str, ...]:

@@ -3,7 +3,7 @@
 Prints the exact training text (prompt, then the completion that carries the loss) and the exact
 evaluation request (after the chat template when one applies), the generation settings or the
 scored continuations, and, with ``--output TEXT``, what each lm-eval filter makes of that output and
-the verdict (lm-eval's own filter and metric functions; see crossdiff.scoring).
+the verdict (lm-eval's own filter and metric functions; see crossdiff.prompts.scoring).
 
 Two ways to name the item:
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
-from crossdiff.prompts import PromptFormat
+from crossdiff.prompts.format import PromptFormat
 
 
 def _config_dataset(configfile: str, dataset: str) -> tuple[dict, dict]:
@@ -40,7 +40,7 @@ def _config_dataset(configfile: str, dataset: str) -> tuple[dict, dict]:
 def _items_from_config(config: dict, dataset: str, workdir: Path):
     import polars as pl
 
-    from crossdiff.data.adapters import prepare_items
+    from crossdiff.items.adapters import prepare_items
 
     entry = config["datasets"][dataset]
     src = entry["items"]["source"]
@@ -71,7 +71,7 @@ def _tokenizer_for(name: str | None, config: dict | None, workdir: Path):
             name = model["id"]
     if name is None:
         return None, "none (no --tokenizer and no model in the config)"
-    from crossdiff.base_model import offline_env
+    from crossdiff.hub import offline_env
 
     offline_env(name)
     from transformers import AutoTokenizer
@@ -85,7 +85,7 @@ def _tokenizer_for(name: str | None, config: dict | None, workdir: Path):
 
 def describe(fmt: PromptFormat, item: dict, tokenizer=None, output: str | None = None) -> dict:
     """Everything show-prompt prints, as a dict (the ``--json`` form)."""
-    from crossdiff.scoring import score_output, task_config
+    from crossdiff.prompts.scoring import score_output, task_config
 
     chat = fmt.use_chat(tokenizer)
     train_prompt, train_completion = fmt.render_training(item, tokenizer)
@@ -158,7 +158,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     import polars as pl
 
-    from crossdiff.data.adapters import prompt_for
+    from crossdiff.items.adapters import prompt_for
 
     workdir = Path(args.directory)
     config = None

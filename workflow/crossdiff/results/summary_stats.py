@@ -116,7 +116,7 @@ def _read_scores(result: str) -> dict[str, float]:
     if not p.exists():
         raise CrossdiffError(f"{p}: result JSON named in the results table not found (resample: items needs "
                              f"every result and its per-sample log; use resample: cells without them)")
-    from crossdiff.aggregate import _read_samples
+    from crossdiff.results.aggregate import _read_samples
 
     return _read_samples(p, json.loads(p.read_text()))
 

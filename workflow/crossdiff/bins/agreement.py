@@ -2,7 +2,7 @@
 
 From a bins table made with ``--by`` (columns ``measure``, ``difficulty`` = IRT difficulty, ``bin`` by
 the measure): the items are also binned by IRT difficulty (same equal-size rule,
-:func:`crossdiff.bins.make_bins`), and the table reports Spearman's rho between the measure and IRT
+:func:`crossdiff.bins.make.make_bins`), and the table reports Spearman's rho between the measure and IRT
 difficulty, the share of items in the same bin under both, the share within one bin, the mean
 absolute bin difference, and the number of distinct measure values. The figure shows the measure
 against IRT difficulty and the bin-by-bin cross table.
@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 import polars as pl
 
-from crossdiff.bins import make_bins
+from crossdiff.bins.make import make_bins
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, require_columns, write_csv
 
@@ -52,7 +52,7 @@ def plot(bins: pl.DataFrame, row: dict, cross: np.ndarray, output, title: str) -
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from crossdiff.plots import save
+    from crossdiff.io import write_figure
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
     rng = np.random.default_rng(0)  # jitter only, so discrete measures stay visible
@@ -66,7 +66,7 @@ def plot(bins: pl.DataFrame, row: dict, cross: np.ndarray, output, title: str) -
             title=f"same bin: {row['same_bin_share']:.0%} (chance {row['chance_same_bin_share']:.0%}), "
                   f"within one: {row['within_one_bin_share']:.0%}")
     fig.suptitle(f"{title}: {row['by']} vs IRT difficulty")
-    save(fig, output)
+    write_figure(fig, output)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

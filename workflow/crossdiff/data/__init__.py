@@ -1,1 +1,0 @@
-"""Benchmarks: where items come from (generated, a local file, or a dataset adapter)."""
