@@ -64,7 +64,7 @@ localrules:
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/benchmark.smk"
+include: "workflow/rules/items.smk"
 include: "workflow/rules/responses.smk"
 include: "workflow/rules/irt.smk"
 include: "workflow/rules/bins.smk"
@@ -73,7 +73,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/finetune_common.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/results.smk"
 include: "workflow/rules/summary_common.smk"
 include: "workflow/rules/summary.smk"
 
