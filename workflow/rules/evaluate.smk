@@ -7,7 +7,7 @@ rule make_task:
     log:
         "logs/make_task/{dataset}/bin{t}.log",
     params:
-        prompt=lambda wc: cli_json(prompt_of(wc.dataset)),
+        prompt=lambda wc: prompt_json(wc.dataset),
     shell:
         "crossdiff make-task --items {input.item_table:q} --bins {input.bins:q} --bin {wildcards.t} "
         "--dataset {wildcards.dataset} --prompt {params.prompt} --output {output:q} > {log:q} 2>&1"
@@ -99,7 +99,7 @@ rule zero_shot_measure:
     params:
         model=lambda wc: zero_shot_model(wc.dataset),
         base=lambda wc: shlex.quote(base_model_ref(zero_shot_model(wc.dataset))),
-        prompt=lambda wc: cli_json(prompt_of(wc.dataset)),
+        prompt=lambda wc: prompt_json(wc.dataset),
         settings=cli_json(config["evaluate"]),
     shell:
         "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "

@@ -19,7 +19,7 @@ rule finetune:
     params:
         base=lambda wc: shlex.quote(base_model_ref(wc.model)),
         settings=run_settings,
-        prompt=lambda wc: cli_json(prompt_of(wc.dataset)),
+        prompt=lambda wc: prompt_json(wc.dataset),
         metrics_copy=metrics_copy_arg,
     shell:
         "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "

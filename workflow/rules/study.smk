@@ -9,7 +9,7 @@ rule make_sft_data:
     log:
         "logs/make_sft_data/{dataset}/bin{b}.log",
     params:
-        prompt=lambda wc: cli_json(prompt_of(wc.dataset)),
+        prompt=lambda wc: prompt_json(wc.dataset),
     shell:
         "crossdiff make-sft-data --items {input.item_table:q} --bins {input.bins:q} "
         "--bin {wildcards.b} --prompt {params.prompt} --output {output:q} > {log:q} 2>&1"
@@ -26,7 +26,7 @@ rule make_train_set:
     log:
         "logs/make_train_set/{dataset}/{sftset}.log",
     params:
-        prompt=lambda wc: cli_json(prompt_of(wc.dataset)),
+        prompt=lambda wc: prompt_json(wc.dataset),
         design=train_set_args,
     shell:
         "crossdiff make-train-set --items {input.item_table:q} --bins {input.bins:q} "
