@@ -63,19 +63,20 @@ localrules:
     summarize,
 
 
+# One rule file per DAG stage, named like the stage (and its crossdiff subpackage):
+# items -> responses -> irt -> bins (and the difficulty figures) -> models -> study (training
+# data) -> finetune -> evaluate -> results (table, figures, summary).
 include: "workflow/rules/common.smk"
-include: "workflow/rules/benchmark.smk"
+include: "workflow/rules/items.smk"
 include: "workflow/rules/responses.smk"
 include: "workflow/rules/irt.smk"
 include: "workflow/rules/bins.smk"
-include: "workflow/rules/figures.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/study.smk"
 include: "workflow/rules/finetune_common.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/aggregate.smk"
-include: "workflow/rules/summary_common.smk"
-include: "workflow/rules/summary.smk"
+include: "workflow/rules/results.smk"
 
 
 rule all:

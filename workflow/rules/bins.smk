@@ -75,31 +75,97 @@ rule bin_agreement:
         "--title {wildcards.dataset} --output {output.table:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 
-# bins.by: zero_shot:<model slug>: that base model scored once on every item of the dataset
-# (one task over all IRT items, independent of the bins: no cycle; one model load)
-rule zero_shot_measure:
+# difficulty figures (crossdiff plot-difficulty)
+rule difficulty_histogram:
     input:
-        base=zero_shot_base_input,
-        item_table=lambda wc: items_table(wc.dataset),
         irt="results/irt/{dataset}/items.parquet",
+        bins="results/bins/{dataset}/bins.parquet",
     output:
-        table="results/bins/{dataset}/zero_shot_measure.parquet",
-        samples="results/bins/{dataset}/zero_shot_measure.samples.jsonl",
+        report(
+            "results/figures/{dataset}/difficulty/histogram.png",
+            caption="../report/histogram.rst",
+            category="Difficulty",
+            subcategory="{dataset}",
+        ),
     log:
-        "logs/zero_shot_measure/{dataset}.log",
-    threads: config["resources"]["evaluate"]["threads"]
-    resources:
-        gpu=config["resources"]["evaluate"]["gpu"],
-        mem_mb=lambda wc, attempt: config["resources"]["evaluate"]["mem_mb"] * attempt,
-        runtime=lambda wc, attempt: config["resources"]["evaluate"]["runtime"] * attempt,
-    params:
-        model=lambda wc: zero_shot_model(wc.dataset),
-        base=lambda wc: shlex.quote(base_model_ref(zero_shot_model(wc.dataset))),
-        prompt=lambda wc: cli_json(prompt_of(wc.dataset)),
-        settings=cli_json(config["evaluate"]),
+        "logs/figures/{dataset}/histogram.log",
     shell:
-        "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
-        + gpu_prefix("evaluate")
-        + "crossdiff zero-shot-measure --items {input.item_table:q} --irt {input.irt:q} "
-        "--model {params.base} --model-name {params.model:q} --dataset {wildcards.dataset} "
-        "--prompt {params.prompt} --settings {params.settings} --output {output.table:q} > {log:q} 2>&1"
+        "crossdiff plot-difficulty --figure histogram --irt-items {input.irt:q} "
+        "--bins {input.bins:q} --title {wildcards.dataset} --output {output:q} > {log:q} 2>&1"
+
+
+rule difficulty_bin_accuracy:
+    input:
+        irt="results/irt/{dataset}/items.parquet",
+        bins="results/bins/{dataset}/bins.parquet",
+    output:
+        report(
+            "results/figures/{dataset}/difficulty/bin_accuracy.png",
+            caption="../report/bin_accuracy.rst",
+            category="Difficulty",
+            subcategory="{dataset}",
+        ),
+    log:
+        "logs/figures/{dataset}/bin_accuracy.log",
+    shell:
+        "crossdiff plot-difficulty --figure bin_accuracy --irt-items {input.irt:q} "
+        "--bins {input.bins:q} --title {wildcards.dataset} --output {output:q} > {log:q} 2>&1"
+
+
+rule difficulty_calibration:
+    input:
+        irt="results/irt/{dataset}/items.parquet",
+        heldout="results/irt/{dataset}/heldout.parquet",
+    output:
+        report(
+            "results/figures/{dataset}/difficulty/calibration.png",
+            caption="../report/calibration.rst",
+            category="Difficulty",
+            subcategory="{dataset}",
+        ),
+    log:
+        "logs/figures/{dataset}/calibration.log",
+    shell:
+        "crossdiff plot-difficulty --figure calibration --irt-items {input.irt:q} "
+        "--heldout {input.heldout:q} --title {wildcards.dataset} --output {output:q} "
+        "> {log:q} 2>&1"
+
+
+rule difficulty_spearman:
+    input:
+        irt="results/irt/{dataset}/items.parquet",
+        item_table=lambda wc: items_table(wc.dataset),
+    output:
+        report(
+            "results/figures/{dataset}/difficulty/spearman.png",
+            caption="../report/spearman.rst",
+            category="Difficulty",
+            subcategory="{dataset}",
+        ),
+    log:
+        "logs/figures/{dataset}/spearman.log",
+    params:
+        item_table=lambda wc, input: (
+            f"--items {shlex.quote(input.item_table)}" if input.item_table else ""
+        ),
+    shell:
+        "crossdiff plot-difficulty --figure spearman --irt-items {input.irt:q} "
+        "{params.item_table} --title {wildcards.dataset} --output {output:q} > {log:q} 2>&1"
+
+
+rule difficulty_truth:
+    input:
+        irt="results/irt/{dataset}/items.parquet",
+        truth="results/simulated/{dataset}/truth_items.parquet",
+    output:
+        report(
+            "results/figures/{dataset}/difficulty/truth.png",
+            caption="../report/truth.rst",
+            category="Difficulty",
+            subcategory="{dataset}",
+        ),
+    log:
+        "logs/figures/{dataset}/truth.log",
+    shell:
+        "crossdiff plot-difficulty --figure truth --irt-items {input.irt:q} "
+        "--truth {input.truth:q} --title {wildcards.dataset} --output {output:q} > {log:q} 2>&1"

@@ -1,3 +1,4 @@
+import functools
 import json
 import re
 import shlex
@@ -134,9 +135,18 @@ wildcard_constraints:
     trained=design.EVAL_PATTERN,
 
 
+# Helpers of the validated config are pure: the ones called once per job are cached (functools),
+# so a paper-scale dry run (1,084 jobs) computes each distinct value once.
+@functools.cache
 def study_runs():
     """Every fine-tune of the design: (train bins + train sets) x train_sizes x seeds."""
-    return design.design_runs(config["study"], N_BINS)
+    return tuple(design.design_runs(config["study"], N_BINS))
+
+
+@functools.cache
+def eval_labels():
+    """The train labels of every evaluation: zero-shot, then one per fine-tune."""
+    return ("zero-shot",) + tuple(design.eval_label(r) for r in study_runs())
 
 
 def sft_data_path(wildcards):
@@ -145,10 +155,13 @@ def sft_data_path(wildcards):
 
 def run_settings(wildcards):
     """finetune settings of one run (its seed; no shuffling for curricula); plain runs: config["finetune"]."""
+    return run_settings_json(wildcards.run)
+
+
+@functools.cache
+def run_settings_json(run):
     return cli_json(
-        design.finetune_settings(
-            config["finetune"], config["study"], wildcards.run, N_BINS
-        )
+        design.finetune_settings(config["finetune"], config["study"], run, N_BINS)
     )
 
 
@@ -217,6 +230,12 @@ def prompt_of(name):
     return prompt_for(dataset(name)["items"], dataset(name).get("prompt"))
 
 
+@functools.cache
+def prompt_json(name):
+    """prompt_of(name) as the CLI's --prompt argument (computed once per dataset)."""
+    return cli_json(prompt_of(name))
+
+
 def base_model_input(wildcards):
     """The built model's directory for locally built models; nothing for hub ids."""
     m = MODELS[wildcards.model]
@@ -250,12 +269,11 @@ def eval_outputs(model, name, train):
 
 
 def study_targets():
+    # The evaluation cells are not listed: results/tables/results.parquet (aggregate) takes every
+    # one of them. Listing them here too cost the dry run a lookup and a printed path per cell.
     out = []
     for name in study_datasets():
         for model in MODELS:
-            out += eval_outputs(model, name, "zero-shot")
-            for run in study_runs():
-                out += eval_outputs(model, name, design.eval_label(run))
             out += [
                 f"results/figures/{name}/{model}/accuracy.png",
                 f"results/figures/{name}/{model}/gain.png",
@@ -283,7 +301,7 @@ def all_eval_results(wildcards=None):
         f
         for name in study_datasets()
         for model in MODELS
-        for train in ["zero-shot"] + [design.eval_label(r) for r in study_runs()]
+        for train in eval_labels()
         for f in eval_outputs(model, name, train)
     ]
 
@@ -293,6 +311,38 @@ def dataset_eval_results(wildcards):
     return [
         f
         for model in MODELS
-        for train in ["zero-shot"] + [design.eval_label(r) for r in study_runs()]
+        for train in eval_labels()
         for f in eval_outputs(model, wildcards.dataset, train)
+    ]
+
+
+# ---------------------------------------------------------------- summarize (results.smk): its
+# settings, the front-page images and the targets.
+def summary_settings():
+    """config["summary"] for the CLI: `diagonal: auto` resolved (include the diagonal only when
+    each bin's held-out items are its test items, i.e. bins.holdout_fraction > 0)."""
+    s = {k: v for k, v in config["summary"].items() if k != "front_figures"}
+    if s["diagonal"] == "auto":
+        held_out = (config["bins"].get("holdout_fraction") or 0) > 0
+        s["diagonal"] = "include" if held_out else "exclude"
+    return s
+
+
+def summary_images(wildcards=None):
+    """The gain heatmaps shown on the report's front page (the first summary.front_figures)."""
+    pairs = [(name, model) for name in study_datasets() for model in MODELS]
+    return [
+        f"results/figures/{name}/{model}/gain.png"
+        for name, model in pairs[: config["summary"]["front_figures"]]
+    ]
+
+
+def summary_targets():
+    if not study_datasets():
+        return []
+    return [
+        "results/tables/summary.csv",
+        "results/tables/best_train_bin.csv",
+        "results/figures/summary.png",
+        "results/summary/summary.rst",
     ]

@@ -7,7 +7,7 @@ rule make_task:
     log:
         "logs/make_task/{dataset}/bin{t}.log",
     params:
-        prompt=lambda wc: cli_json(prompt_of(wc.dataset)),
+        prompt=lambda wc: prompt_json(wc.dataset),
     shell:
         "crossdiff make-task --items {input.item_table:q} --bins {input.bins:q} --bin {wildcards.t} "
         "--dataset {wildcards.dataset} --prompt {params.prompt} --output {output:q} > {log:q} 2>&1"
@@ -77,3 +77,33 @@ rule evaluate_checkpoint:
         + "crossdiff evaluate --model {input.checkpoint:q} "
         "--model-name {wildcards.model} --train-bin {params.train} --tasks {input.tasks:q} "
         "--outputs {output.results:q} --settings {params.settings} > {log:q} 2>&1"
+
+
+# bins.by: zero_shot:<model slug>: that base model scored once on every item of the dataset
+# (one task over all IRT items, independent of the bins: no cycle; one model load)
+rule zero_shot_measure:
+    input:
+        base=zero_shot_base_input,
+        item_table=lambda wc: items_table(wc.dataset),
+        irt="results/irt/{dataset}/items.parquet",
+    output:
+        table="results/bins/{dataset}/zero_shot_measure.parquet",
+        samples="results/bins/{dataset}/zero_shot_measure.samples.jsonl",
+    log:
+        "logs/zero_shot_measure/{dataset}.log",
+    threads: config["resources"]["evaluate"]["threads"]
+    resources:
+        gpu=config["resources"]["evaluate"]["gpu"],
+        mem_mb=lambda wc, attempt: config["resources"]["evaluate"]["mem_mb"] * attempt,
+        runtime=lambda wc, attempt: config["resources"]["evaluate"]["runtime"] * attempt,
+    params:
+        model=lambda wc: zero_shot_model(wc.dataset),
+        base=lambda wc: shlex.quote(base_model_ref(zero_shot_model(wc.dataset))),
+        prompt=lambda wc: prompt_json(wc.dataset),
+        settings=cli_json(config["evaluate"]),
+    shell:
+        "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
+        + gpu_prefix("evaluate")
+        + "crossdiff zero-shot-measure --items {input.item_table:q} --irt {input.irt:q} "
+        "--model {params.base} --model-name {params.model:q} --dataset {wildcards.dataset} "
+        "--prompt {params.prompt} --settings {params.settings} --output {output.table:q} > {log:q} 2>&1"

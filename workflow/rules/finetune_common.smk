@@ -2,8 +2,10 @@
 # memory-plan check at parse time (so `snakemake -n` stops an impossible fine-tune), storage.
 
 
+@functools.cache
 def finetune_resources(model):
-    """resources.finetune, overridden key by key by the model's own models[].resources."""
+    """resources.finetune, overridden key by key by the model's own models[].resources (read-only:
+    cached, one dict per model)."""
     return {**config["resources"]["finetune"], **(MODELS[model].get("resources") or {})}
 
 

@@ -84,3 +84,20 @@ rule import_responses:
         "--settings {params.settings} --filters {params.filters} {params.item_table} "
         "--output {output.matrix:q} --dropped {output.dropped:q} --stats {output.stats:q} "
         "> {log:q} 2>&1"
+
+
+rule simulate_leaderboard:
+    input:
+        item_table="results/items/{dataset}.parquet",
+    output:
+        responses="results/simulated/{dataset}/responses.parquet",
+        truth_items="results/simulated/{dataset}/truth_items.parquet",
+        truth_models="results/simulated/{dataset}/truth_models.parquet",
+    log:
+        "logs/simulate_leaderboard/{dataset}.log",
+    params:
+        settings=lambda wc: cli_json(dataset(wc.dataset)["responses"]),
+    shell:
+        "crossdiff simulate-leaderboard --items {input.item_table:q} --settings {params.settings} "
+        "--output {output.responses:q} --truth-items {output.truth_items:q} "
+        "--truth-models {output.truth_models:q} > {log:q} 2>&1"

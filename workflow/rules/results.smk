@@ -1,3 +1,7 @@
+# The results stage: the tidy table (aggregate), heatmaps, the size x difficulty figures and the
+# summary (summarize).
+
+
 rule aggregate:
     input:
         all_eval_results,
@@ -82,3 +86,39 @@ rule size_difficulty:
         "crossdiff size-difficulty --results {input.results:q} --bins {input.bins:q} "
         "--dataset {wildcards.dataset} --outdir results/figures/{wildcards.dataset} "
         "--table {output.table:q} --settings {params.settings} > {log:q} 2>&1"
+
+
+# The answer in numbers: slope of gain on |gap|, asymmetry, best train bin per test bin
+# (crossdiff.results.summary), a figure across models and datasets and the report's front-page paragraph.
+
+
+rule summarize:
+    input:
+        # every evaluation cell through the table (aggregate's input; not listed again here)
+        table="results/tables/results.parquet",
+        images=summary_images,
+    output:
+        csv=report(
+            "results/tables/summary.csv",
+            caption="../report/summary_table.rst",
+            category="Summary",
+        ),
+        best=report(
+            "results/tables/best_train_bin.csv",
+            caption="../report/best_train_bin.rst",
+            category="Summary",
+        ),
+        figure=report(
+            "results/figures/summary.png",
+            caption="../report/summary_figure.rst",
+            category="Summary",
+        ),
+        text="results/summary/summary.rst",
+    log:
+        "logs/summarize.log",
+    params:
+        settings=cli_json(summary_settings()),
+    shell:
+        "crossdiff summarize --table {input.table:q} --csv {output.csv:q} --best {output.best:q} "
+        "--figure {output.figure:q} --text {output.text:q} --images {input.images:q} "
+        "--settings {params.settings} > {log:q} 2>&1"

@@ -1,0 +1,10 @@
+rule prepare_items:
+    output:
+        "results/items/{dataset}.parquet",
+    log:
+        "logs/prepare_items/{dataset}.log",
+    params:
+        settings=lambda wc: cli_json(dataset(wc.dataset)["items"]),
+    shell:
+        "crossdiff prepare-items --settings {params.settings} --dataset {wildcards.dataset} "
+        "--output {output:q} > {log:q} 2>&1"

@@ -1,0 +1,33 @@
+# Training data of each fine-tune of the study design (crossdiff.study.designs): one bin's items, or a
+# train set / subsample / curriculum.
+rule make_sft_data:
+    input:
+        item_table=lambda wc: items_table(wc.dataset),
+        bins="results/bins/{dataset}/bins.parquet",
+    output:
+        "results/sft/{dataset}/bin{b}.jsonl",
+    log:
+        "logs/make_sft_data/{dataset}/bin{b}.log",
+    params:
+        prompt=lambda wc: prompt_json(wc.dataset),
+    shell:
+        "crossdiff make-sft-data --items {input.item_table:q} --bins {input.bins:q} "
+        "--bin {wildcards.b} --prompt {params.prompt} --output {output:q} > {log:q} 2>&1"
+
+
+# Training data of the other study designs (crossdiff.study.designs): a train set (set-<name>), a
+# subsample (-n<size>), or both; curricula are written in training order.
+rule make_train_set:
+    input:
+        item_table=lambda wc: items_table(wc.dataset),
+        bins="results/bins/{dataset}/bins.parquet",
+    output:
+        "results/sft/{dataset}/{sftset}.jsonl",
+    log:
+        "logs/make_train_set/{dataset}/{sftset}.log",
+    params:
+        prompt=lambda wc: prompt_json(wc.dataset),
+        design=train_set_args,
+    shell:
+        "crossdiff make-train-set --items {input.item_table:q} --bins {input.bins:q} "
+        "{params.design} --prompt {params.prompt} --output {output:q} > {log:q} 2>&1"
