@@ -4,7 +4,8 @@ import polars as pl
 
 from crossdiff.items.adapters import (ADAPTERS, LEADERBOARD_SUBTASK_FILES, LEADERBOARD_SUBTASK_SIZES, LEADERBOARD_TASKS,
                                      load_items, subtask_prefix)
-from crossdiff.responses.leaderboard import parse_settings, select_files
+from crossdiff.responses.details import select_files
+from crossdiff.responses.lb_settings import parse_settings
 
 from conftest import REPO
 

@@ -1,5 +1,3 @@
-"""Response matrices: per-example correctness of many models on a benchmark.
-
-Canonical form (one parquet per dataset): a long table ``model_id`` (str), ``item_id`` (str),
-``correct`` (int8, 0/1). A missing response is an absent row.
-"""
+"""Responses stage: results/items/{dataset}.parquet + raw responses -> results/responses/{dataset}.parquet (model_id,
+item_id, correct 0/1; a missing response is an absent row), .dropped.csv, .stats.json; also results/leaderboard/{dataset}.*
+and results/simulated/{dataset}/*. CLI subcommands: simulate-leaderboard, collect-leaderboard, import-responses."""

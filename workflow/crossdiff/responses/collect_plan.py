@@ -16,8 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from crossdiff.errors import CrossdiffError
-from crossdiff.responses.leaderboard import (ModelFailed, Settings, choose_files, classify, dedupe_models,
-                                             expected_keys, list_files, models_from_contents, repo_for)
+from crossdiff.responses.details import choose_files, expected_keys
+from crossdiff.responses.hub import classify, dedupe_models, list_files, models_from_contents
+from crossdiff.responses.lb_settings import ModelFailed, Settings, repo_for
 from crossdiff.slugs import slugify
 
 

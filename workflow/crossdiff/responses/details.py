@@ -4,7 +4,53 @@ File names (v2 ``samples_{task}_{run}.jsonl``/``.json``, v1 ``details_harness|{t
 the newest run per (sub)task, per-item correctness from either layout, and the checks that make a
 file unusable for a task (``wrong_size``, ``missing_doc_ids``, ``duplicate_ids``, ``metric_absent``),
 raised as :class:`ModelFailed` so the collector records the model as failed with that reason.
-Used by ``crossdiff.responses.leaderboard`` (the collector) and ``collect_plan``.
+Used by ``crossdiff.responses.leaderboard`` (the collector) and ``collect_plan``; imports only
+``lb_settings`` of the collector's modules.
+
+The leaderboard published every evaluated model's per-sample outputs as a dataset repo on the
+Hugging Face Hub. Two generations, two layouts (verified from the dataset cards and from code that
+reads them; references below):
+
+**v1** (archived June 2024; ARC-Challenge 25-shot, GSM8K 5-shot, HellaSwag, MMLU, ...). The repos
+moved to the ``open-llm-leaderboard-old`` namespace when v2 took the original one:
+``open-llm-leaderboard-old/details_{org}__{model}`` (e.g. ``details_meta-llama__Llama-2-7b-hf``).
+One parquet file per task and run, ``{run}/details_harness|{task}|{shots}_{run}.parquet``, e.g.
+``2023-09-18T03-05-58.053951/details_harness|gsm8k|5_2023-09-18T03-05-58.053951.parquet``; the
+run timestamp is written with ``:`` in older repos (``2023-08-19T16:35:46.942696``) and with
+``-`` later, sometimes both (directory vs file name). Dataset configs are named
+``harness_arc_challenge_25`` / ``harness_gsm8k_5``. Not gated. Columns: early files (July 2023)
+carry flat metric columns (``example, query, choices, gold, acc, acc_norm, predictions,
+truncated, num_asked_few_shots, num_effective_few_shots, input_tokens, cont_tokens``); later
+files carry a ``metrics`` struct (``metrics.acc``; GSM8K: ``example, full_prompt, predictions,
+metrics, gold, input_tokens, cont_tokens``). There is **no doc_id column**: rows come in the
+leaderboard's own (shuffled w.r.t. the HF split) example order, identical across models, so the
+row position is the item id (``item_key: row``, default); ``example`` holds a native id (early
+ARC files) or the rendered question (later files) and can be used instead (``item_key: example``,
+with ``match_items_on``: rows sharing their text with another row of the file, i.e. twin items, keep
+``choices``/``gold``/``gold_index``/``full_prompt`` for ``crossdiff.responses.matching``). Models
+without an org have repos like ``details_gpt2``.
+
+**v2** (June 2024 - 2025; MMLU-Pro, BBH, MATH lvl 5, MuSR, GPQA, IFEval), lm-evaluation-harness
+``--log_samples`` output: ``open-llm-leaderboard/{org}__{model}-details``, files
+``{org}__{model}/samples_{task}_{run}.jsonl`` (``.json`` in mid-2024 runs: an indented JSON array in
+May 2024, JSON lines from 2024-05-31) and
+``{org}__{model}/results_{run}.json``; ``run`` like ``2025-01-27T10-10-36.877664``. One file per
+subtask: ``leaderboard_bbh_boolean_expressions`` ... (24 BBH), ``leaderboard_math_algebra_hard``
+... (7 MATH subjects, two with short names: ``leaderboard_math_counting_and_prob_hard``,
+``leaderboard_math_num_theory_hard``; see ``crossdiff.items.adapters.LEADERBOARD_SUBTASK_FILES``), ``leaderboard_musr_{murder_mysteries,object_placements,team_allocation}``,
+``leaderboard_mmlu_pro`` (single). Each line is an lm-eval sample: ``doc_id`` (position within
+the subtask's split), ``doc``, ``target``, ``arguments``, ``resps``, ``filtered_resps``,
+``filter``, ``metrics`` (list of metric names), ``doc_hash``/``prompt_hash``/``target_hash``
+and one field per metric: ``acc_norm`` (BBH, MuSR, GPQA), ``acc`` (MMLU-Pro), ``exact_match``
+(MATH). These repos are **gated** ("auto" approval): a token (``HF_TOKEN``) of an account that
+accepted the terms on each repo's page is needed.
+
+References: dataset cards of ``open-llm-leaderboard/EleutherAI__pythia-1b-details`` (configs and
+``samples_leaderboard_*_2025-01-27T10-10-36.877664.jsonl`` paths) and
+``open-llm-leaderboard-old/details_meta-llama__Llama-2-7b-hf`` (``harness_gsm8k_5`` split paths),
+and public scripts reading ``open-llm-leaderboard-old/details_Corianas__Quokka_2.7b`` /
+``details_meta-llama__Meta-Llama-3-8B`` parquet files and ``open-llm-leaderboard/{fullname
+with / -> __}-details`` trees (found with the project's code search, 2026).
 """
 
 from __future__ import annotations
@@ -13,32 +59,18 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import polars as pl
 
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table
 from crossdiff.responses.importers import correctness, iter_samples, read_samples_file
-
-if TYPE_CHECKING:
-    from crossdiff.responses.leaderboard import Settings
+from crossdiff.responses.lb_settings import V1_ROW_FIELDS, ModelFailed, Settings
 
 # run timestamps as the leaderboard writes them: 2023-08-19T16:35:46.942696 or 2024-06-26T10-00-00.123
 _TS = r"\d{4}-\d{2}-\d{2}T\d{2}[-:_]\d{2}[-:_]\d{2}(?:\.\d+)?"
 _V2_FILE = re.compile(rf"^samples_(?P<task>.+)_(?P<ts>{_TS})\.jsonl?$")
 _V1_FILE = re.compile(rf"^details_(?P<task>.+)_(?P<ts>{_TS})\.parquet$")
-
-# v1 row fields kept beside a text key (item_key other than row): they tell twin items apart at import
-V1_ROW_FIELDS = ("choices", "gold", "gold_index", "full_prompt")
-
-
-class ModelFailed(Exception):
-    """A model unusable for this collection, with the reason (``kind``) recorded in the manifest."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
 
 
 # ---------------------------------------------------------------------------------- file choice
@@ -73,6 +105,19 @@ def select_files(files: list[str], s: Settings) -> dict[str, tuple[str, str]]:
 
 def available_tasks(files: list[str], version: str) -> list[str]:
     return sorted({p[0] for f in files if (p := parse_file_name(f, version))})
+
+
+def choose_files(files, s: Settings, repo: str, expected: dict | None) -> dict[str, tuple[str, str]]:
+    """The task's files of one repo (only the subtasks the item table holds, when it is known)."""
+    chosen = select_files(list(files), s)
+    if expected and s.subtasks and not s.text_keys:
+        chosen = {k: v for k, v in chosen.items() if k in expected}
+    if not chosen:
+        tasks = available_tasks(list(files), s.version)
+        raise ModelFailed("no_task_files", f"{repo}: no {s.version} files for task {s.task!r}"
+                                           f"{' (or its subtasks)' if s.subtasks else ''}; tasks in repo: "
+                                           f"{', '.join(tasks[:12]) or 'none'}{' ...' if len(tasks) > 12 else ''}")
+    return chosen
 
 
 # ---------------------------------------------------------------------------------- extraction

@@ -1,54 +1,9 @@
 """Collect a benchmark's response matrix from the Open LLM Leaderboard's per-model "details" datasets.
 
-The leaderboard published every evaluated model's per-sample outputs as a dataset repo on the
-Hugging Face Hub. Two generations, two layouts (verified from the dataset cards and from code that
-reads them; references below):
-
-**v1** (archived June 2024; ARC-Challenge 25-shot, GSM8K 5-shot, HellaSwag, MMLU, ...). The repos
-moved to the ``open-llm-leaderboard-old`` namespace when v2 took the original one:
-``open-llm-leaderboard-old/details_{org}__{model}`` (e.g. ``details_meta-llama__Llama-2-7b-hf``).
-One parquet file per task and run, ``{run}/details_harness|{task}|{shots}_{run}.parquet``, e.g.
-``2023-09-18T03-05-58.053951/details_harness|gsm8k|5_2023-09-18T03-05-58.053951.parquet``; the
-run timestamp is written with ``:`` in older repos (``2023-08-19T16:35:46.942696``) and with
-``-`` later, sometimes both (directory vs file name). Dataset configs are named
-``harness_arc_challenge_25`` / ``harness_gsm8k_5``. Not gated. Columns: early files (July 2023)
-carry flat metric columns (``example, query, choices, gold, acc, acc_norm, predictions,
-truncated, num_asked_few_shots, num_effective_few_shots, input_tokens, cont_tokens``); later
-files carry a ``metrics`` struct (``metrics.acc``; GSM8K: ``example, full_prompt, predictions,
-metrics, gold, input_tokens, cont_tokens``). There is **no doc_id column**: rows come in the
-leaderboard's own (shuffled w.r.t. the HF split) example order, identical across models, so the
-row position is the item id (``item_key: row``, default); ``example`` holds a native id (early
-ARC files) or the rendered question (later files) and can be used instead (``item_key: example``,
-with ``match_items_on``: rows sharing their text with another row of the file, i.e. twin items, keep
-``choices``/``gold``/``gold_index``/``full_prompt`` for ``crossdiff.responses.matching``). Models
-without an org have repos like ``details_gpt2``.
-
-**v2** (June 2024 - 2025; MMLU-Pro, BBH, MATH lvl 5, MuSR, GPQA, IFEval), lm-evaluation-harness
-``--log_samples`` output: ``open-llm-leaderboard/{org}__{model}-details``, files
-``{org}__{model}/samples_{task}_{run}.jsonl`` (``.json`` in mid-2024 runs: an indented JSON array in
-May 2024, JSON lines from 2024-05-31) and
-``{org}__{model}/results_{run}.json``; ``run`` like ``2025-01-27T10-10-36.877664``. One file per
-subtask: ``leaderboard_bbh_boolean_expressions`` ... (24 BBH), ``leaderboard_math_algebra_hard``
-... (7 MATH subjects, two with short names: ``leaderboard_math_counting_and_prob_hard``,
-``leaderboard_math_num_theory_hard``; see ``crossdiff.items.adapters.LEADERBOARD_SUBTASK_FILES``), ``leaderboard_musr_{murder_mysteries,object_placements,team_allocation}``,
-``leaderboard_mmlu_pro`` (single). Each line is an lm-eval sample: ``doc_id`` (position within
-the subtask's split), ``doc``, ``target``, ``arguments``, ``resps``, ``filtered_resps``,
-``filter``, ``metrics`` (list of metric names), ``doc_hash``/``prompt_hash``/``target_hash``
-and one field per metric: ``acc_norm`` (BBH, MuSR, GPQA), ``acc`` (MMLU-Pro), ``exact_match``
-(MATH). These repos are **gated** ("auto" approval): a token (``HF_TOKEN``) of an account that
-accepted the terms on each repo's page is needed.
-
 The list of models comes from a file (``--models-list``: one ``org/model`` per line, or a
 CSV/parquet with a ``fullname``/``model_id`` column), from ``settings.models``, or from the
 version's own contents dataset (``data/train-*.parquet``, column ``fullname``): v1
 ``open-llm-leaderboard-old/contents`` (about 7,300 models), v2 ``open-llm-leaderboard/contents``.
-
-References: dataset cards of ``open-llm-leaderboard/EleutherAI__pythia-1b-details`` (configs and
-``samples_leaderboard_*_2025-01-27T10-10-36.877664.jsonl`` paths) and
-``open-llm-leaderboard-old/details_meta-llama__Llama-2-7b-hf`` (``harness_gsm8k_5`` split paths),
-and public scripts reading ``open-llm-leaderboard-old/details_Corianas__Quokka_2.7b`` /
-``details_meta-llama__Meta-Llama-3-8B`` parquet files and ``open-llm-leaderboard/{fullname
-with / -> __}-details`` trees (found with the project's code search, 2026).
 
 What the collector does, per model, in a thread pool (``concurrency``): list the repo's files
 (``HfApi.list_repo_tree``, following the Hub's pages), pick the task's files (several runs of one model: the newest run
@@ -62,25 +17,23 @@ are retried with exponential backoff (``Retry-After`` honoured); a model that ke
 recorded as failed and skipped. ``HF_ENDPOINT`` and ``HF_TOKEN`` are read at run time; the token
 is never written anywhere (error texts are scrubbed of it). The outcome per model (done, failed by
 reason, dropped by coverage) goes to ``--summary`` (CSV, shown in the report); ``--plan`` lists
-what a collection would download without downloading (``crossdiff.responses.collect_plan``).
+what a collection would download without downloading (``crossdiff.responses.collect_plan``). The two
+leaderboard versions' repo and file layouts are described in ``crossdiff.responses.details``.
+
+The collector's modules (imports go one way, top to bottom): ``leaderboard`` (this one: the
+collection, its report, the CLI), ``collect_plan`` (``--plan``), ``manifest`` (resume), ``hub``
+(models, listings, downloads, retries, error classes), ``details`` (file choice and parsing) and
+``lb_settings`` (settings, ``ModelFailed``, shared constants).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fnmatch
-import hashlib
-import json
 import os
-import re
 import sys
-import threading
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -88,313 +41,28 @@ import polars as pl
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, write_csv, write_json, write_parquet
-from crossdiff.responses.details import (V1_ROW_FIELDS, ModelFailed, available_tasks, check_file,  # noqa: F401
-                                        expected_keys, extract_v1, extract_v2, parse_file_name, select_files)
+from crossdiff.responses.collect_plan import plan, print_plan
+from crossdiff.responses.details import check_file, choose_files, expected_keys, extract_v1, extract_v2
+from crossdiff.responses.details import select_files  # noqa: F401 - re-exported: the collector's API as before the split
+from crossdiff.responses.hub import (classify, dedupe_models, download, list_files, models_from_contents,
+                                     read_models_list, scrub)
+from crossdiff.responses.hub import with_retries  # noqa: F401 - re-exported: the collector's API as before the split
+from crossdiff.responses.lb_settings import V1_ROW_FIELDS, ModelFailed, Settings, parse_settings, repo_for
+from crossdiff.responses.manifest import Manifest, collection_key, utc_now
 from crossdiff.slugs import slugify
 
 SCHEMA = {"model_id": pl.Utf8, "item_id": pl.Utf8, "correct": pl.Int8}
-
-# {slug} is the model id with "/" -> "__": details_meta-llama__Llama-2-7b-hf, and details_gpt2 for ids without an org
-DEFAULTS = {
-    "v1": {"repo_template": "open-llm-leaderboard-old/details_{slug}", "metric": "acc_norm", "item_key": "row",
-           "contents_repo": "open-llm-leaderboard-old/contents"},
-    "v2": {"repo_template": "open-llm-leaderboard/{slug}-details", "metric": "acc_norm", "item_key": "doc_id",
-           "contents_repo": "open-llm-leaderboard/contents"},
-}
-CONTENTS_REPO = DEFAULTS["v2"]["contents_repo"]
-
-
-
-_RETRY_STATUS = (429, 500, 502, 503, 504)
 
 # test hook: called in the main thread after each model is recorded (e.g. to simulate a kill)
 _after_model_hook = None
 
 
-# ---------------------------------------------------------------------------------- settings
-@dataclass(frozen=True)
-class Settings:
-    version: str
-    task: str
-    subtasks: bool
-    metric: str
-    threshold: float
-    filter: str | None
-    item_key: str
-    repo_template: str
-    revision: str
-    concurrency: int
-    max_retries: int
-    backoff_base: float
-    backoff_max: float
-    coverage: str
-    retry_failed: bool
-    max_models: int
-    contents_repo: str
-    contents_column: str
-    endpoint: str | None
-    check_sizes: bool = True
-    text_keys: bool = False  # item keys are texts matched at import (match_items_on): no item-id coverage
-
-    def extraction_key(self) -> str:
-        """Hash of what determines the extracted table (not how it was downloaded)."""
-        key = json.dumps([self.version, self.task, self.subtasks, self.metric, self.threshold, self.filter,
-                          self.item_key, self.repo_template, self.revision])
-        return hashlib.sha256(key.encode()).hexdigest()[:12]
-
-
-def parse_settings(raw: dict) -> Settings:
-    raw = dict(raw or {})
-    raw.pop("source", None)
-    version = str(raw.get("version", "")).lower()
-    if version not in DEFAULTS:
-        raise CrossdiffError(f"responses.version: {raw.get('version')!r}; expected 'v1' (open-llm-leaderboard-old "
-                             f"details parquet) or 'v2' (open-llm-leaderboard lm-eval samples)")
-    task = raw.get("task")
-    if not task or not isinstance(task, str):
-        raise CrossdiffError("responses.task: required, e.g. 'leaderboard_bbh' (v2, with subtasks: true), "
-                             "'leaderboard_mmlu_pro' (v2), 'arc:challenge|25' or 'gsm8k|5' (v1)")
-    if version == "v1" and not task.startswith("harness|"):
-        task = f"harness|{task}"
-    d = DEFAULTS[version]
-    coverage = raw.get("coverage", "drop")
-    if coverage not in ("drop", "keep"):
-        raise CrossdiffError(f"responses.coverage: {coverage!r}; expected 'drop' or 'keep'")
-    try:
-        s = Settings(
-            version=version, task=task, subtasks=bool(raw.get("subtasks", False)),
-            metric=str(raw.get("metric", d["metric"])), threshold=float(raw.get("threshold", 0.5)),
-            filter=raw.get("filter"), item_key=str(raw.get("item_key", d["item_key"])),
-            repo_template=str(raw.get("repo_template", d["repo_template"])), revision=str(raw.get("revision", "main")),
-            concurrency=max(1, int(raw.get("concurrency", 8))), max_retries=max(0, int(raw.get("max_retries", 5))),
-            backoff_base=float(raw.get("backoff_base", 1.0)), backoff_max=float(raw.get("backoff_max", 60.0)),
-            coverage=coverage, retry_failed=bool(raw.get("retry_failed", True)),
-            max_models=int(raw.get("max_models", 0)), contents_repo=str(raw.get("contents_repo") or d["contents_repo"]),
-            contents_column=str(raw.get("contents_column", "fullname")),
-            endpoint=raw.get("endpoint") or os.environ.get("HF_ENDPOINT") or None,
-            check_sizes=bool(raw.get("check_sizes", True)), text_keys=bool(raw.get("match_items_on")),
-        )
-    except (TypeError, ValueError) as exc:
-        raise CrossdiffError(f"responses (leaderboard): bad setting: {exc}") from None
-    if "{org}" not in s.repo_template and "{slug}" not in s.repo_template:
-        raise CrossdiffError(f"responses.repo_template {s.repo_template!r} must contain {{org}}/{{name}} or {{slug}}")
-    return s
-
-
-def repo_for(model_id: str, s: Settings) -> str:
-    org, _, name = model_id.strip().partition("/")
-    if not org or "/" in name or (not name and "{slug}" not in s.repo_template):
-        raise CrossdiffError(f"model id {model_id!r}: expected 'org/model' or an org-less id like 'gpt2' as on the Hub"
-                             + ("" if name or not org else f" (repo_template {s.repo_template!r} needs an org; use {{slug}})"))
-    return s.repo_template.format(org=org, name=name, slug=model_id.strip().replace("/", "__"))
-
-
-# ---------------------------------------------------------------------------------- errors, retries
-def _status(exc: BaseException) -> tuple[int | None, object]:
-    """HTTP status and response of the first HTTP error in ``exc``'s cause/context chain."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        resp = getattr(exc, "response", None)
-        code = getattr(resp, "status_code", None)
-        if isinstance(code, int):
-            return code, resp
-        exc = exc.__cause__ or exc.__context__
-    return None, None
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        name = type(exc).__name__
-        if name in ("ConnectError", "ConnectTimeout", "ReadTimeout", "TimeoutException", "RemoteProtocolError",
-                    "ReadError", "NetworkError", "WriteError", "PoolTimeout") or isinstance(exc, (ConnectionError, TimeoutError)):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def _scrub(text: str, token: str | None) -> str:
-    if token:
-        text = text.replace(token, "***")
-    return re.sub(r"(?i)(bearer\s+)[A-Za-z0-9_\-.]+", r"\1***", text)
-
-
-def classify(exc: BaseException, repo: str, token: str | None) -> ModelFailed:
-    """A permanent failure with a message a user can act on."""
-    if isinstance(exc, (ModelFailed,)):
-        return exc
-    if isinstance(exc, CrossdiffError):
-        return ModelFailed("bad_file", str(exc))
-    code, _ = _status(exc)
-    kind_name = type(exc).__name__
-    gated = any(type(e).__name__ == "GatedRepoError" for e in _chain(exc))
-    url = f"https://huggingface.co/datasets/{repo}"
-    if gated or code in (401, 403):
-        if not token:
-            return ModelFailed("gated", f"{repo} is a gated dataset and HF_TOKEN is not set: accept its terms at {url} "
-                                        f"and export HF_TOKEN=<a read token of that account>")
-        return ModelFailed("gated", f"{repo} is a gated dataset and the token in HF_TOKEN has no access to it "
-                                    f"(HTTP {code}): accept its terms at {url} with the token's account")
-    if code == 404 or kind_name in ("RepositoryNotFoundError", "EntryNotFoundError", "RemoteEntryNotFoundError"):
-        what = "file" if "Entry" in kind_name else "dataset repo"
-        return ModelFailed("not_found", f"{what} not found: {repo} (HTTP 404; the model was not evaluated by this "
-                                        f"leaderboard version, or its name differs)")
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if code is not None:
-        return ModelFailed("http", f"{repo}: HTTP {code} after retries: {_scrub(first, token)}")
-    if _is_connection_error(exc):
-        return ModelFailed("network", f"{repo}: cannot reach the Hub ({kind_name}: {_scrub(first, token)})")
-    return ModelFailed("error", f"{repo}: {kind_name}: {_scrub(first, token)}")
-
-
-def _chain(exc):
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
-def with_retries(fn, s: Settings, sleep=time.sleep):
-    """Call ``fn()``; retry on 429/5xx/connection errors with exponential backoff (Retry-After wins)."""
-    attempt = 0
-    while True:
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001 - classified below
-            code, resp = _status(exc)
-            transient = code in _RETRY_STATUS or (code is None and _is_connection_error(exc))
-            if not transient or attempt >= s.max_retries:
-                raise
-            wait_s = min(s.backoff_max, s.backoff_base * (2 ** attempt))
-            retry_after = getattr(resp, "headers", {}).get("Retry-After") if resp is not None else None
-            if retry_after:
-                with contextlib.suppress(ValueError):
-                    wait_s = min(s.backoff_max, max(wait_s, float(retry_after)))
-            attempt += 1
-            sleep(wait_s)
-
-
-# ---------------------------------------------------------------------------------- manifest
-class Manifest:
-    """Append-only JSONL of per-model outcomes; the last line per model wins; a torn last line is ignored."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.lock = threading.Lock()
-
-    def read(self) -> dict[str, dict]:
-        last: dict[str, dict] = {}
-        if not self.path.exists():
-            return last
-        with open(self.path) as fh:
-            for line in fh:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a kill
-                if isinstance(rec, dict) and "model_id" in rec:
-                    last[rec["model_id"]] = rec
-        return last
-
-    def append(self, rec: dict) -> None:
-        line = json.dumps(rec, sort_keys=True) + "\n"
-        with self.lock:
-            # a previous run killed mid-line left no newline: start on a fresh line
-            prefix = ""
-            if self.path.exists() and self.path.stat().st_size:
-                with open(self.path, "rb") as fh:
-                    fh.seek(-1, os.SEEK_END)
-                    prefix = "" if fh.read(1) == b"\n" else "\n"
-            with open(self.path, "a") as fh:
-                fh.write(prefix + line)
-                fh.flush()
-                os.fsync(fh.fileno())
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-# ---------------------------------------------------------------------------------- models
-def read_models_list(path) -> list[str]:
-    p = Path(path)
-    if not p.exists():
-        raise CrossdiffError(f"{p}: models list not found")
-    if p.suffix in (".txt", ".lst", ""):
-        return [ln.strip() for ln in p.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    df = read_table(p, "models list")
-    for col in ("model_id", "fullname", "model"):
-        if col in df.columns:
-            return [str(x).strip() for x in df[col].drop_nulls().to_list() if str(x).strip()]
-    raise CrossdiffError(f"{p}: models list needs a 'model_id' or 'fullname' column; found {', '.join(df.columns)}")
-
-
-def models_from_contents(s: Settings, api, token, cache_dir: Path) -> list[str]:
-    from huggingface_hub import hf_hub_download
-
-    files = with_retries(lambda: api.list_repo_files(s.contents_repo, repo_type="dataset", revision=s.revision), s)
-    parquets = sorted(f for f in files if fnmatch.fnmatch(f, "data/*.parquet"))
-    if not parquets:
-        raise CrossdiffError(f"{s.contents_repo}: no data/*.parquet file; pass --models-list instead")
-    frames = []
-    for f in parquets:
-        local = with_retries(lambda f=f: hf_hub_download(s.contents_repo, f, repo_type="dataset", revision=s.revision,
-                                                         local_dir=cache_dir / "_contents", token=token,
-                                                         endpoint=s.endpoint), s)
-        frames.append(pl.read_parquet(local))
-    df = pl.concat(frames, how="diagonal_relaxed")
-    if s.contents_column not in df.columns:
-        raise CrossdiffError(f"{s.contents_repo}: no column {s.contents_column!r} (responses.contents_column); "
-                             f"found {', '.join(df.columns[:20])}")
-    return [str(x) for x in df[s.contents_column].drop_nulls().to_list()]
-
-
-def dedupe_models(models: list[str]) -> tuple[list[str], list[str]]:
-    seen, out, dups = set(), [], []
-    for m in models:
-        m = m.strip()
-        if m in seen:
-            dups.append(m)
-        else:
-            seen.add(m)
-            out.append(m)
-    return out, dups
-
-
 # ---------------------------------------------------------------------------------- one model
-def list_files(api, repo: str, s: Settings) -> dict[str, int | None]:
-    """path -> size of every file in a repo (the Hub pages long listings; huggingface_hub follows them)."""
-    def listing():
-        return {e.path: getattr(e, "size", None) for e in api.list_repo_tree(repo, repo_type="dataset", revision=s.revision,
-                                                                             recursive=True)
-                if type(e).__name__ == "RepoFile"}
-    return with_retries(listing, s)
-
-
-def choose_files(files, s: Settings, repo: str, expected: dict | None) -> dict[str, tuple[str, str]]:
-    """The task's files of one repo (only the subtasks the item table holds, when it is known)."""
-    chosen = select_files(list(files), s)
-    if expected and s.subtasks and not s.text_keys:
-        chosen = {k: v for k, v in chosen.items() if k in expected}
-    if not chosen:
-        tasks = available_tasks(list(files), s.version)
-        raise ModelFailed("no_task_files", f"{repo}: no {s.version} files for task {s.task!r}"
-                                           f"{' (or its subtasks)' if s.subtasks else ''}; tasks in repo: "
-                                           f"{', '.join(tasks[:12]) or 'none'}{' ...' if len(tasks) > 12 else ''}")
-    return chosen
-
-
 ROW_SCHEMA = {"item_id": pl.Utf8, "correct": pl.Int8, "row": pl.Int64, **{c: pl.Utf8 for c in V1_ROW_FIELDS}}
 
 
 def collect_model(model_id: str, s: Settings, api, token, cache_dir: Path, expected: dict | None = None) -> dict:
     """Download and extract one model; return its manifest record (raises ModelFailed)."""
-    from huggingface_hub import hf_hub_download
-
     repo = repo_for(model_id, s)
     mdir = cache_dir / slugify(model_id)
     parsed_path = mdir / f"responses-{s.extraction_key()}.parquet"
@@ -408,8 +76,7 @@ def collect_model(model_id: str, s: Settings, api, token, cache_dir: Path, expec
             if local.is_file():
                 cached += 1
             else:
-                local = Path(with_retries(lambda f=f: hf_hub_download(repo, f, repo_type="dataset", revision=s.revision,
-                                                                       local_dir=mdir, token=token, endpoint=s.endpoint), s))
+                local = download(repo, f, s, mdir, token)
                 downloaded += 1
             got = (extract_v2 if s.version == "v2" else extract_v1)(local, label, s)
             check_file([r[0].rpartition("/")[2] if label else r[0] for r in got], label, f.rsplit("/", 1)[-1], s, expected)
@@ -451,9 +118,7 @@ def collect(s: Settings, models: list[str] | None, cache_dir, manifest_path, out
                              f"leaderboard's own order, not the dataset's, so row positions are not item ids; set "
                              f"item_key: example and match_items_on: question (or use no item table)")
     expected = expected_keys(items_path, s)
-    # the item table's sizes decide which files are usable: part of what a done model was checked against
-    key = s.extraction_key() + ("" if not expected or not s.check_sizes else "-" + hashlib.sha256(
-        json.dumps(sorted((k, sorted(v) if isinstance(v, set) else v) for k, v in expected.items())).encode()).hexdigest()[:8])
+    key = collection_key(s, expected)
 
     def offline_check():
         if constants.is_offline_mode():
@@ -491,17 +156,17 @@ def collect(s: Settings, models: list[str] | None, cache_dir, manifest_path, out
     bar.set_postfix(done=0, failed=0, cached=len(resumed))
 
     def work(m):
-        started = _now()
+        started = utc_now()
         t0 = time.monotonic()
         try:
             rec = collect_model(m, s, api, token, cache_dir, expected)
             rec.update(status="done")
         except ModelFailed as exc:
-            rec = {"repo": _safe_repo(m, s), "status": "failed", "error_kind": exc.kind, "error": _scrub(str(exc), token)}
+            rec = {"repo": _safe_repo(m, s), "status": "failed", "error_kind": exc.kind, "error": scrub(str(exc), token)}
         except Exception as exc:  # noqa: BLE001 - never lose a model silently
             f = classify(exc, _safe_repo(m, s), token)
-            rec = {"repo": _safe_repo(m, s), "status": "failed", "error_kind": f.kind, "error": _scrub(str(f), token)}
-        rec.update(model_id=m, key=key, version=s.version, task=s.task, started=started, finished=_now(),
+            rec = {"repo": _safe_repo(m, s), "status": "failed", "error_kind": f.kind, "error": scrub(str(f), token)}
+        rec.update(model_id=m, key=key, version=s.version, task=s.task, started=started, finished=utc_now(),
                    seconds=round(time.monotonic() - t0, 3))
         return rec
 
@@ -665,8 +330,6 @@ def run(args: argparse.Namespace) -> None:
     s = parse_settings(raw)
     models = read_models_list(args.models_list) if args.models_list else raw.get("models")
     if args.plan:
-        from crossdiff.responses.collect_plan import plan, print_plan
-
         result = plan(s, models, args.cache_dir, items_path=args.items, progress=not args.no_progress)
         print_plan(result)
         if args.plan != "-":
