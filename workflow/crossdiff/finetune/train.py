@@ -102,8 +102,9 @@ def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFo
         data_seed=s["seed"],
         bf16=prec["compute_bf16"],
         fp16=False,
-        # transformers 5 name of gradient_checkpointing; under FSDP its own (fsdp_config) is used
-        activation_checkpointing=grad_ckpt and engine != "fsdp2",
+        # under FSDP its own (fsdp_config) is used, and this must be an explicit False: TRL defaults it
+        # to True and transformers 5.19 refuses both at once
+        gradient_checkpointing=grad_ckpt and engine != "fsdp2",
         use_liger_kernel=bool(s["use_liger_kernel"]),
         padding_free=bool(s["padding_free"]),
         use_cpu=not on_gpu,
