@@ -94,8 +94,8 @@ rule size_difficulty:
 
 rule summarize:
     input:
-        # every evaluation cell through the table (aggregate's input; not listed again here)
         table="results/tables/results.parquet",
+        results=all_eval_results,
         images=summary_images,
     output:
         csv=report(
