@@ -56,6 +56,7 @@ from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import atomic_path, write_json, write_jsonl, write_text
 from crossdiff.evaluate.backends import visible_gpus, vllm_model_args  # noqa: F401 - part of this module's API
+from crossdiff.evaluate.decoding import model_generation_fields, neutralize_hf, report
 from crossdiff.prompts.format import PromptFormat
 
 DEFAULTS = {
@@ -175,6 +176,7 @@ def load_lm(model_path, s: dict):
         args = vllm_model_args(model_path, s, visible_gpus())
         device, dtype = f"cuda x{args['tensor_parallel_size'] * args['data_parallel_size']}", args["dtype"]
         lm = VLLM(**args)
+        print(report(model_path, model_generation_fields(model_path), "vllm: generation_config='vllm'"))
     else:
         from lm_eval.models.huggingface import HFLM
 
@@ -188,6 +190,7 @@ def load_lm(model_path, s: dict):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             offline = " (HF_HUB_OFFLINE=1: a hub id must already be in the local cache)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
             raise CrossdiffError(f"{model_path}: cannot load model/tokenizer: {first}{offline}") from None
+        neutralize_hf(lm, model_path)  # the model's generation_config.json must not change the decoding
     MODEL_LOADS += 1
     print(f"loaded model {model_path} ({s['backend']}, {device}, {dtype}) in {time.time() - t0:.1f} s; "
           f"loaded model {MODEL_LOADS} time(s) in this process")

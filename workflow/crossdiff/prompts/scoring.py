@@ -88,6 +88,8 @@ def metric_entry(fmt: "PromptFormat", metric: str) -> dict:
 
 
 def task_config(fmt: "PromptFormat", task_name: str, data_file: str, chat: bool = False) -> dict[str, Any]:
+    from crossdiff.prompts.decoding import generation_kwargs
+
     cfg: dict[str, Any] = {
         "task": task_name,
         "dataset_path": "json",
@@ -102,8 +104,7 @@ def task_config(fmt: "PromptFormat", task_name: str, data_file: str, chat: bool 
         cfg.update({
             "output_type": "generate_until",
             "target_delimiter": "",
-            "generation_kwargs": {"until": list(fmt.stop), "do_sample": False, "temperature": 0.0,
-                                  "max_gen_toks": fmt.max_gen_toks},
+            "generation_kwargs": generation_kwargs(fmt),  # the whole decoding (crossdiff.prompts.decoding)
             "filter_list": fmt.filter_list(),
             "metric_list": [metric_entry(fmt, m) for m in fmt.metric_names],
         })
