@@ -231,5 +231,9 @@ def score_output(fmt: "PromptFormat", item: dict, output: str) -> dict:
         em = exact_match_hf_evaluate([pred], [gold], regexes_to_ignore=list(fmt.regexes_to_ignore) or None,
                                      ignore_case=fmt.ignore_case, ignore_punctuation=fmt.ignore_punctuation)
         out[f["name"]] = {"prediction": pred, "correct": int(em["exact_match"])}
-    return {"primary_filter": fmt.filter_name, "gold": gold, "filters": out,
-            "correct": out[fmt.filter_name]["correct"]}
+    result = {"primary_filter": fmt.filter_name, "gold": gold, "filters": out, "correct": out[fmt.filter_name]["correct"]}
+    from crossdiff.prompts.math_check import uses_math, verdicts
+
+    if uses_math(fmt):  # the authors' two attempts (as generated, then $-wrapped), as in the per-sample log
+        result["math_verify"] = verdicts(cut_at_stop(fmt, output), gold)
+    return result
