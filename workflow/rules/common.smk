@@ -153,15 +153,24 @@ def sft_data_path(wildcards):
     return f"results/sft/{wildcards.dataset}/{design.sft_label(wildcards.run)}.jsonl"
 
 
+def finetune_config(name):
+    """The fine-tuning settings of a dataset, merged in this order (later wins, key by key):
+    crossdiff's defaults (crossdiff/finetune/settings.py) < `finetune` < `datasets.<name>.finetune`;
+    the run's design (seed, curriculum order) then applies on top (run_settings_json).
+    """
+    return {**config["finetune"], **(dataset(name).get("finetune") or {})}
+
+
 def run_settings(wildcards):
-    """finetune settings of one run (its seed; no shuffling for curricula); plain runs: config["finetune"]."""
-    return run_settings_json(wildcards.run)
+    """finetune settings of one run: the dataset's (finetune_config), with the run's seed and, for
+    curricula, no shuffling."""
+    return run_settings_json(wildcards.dataset, wildcards.run)
 
 
 @functools.cache
-def run_settings_json(run):
+def run_settings_json(name, run):
     return cli_json(
-        design.finetune_settings(config["finetune"], config["study"], run, N_BINS)
+        design.finetune_settings(finetune_config(name), config["study"], run, N_BINS)
     )
 
 
