@@ -150,7 +150,11 @@ def eval_labels():
 
 
 def sft_data_path(wildcards):
-    return f"results/sft/{wildcards.dataset}/{design.sft_label(wildcards.run)}.jsonl"
+    """The run's training data: the dataset's, or the model's own when it has solutions for it."""
+    d, label = wildcards.dataset, design.sft_label(wildcards.run)
+    if own_solutions(wildcards.model, d):
+        return f"results/sft/{d}/solutions-{wildcards.model}/{label}.jsonl"
+    return f"results/sft/{d}/{label}.jsonl"
 
 
 def finetune_config(name):
@@ -243,6 +247,24 @@ def prompt_of(name):
 def prompt_json(name):
     """prompt_of(name) as the CLI's --prompt argument (computed once per dataset)."""
     return cli_json(prompt_of(name))
+
+
+# ------------------------------------------------- per-model training targets (crossdiff.study.solutions)
+import crossdiff.study.solutions as model_solutions
+
+_problems = model_solutions.check_model_solutions(
+    MODELS,
+    {d: (prompt_of(d), dataset(d)["items"].get("solutions")) for d in study_datasets()},
+)
+if _problems:
+    raise crossdiff.errors.CrossdiffError(
+        "per-model solutions:\n  " + "\n  ".join(_problems)
+    )
+
+
+def own_solutions(model, name):
+    """The model's own solutions source for a dataset (models[].solutions.<name>), or None."""
+    return (MODELS[model].get("solutions") or {}).get(name)
 
 
 def base_model_input(wildcards):
