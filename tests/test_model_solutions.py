@@ -97,3 +97,23 @@ def test_unused_or_unknown_solutions_are_refused():
     with pytest.raises(CrossdiffError, match=r"models\.0\.solutions: unknown dataset 'maths'"):
         validate({"datasets": {"math": {"items": {"source": "none"}, "responses": {"source": "simulated"}}},
                   "models": [{"id": "org/a", "solutions": {"maths": {"path": "x"}}}]})
+
+
+def test_empty_model_solution_falls_back_as_the_authors(tmp_path):
+    """train/utils.py: `model_solution if model_solution else solution`."""
+    import polars as pl
+
+    from crossdiff.items.adapters import attach_solutions
+
+    (tmp_path / "s.jsonl").write_text(json.dumps({"question": "Q1", "model_solution": "M1", "solution": "H1"}) + "\n"
+                                      + json.dumps({"question": "Q2", "model_solution": "", "solution": "H2"}) + "\n")
+    items = pl.DataFrame({"item_id": ["a", "b"], "question": ["Q1", "Q2"]})
+    spec = {"path": str(tmp_path / "s.jsonl"), "key": "question", "column": "model_solution"}
+    import pytest
+
+    from crossdiff.errors import CrossdiffError
+
+    with pytest.raises(CrossdiffError, match=r"1 of 2 item\(s\) have no solution"):
+        attach_solutions(items, spec, "math")
+    got = attach_solutions(items, {**spec, "fallback_column": "solution"}, "math")
+    assert got["model_solution"].to_list() == ["M1", "H2"]
