@@ -60,6 +60,7 @@ def test_model_generation_config_cannot_change_hf_outputs(models, monkeypatch, c
     # the log says, once, which of the model's fields were overridden
     lines = [line for line in log.splitlines() if line.startswith("decoding:")]
     assert len(lines) == 1 and all(f"{k}={v!r}" in lines[0] for k, v in LEAKY.items())
+    assert "use_cache" not in lines[0]  # only fields that choose tokens are reported
     # without crossdiff's neutral generation config the same files DO change the outputs (the test can fail)
     import crossdiff.evaluate.run as E
 
@@ -73,7 +74,7 @@ def test_neutral_config_keeps_only_the_special_tokens():
     from crossdiff.evaluate.decoding import neutral_generation_config, overridden_fields
 
     qwen = GenerationConfig(bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643, do_sample=True,
-                            repetition_penalty=1.05, temperature=0.7, top_p=0.8, top_k=20)
+                            repetition_penalty=1.05, temperature=0.7, top_p=0.8, top_k=20, use_cache=True)
     assert overridden_fields(qwen) == {"do_sample": True, "repetition_penalty": 1.05, "temperature": 0.7,
                                        "top_k": 20, "top_p": 0.8}
     neutral = neutral_generation_config(qwen)

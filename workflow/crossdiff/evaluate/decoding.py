@@ -17,6 +17,10 @@ from __future__ import annotations
 KEEP = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "transformers_version",
         "_from_model_config")
 
+#: fields that do not choose tokens: reset with the rest, but not reported as overridden
+NOT_DECODING = ("use_cache", "output_attentions", "output_hidden_states", "output_scores", "output_logits",
+                "return_dict_in_generate", "cache_implementation", "cache_config", "compile_config", "disable_compile")
+
 #: vLLM engine arguments: ignore the model's generation_config.json (vLLM's neutral defaults)
 VLLM_ARGS = {"generation_config": "vllm"}
 
@@ -25,7 +29,7 @@ def overridden_fields(generation_config) -> dict:
     """The decoding fields a model's generation config sets away from transformers' defaults."""
     if generation_config is None:
         return {}
-    return {k: v for k, v in sorted(generation_config.to_diff_dict().items()) if k not in KEEP}
+    return {k: v for k, v in sorted(generation_config.to_diff_dict().items()) if k not in KEEP + NOT_DECODING}
 
 
 def neutral_generation_config(generation_config):
