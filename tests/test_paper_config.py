@@ -27,6 +27,12 @@ def test_paper_config_plans_one_job_per_model_dataset_bin(tmp_path):
     assert counts["finetune"] == 7 * 6 * 10
     assert counts["evaluate_checkpoint"] == 7 * 6 * 10  # one cross-bin evaluation per checkpoint
     assert counts["evaluate_zero_shot"] == 7 * 6
-    assert counts["make_task"] == counts["make_sft_data"] == 6 * 10
+    assert counts["make_task"] == 6 * 10
+    # MATH trains on each model family's own solutions (models[].solutions.math): one SFT file per model
+    assert counts["make_sft_data"] == 5 * 10 and counts["make_model_sft_data"] == 7 * 10
+    assert counts["attach_model_solutions"] == 7
+    families = {m["id"]: m["solutions"]["math"]["config"] for m in config["models"]}
+    assert all(c == ("math-solutions__meta-llama_Llama-3.1-8B-Instruct" if i.startswith("meta-llama/")
+                     else "math-solutions__Qwen_Qwen2.5-14B-Instruct") for i, c in families.items())
     assert counts["fit_irt"] == 6 and counts["prepare_items"] == 6
     assert "build_base_model" not in counts  # hub models are loaded, not built

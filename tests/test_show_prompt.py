@@ -51,6 +51,14 @@ def test_bbh_chat_rendering_and_verdict(config, qwen_like_tokenizer):
                                              "<|im_start|>assistant\n")
     assert info["verdict"]["filters"]["strict-match"] == {"prediction": "False.", "correct": 1}
     assert info["verdict"]["correct"] == 1
+    # the effective decoding: greedy, no penalty, the format's stops and length, nothing from the model
+    dec = info["evaluation"]["decoding"]
+    assert dec["do_sample"] is False and dec["temperature"] == 0.0 and dec["repetition_penalty"] == 1.0
+    assert dec["max_new_tokens"] == 256 and sorted(dec["stop"][:3]) == ["</s>", "<|im_end|>", "Q:"]
+    assert info["evaluation"]["generation_kwargs"]["repetition_penalty"] == 1.0
+    text = crossdiff_cli("show-prompt", "--directory", str(config), "--dataset", "bbh", "--item", "boolean_expressions/0",
+                         "--tokenizer", str(qwen_like_tokenizer)).stdout
+    assert "decoding (the whole of it, hf and vLLM alike): do_sample=False, temperature=0.0, repetition_penalty=1.0" in text
 
 
 def test_text_form_for_multiple_choice(config):

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "register-models": ("crossdiff.slugs", "table of model ids and their path-safe slugs"),
     "build-base-model": ("crossdiff.models.tiny", "build the tiny local base model of the embedded default"),
     "make-sft-data": ("crossdiff.study.sft_data", "prompt/completion training data of one bin"),
+    "attach-solutions": ("crossdiff.study.solutions", "one model's training solutions joined into a dataset's items"),
     "make-train-set": ("crossdiff.study.designs", "training data of a study design: train set, subsample, curriculum"),
     "make-task": ("crossdiff.evaluate.run", "lm-eval task (YAML + JSONL) of one bin"),
     "finetune": ("crossdiff.finetune.run", "fine-tune a model on one bin (TRL SFT, resumable)"),

@@ -101,6 +101,11 @@ def check_references(c: dict) -> list[str]:
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in m["id"]):
             problems.append(f"models.{i}.id: {m['id']!r} holds a control character (newline, tab, ...); "
                             f"expected a hub id or path on one line")
+        for name, spec in (m.get("solutions") or {}).items():
+            if name not in datasets:
+                problems.append(f"models.{i}.solutions: unknown dataset {name!r}; expected one of: {', '.join(datasets)}")
+            elif not (spec.get("path") or spec.get("hub_id")):
+                problems.append(f"models.{i}.solutions.{name}: give a path (table) or a hub_id")
         w = m.get("warmup_dataset")
         if w is not None and w not in datasets:
             problems.append(f"models.{i}.warmup_dataset: unknown dataset {w!r}; expected one of: {', '.join(datasets)}")

@@ -150,18 +150,31 @@ def eval_labels():
 
 
 def sft_data_path(wildcards):
-    return f"results/sft/{wildcards.dataset}/{design.sft_label(wildcards.run)}.jsonl"
+    """The run's training data: the dataset's, or the model's own when it has solutions for it."""
+    d, label = wildcards.dataset, design.sft_label(wildcards.run)
+    if own_solutions(wildcards.model, d):
+        return f"results/sft/{d}/solutions-{wildcards.model}/{label}.jsonl"
+    return f"results/sft/{d}/{label}.jsonl"
+
+
+def finetune_config(name):
+    """The fine-tuning settings of a dataset, merged in this order (later wins, key by key):
+    crossdiff's defaults (crossdiff/finetune/settings.py) < `finetune` < `datasets.<name>.finetune`;
+    the run's design (seed, curriculum order) then applies on top (run_settings_json).
+    """
+    return {**config["finetune"], **(dataset(name).get("finetune") or {})}
 
 
 def run_settings(wildcards):
-    """finetune settings of one run (its seed; no shuffling for curricula); plain runs: config["finetune"]."""
-    return run_settings_json(wildcards.run)
+    """finetune settings of one run: the dataset's (finetune_config), with the run's seed and, for
+    curricula, no shuffling."""
+    return run_settings_json(wildcards.dataset, wildcards.run)
 
 
 @functools.cache
-def run_settings_json(run):
+def run_settings_json(name, run):
     return cli_json(
-        design.finetune_settings(config["finetune"], config["study"], run, N_BINS)
+        design.finetune_settings(finetune_config(name), config["study"], run, N_BINS)
     )
 
 
@@ -234,6 +247,24 @@ def prompt_of(name):
 def prompt_json(name):
     """prompt_of(name) as the CLI's --prompt argument (computed once per dataset)."""
     return cli_json(prompt_of(name))
+
+
+# ------------------------------------------------- per-model training targets (crossdiff.study.solutions)
+import crossdiff.study.solutions as model_solutions
+
+_problems = model_solutions.check_model_solutions(
+    MODELS,
+    {d: (prompt_of(d), dataset(d)["items"].get("solutions")) for d in study_datasets()},
+)
+if _problems:
+    raise crossdiff.errors.CrossdiffError(
+        "per-model solutions:\n  " + "\n  ".join(_problems)
+    )
+
+
+def own_solutions(model, name):
+    """The model's own solutions source for a dataset (models[].solutions.<name>), or None."""
+    return (MODELS[model].get("solutions") or {}).get(name)
 
 
 def base_model_input(wildcards):

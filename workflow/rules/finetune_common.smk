@@ -35,18 +35,26 @@ def check_finetune_memory():
     mode = config["resources"]["memory_check"]
     if mode == "off":
         return
-    s = resolve_settings(config["finetune"])
-    for model, m in MODELS.items():
+    # one plan per distinct dataset setting (datasets.<name>.finetune may change batch, length, checkpointing)
+    settings = {
+        cli_json(finetune_config(d)): finetune_config(d) for d in study_datasets()
+    }
+    plans = [(mod, resolve_settings(s)) for mod in MODELS for s in settings.values()]
+    warned = set()
+    for model, s in plans:
+        m = MODELS[model]
         res = finetune_resources(model)
         if not res["gpu"] or m["build"] or s["device"] == "cpu":
             continue
         cfg = read_config(m["id"])
-        if cfg is None:
+        if cfg is None and model not in warned:
+            warned.add(model)
             print(
                 f"warning: memory plan skipped for {m['id']}: its config.json is neither local, "
                 "cached nor downloadable now; each job checks again when it starts",
                 file=sys.stderr,
             )
+        if cfg is None:
             continue
         n = world_size(s, res["gpu"])
         msg = fit_message(

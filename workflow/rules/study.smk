@@ -31,3 +31,40 @@ rule make_train_set:
     shell:
         "crossdiff make-train-set --items {input.item_table:q} --bins {input.bins:q} "
         "{params.design} --prompt {params.prompt} --output {output:q} > {log:q} 2>&1"
+
+
+# A model's own training solutions (models[].solutions.<dataset>, crossdiff.study.solutions): its items
+# with column model_solution, and the training data of its fine-tunes built from them.
+rule attach_model_solutions:
+    input:
+        item_table=lambda wc: items_table(wc.dataset),
+    output:
+        "results/items/{dataset}/solutions-{model}.parquet",
+    log:
+        "logs/attach_model_solutions/{dataset}/{model}.log",
+    params:
+        settings=lambda wc: cli_json(own_solutions(wc.model, wc.dataset)),
+        model_id=lambda wc: MODELS[wc.model]["id"],
+    shell:
+        "crossdiff attach-solutions --items {input.item_table:q} --settings {params.settings} "
+        "--dataset {wildcards.dataset} --model-id {params.model_id:q} --output {output:q} > {log:q} 2>&1"
+
+
+use rule make_sft_data as make_model_sft_data with:
+    input:
+        item_table="results/items/{dataset}/solutions-{model}.parquet",
+        bins="results/bins/{dataset}/bins.parquet",
+    output:
+        "results/sft/{dataset}/solutions-{model}/bin{b}.jsonl",
+    log:
+        "logs/make_sft_data/{dataset}/solutions-{model}/bin{b}.log",
+
+
+use rule make_train_set as make_model_train_set with:
+    input:
+        item_table="results/items/{dataset}/solutions-{model}.parquet",
+        bins="results/bins/{dataset}/bins.parquet",
+    output:
+        "results/sft/{dataset}/solutions-{model}/{sftset}.jsonl",
+    log:
+        "logs/make_train_set/{dataset}/solutions-{model}/{sftset}.log",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from crossdiff.errors import CrossdiffError
+from crossdiff.evaluate.decoding import VLLM_ARGS
 
 
 def visible_gpus() -> int:
@@ -39,7 +40,7 @@ def vllm_model_args(model_path, s: dict, n_gpus: int) -> dict:
         raise CrossdiffError("evaluation settings: max_length and max_model_len differ; set one")
     args = {"pretrained": str(model_path), "dtype": dtype, "batch_size": s["batch_size"],
             "tensor_parallel_size": tp, "data_parallel_size": dp, "gpu_memory_utilization": float(s["gpu_memory_util"]),
-            "seed": int(s["seed"])}
+            "seed": int(s["seed"]), **VLLM_ARGS}  # the model's generation_config.json never changes the decoding
     if s["max_model_len"] or s["max_length"]:
         args["max_model_len"] = int(s["max_model_len"] or s["max_length"])
     extra = dict(s["model_args"])

@@ -13,7 +13,8 @@ Task folder (``results/tasks/{dataset}/bin{t}/``), written by :func:`make_task`:
 :func:`evaluate_model` loads the model ONCE and scores all requested task folders in ONE
 ``lm_eval.simple_evaluate`` call (``TaskManager(include_path=..., include_defaults=False)``),
 then writes one result JSON per test bin plus its per-sample log (``<result>.samples.jsonl``:
-item_id, correct 0/1, prediction, target). YAML copies with the data path re-resolved to the
+item_id, correct 0/1, prediction, target; MATH-style tasks also ``math_verify``: the verdicts of
+the authors' two attempts, ``as_generated`` and ``dollar_wrapped``). YAML copies with the data path re-resolved to the
 folder's current location are used, so moving ``results/`` does not break tasks.
 
 Evaluation settings (``--settings`` JSON; all optional):
@@ -56,7 +57,9 @@ from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import atomic_path, write_json, write_jsonl, write_text
 from crossdiff.evaluate.backends import visible_gpus, vllm_model_args  # noqa: F401 - part of this module's API
+from crossdiff.evaluate.decoding import model_generation_fields, neutralize_hf, report
 from crossdiff.prompts.format import PromptFormat
+from crossdiff.prompts.math_check import uses_math, verdicts
 
 DEFAULTS = {
     "backend": "hf",
@@ -175,6 +178,7 @@ def load_lm(model_path, s: dict):
         args = vllm_model_args(model_path, s, visible_gpus())
         device, dtype = f"cuda x{args['tensor_parallel_size'] * args['data_parallel_size']}", args["dtype"]
         lm = VLLM(**args)
+        print(report(model_path, model_generation_fields(model_path), "vllm: generation_config='vllm'"))
     else:
         from lm_eval.models.huggingface import HFLM
 
@@ -188,6 +192,7 @@ def load_lm(model_path, s: dict):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             offline = " (HF_HUB_OFFLINE=1: a hub id must already be in the local cache)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
             raise CrossdiffError(f"{model_path}: cannot load model/tokenizer: {first}{offline}") from None
+        neutralize_hf(lm, model_path)  # the model's generation_config.json must not change the decoding
     MODEL_LOADS += 1
     print(f"loaded model {model_path} ({s['backend']}, {device}, {dtype}) in {time.time() - t0:.1f} s; "
           f"loaded model {MODEL_LOADS} time(s) in this process")
@@ -312,6 +317,8 @@ def evaluate_model(
                       if f != fmt.filter_name and doc_id in s and s[doc_id].get(metric) is not None}
             if others:
                 row["correct_by_filter"] = others
+            if uses_math(fmt) and row["raw"] is not None:  # the authors' two attempts, each with its verdict
+                row["math_verify"] = verdicts(row["raw"], str(row["target"]))
             if fmt.scoring == "multiple_choice":  # every MC metric of this item (acc and acc_norm can differ)
                 row["correct_by_metric"] = {m: int(round(float(sample[m]))) for m in fmt.metric_names if m in sample}
             rows.append(row)

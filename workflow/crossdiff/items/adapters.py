@@ -345,7 +345,8 @@ def attach_solutions(items: pl.DataFrame, spec: dict, dataset: str = "items") ->
 
     ``spec``: ``path`` or ``hub_id`` (+ ``config``, ``split``), ``column`` (the solution column),
     ``key`` (``item_id`` or ``question``: the item column rows are matched on) and ``key_column``
-    (the table's column holding that key; default the same name). Every item needs exactly one
+    (the table's column holding that key; default the same name), ``fallback_column`` (taken where the
+    solution column is empty, as the authors' ``model_solution or solution``). Every item needs exactly one
     solution: a missing, empty or duplicated one is an error naming the items.
     """
     where = f"datasets.{dataset}.items.solutions"
@@ -354,7 +355,8 @@ def attach_solutions(items: pl.DataFrame, spec: dict, dataset: str = "items") ->
     rows, source = _read_solutions_table(spec)
     if not rows:
         raise CrossdiffError(f"{where}: {source} holds no rows")
-    for name in (key_column, column):
+    fallback = spec.get("fallback_column")  # the authors: `model_solution` if non-empty, else `solution`
+    for name in (key_column, column) + ((fallback,) if fallback else ()):
         if name not in rows[0]:
             raise CrossdiffError(f"{where}: {source} has no column {name!r}; columns: {sorted(rows[0])}")
     norm = (lambda t: " ".join(str(t).split())) if key == "question" else str  # noqa: E731 - whitespace-insensitive text
@@ -364,7 +366,7 @@ def attach_solutions(items: pl.DataFrame, spec: dict, dataset: str = "items") ->
         k = norm(row[key_column])
         if k in table:
             dups.append(k)
-        table[k] = row[column]
+        table[k] = row[column] if (str(row[column] or "").strip() or not fallback) else row[fallback]
     if dups:
         raise CrossdiffError(f"{where}: {len(dups)} duplicated key(s) in {source}, e.g. {dups[:3]}")
     keys = [norm(v) for v in items[key].to_list()]

@@ -88,6 +88,8 @@ def metric_entry(fmt: "PromptFormat", metric: str) -> dict:
 
 
 def task_config(fmt: "PromptFormat", task_name: str, data_file: str, chat: bool = False) -> dict[str, Any]:
+    from crossdiff.prompts.decoding import generation_kwargs
+
     cfg: dict[str, Any] = {
         "task": task_name,
         "dataset_path": "json",
@@ -102,8 +104,7 @@ def task_config(fmt: "PromptFormat", task_name: str, data_file: str, chat: bool 
         cfg.update({
             "output_type": "generate_until",
             "target_delimiter": "",
-            "generation_kwargs": {"until": list(fmt.stop), "do_sample": False, "temperature": 0.0,
-                                  "max_gen_toks": fmt.max_gen_toks},
+            "generation_kwargs": generation_kwargs(fmt),  # the whole decoding (crossdiff.prompts.decoding)
             "filter_list": fmt.filter_list(),
             "metric_list": [metric_entry(fmt, m) for m in fmt.metric_names],
         })
@@ -230,5 +231,9 @@ def score_output(fmt: "PromptFormat", item: dict, output: str) -> dict:
         em = exact_match_hf_evaluate([pred], [gold], regexes_to_ignore=list(fmt.regexes_to_ignore) or None,
                                      ignore_case=fmt.ignore_case, ignore_punctuation=fmt.ignore_punctuation)
         out[f["name"]] = {"prediction": pred, "correct": int(em["exact_match"])}
-    return {"primary_filter": fmt.filter_name, "gold": gold, "filters": out,
-            "correct": out[fmt.filter_name]["correct"]}
+    result = {"primary_filter": fmt.filter_name, "gold": gold, "filters": out, "correct": out[fmt.filter_name]["correct"]}
+    from crossdiff.prompts.math_check import uses_math, verdicts
+
+    if uses_math(fmt):  # the authors' two attempts (as generated, then $-wrapped), as in the per-sample log
+        result["math_verify"] = verdicts(cut_at_stop(fmt, output), gold)
+    return result

@@ -99,7 +99,10 @@ def describe(fmt: PromptFormat, item: dict, tokenizer=None, output: str | None =
     cfg = task_config(fmt, "show", "/dev/null", chat)
     ev = fmt.eval_record(item)
     if fmt.scoring == "generation":
-        info["evaluation"].update({"generation_kwargs": cfg["generation_kwargs"], "reference": ev["gold"],
+        from crossdiff.prompts.decoding import effective
+
+        info["evaluation"].update({"generation_kwargs": cfg["generation_kwargs"], "decoding": effective(fmt),
+                                   "reference": ev["gold"],
                                    "filters": [f["name"] for f in fmt.filter_list()], "primary_filter": fmt.filter_name,
                                    "metric_list": cfg["metric_list"]})
     else:
@@ -121,6 +124,7 @@ def format_text(info: dict, dataset: str, tokenizer_note: str) -> str:
     out += [rule("evaluation request"), ev["request"]]
     if info["scoring"] == "generation":
         out += [rule("generation"), f"generation_kwargs: {json.dumps(ev['generation_kwargs'])}",
+                "decoding (the whole of it, hf and vLLM alike): " + ", ".join(f"{k}={v}" for k, v in ev["decoding"].items()),
                 f"filters: {ev['filters']} (primary: {ev['primary_filter']})",
                 f"metric: {json.dumps(ev['metric_list'])}", f"reference: {ev['reference']!r}"]
     else:
