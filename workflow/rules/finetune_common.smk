@@ -24,42 +24,35 @@ def finetune_gpu_prefix():
 
 
 def check_finetune_memory():
-    """Stop the dry run when a model's fine-tune cannot fit its GPUs (crossdiff/finetune/memory_plan.py)."""
-    import sys
-
+    """Stop the dry run when a model's fine-tune cannot run: batch split, GPU memory, host RAM
+    (crossdiff/finetune/plan_check.py). Returns {model: planned host mem_mb}."""
     from snakemake.exceptions import WorkflowError
 
-    from crossdiff.finetune.settings import resolve_settings, world_size
-    from crossdiff.finetune.memory_plan import fit_message, read_config, settings_plan
+    from crossdiff.errors import CrossdiffError
+    from crossdiff.finetune.plan_check import check_models
+    from crossdiff.finetune.settings import resolve_settings
 
     mode = config["resources"]["memory_check"]
     if mode == "off":
-        return
-    s = resolve_settings(config["finetune"])
-    for model, m in MODELS.items():
-        res = finetune_resources(model)
-        if not res["gpu"] or m["build"] or s["device"] == "cpu":
-            continue
-        cfg = read_config(m["id"])
-        if cfg is None:
-            print(
-                f"warning: memory plan skipped for {m['id']}: its config.json is neither local, "
-                "cached nor downloadable now; each job checks again when it starts",
-                file=sys.stderr,
-            )
-            continue
-        n = world_size(s, res["gpu"])
-        msg = fit_message(
-            m["id"], settings_plan(cfg, s, n), res["gpu"], res["gpu_mem_gb"]
+        return {}
+    try:
+        return check_models(
+            MODELS,
+            resolve_settings(config["finetune"]),
+            finetune_resources,
+            config["resources"]["model_config_cache"],
+            mode,
         )
-        if msg and mode == "error":
-            raise WorkflowError(msg)
-        if msg:
-            print(f"warning: {msg}", file=sys.stderr)
+    except CrossdiffError as exc:
+        raise WorkflowError(str(exc))
 
 
-if study_datasets():
-    check_finetune_memory()
+PLANNED_HOST_MB = check_finetune_memory() if study_datasets() else {}
+
+
+def finetune_mem_mb(model):
+    """resources mem_mb, raised to the host RAM plan of the model's fine-tune when that is larger."""
+    return max(finetune_resources(model)["mem_mb"], PLANNED_HOST_MB.get(model, 0))
 
 
 def finetuned_model_output():
