@@ -18,7 +18,11 @@ def test_tensor_parallel_fills_the_jobs_gpus():
         "data_parallel_size": 1, "gpu_memory_utilization": 0.9, "seed": 42}
 
 
-def test_data_parallel_and_explicit_settings():
+def test_data_parallel_and_explicit_settings(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "ray" else real(name, *a))  # as if ray were installed
     s = resolve_settings({"backend": "vllm", "data_parallel": 2, "gpu_memory_util": 0.8, "seed": 7, "dtype": "float16",
                           "max_model_len": 8192, "batch_size": "auto", "model_args": {"enforce_eager": True}})
     args = vllm_model_args("ckpt", s, 8)

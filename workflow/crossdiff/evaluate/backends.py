@@ -34,6 +34,14 @@ def vllm_model_args(model_path, s: dict, n_gpus: int) -> dict:
     if tp * dp != n_gpus:
         raise CrossdiffError(f"evaluation settings: tensor_parallel {tp} x data_parallel {dp} = {tp * dp} GPU(s), "
                              f"but the job has {n_gpus} (resources.evaluate.gpu); make them match")
+    if dp > 1:
+        from importlib.util import find_spec
+
+        if find_spec("ray") is None:
+            raise CrossdiffError("evaluation settings.data_parallel > 1: lm-eval runs vLLM replicas as Ray actors, and "
+                                 "ray is not installed (not a vllm dependency). Use data_parallel: 1 (one replica per "
+                                 "job; snakemake runs jobs in parallel), or pip install ray; note that lm-eval then "
+                                 "rebuilds the engines for every request batch")
     dtype = s["dtype"] if s["dtype"] != "auto" else "bfloat16"
     if s["max_length"] and s["max_model_len"] and s["max_length"] != s["max_model_len"]:
         raise CrossdiffError("evaluation settings: max_length and max_model_len differ; set one")
@@ -47,3 +55,16 @@ def vllm_model_args(model_path, s: dict, n_gpus: int) -> dict:
     if clash:
         raise CrossdiffError(f"evaluation settings.model_args repeats {clash}; set them with their own keys")
     return {**args, **extra}
+
+
+def hf_model_kwargs(s: dict) -> dict:
+    """Extra HFLM keyword arguments. ``batch_size: auto`` sizes batches at HFLM's ``max_length``, which is the
+    model's whole context (131072 for Llama 3.x) unless set: detection then settles at 1-2 sequences. So with
+    auto and no ``max_length``, ``auto_batch_max_length`` bounds it (prompt + generated tokens; longer contexts
+    are cut from the left by lm-eval)."""
+    kwargs = dict(s["model_args"])
+    if s["max_length"]:
+        kwargs["max_length"] = s["max_length"]
+    elif s["batch_size"] == "auto" and "max_length" not in kwargs:
+        kwargs["max_length"] = int(s["auto_batch_max_length"])
+    return kwargs
