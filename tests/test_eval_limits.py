@@ -39,8 +39,10 @@ def test_hflm_takes_the_bound_instead_of_the_model_context(tmp_path):
     assert HFLM(pretrained=str(tmp_path), device="cpu", dtype="float32", batch_size=1).max_length == 131072
 
 
-@pytest.mark.skipif(find_spec("ray") is not None, reason="ray installed")
-def test_vllm_data_parallel_needs_ray():
+def test_vllm_data_parallel_needs_ray(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))
     s = resolve_settings({"backend": "vllm", "data_parallel": 2})
     with pytest.raises(CrossdiffError, match="ray is not installed"):
         vllm_model_args("m", s, 2)
