@@ -61,10 +61,13 @@ def is_bnb_optimizer(optim: str) -> bool:
 
 
 def engine_for(s: dict, n_processes: int, on_gpu: bool) -> str:
-    """single | ddp | fsdp2. accelerate enables FSDP only on accelerators: CPU ranks run DDP over gloo."""
+    """single | ddp | fsdp2. accelerate enables FSDP only on accelerators: CPU ranks run DDP over gloo, unless
+    the launcher asked accelerate for FSDP (ACCELERATE_USE_FSDP, as ``accelerate launch --use_fsdp`` does;
+    tests/test_fsdp_cpu.py makes accelerate honour it on CPU)."""
     if n_processes <= 1:
         return "single"
-    if s["sharding"] == "fsdp" and on_gpu:
+    asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
+    if s["sharding"] == "fsdp" and (on_gpu or asked):
         if s["lora"]:
             raise CrossdiffError("finetune settings: lora with sharding 'fsdp' is not supported; use sharding: ddp")
         if is_bnb_optimizer(s["optim"]):
@@ -133,6 +136,9 @@ def rank0_loading_env(config) -> None:
     _ = config.device  # initializes accelerate's PartialState, i.e. the process group
     os.environ["ACCELERATE_USE_FSDP"] = "true"
     os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "true"
+    from transformers.distributed.fsdp import is_fsdp_enabled
+
+    print(f"rank {os.environ.get('RANK', '0')}: rank-0 loading {'on' if is_fsdp_enabled() else 'OFF'}", flush=True)
 
 
 def fp32_gradient_reduction(trainer) -> None:
