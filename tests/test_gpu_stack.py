@@ -91,3 +91,21 @@ def test_bf16_save_says_bfloat16_in_config(tiny, tmp_path):
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
     with safe_open(str(out / "model.safetensors"), framework="pt") as fh:
         assert str(fh.get_tensor(next(iter(fh.keys()))).dtype) == "torch.bfloat16"
+
+
+def test_fsdp2_reduces_gradients_in_fp32():
+    """accelerate's default FSDP2 policy under bf16 reduces in bf16; crossdiff replaces it (item 8)."""
+    import types
+
+    import torch
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    from crossdiff.finetune.train import fp32_gradient_reduction
+
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2)
+    plugin.set_mixed_precision("bf16")
+    assert plugin.mixed_precision_policy.reduce_dtype == torch.bfloat16  # accelerate's default
+    trainer = types.SimpleNamespace(accelerator=types.SimpleNamespace(state=types.SimpleNamespace(fsdp_plugin=plugin)))
+    fp32_gradient_reduction(trainer)
+    pol = plugin.mixed_precision_policy
+    assert pol.reduce_dtype == torch.float32 and pol.param_dtype == torch.bfloat16

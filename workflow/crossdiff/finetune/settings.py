@@ -33,8 +33,8 @@ global_batch_size              null         effective batch; accumulation = glob
 max_length                     1024         tokens per example (longer ones are truncated)
 max_steps                      -1           > 0 overrides epochs
 gradient_checkpointing         "auto"       activation checkpointing; "auto" = on CUDA only
-use_liger_kernel               false        Liger kernels (fused RMSNorm/SwiGLU/RoPE/linear
-                                            cross-entropy; GPU, needs liger-kernel)
+use_liger_kernel               false        Liger kernels (fused RMSNorm/SwiGLU/RoPE; TRL 1.16
+                                            turns its fused cross-entropy off; GPU, liger-kernel)
 padding_free                   false        TRL padding-free batching (needs flash attention)
 attn_implementation            null         e.g. "sdpa", "flash_attention_2"; null = transformers'
 device                         "auto"       "auto" (cuda if available), "cuda" or "cpu"
