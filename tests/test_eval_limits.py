@@ -47,3 +47,38 @@ def test_vllm_data_parallel_needs_ray(monkeypatch):
     with pytest.raises(CrossdiffError, match="ray is not installed"):
         vllm_model_args("m", s, 2)
     assert vllm_model_args("m", resolve_settings({"backend": "vllm"}), 2)["tensor_parallel_size"] == 2
+
+
+LLAMA_LIKE = ("{%- if not date_string is defined %}{%- set date_string = strftime_now('%d %b %Y') %}{%- endif %}"
+              "<|start|>system: Today Date: {{ date_string }}\n{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
+              "<|eot|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def _llama_like_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({"<unk>": 0, "</s>": 1}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    t = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<unk>")
+    t.chat_template = LLAMA_LIKE
+    return t
+
+
+def test_chat_template_date_is_fixed_in_training_and_evaluation(tmp_path):
+    """Llama 3.2's template writes today's date unless date_string is given (minor of issue 18): training
+    examples (TRL's per-example chat_template_kwargs), rendered prompts and lm-eval's chat_template_args all
+    carry the same fixed date."""
+    from crossdiff.prompts.format import CHAT_TEMPLATE_KWARGS, PromptFormat
+
+    tok = _llama_like_tokenizer(tmp_path)
+    fmt = PromptFormat()
+    item = {"item_id": "a", "question": "1 + 1 = ?", "answer": "2"}
+    assert "Today Date: 26 Jul 2024" in fmt.render_prompt(item, tok)
+    prompt, _ = fmt.render_training(item, tok)
+    assert "Today Date: 26 Jul 2024" in prompt
+    ex = fmt.training_example(fmt.sft_record(item), chat=True)
+    assert ex["chat_template_kwargs"] == CHAT_TEMPLATE_KWARGS
+    assert hf_model_kwargs(resolve_settings({}))["chat_template_args"] == CHAT_TEMPLATE_KWARGS
+    kept = hf_model_kwargs(resolve_settings({"model_args": {"chat_template_args": {"enable_thinking": False}}}))
+    assert kept["chat_template_args"] == {**CHAT_TEMPLATE_KWARGS, "enable_thinking": False}

@@ -109,3 +109,26 @@ def test_fsdp2_reduces_gradients_in_fp32():
     fp32_gradient_reduction(trainer)
     pol = plugin.mixed_precision_policy
     assert pol.reduce_dtype == torch.float32 and pol.param_dtype == torch.bfloat16
+
+
+def test_training_renders_the_chat_template_with_the_fixed_date(tiny, tmp_path):
+    """TRL renders conversational examples with their chat_template_kwargs: a Llama-3-style template gets the
+    fixed date, not today's (what evaluation also passes)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from crossdiff.finetune.train import build_trainer
+    from crossdiff.prompts.format import PromptFormat
+
+    model = tmp_path / "chat"
+    shutil.copytree(tiny["model"], model)
+    tok = AutoTokenizer.from_pretrained(model)
+    tok.chat_template = ("{%- if not date_string is defined %}{%- set date_string = strftime_now('%d %b %Y') %}{%- endif %}"
+                         "Date: {{ date_string }}\n{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}assistant:{% endif %}")
+    tok.save_pretrained(model)
+    s = resolve_settings({"max_length": 512, "per_device_train_batch_size": 2, "max_steps": 1})
+    trainer, tok, runtime = build_trainer(model, tiny["rows"][:4], tmp_path / "w", s, PromptFormat())
+    assert runtime["chat_template"] is True
+    assert tok.decode(trainer.train_dataset[0]["input_ids"]).startswith("Date: 26 Jul 2024\n")

@@ -15,7 +15,8 @@ def test_tensor_parallel_fills_the_jobs_gpus():
     s = resolve_settings({"backend": "vllm"})
     assert vllm_model_args("/m", s, 4) == {
         "pretrained": "/m", "dtype": "bfloat16", "batch_size": 32, "tensor_parallel_size": 4,
-        "data_parallel_size": 1, "gpu_memory_utilization": 0.9, "seed": 42}
+        "data_parallel_size": 1, "gpu_memory_utilization": 0.9, "seed": 42,
+        "chat_template_args": {"date_string": "26 Jul 2024"}}
 
 
 def test_data_parallel_and_explicit_settings(monkeypatch):

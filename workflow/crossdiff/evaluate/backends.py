@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from crossdiff.errors import CrossdiffError
+from crossdiff.prompts.format import CHAT_TEMPLATE_KWARGS
 
 
 def visible_gpus() -> int:
@@ -47,10 +48,11 @@ def vllm_model_args(model_path, s: dict, n_gpus: int) -> dict:
         raise CrossdiffError("evaluation settings: max_length and max_model_len differ; set one")
     args = {"pretrained": str(model_path), "dtype": dtype, "batch_size": s["batch_size"],
             "tensor_parallel_size": tp, "data_parallel_size": dp, "gpu_memory_utilization": float(s["gpu_memory_util"]),
-            "seed": int(s["seed"])}
+            "seed": int(s["seed"]), "chat_template_args": dict(CHAT_TEMPLATE_KWARGS)}
     if s["max_model_len"] or s["max_length"]:
         args["max_model_len"] = int(s["max_model_len"] or s["max_length"])
     extra = dict(s["model_args"])
+    args["chat_template_args"].update(extra.pop("chat_template_args", None) or {})
     clash = sorted(set(extra) & set(args))
     if clash:
         raise CrossdiffError(f"evaluation settings.model_args repeats {clash}; set them with their own keys")
@@ -63,6 +65,7 @@ def hf_model_kwargs(s: dict) -> dict:
     auto and no ``max_length``, ``auto_batch_max_length`` bounds it (prompt + generated tokens; longer contexts
     are cut from the left by lm-eval)."""
     kwargs = dict(s["model_args"])
+    kwargs["chat_template_args"] = {**CHAT_TEMPLATE_KWARGS, **(kwargs.get("chat_template_args") or {})}
     if s["max_length"]:
         kwargs["max_length"] = s["max_length"]
     elif s["batch_size"] == "auto" and "max_length" not in kwargs:
