@@ -108,3 +108,18 @@ def test_refusal_is_an_error_in_error_mode(tmp_path):
     s = resolve_settings({"per_device_train_batch_size": 2, "global_batch_size": 8, "max_length": 4096})
     with pytest.raises(CrossdiffError, match="global_batch_size 8"):
         check_models({"q14": {"id": "Qwen/Qwen2.5-14B-Instruct"}}, s, lambda m: {"gpu": 8, "mem_mb": 1, "gpu_mem_gb": 80}, cache)
+
+
+def test_lookups_run_concurrently_under_one_deadline(tmp_path, monkeypatch):
+    """Seven unreachable models cost one timeout, not seven."""
+    import huggingface_hub
+
+    from crossdiff.finetune.plan_check import model_configs
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: time.sleep(30))
+    t0 = time.monotonic()
+    out = model_configs([f"org/m{i}" for i in range(7)], tmp_path, timeout=0.5)
+    assert time.monotonic() - t0 < 1.5
+    assert all(cfg is None and "within 0.5 s" in why for cfg, why in out.values())

@@ -4,7 +4,7 @@ memory plan fits, and the job's host RAM (``mem_mb``) covers the host plan.
 
 ``config.json`` of hub models: a local directory, the crossdiff cache (``<cache_dir>/<org>--<name>.json``,
 written on the first successful look-up), the HF cache, then ONE download attempt per model and
-invocation bounded by ``timeout`` seconds (none with HF_HUB_OFFLINE=1). With no route to the hub the
+invocation, all models at once, bounded by ``timeout`` seconds in all (none with HF_HUB_OFFLINE=1). With no route to the hub the
 dry run thus costs at most ``timeout`` per uncached model, not minutes of retries.
 """
 
@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 from crossdiff.errors import CrossdiffError
@@ -35,26 +36,38 @@ def _download(model_id: str, box: dict) -> None:
         box["error"] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def model_configs(model_ids, cache_dir, timeout: float = LOOKUP_TIMEOUT) -> dict:
+    """{model id: (config.json dict, None) or (None, why it was skipped)}. Uncached models are looked up
+    concurrently, so the whole call waits at most ``timeout`` seconds."""
+    out, pending = {}, {}
+    for model_id in dict.fromkeys(model_ids):
+        local = Path(model_id) / "config.json"
+        cached = Path(cache_dir) / (model_id.replace("/", "--") + ".json")
+        if local.is_file():
+            out[model_id] = (json.loads(local.read_text()), None)
+        elif cached.is_file():
+            out[model_id] = (json.loads(cached.read_text()), None)
+        else:
+            box = {"timeout": timeout}
+            worker = threading.Thread(target=_download, args=(model_id, box), daemon=True)  # never waited for beyond the deadline
+            worker.start()
+            pending[model_id] = (worker, box, cached)
+    deadline = time.monotonic() + timeout
+    for model_id, (worker, box, cached) in pending.items():
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if "cfg" in box:
+            write_json(box["cfg"], cached)
+            out[model_id] = (box["cfg"], None)
+        elif worker.is_alive():
+            out[model_id] = (None, f"no answer from the hub within {timeout:g} s")
+        else:
+            out[model_id] = (None, box.get("error") or "HF_HUB_OFFLINE=1 and not in the HF cache")
+    return out
+
+
 def model_config(model_id: str, cache_dir, timeout: float = LOOKUP_TIMEOUT) -> tuple[dict | None, str | None]:
     """(config.json dict, None) or (None, why it was skipped)."""
-    local = Path(model_id) / "config.json"
-    if local.is_file():
-        return json.loads(local.read_text()), None
-    cached = Path(cache_dir) / (model_id.replace("/", "--") + ".json")
-    if cached.is_file():
-        return json.loads(cached.read_text()), None
-    box = {"timeout": timeout}
-    worker = threading.Thread(target=_download, args=(model_id, box), daemon=True)  # a daemon: never waited for
-    worker.start()
-    worker.join(timeout)
-    if "cfg" in box:
-        write_json(box["cfg"], cached)
-        return box["cfg"], None
-    if worker.is_alive():
-        return None, f"no answer from the hub within {timeout:g} s"
-    if "error" in box:
-        return None, box["error"]
-    return None, "HF_HUB_OFFLINE=1 and not in the HF cache"
+    return model_configs([model_id], cache_dir, timeout)[model_id]
 
 
 def check_model(model_id: str, cfg: dict | None, s: dict, res: dict) -> tuple[list[str], int | None]:
@@ -85,11 +98,12 @@ def check_models(models: dict, s: dict, resources, cache_dir, mode: str = "error
     """Run check_model for every GPU-fine-tuned model; raise (mode error) or warn. Returns {model: planned
     host mem_mb} for the models whose config.json could be read."""
     planned, problems = {}, []
-    for model, m in models.items():
+    checked = {model: m for model, m in models.items()
+               if resources(model)["gpu"] and not m.get("build") and s["device"] != "cpu"}
+    configs = model_configs([m["id"] for m in checked.values()], cache_dir, timeout)
+    for model, m in checked.items():
         res = resources(model)
-        if not res["gpu"] or m.get("build") or s["device"] == "cpu":
-            continue
-        cfg, why = model_config(m["id"], cache_dir, timeout)
+        cfg, why = configs[m["id"]]
         if cfg is None:
             print(f"note: memory plan skipped for {m['id']} ({why}); each job checks its GPU memory when it "
                   "starts", file=sys.stderr)
