@@ -115,6 +115,11 @@ def test_dry_run_stops_a_finetune_that_cannot_fit_and_uses_per_model_gpus(tmp_pa
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "--count 8" in out and "--count 1" in out and "--gpus 8" in out
+    # the 14B's host RAM plan (fp32 load on rank 0 + 8 ranks) is above its mem_mb 64000: the job asks for the plan
+    from crossdiff.finetune.memory_plan import host_plan
+
+    need = host_plan(MODELS["Qwen/Qwen2.5-14B-Instruct"], ranks=8, rank0_loading=True)["mem_mb"]
+    assert need > 64000 and f"mem_mb={need}" in out and "requesting mem_mb" in out
 
 
 def test_a_job_on_a_too_small_gpu_stops_before_loading(tmp_path, monkeypatch):
