@@ -5,8 +5,9 @@
 
 Models are random-initialised Qwen2 and Llama architectures built locally (the hub is unreachable on compute
 nodes): tiny, and on a GPU ~0.5B (Qwen2) and ~1.5B (Llama). Each configuration fine-tunes through the
-product's own path (crossdiff.finetune.run.finetune: single process, and FSDP2 at world size 1 when one GPU,
-world size = GPUs otherwise, through `accelerate launch`), with Liger off/on (when liger-kernel imports),
+product's own path (crossdiff.finetune.run.finetune: single process; FSDP2 at world size 1 through torchrun
+with ACCELERATE_USE_FSDP; with >= 2 GPUs FSDP2 on all of them through `accelerate launch`), with Liger on
+(when liger-kernel imports),
 padding-free (when flash-attn imports), LoRA (QLoRA's 4-bit base is not wired into crossdiff: the row says
 so). Each row: share of parameters changed, peak GPU memory vs the memory plan, SFT
 tokens/s and MFU (6 x params x tokens/s / peak bf16 FLOP/s), hf generation items/s, vLLM items/s when
@@ -72,12 +73,6 @@ def write_data(path: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
-def peak_gb() -> float | None:
-    import torch
-
-    return torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None
-
-
 def planned_gb(model_dir: Path, s: dict, gpus: int) -> float | None:
     from crossdiff.finetune.memory_plan import settings_plan
     from crossdiff.finetune.settings import resolve_settings
@@ -86,24 +81,53 @@ def planned_gb(model_dir: Path, s: dict, gpus: int) -> float | None:
     return settings_plan(cfg, resolve_settings(s), gpus)["total_gb"]
 
 
+def _row(label: str, model_dir: Path, s: dict, gpus: int, m: dict, wall: float) -> dict:
+    import torch
+
+    from crossdiff.finetune.memory_plan import param_count
+
+    params = param_count(json.loads((model_dir / "config.json").read_text()))
+    tps = m["tokens_per_second"] or 0.0
+    return {"check": label, "ok": True, "wall_s": round(wall, 1), "engine": f"{m['engine']} x{m['world_size']}",
+            "share_changed": m.get("share_changed"), "peak_gb": m.get("peak_gpu_gb"),
+            "plan_gb": planned_gb(model_dir, s, max(1, m["world_size"])), "tokens_per_s": round(tps, 1),
+            "mfu": round(6 * params * tps / (H200_BF16_FLOPS * max(1, gpus)), 4) if torch.cuda.is_available() else None}
+
+
 def finetune_row(label: str, model_dir: Path, data: Path, root: Path, s: dict, gpus: int) -> dict:
+    """The product's own entry point (crossdiff.finetune.run.finetune; > 1 process: accelerate launch)."""
     import torch
 
     from crossdiff.finetune.run import finetune
 
     if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats()  # rows run in this process one after the other
     t0 = time.time()
     m = finetune(model_dir, data, root / label.replace(" ", "_"), settings=s, prompt={"max_length": None}, gpus=gpus)
-    cfg = json.loads((model_dir / "config.json").read_text())
-    from crossdiff.finetune.memory_plan import param_count
+    return _row(label, model_dir, s, gpus, m, time.time() - t0)
 
-    params = param_count(cfg)
-    tps = m["tokens_per_second"] or 0.0
-    return {"check": label, "ok": True, "wall_s": round(time.time() - t0, 1), "engine": m["engine"],
-            "share_changed": m.get("share_changed"), "peak_gb": peak_gb(), "plan_gb": planned_gb(model_dir, s, gpus),
-            "tokens_per_s": round(tps, 1),
-            "mfu": round(6 * params * tps / (H200_BF16_FLOPS * max(1, gpus)), 4) if torch.cuda.is_available() else None}
+
+def fsdp_world1_row(label: str, model_dir: Path, data: Path, root: Path, s: dict, smoke: bool) -> dict:
+    """FSDP2 at world size 1 (one GPU): the product's rank (`crossdiff finetune --worker`) started by torchrun
+    with ACCELERATE_USE_FSDP (what `accelerate launch --use_fsdp` sets). In smoke mode the ranks also get
+    tests/fsdp_cpu (accelerate keeps FSDP on CPU only with it)."""
+    import subprocess
+
+    from crossdiff.finetune.launch import free_port
+
+    out, work = root / label.replace(" ", "_"), root / (label.replace(" ", "_") + ".work")
+    work.mkdir(parents=True, exist_ok=True)
+    repo = Path(__file__).resolve().parents[1]
+    path = [str(repo / "workflow")] + ([str(repo / "tests/fsdp_cpu")] if smoke else [])
+    env = {**os.environ, "ACCELERATE_USE_FSDP": "true", "PYTHONPATH": os.pathsep.join(path[::-1])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", str(free_port()),
+           "-m", "crossdiff.cli", "finetune", "--worker", "--model", str(model_dir), "--train", str(data),
+           "--output", str(out), "--work-dir", str(work), "--settings", json.dumps(s), "--prompt", json.dumps({"max_length": None})]
+    t0 = time.time()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError((proc.stdout + proc.stderr)[-600:])
+    return _row(label, model_dir, s, 1, json.loads((out / "train_metrics.json").read_text()), time.time() - t0)
 
 
 def hf_eval_row(model_dir: Path, n_items: int, smoke: bool) -> dict:
@@ -150,10 +174,10 @@ def plan_rows(smoke: bool) -> list[tuple]:
     for name in names:
         rows.append((f"{name} single", name, {**base, "num_processes": 1}, max(gpus, 1), None))
     big = names[-1]
-    n = max(gpus, 1) if gpus else 2
-    # FSDP2: on GPUs the product's own choice; in smoke mode 2 gloo ranks (DDP on CPU: accelerate's FSDP is GPU-only)
-    rows.append((f"{big} fsdp2 x{n}" if gpus else f"{big} 2 ranks (cpu: ddp)", big,
-                 {**base, "num_processes": n if gpus else 2, "sharding": "fsdp"}, n, None))
+    # FSDP2 at world size 1 (torchrun + ACCELERATE_USE_FSDP) and, with >= 2 GPUs, the product's own launch
+    rows.append((f"{big} fsdp2 world 1", big, {**base, "num_processes": 1, "sharding": "fsdp"}, 1, "fsdp-world-1"))
+    if gpus >= 2:  # (2 CPU ranks: tests/test_finetune_distributed.py)
+        rows.append((f"{big} fsdp2 x{gpus}", big, {**base, "num_processes": gpus, "sharding": "fsdp"}, gpus, None))
     rows.append((f"{big} liger", big, {**base, "num_processes": 1, "use_liger_kernel": True}, 1, "liger_kernel"))
     rows.append((f"{big} padding-free", big, {**base, "num_processes": 1, "padding_free": True,
                                               "attn_implementation": "flash_attention_2"}, 1, "flash_attn"))
@@ -180,6 +204,14 @@ def main(argv=None) -> int:
     built, results = {}, []
     t_start = time.time()
     for label, name, s, gpus, needs in plan_rows(args.smoke):
+        if needs == "fsdp-world-1":
+            try:
+                if name not in built:
+                    built[name] = build_model(name, root / "models")
+                results.append(fsdp_world1_row(label, built[name], data, root, s, args.smoke))
+            except Exception as exc:
+                results.append({"check": label, "ok": False, "error": f"{type(exc).__name__}: {str(exc)[-300:]}"})
+            continue
         if needs and find_spec(needs) is None:
             results.append({"check": label, "ok": None, "note": f"{needs} not importable: skipped"})
             continue

@@ -1,5 +1,5 @@
 """The GPU acceptance script's CPU smoke mode (issue 18), so it cannot rot: it runs the product's fine-tune
-(single and 2 ranks) and lm-eval's HFLM on locally built random Qwen2/Llama models and writes its table."""
+(single, and FSDP2 at world size 1 through torchrun with the test's CPU switch) and lm-eval's HFLM on locally built random Qwen2/Llama models and writes its table."""
 
 import json
 import subprocess
@@ -14,7 +14,7 @@ def test_gpu_check_smoke_mode(tmp_path):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     rows = {r["check"]: r for r in json.loads((tmp_path / "gpu_check.json").read_text())["rows"]}
     assert rows["tiny-qwen2 single"]["ok"] and rows["tiny-llama single"]["ok"]
-    assert rows["tiny-llama 2 ranks (cpu: ddp)"]["engine"] == "ddp"
+    assert rows["tiny-llama fsdp2 world 1"]["engine"] == "fsdp2 x1"  # torchrun + ACCELERATE_USE_FSDP
     assert all(rows[k]["share_changed"] > 0.9 and rows[k]["tokens_per_s"] > 0 for k in rows if k.startswith("tiny") and "lora" not in k and rows[k]["ok"])
     lora = rows["tiny-llama lora (qlora: base not 4-bit)"]
     assert lora["ok"] and 0 < lora["share_changed"] < 1  # merged adapters change the linear layers only

@@ -64,9 +64,9 @@ def engine_for(s: dict, n_processes: int, on_gpu: bool) -> str:
     """single | ddp | fsdp2. accelerate enables FSDP only on accelerators: CPU ranks run DDP over gloo, unless
     the launcher asked accelerate for FSDP (ACCELERATE_USE_FSDP, as ``accelerate launch --use_fsdp`` does;
     tests/test_fsdp_cpu.py makes accelerate honour it on CPU)."""
-    if n_processes <= 1:
-        return "single"
     asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
+    if n_processes <= 1 and not (asked and "LOCAL_RANK" in os.environ):  # FSDP2 at world size 1: a launched rank
+        return "single"
     if s["sharding"] == "fsdp" and (on_gpu or asked):
         if s["lora"]:
             raise CrossdiffError("finetune settings: lora with sharding 'fsdp' is not supported; use sharding: ddp")
@@ -284,6 +284,12 @@ def bf16_save_warnings(weights: dict, save_dtype: str) -> list[str]:
             f"learning rate, or save and evaluate in fp32 (finetune.save_dtype: fp32, evaluate.dtype: float32)"]
 
 
+def _peak_gpu_gb() -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None
+
+
 def assemble_metrics(*, model_path, train_path, rows, trainer, resume, wall, n_tokens_epoch, start_epoch,
                      s, fmt, runtime, weights: dict, param_dtype, optim_dtype, lengths: dict) -> dict:
     """Everything train_metrics.json records (add new entries here)."""
@@ -311,6 +317,7 @@ def assemble_metrics(*, model_path, train_path, rows, trainer, resume, wall, n_t
         "settings": s,
         "prompt": fmt.to_config(),
         "lengths": lengths,
+        "peak_gpu_gb": _peak_gpu_gb(),  # rank 0's torch.cuda.max_memory_allocated (None on CPU)
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         **runtime,
