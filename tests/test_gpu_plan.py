@@ -123,3 +123,10 @@ def test_lookups_run_concurrently_under_one_deadline(tmp_path, monkeypatch):
     out = model_configs([f"org/m{i}" for i in range(7)], tmp_path, timeout=0.5)
     assert time.monotonic() - t0 < 1.5
     assert all(cfg is None and "within 0.5 s" in why for cfg, why in out.values())
+
+
+def test_eight_bit_optimizer_with_fsdp2_is_refused_at_dry_run():
+    s = resolve_settings({"optim": "paged_adamw_8bit", "per_device_train_batch_size": 1, "max_length": 4096})
+    problems, _ = check_model("q7", MODELS["Qwen/Qwen2.5-7B-Instruct"], s, {"gpu": 4, "mem_mb": 128000, "gpu_mem_gb": 80})
+    assert len(problems) == 1 and "paged_adamw_8bit" in problems[0] and "q7 on 4 GPU(s)" in problems[0]
+    assert check_model("q1", MODELS["Qwen/Qwen2.5-1.5B-Instruct"], s, {"gpu": 1, "mem_mb": 64000, "gpu_mem_gb": 80})[0] == []

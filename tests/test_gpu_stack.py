@@ -132,3 +132,18 @@ def test_training_renders_the_chat_template_with_the_fixed_date(tiny, tmp_path):
     trainer, tok, runtime = build_trainer(model, tiny["rows"][:4], tmp_path / "w", s, PromptFormat())
     assert runtime["chat_template"] is True
     assert tok.decode(trainer.train_dataset[0]["input_ids"]).startswith("Date: 26 Jul 2024\n")
+
+
+def test_flash_attention_without_flash_attn_stops_naming_the_setting(tiny, monkeypatch):
+    """padding_free needs flash_attention_2; without flash-attn installed the job stops before loading, saying
+    how to install it (flash-attn is not in the requirement files: it compiles against the installed torch)."""
+    import importlib.util
+
+    from crossdiff.finetune.train import build_trainer
+    from crossdiff.prompts.format import PromptFormat
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flash_attn" else real(name, *a))
+    s = resolve_settings({"padding_free": True, "attn_implementation": "flash_attention_2", "max_steps": 1})
+    with pytest.raises(CrossdiffError, match="flash-attn is not installed: pip install flash-attn"):
+        build_trainer(tiny["model"], tiny["rows"], tiny["root"] / "fa", s, PromptFormat())

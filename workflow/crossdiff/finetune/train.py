@@ -7,8 +7,10 @@ always loads a plain model.
 Precision (see settings.py): the model is loaded with fp32 parameters; on a GPU the forward and
 backward run in bf16 (Trainer ``bf16=True`` = torch autocast; under FSDP the engine's mixed
 precision casts the gathered shards to bf16 while the sharded fp32 parameters stay the master
-copy), so AdamW updates fp32 weights with fp32 moments. The saved model is cast once to
-``save_dtype`` (bf16 when trained with bf16 compute).
+copy, and gradients are reduce-scattered in fp32 every micro-batch: fp32_gradient_reduction,
+sync_each_batch), so AdamW updates fp32 weights with fp32 moments. Under FSDP2 with
+``cpu_ram_efficient_loading`` only rank 0 reads the weights (rank0_loading_env). The saved model is cast
+once to ``save_dtype`` (bf16 when trained with bf16 compute) and config.json says so.
 """
 
 from __future__ import annotations
