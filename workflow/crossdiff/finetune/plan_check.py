@@ -33,7 +33,8 @@ def _download(model_id: str, box: dict) -> None:
         if isinstance(path, str):
             box["cfg"] = json.loads(Path(path).read_text())
     except Exception as exc:  # offline, gated, unknown: said in one line by the caller
-        box["error"] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        box["error"] = f"{type(exc).__name__}: {first[:100]}" if first else type(exc).__name__
 
 
 def model_configs(model_ids, cache_dir, timeout: float = LOOKUP_TIMEOUT) -> dict:
