@@ -13,6 +13,11 @@ weights. Variants (each a few optimizer steps of AdamW on random tokens, after w
   with per-document positions and flash-attention-2, if flash-attn is installed) on top of the
   fp32-master / fsdp variants.
 
+A kernel-level benchmark (a hand-written training loop, the HF full-logits loss), NOT the workflow's path:
+TRL 1.16 scores through its own chunked LM head at completion positions and turns Liger's fused linear
+cross-entropy off (the ``+liger`` variant here keeps it on). The workflow's own numbers (TRL SFTTrainer,
+FSDP2 with fp32 gradient reduce-scatter, peak vs memory plan) come from ``benchmarks/gpu_check.py``.
+
 MFU = 6 x parameters x tokens/s / peak dense bf16 FLOP/s of the GPU (``--peak-tflops``, default
 from the device name: H100/H200 SXM 989, A100 312; attention FLOPs are not counted, so MFU is
 slightly understated at long sequences). Peak memory: torch.cuda.max_memory_allocated (GPU) or the

@@ -43,10 +43,12 @@ def test_paper_trains_mmlu_pro_as_the_authors(tmp_path):
     assert len(settings) == 7 * 6 * 10
     for (model, dataset, run), s in settings.items():
         if dataset == "mmlu_pro":  # the authors' LARGE_DATASETS loop: 3 epochs, 1 x 4 processes, checkpointing
+            # except the 14B, whose 8 GPUs cannot make 4 (models[].finetune wins over the dataset's)
+            batch = 8 if model.startswith("Qwen_Qwen2.5-14B-Instruct") else 4
             assert (s["num_train_epochs"], s["global_batch_size"], s["per_device_train_batch_size"],
-                    s["gradient_checkpointing"]) == (3, 4, 1, True), (model, run)
+                    s["gradient_checkpointing"]) == (3, batch, 1, True), (model, run)
         else:
-            assert (s["num_train_epochs"], s["global_batch_size"], s["per_device_train_batch_size"]) == (5, 8, 2)
+            assert (s["num_train_epochs"], s["global_batch_size"], s["per_device_train_batch_size"]) == (5, 8, 1)
         assert s["learning_rate"] == 5e-6 and s["max_length"] == 4096  # the rest from `finetune`
 
 

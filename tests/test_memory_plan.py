@@ -33,13 +33,25 @@ def test_state_memory_is_16_bytes_per_parameter_sharded(name, gpus):
         closed_form * 10 / 16, rel=0.15)
 
 
-def test_activation_checkpointing_and_liger_reduce_the_peak():
+def test_activation_checkpointing_reduces_the_peak_and_liger_does_not_change_the_logits():
+    """TRL 1.16 scores through its chunked LM head (tiles of 4096 tokens x 32768 vocabulary) and switches
+    Liger's fused cross-entropy off: the logits term is one tile, with or without Liger (issue 18, item 7)."""
     cfg = MODELS["Qwen/Qwen2.5-1.5B-Instruct"]
     full = plan(cfg, batch=2, seq=4096, checkpointing=False)
     ckpt = plan(cfg, batch=2, seq=4096, checkpointing=True)
     liger = plan(cfg, batch=2, seq=4096, checkpointing=True, liger=True)
     assert full["activations_gb"] > 5 * ckpt["activations_gb"]
-    assert liger["logits_gb"] < ckpt["logits_gb"] and liger["total_gb"] < ckpt["total_gb"]
+    assert liger["logits_gb"] == ckpt["logits_gb"] == pytest.approx(4096 * 32768 * 6 / 1e9)
+    assert ckpt["logits_gb"] < 1.0  # was 22.4 GB for Qwen (full b*s*V logits x 3)
+
+
+def test_fsdp2_keeps_the_root_unit_gathered():
+    """Under FSDP2 the embeddings/final norm/LM head (not a decoder layer) are one unit gathered in bf16 with
+    their bf16 gradient: not divided by the GPUs (issue 18, item 7)."""
+    cfg = MODELS["Qwen/Qwen2.5-7B-Instruct"]
+    root = cfg["vocab_size"] * cfg["hidden_size"] * 2  # untied
+    e4, e8 = plan(cfg, gpus=4, batch=1, seq=4096), plan(cfg, gpus=8, batch=1, seq=4096)
+    assert e4["compute_copy_gb"] == e8["compute_copy_gb"] > 4 * root / 1e9
 
 
 def test_what_fits_where():
@@ -103,6 +115,11 @@ def test_dry_run_stops_a_finetune_that_cannot_fit_and_uses_per_model_gpus(tmp_pa
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "--count 8" in out and "--count 1" in out and "--gpus 8" in out
+    # the 14B's host RAM plan (fp32 load on rank 0 + 8 ranks) is above its mem_mb 64000: the job asks for the plan
+    from crossdiff.finetune.memory_plan import host_plan
+
+    need = host_plan(MODELS["Qwen/Qwen2.5-14B-Instruct"], ranks=8, rank0_loading=True)["mem_mb"]
+    assert need > 64000 and f"mem_mb={need}" in out and "requesting mem_mb" in out
 
 
 def test_a_job_on_a_too_small_gpu_stops_before_loading(tmp_path, monkeypatch):

@@ -143,11 +143,11 @@ def test_chat_rendering_with_qwen_template():
     class Tok:
         chat_template = (REPO / "tests" / "fixtures" / "chat" / "qwen2.5.jinja").read_text()
 
-        def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+        def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False, **template_vars):
             from transformers.utils.chat_template_utils import render_jinja_template
 
             rendered, _ = render_jinja_template(conversations=[messages], chat_template=self.chat_template,
-                                                add_generation_prompt=add_generation_prompt)
+                                                add_generation_prompt=add_generation_prompt, **template_vars)
             return rendered[0]
 
     system = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
@@ -366,9 +366,9 @@ def test_lm_eval_chat_requests_match_render_prompt(tmp_path):
     class Tok:
         chat_template = template
 
-        def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+        def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False, **template_vars):
             rendered, _ = render_jinja_template(conversations=[messages], chat_template=template,
-                                                add_generation_prompt=add_generation_prompt)
+                                                add_generation_prompt=add_generation_prompt, **template_vars)
             return rendered[0]
 
     settings = {"source": "hub", "adapter": "arc", "path": str(PATHS["arc"])}

@@ -75,7 +75,7 @@ def test_multiple_choice():
 class FakeChatTokenizer:
     chat_template = "{% for m in messages %}<{{m.role}}>{{m.content}}{% endfor %}"
 
-    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True, **template_vars):
         return "".join(f"<{m['role']}>{m['content']}" for m in messages) + ("<assistant>" if add_generation_prompt else "")
 
 

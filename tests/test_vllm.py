@@ -16,10 +16,14 @@ def test_tensor_parallel_fills_the_jobs_gpus():
     assert vllm_model_args("/m", s, 4) == {
         "pretrained": "/m", "dtype": "bfloat16", "batch_size": 32, "tensor_parallel_size": 4,
         "data_parallel_size": 1, "gpu_memory_utilization": 0.9, "seed": 42,
-        "generation_config": "vllm"}
+        "generation_config": "vllm", "chat_template_args": {"date_string": "26 Jul 2024"}}
 
 
-def test_data_parallel_and_explicit_settings():
+def test_data_parallel_and_explicit_settings(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "ray" else real(name, *a))  # as if ray were installed
     s = resolve_settings({"backend": "vllm", "data_parallel": 2, "gpu_memory_util": 0.8, "seed": 7, "dtype": "float16",
                           "max_model_len": 8192, "batch_size": "auto", "model_args": {"enforce_eager": True}})
     args = vllm_model_args("ckpt", s, 8)

@@ -157,24 +157,28 @@ def sft_data_path(wildcards):
     return f"results/sft/{d}/{label}.jsonl"
 
 
-def finetune_config(name):
-    """The fine-tuning settings of a dataset, merged in this order (later wins, key by key):
-    crossdiff's defaults (crossdiff/finetune/settings.py) < `finetune` < `datasets.<name>.finetune`;
-    the run's design (seed, curriculum order) then applies on top (run_settings_json).
+def finetune_config(name, model=None):
+    """The fine-tuning settings of a dataset (and model), merged in this order (later wins, key by key):
+    crossdiff's defaults (crossdiff/finetune/settings.py) < `finetune` < `datasets.<name>.finetune`
+    < `models[].finetune`; the run's design (seed, curriculum order) then applies on top
+    (run_settings_json).
     """
-    return {**config["finetune"], **(dataset(name).get("finetune") or {})}
+    per_model = (MODELS[model].get("finetune") or {}) if model else {}
+    return {**config["finetune"], **(dataset(name).get("finetune") or {}), **per_model}
 
 
 def run_settings(wildcards):
-    """finetune settings of one run: the dataset's (finetune_config), with the run's seed and, for
-    curricula, no shuffling."""
-    return run_settings_json(wildcards.dataset, wildcards.run)
+    """finetune settings of one run: the dataset's and model's (finetune_config), with the run's
+    seed and, for curricula, no shuffling."""
+    return run_settings_json(wildcards.dataset, wildcards.model, wildcards.run)
 
 
 @functools.cache
-def run_settings_json(name, run):
+def run_settings_json(name, model, run):
     return cli_json(
-        design.finetune_settings(finetune_config(name), config["study"], run, N_BINS)
+        design.finetune_settings(
+            finetune_config(name, model), config["study"], run, N_BINS
+        )
     )
 
 

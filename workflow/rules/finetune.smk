@@ -14,7 +14,7 @@ rule finetune:
         # ONE SLURM task holding all the job's GPUs (its command starts the ranks): 0 keeps the
         # slurm plugin from adding --ntasks-per-gpu even when a profile sets `tasks`
         tasks_per_gpu=0,
-        mem_mb=lambda wc, attempt: finetune_resources(wc.model)["mem_mb"] * attempt,
+        mem_mb=lambda wc, attempt: finetune_mem_mb(wc.model) * attempt,
         runtime=lambda wc, attempt: finetune_resources(wc.model)["runtime"] * attempt,
     params:
         base=lambda wc: shlex.quote(base_model_ref(wc.model)),

@@ -24,50 +24,50 @@ def finetune_gpu_prefix():
 
 
 def check_finetune_memory():
-    """Stop the dry run when a model's fine-tune cannot fit its GPUs (crossdiff/finetune/memory_plan.py)."""
-    import sys
-
+    """Stop the dry run when a model's fine-tune cannot run: batch split, GPU memory, host RAM
+    (crossdiff/finetune/plan_check.py). Returns {model: planned host mem_mb}."""
     from snakemake.exceptions import WorkflowError
 
-    from crossdiff.finetune.settings import resolve_settings, world_size
-    from crossdiff.finetune.memory_plan import fit_message, read_config, settings_plan
+    from crossdiff.errors import CrossdiffError
+    from crossdiff.finetune.plan_check import check_models
+    from crossdiff.finetune.settings import resolve_settings
 
     mode = config["resources"]["memory_check"]
     if mode == "off":
-        return
-    # one plan per distinct dataset setting (datasets.<name>.finetune may change batch, length, checkpointing)
-    settings = {
-        cli_json(finetune_config(d)): finetune_config(d) for d in study_datasets()
-    }
-    plans = [(mod, resolve_settings(s)) for mod in MODELS for s in settings.values()]
-    warned = set()
-    for model, s in plans:
-        m = MODELS[model]
-        res = finetune_resources(model)
-        if not res["gpu"] or m["build"] or s["device"] == "cpu":
-            continue
-        cfg = read_config(m["id"])
-        if cfg is None and model not in warned:
-            warned.add(model)
-            print(
-                f"warning: memory plan skipped for {m['id']}: its config.json is neither local, "
-                "cached nor downloadable now; each job checks again when it starts",
-                file=sys.stderr,
+        return {}
+    # one check per distinct setting (datasets.<name>.finetune and models[].finetune may change batch,
+    # length, checkpointing); each model requests the largest host plan of its fine-tunes
+    by_setting = {}
+    for d in study_datasets():
+        for model in MODELS:
+            s = finetune_config(d, model)
+            entry = by_setting.setdefault(cli_json(s), (s, {}, []))
+            entry[1][model] = MODELS[model]
+            entry[2].append(d)
+    planned = {}
+    for s, models, names in by_setting.values():
+        try:
+            mem = check_models(
+                models,
+                resolve_settings(s),
+                finetune_resources,
+                config["resources"]["model_config_cache"],
+                mode,
             )
-        if cfg is None:
-            continue
-        n = world_size(s, res["gpu"])
-        msg = fit_message(
-            m["id"], settings_plan(cfg, s, n), res["gpu"], res["gpu_mem_gb"]
-        )
-        if msg and mode == "error":
-            raise WorkflowError(msg)
-        if msg:
-            print(f"warning: {msg}", file=sys.stderr)
+        except CrossdiffError as exc:
+            names = ", ".join(sorted(set(names)))
+            raise WorkflowError(f"fine-tune settings of datasets {names}:\n{exc}")
+        for model, mb in mem.items():
+            planned[model] = max(planned.get(model, 0), mb)
+    return planned
 
 
-if study_datasets():
-    check_finetune_memory()
+PLANNED_HOST_MB = check_finetune_memory() if study_datasets() else {}
+
+
+def finetune_mem_mb(model):
+    """resources mem_mb, raised to the host RAM plan of the model's fine-tune when that is larger."""
+    return max(finetune_resources(model)["mem_mb"], PLANNED_HOST_MB.get(model, 0))
 
 
 def finetuned_model_output():

@@ -6,6 +6,7 @@ import os
 
 from crossdiff.errors import CrossdiffError
 from crossdiff.evaluate.decoding import VLLM_ARGS
+from crossdiff.prompts.format import CHAT_TEMPLATE_KWARGS
 
 
 def visible_gpus() -> int:
@@ -35,16 +36,40 @@ def vllm_model_args(model_path, s: dict, n_gpus: int) -> dict:
     if tp * dp != n_gpus:
         raise CrossdiffError(f"evaluation settings: tensor_parallel {tp} x data_parallel {dp} = {tp * dp} GPU(s), "
                              f"but the job has {n_gpus} (resources.evaluate.gpu); make them match")
+    if dp > 1:
+        from importlib.util import find_spec
+
+        if find_spec("ray") is None:
+            raise CrossdiffError("evaluation settings.data_parallel > 1: lm-eval runs vLLM replicas as Ray actors, and "
+                                 "ray is not installed (not a vllm dependency). Use data_parallel: 1 (one replica per "
+                                 "job; snakemake runs jobs in parallel), or pip install ray; note that lm-eval then "
+                                 "rebuilds the engines for every request batch")
     dtype = s["dtype"] if s["dtype"] != "auto" else "bfloat16"
     if s["max_length"] and s["max_model_len"] and s["max_length"] != s["max_model_len"]:
         raise CrossdiffError("evaluation settings: max_length and max_model_len differ; set one")
     args = {"pretrained": str(model_path), "dtype": dtype, "batch_size": s["batch_size"],
             "tensor_parallel_size": tp, "data_parallel_size": dp, "gpu_memory_utilization": float(s["gpu_memory_util"]),
-            "seed": int(s["seed"]), **VLLM_ARGS}  # the model's generation_config.json never changes the decoding
+            "seed": int(s["seed"]), "chat_template_args": dict(CHAT_TEMPLATE_KWARGS),
+            **VLLM_ARGS}  # the model's generation_config.json never changes the decoding
     if s["max_model_len"] or s["max_length"]:
         args["max_model_len"] = int(s["max_model_len"] or s["max_length"])
     extra = dict(s["model_args"])
+    args["chat_template_args"].update(extra.pop("chat_template_args", None) or {})
     clash = sorted(set(extra) & set(args))
     if clash:
         raise CrossdiffError(f"evaluation settings.model_args repeats {clash}; set them with their own keys")
     return {**args, **extra}
+
+
+def hf_model_kwargs(s: dict) -> dict:
+    """Extra HFLM keyword arguments. ``batch_size: auto`` sizes batches at HFLM's ``max_length``, which is the
+    model's whole context (131072 for Llama 3.x) unless set: detection then settles at 1-2 sequences. So with
+    auto and no ``max_length``, ``auto_batch_max_length`` bounds it (prompt + generated tokens; longer contexts
+    are cut from the left by lm-eval)."""
+    kwargs = dict(s["model_args"])
+    kwargs["chat_template_args"] = {**CHAT_TEMPLATE_KWARGS, **(kwargs.get("chat_template_args") or {})}
+    if s["max_length"]:
+        kwargs["max_length"] = s["max_length"]
+    elif s["batch_size"] == "auto" and "max_length" not in kwargs:
+        kwargs["max_length"] = int(s["auto_batch_max_length"])
+    return kwargs

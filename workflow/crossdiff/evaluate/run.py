@@ -34,6 +34,8 @@ tensor_parallel  "auto"     vllm: GPUs per model replica ("auto" = all GPUs of t
 data_parallel    1          vllm: model replicas, each on tensor_parallel GPUs
 gpu_memory_util  0.9        vllm: share of each GPU's memory for weights + KV cache
 max_model_len    null       vllm: context length (null = the model's; also set by max_length)
+auto_batch_max_length 8192  hf with batch_size "auto" and no max_length: the length batches are
+                            sized at (else the model's full context: batch 1-2)
 ===============  =========  ==============================================================
 
 The job's GPUs are those in ``CUDA_VISIBLE_DEVICES`` (set by ``crossdiff gpu-run`` and SLURM from
@@ -56,7 +58,7 @@ import yaml
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import atomic_path, write_json, write_jsonl, write_text
-from crossdiff.evaluate.backends import visible_gpus, vllm_model_args  # noqa: F401 - part of this module's API
+from crossdiff.evaluate.backends import hf_model_kwargs, visible_gpus, vllm_model_args  # noqa: F401 - part of this module's API
 from crossdiff.evaluate.decoding import model_generation_fields, neutralize_hf, report
 from crossdiff.prompts.format import PromptFormat
 from crossdiff.prompts.math_check import uses_math, verdicts
@@ -74,6 +76,7 @@ DEFAULTS = {
     "data_parallel": 1,
     "gpu_memory_util": 0.9,
     "max_model_len": None,
+    "auto_batch_max_length": 8192,
 }
 
 #: number of model loads done by :func:`load_lm` in this process (tests assert one per checkpoint)
@@ -163,9 +166,7 @@ def load_lm(model_path, s: dict):
     dtype = s["dtype"]
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    kwargs = dict(s["model_args"])
-    if s["max_length"]:
-        kwargs["max_length"] = s["max_length"]
+    kwargs = hf_model_kwargs(s)
     t0 = time.time()
     if s["backend"] == "vllm":
         from importlib.util import find_spec

@@ -18,10 +18,21 @@ Bytes per parameter (AdamW, full fine-tuning), sharded over N GPUs by FSDP FULL_
 Activations per GPU (bf16, per micro-batch of b sequences of s tokens; flash/SDPA attention, no s^2
 term): without activation checkpointing ``b*s*L*(18*h + 4*I + 4*n_kv*d) * 2 bytes`` (inputs of
 every norm, projection, activation and the attention output kept for the backward); with it only
-each layer's input (``b*s*h*2`` per layer) plus one layer's full activations. Logits: ``b*s*V``
-in bf16 plus their fp32 copy for the loss (x 3 with its gradient); Liger's fused linear cross-entropy
-avoids materializing them (counted as a quarter). Plus 1.5 GB of CUDA context and workspace, and 10%
-for allocator fragmentation.
+each layer's input (``b*s*h*2`` per layer) plus one layer's full activations. Logits: TRL (1.16)
+scores through its own chunked fused LM head at completion positions only, in tiles of at most
+4096 tokens x 32768 vocabulary entries (bf16 product + fp32 softmax statistics), and switches Liger's
+fused linear cross-entropy off: ``min(b*s, 4096) * min(V, 32768) * 6`` bytes whatever Liger does.
+Under FSDP2 the root unit (embeddings, final norm, LM head: not a decoder layer) stays gathered in
+bf16 from the forward to its backward, with its bf16 gradient before the reduce-scatter:
+``(2 + 2) * P_root``. Gradient accumulation under FSDP2 reduce-scatters every micro-batch
+(``sync_each_batch``), so no unsharded full-model gradient is kept between micro-batches.
+Plus 1.5 GB of CUDA context and workspace, and 10% for allocator fragmentation.
+
+Host RAM per job (``host_plan``): ``from_pretrained`` reads fp32 weights, and the FSDP2 wrap (or
+the move to the GPU) holds a second, partial copy at its peak: ``1.4 * 4 * P`` per process that
+loads. With FSDP2 and ``cpu_ram_efficient_loading`` only rank 0 loads (crossdiff sets
+ACCELERATE_USE_FSDP for transformers; the other ranks start on the meta device); otherwise (single
+GPU, DDP) every rank does. Plus 4 GB per rank for the interpreter, CUDA host state and the data.
 
 This is a plan, not a measurement: it is meant to be conservative to within ~15%, which is what
 decides whether a configuration can run at all (``benchmarks/sft_throughput.py`` measures the peak).
@@ -37,6 +48,9 @@ from crossdiff.errors import CrossdiffError
 GB = 1e9
 CONTEXT_BYTES = 1.5 * GB
 FRAGMENTATION = 1.10
+TOKEN_TILE, VOCAB_TILE = 4096, 32768  # trl.kernels.chunked_logprob tiles
+LOAD_FACTOR = 1.4  # peak host bytes while loading + wrapping, per fp32 byte of the model
+RANK_HOST_BYTES = 4 * GB
 
 
 def _get(cfg: dict, *names, default=None):
@@ -93,12 +107,15 @@ def plan(cfg: dict, *, gpus: int = 1, batch: int = 1, seq: int = 4096, master: s
         compute = 0.0
     else:
         state = (4 + 4 + (2 if eight_bit else 8)) * p / n
-        compute = 2 * p if n == 1 else 2 * 2 * layer_params(sh) + 2 * sh["vocab"] * sh["hidden"] * 2 / n
+        root = sh["vocab"] * sh["hidden"] * (1 if sh["tied"] else 2) + sh["hidden"]
+        # one GPU: autocast's bf16 weight copies; FSDP2: two decoder layers in flight + the root unit
+        # gathered in bf16 with its bf16 gradient
+        compute = 2 * p if n == 1 else 2 * 2 * layer_params(sh) + (2 + 2) * root
     h, L, i, kvd = sh["hidden"], sh["layers"], sh["intermediate"], sh["kv_heads"] * sh["head_dim"]
     tokens = batch * seq
     per_layer_full = tokens * (18 * h + 4 * i + 4 * kvd) * 2
     acts = (tokens * h * 2 * L + per_layer_full) if checkpointing else per_layer_full * L
-    logits = tokens * sh["vocab"] * (2 + 4) * 3 * (0.25 if liger else 1.0)
+    logits = min(tokens, TOKEN_TILE) * min(sh["vocab"], VOCAB_TILE) * (2 + 4)  # TRL's chunked LM head; liger: no change
     total = (state + compute + acts + logits) * FRAGMENTATION + CONTEXT_BYTES
     return {
         "params": p,
@@ -109,6 +126,17 @@ def plan(cfg: dict, *, gpus: int = 1, batch: int = 1, seq: int = 4096, master: s
         "logits_gb": logits / GB,
         "total_gb": total / GB,
     }
+
+
+def host_plan(cfg: dict, *, ranks: int = 1, rank0_loading: bool = False, lora: bool = False) -> dict:
+    """Peak host RAM (bytes) of one fine-tuning job of ``ranks`` processes (see the module docstring)."""
+    p = param_count(cfg)
+    n = max(1, int(ranks))
+    per_load = (2 if lora else 4) * p * LOAD_FACTOR
+    loaders = 1 if (rank0_loading and n > 1) else n
+    total = loaders * per_load + n * RANK_HOST_BYTES
+    return {"params": p, "ranks": n, "loaders": loaders, "host_gb": total / GB,
+            "mem_mb": int(-(-total // 1e6)), "rank0_loading": loaders == 1 and n > 1}
 
 
 def read_config(model_ref, model_dir=None) -> dict | None:
@@ -150,7 +178,7 @@ def fit_message(model, est: dict, gpus: int, gpu_mem_gb: float) -> str | None:
     if hint_gpus:
         hints.append(f"give it more GPUs (models[].resources.gpu: {hint_gpus})")
     hints.append("lower finetune.per_device_train_batch_size (raise global_batch_size's accumulation) or max_length")
-    hints.append("turn on finetune.gradient_checkpointing / use_liger_kernel")
+    hints.append("turn on finetune.gradient_checkpointing")
     hints.append("or set models[].resources.gpu_mem_gb to your GPUs' real memory")
     return (
         f"model {model}: the fine-tune needs about {est['total_gb']:.0f} GB per GPU on {gpus} GPU(s) "

@@ -33,8 +33,8 @@ global_batch_size              null         effective batch; accumulation = glob
 max_length                     1024         tokens per example (longer ones are truncated)
 max_steps                      -1           > 0 overrides epochs
 gradient_checkpointing         "auto"       activation checkpointing; "auto" = on CUDA only
-use_liger_kernel               false        Liger kernels (fused RMSNorm/SwiGLU/RoPE/linear
-                                            cross-entropy; GPU, needs liger-kernel)
+use_liger_kernel               false        Liger kernels (fused RMSNorm/SwiGLU/RoPE; TRL 1.16
+                                            turns its fused cross-entropy off; GPU, liger-kernel)
 padding_free                   false        TRL padding-free batching (needs flash attention)
 attn_implementation            null         e.g. "sdpa", "flash_attention_2"; null = transformers'
 device                         "auto"       "auto" (cuda if available), "cuda" or "cpu"
@@ -51,6 +51,8 @@ lora                           null         null = full fine-tuning; or {"r": 16
                                             "dropout": 0.05, "target_modules": "all-linear"}
 shuffle                        true         false = train in file order (curricula: the
                                             trainer's sequential sampler, see crossdiff.study.designs)
+ddp_timeout                    7200         seconds a rank waits at a collective (a 14B rank-0
+                                            gather and save outlasts transformers' 1800)
 =============================  ===========  =====================================================
 """
 
@@ -92,10 +94,11 @@ DEFAULTS: dict = {
     "keep_checkpoints": False,
     "lora": None,
     "shuffle": True,
+    "ddp_timeout": 7200,
 }
 LORA_DEFAULTS = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
 # settings that do not change what is trained: left out of the resume fingerprint
-NOT_FINGERPRINTED = {"keep_checkpoints", "save_total_limit", "save_steps", "logging_steps", "save_dtype"}
+NOT_FINGERPRINTED = {"ddp_timeout", "keep_checkpoints", "save_total_limit", "save_steps", "logging_steps", "save_dtype"}
 
 PURE_BF16_MESSAGE = (
     "finetune settings: master_weights 'bf16' trains pure-bf16 weights (parameters, gradients and AdamW "

@@ -7,8 +7,10 @@ always loads a plain model.
 Precision (see settings.py): the model is loaded with fp32 parameters; on a GPU the forward and
 backward run in bf16 (Trainer ``bf16=True`` = torch autocast; under FSDP the engine's mixed
 precision casts the gathered shards to bf16 while the sharded fp32 parameters stay the master
-copy), so AdamW updates fp32 weights with fp32 moments. The saved model is cast once to
-``save_dtype`` (bf16 when trained with bf16 compute).
+copy, and gradients are reduce-scattered in fp32 every micro-batch: fp32_gradient_reduction,
+sync_each_batch), so AdamW updates fp32 weights with fp32 moments. Under FSDP2 with
+``cpu_ram_efficient_loading`` only rank 0 reads the weights (rank0_loading_env). The saved model is cast
+once to ``save_dtype`` (bf16 when trained with bf16 compute) and config.json says so.
 """
 
 from __future__ import annotations
@@ -50,40 +52,38 @@ def _fsdp_args(s: dict, grad_ckpt: bool) -> dict:
             "cpu_ram_efficient_loading": bool(s["cpu_ram_efficient_loading"]),
             "activation_checkpointing": grad_ckpt,
         },
+        # reduce-scatter every micro-batch: without it FSDP2 keeps an unsharded gradient of the whole model
+        # between the micro-batches of an accumulation step
+        "accelerator_config": {"gradient_accumulation_kwargs": {"sync_each_batch": True}},
     }
 
 
+def is_bnb_optimizer(optim: str) -> bool:
+    return "8bit" in optim or "bnb" in optim or optim.startswith(("paged_", "lion_"))
+
+
 def engine_for(s: dict, n_processes: int, on_gpu: bool) -> str:
-    """single | ddp | fsdp2. accelerate enables FSDP only on accelerators: CPU ranks run DDP over gloo."""
-    if n_processes <= 1:
+    """single | ddp | fsdp2. accelerate enables FSDP only on accelerators: CPU ranks run DDP over gloo, unless
+    the launcher asked accelerate for FSDP (ACCELERATE_USE_FSDP, as ``accelerate launch --use_fsdp`` does;
+    tests/test_fsdp_cpu.py makes accelerate honour it on CPU)."""
+    asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
+    if n_processes <= 1 and not (asked and "LOCAL_RANK" in os.environ):  # FSDP2 at world size 1: a launched rank
         return "single"
-    if s["sharding"] == "fsdp" and on_gpu:
+    if s["sharding"] == "fsdp" and (on_gpu or asked):
         if s["lora"]:
             raise CrossdiffError("finetune settings: lora with sharding 'fsdp' is not supported; use sharding: ddp")
+        if is_bnb_optimizer(s["optim"]):
+            raise CrossdiffError(f"finetune settings.optim {s['optim']!r} (bitsandbytes) does not work with FSDP2 "
+                                 "(bitsandbytes#1633): use adamw_torch, or sharding: ddp")
         return "fsdp2"
     return "ddp"
 
 
-def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFormat, callbacks=(), n_processes: int = 1):
-    """Construct the SFTTrainer (exposed so tests can inspect its collator and batches)."""
-    from crossdiff.hub import offline_env
-
-    offline_env(model_path)
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
-
-    device = choose_device(s)
-    on_gpu = device == "cuda"
-    prec = precision_plan(s, on_gpu, on_gpu and torch.cuda.is_bf16_supported())
-    grad_ckpt = on_gpu and s["gradient_checkpointing"] in (True, "auto")
-    engine = engine_for(s, n_processes, on_gpu)
-    accum = accumulation_steps(s, n_processes)
+def sft_config_kwargs(s: dict, work_dir, *, engine: str, on_gpu: bool, prec: dict, grad_ckpt: bool, accum: int) -> dict:
+    """SFTConfig's arguments for resolved settings (tests build a real SFTConfig from them under the pinned
+    transformers/TRL: a renamed field fails there, not on the first GPU)."""
     extra = _fsdp_args(s, grad_ckpt) if engine == "fsdp2" else {}
-    # the config first: with FSDP it tells transformers (FSDP_CPU_RAM_EFFICIENT_LOADING) that only
-    # rank 0 reads the weights
-    config = SFTConfig(
+    return dict(
         output_dir=str(work_dir),
         num_train_epochs=s["num_train_epochs"],
         max_steps=s["max_steps"],
@@ -97,7 +97,9 @@ def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFo
         optim=s["optim"],
         per_device_train_batch_size=s["per_device_train_batch_size"],
         gradient_accumulation_steps=accum,
-        max_length=s["max_length"],
+        # padding-free batches: TRL refuses max_length without packing (it would not enforce it), so the
+        # examples are truncated here instead (truncate_dataset, after TRL's tokenization)
+        max_length=None if s["padding_free"] else s["max_length"],
         seed=s["seed"],
         data_seed=s["seed"],
         bf16=prec["compute_bf16"],
@@ -121,9 +123,79 @@ def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFo
         dataloader_num_workers=0,
         dataset_num_proc=None,
         ddp_find_unused_parameters=False if engine == "ddp" else None,
+        # a 14B rank-0 gather + save can outlast the default 30 min while the other ranks wait at the barrier
+        ddp_timeout=int(s["ddp_timeout"]),
         disable_tqdm=False,
         **extra,
     )
+
+
+def rank0_loading_env(config) -> None:
+    """transformers reads the weights on rank 0 only (the others build the model on the meta device and get
+    their shards from rank 0 when FSDP2 wraps it) when ACCELERATE_USE_FSDP and FSDP_CPU_RAM_EFFICIENT_LOADING
+    are set and the process group is up, before ``from_pretrained``. ``accelerate launch --multi_gpu``
+    sets neither: without this every rank holds a full fp32 copy in host RAM."""
+    _ = config.device  # initializes accelerate's PartialState, i.e. the process group
+    os.environ["ACCELERATE_USE_FSDP"] = "true"
+    os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "true"
+    from transformers.distributed.fsdp import is_fsdp_enabled
+
+    print(f"rank {os.environ.get('RANK', '0')}: rank-0 loading {'on' if is_fsdp_enabled() else 'OFF'}", flush=True)
+
+
+def fp32_gradient_reduction(trainer) -> None:
+    """FSDP2 with bf16 compute: all-gather bf16 parameters but reduce-scatter gradients in fp32 (accelerate's
+    default policy reduces in bf16), so the fp32 master weights get fp32 gradient sums."""
+    import torch
+
+    plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+    if plugin is None:
+        return
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    plugin.mixed_precision_policy = MixedPrecisionPolicy(
+        param_dtype=torch.bfloat16, reduce_dtype=torch.float32, output_dtype=torch.bfloat16)
+
+
+def truncate_dataset(dataset, max_length: int):
+    """Cut every per-token column of a tokenized dataset to ``max_length`` (what TRL does when it gets
+    max_length; with padding_free it cannot)."""
+    def cut(example):
+        n = len(example["input_ids"])
+        return {k: (v[:max_length] if isinstance(v, list) and len(v) == n else v) for k, v in example.items()}
+
+    return dataset.map(cut)
+
+
+def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFormat, callbacks=(), n_processes: int = 1):
+    """Construct the SFTTrainer (exposed so tests can inspect its collator and batches)."""
+    from crossdiff.hub import offline_env
+
+    offline_env(model_path)
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    device = choose_device(s)
+    on_gpu = device == "cuda"
+    prec = precision_plan(s, on_gpu, on_gpu and torch.cuda.is_bf16_supported())
+    grad_ckpt = on_gpu and s["gradient_checkpointing"] in (True, "auto")
+    engine = engine_for(s, n_processes, on_gpu)
+    accum = accumulation_steps(s, n_processes)
+    # the config first: with FSDP it tells transformers (FSDP_CPU_RAM_EFFICIENT_LOADING) that only
+    # rank 0 reads the weights
+    config = SFTConfig(**sft_config_kwargs(s, work_dir, engine=engine, on_gpu=on_gpu, prec=prec,
+                                           grad_ckpt=grad_ckpt, accum=accum))
+    if engine == "fsdp2" and s["cpu_ram_efficient_loading"]:
+        rank0_loading_env(config)
+    if s["attn_implementation"] == "flash_attention_2":
+        from importlib.util import find_spec
+
+        if find_spec("flash_attn") is None:
+            raise CrossdiffError("finetune settings.attn_implementation is 'flash_attention_2' (needed by padding_free) "
+                                 "but flash-attn is not installed: pip install flash-attn==2.8.3.post2 --no-build-isolation "
+                                 "(envs/requirements-gpu.txt), or set padding_free: false and attn_implementation: null")
     load_dtype = torch.bfloat16 if prec["master_dtype"] == "bf16" else torch.float32
     kwargs = {"dtype": load_dtype}
     if s["attn_implementation"]:
@@ -154,6 +226,10 @@ def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFo
         peft_config=peft_config,
         callbacks=[completion_callback(), *callbacks],
     )
+    if s["padding_free"]:
+        trainer.train_dataset = truncate_dataset(trainer.train_dataset, s["max_length"])
+    if engine == "fsdp2" and prec["compute_bf16"]:
+        fp32_gradient_reduction(trainer)
     runtime = {
         "device": device,
         "bf16": prec["compute_bf16"],
@@ -165,8 +241,19 @@ def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFo
         "world_size": n_processes,
         "gradient_accumulation_steps": accum,
         "global_batch_size": s["per_device_train_batch_size"] * accum * n_processes,
+        "rank0_loading": engine == "fsdp2" and bool(s["cpu_ram_efficient_loading"]),
+        "gradient_reduce_dtype": "fp32" if engine != "single" else None,  # FSDP2: fp32_gradient_reduction
     }
     return trainer, tokenizer, runtime
+
+
+def saved_dtype_in_config(path: Path, save_dtype: str) -> None:
+    """config.json's ``dtype`` names the saved weights' dtype (save_pretrained writes the in-memory
+    model's, fp32 for a bf16 save): loaders with dtype "auto" (vLLM, lm-eval) then load what is on disk."""
+    cfg = json.loads(path.read_text())
+    cfg["dtype"] = "bfloat16" if save_dtype == "bf16" else "float32"
+    cfg.pop("torch_dtype", None)
+    write_json(cfg, path)
 
 
 def mean_train_loss(history: list[dict]) -> float | None:
@@ -199,6 +286,12 @@ def bf16_save_warnings(weights: dict, save_dtype: str) -> list[str]:
             f"learning rate, or save and evaluate in fp32 (finetune.save_dtype: fp32, evaluate.dtype: float32)"]
 
 
+def _peak_gpu_gb() -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None
+
+
 def assemble_metrics(*, model_path, train_path, rows, trainer, resume, wall, n_tokens_epoch, start_epoch,
                      s, fmt, runtime, weights: dict, param_dtype, optim_dtype, lengths: dict) -> dict:
     """Everything train_metrics.json records (add new entries here)."""
@@ -226,6 +319,7 @@ def assemble_metrics(*, model_path, train_path, rows, trainer, resume, wall, n_t
         "settings": s,
         "prompt": fmt.to_config(),
         "lengths": lengths,
+        "peak_gpu_gb": _peak_gpu_gb(),  # rank 0's torch.cuda.max_memory_allocated (None on CPU)
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         **runtime,
@@ -289,6 +383,7 @@ def train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s,
         )
         with atomic_path(output, directory=True) as tmp:
             model.save_pretrained(tmp, state_dict=state_dict)
+            saved_dtype_in_config(Path(tmp) / "config.json", runtime["save_dtype"])
             tokenizer.save_pretrained(tmp)
             write_json(metrics, Path(tmp) / "train_metrics.json")
         curve = metrics["loss_curve"]

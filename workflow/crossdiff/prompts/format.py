@@ -35,6 +35,11 @@ CHECKERS = ("exact", "math")
 MC_METRICS = ("acc", "acc_norm")
 NO_COMPLETION = ("error", "drop")
 
+#: variables every chat template is rendered with, in training and evaluation alike: Llama 3.x templates
+#: write today's date into the system header unless ``date_string`` is given, so a fine-tune and its
+#: evaluation on different days would see different prompts. The date is the templates' own fallback.
+CHAT_TEMPLATE_KWARGS = {"date_string": "26 Jul 2024"}
+
 
 @dataclass(frozen=True)
 class PromptFormat:
@@ -293,7 +298,8 @@ class PromptFormat:
         prompt = [{"role": "user", "content": record["user"]}]
         if record.get("system"):
             prompt.insert(0, {"role": "system", "content": record["system"]})
-        return {"prompt": prompt, "completion": [{"role": "assistant", "content": record["assistant"]}]}
+        return {"prompt": prompt, "completion": [{"role": "assistant", "content": record["assistant"]}],
+                "chat_template_kwargs": dict(CHAT_TEMPLATE_KWARGS)}
 
     def render_prompt(self, item: dict, tokenizer=None) -> str:
         """The exact text fed to the model at evaluation (chat-rendered when the chat template applies)."""
@@ -302,7 +308,7 @@ class PromptFormat:
         messages = [{"role": "user", "content": self.user_text(item)}]
         if self.instruction.strip():
             messages.insert(0, {"role": "system", "content": self.instruction.strip()})
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **CHAT_TEMPLATE_KWARGS)
 
     def render_training(self, item: dict, tokenizer=None) -> tuple[str, str]:
         """(prompt, completion) exactly as training sees them (chat-rendered when the chat template applies)."""
@@ -310,8 +316,8 @@ class PromptFormat:
         if not self.use_chat(tokenizer):
             return record["prompt"], record["completion"]
         ex = self.training_example(record, chat=True)
-        prompt = tokenizer.apply_chat_template(ex["prompt"], tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=False)
+        prompt = tokenizer.apply_chat_template(ex["prompt"], tokenize=False, add_generation_prompt=True, **CHAT_TEMPLATE_KWARGS)
+        full = tokenizer.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=False, **CHAT_TEMPLATE_KWARGS)
         if not full.startswith(prompt):
             raise CrossdiffError("the chat template renders the prompt differently with and without the answer; "
                                  "cannot split training text into prompt and completion")

@@ -30,8 +30,9 @@ def make_sft_data(items_path, bins_path, b: int, output: str | os.PathLike, prom
 def _token_lengths(tokenizer, example: dict, chat: bool) -> tuple[int, int]:
     """(prompt tokens, prompt+completion tokens) of one TRL example, tokenized the way SFTTrainer does."""
     if chat:
-        prompt = tokenizer.apply_chat_template(example["prompt"], tokenize=True, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=True)
+        kw = example.get("chat_template_kwargs") or {}
+        prompt = tokenizer.apply_chat_template(example["prompt"], tokenize=True, add_generation_prompt=True, **kw)
+        full = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=True, **kw)
         prompt, full = (x["input_ids"] if isinstance(x, dict) or hasattr(x, "keys") else x for x in (prompt, full))
     else:
         completion = example["completion"]

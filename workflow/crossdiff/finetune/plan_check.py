@@ -1,0 +1,127 @@
+"""Dry-run checks of every model's fine-tune (called once per snakemake invocation from
+workflow/rules/finetune_common.smk): the global batch divides into per-device batch x ranks, the GPU
+memory plan fits, and the job's host RAM (``mem_mb``) covers the host plan.
+
+``config.json`` of hub models: a local directory, the crossdiff cache (``<cache_dir>/<org>--<name>.json``,
+written on the first successful look-up), the HF cache, then ONE download attempt per model and
+invocation, all models at once, bounded by ``timeout`` seconds in all (none with HF_HUB_OFFLINE=1). With no route to the hub the
+dry run thus costs at most ``timeout`` per uncached model, not minutes of retries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from crossdiff.errors import CrossdiffError
+from crossdiff.io import write_json
+
+LOOKUP_TIMEOUT = 5.0
+
+
+def _download(model_id: str, box: dict) -> None:
+    try:
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+        path = try_to_load_from_cache(model_id, "config.json")
+        if not isinstance(path, str) and os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("1", "true", "yes"):
+            path = hf_hub_download(model_id, "config.json", etag_timeout=box["timeout"])
+        if isinstance(path, str):
+            box["cfg"] = json.loads(Path(path).read_text())
+    except Exception as exc:  # offline, gated, unknown: said in one line by the caller
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        box["error"] = f"{type(exc).__name__}: {first[:100]}" if first else type(exc).__name__
+
+
+def model_configs(model_ids, cache_dir, timeout: float = LOOKUP_TIMEOUT) -> dict:
+    """{model id: (config.json dict, None) or (None, why it was skipped)}. Uncached models are looked up
+    concurrently, so the whole call waits at most ``timeout`` seconds."""
+    out, pending = {}, {}
+    for model_id in dict.fromkeys(model_ids):
+        local = Path(model_id) / "config.json"
+        cached = Path(cache_dir) / (model_id.replace("/", "--") + ".json")
+        if local.is_file():
+            out[model_id] = (json.loads(local.read_text()), None)
+        elif cached.is_file():
+            out[model_id] = (json.loads(cached.read_text()), None)
+        else:
+            box = {"timeout": timeout}
+            worker = threading.Thread(target=_download, args=(model_id, box), daemon=True)  # never waited for beyond the deadline
+            worker.start()
+            pending[model_id] = (worker, box, cached)
+    deadline = time.monotonic() + timeout
+    for model_id, (worker, box, cached) in pending.items():
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if "cfg" in box:
+            write_json(box["cfg"], cached)
+            out[model_id] = (box["cfg"], None)
+        elif worker.is_alive():
+            out[model_id] = (None, f"no answer from the hub within {timeout:g} s")
+        else:
+            out[model_id] = (None, box.get("error") or "HF_HUB_OFFLINE=1 and not in the HF cache")
+    return out
+
+
+def model_config(model_id: str, cache_dir, timeout: float = LOOKUP_TIMEOUT) -> tuple[dict | None, str | None]:
+    """(config.json dict, None) or (None, why it was skipped)."""
+    return model_configs([model_id], cache_dir, timeout)[model_id]
+
+
+def check_model(model_id: str, cfg: dict | None, s: dict, res: dict) -> tuple[list[str], int | None]:
+    """(problems, planned host RAM in MB or None) for one model's fine-tune on ``res['gpu']`` GPUs."""
+    from crossdiff.finetune.memory_plan import fit_message, host_plan, settings_plan
+    from crossdiff.finetune.settings import accumulation_steps, world_size
+    from crossdiff.finetune.train import engine_for
+
+    problems = []
+    n = world_size(s, res["gpu"])
+    try:
+        accumulation_steps(s, n)
+        engine = engine_for(s, n, on_gpu=True)
+    except CrossdiffError as exc:
+        problems.append(f"model {model_id} on {n} GPU(s): {exc} (models[].resources.gpu or finetune settings)")
+        return problems, None
+    if cfg is None:
+        return problems, None
+    msg = fit_message(model_id, settings_plan(cfg, s, n), res["gpu"], res["gpu_mem_gb"])
+    if msg:
+        problems.append(msg)
+    host = host_plan(cfg, ranks=n, rank0_loading=engine == "fsdp2" and bool(s["cpu_ram_efficient_loading"]),
+                     lora=bool(s["lora"]))
+    return problems, host["mem_mb"]
+
+
+_NOTED: set = set()  # notes printed once per process (one check per distinct setting)
+
+
+def check_models(models: dict, s: dict, resources, cache_dir, mode: str = "error", timeout: float = LOOKUP_TIMEOUT) -> dict:
+    """Run check_model for every GPU-fine-tuned model; raise (mode error) or warn. Returns {model: planned
+    host mem_mb} for the models whose config.json could be read."""
+    planned, problems = {}, []
+    checked = {model: m for model, m in models.items()
+               if resources(model)["gpu"] and not m.get("build") and s["device"] != "cpu"}
+    configs = model_configs([m["id"] for m in checked.values()], cache_dir, timeout)
+    for model, m in checked.items():
+        res = resources(model)
+        cfg, why = configs[m["id"]]
+        if cfg is None and m["id"] not in _NOTED:
+            _NOTED.add(m["id"])
+            print(f"note: memory plan skipped for {m['id']} ({why}); each job checks its GPU memory when it "
+                  "starts", file=sys.stderr)
+        found, mem = check_model(m["id"], cfg, s, res)
+        problems += found
+        if mem is not None:
+            planned[model] = mem
+            if mem > res["mem_mb"] and (m["id"], mem) not in _NOTED:
+                _NOTED.add((m["id"], mem))
+                print(f"note: model {m['id']}: the fine-tune's host RAM plan is {mem / 1000:.0f} GB: requesting "
+                      f"mem_mb {mem} instead of {res['mem_mb']} (models[].resources.mem_mb)", file=sys.stderr)
+    if problems and mode == "error":
+        raise CrossdiffError("\n".join(problems))
+    for msg in problems:
+        print(f"warning: {msg}", file=sys.stderr)
+    return planned
