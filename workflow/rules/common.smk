@@ -119,9 +119,11 @@ import crossdiff.study.designs as design
 
 design.check_design(config["study"], N_BINS)
 import crossdiff.evaluate.zero_shot as zsm
+import crossdiff.evaluate.loss_measure as lsm
 
 for _name in DATASETS:
     zsm.check_by(_name, dataset(_name)["bins"]["by"], MODELS)
+    lsm.check_by(_name, dataset(_name)["bins"]["by"], MODELS)
     if dataset(_name)["bins"]["by"] != "irt" and not items_table(_name):
         raise crossdiff.errors.CrossdiffError(
             f"datasets.{_name}.bins.by = {dataset(_name)['bins']['by']!r} bins by an item-table "
@@ -183,11 +185,31 @@ def zero_shot_base_input(wildcards):
     return f"results/models/{m}" if MODELS[m]["build"] else []
 
 
+def loss_model(name):
+    """The model slug of bins.by: loss:<slug>, else None (crossdiff.evaluate.loss_measure)."""
+    return lsm.model_of(dataset(name)["bins"]["by"])
+
+
+def loss_base_input(wildcards):
+    """The built base model behind bins.by: loss:<slug> (nothing for hub ids)."""
+    m = loss_model(wildcards.dataset)
+    return f"results/models/{m}" if MODELS[m]["build"] else []
+
+
+def measure_table_of(name):
+    """The per-item table of a model-based bins.by (zero_shot:/loss:), else None."""
+    if zero_shot_model(name):
+        return f"results/bins/{name}/zero_shot_measure.parquet"
+    if loss_model(name):
+        return f"results/bins/{name}/loss_measure.parquet"
+    return None
+
+
 def bins_args(name):
     """make_bins options beyond today's: bins.by and bins.holdout_fraction (empty when both are off)."""
     out = ""
-    if zero_shot_model(name):
-        out += f" --by {shlex.quote(dataset(name)['bins']['by'])} --measure-table {shlex.quote(f'results/bins/{name}/zero_shot_measure.parquet')}"
+    if measure_table_of(name):
+        out += f" --by {shlex.quote(dataset(name)['bins']['by'])} --measure-table {shlex.quote(measure_table_of(name))}"
     elif dataset(name)["bins"]["by"] != "irt":
         out += f" --by {shlex.quote(dataset(name)['bins']['by'])} --item-table {shlex.quote(items_table(name))}"
     if config["bins"]["holdout_fraction"] > 0:
@@ -196,10 +218,8 @@ def bins_args(name):
 
 
 def bins_inputs(wildcards):
-    if zero_shot_model(wildcards.dataset):
-        return {
-            "measure": f"results/bins/{wildcards.dataset}/zero_shot_measure.parquet"
-        }
+    if measure_table_of(wildcards.dataset):
+        return {"measure": measure_table_of(wildcards.dataset)}
     by_column = dataset(wildcards.dataset)["bins"]["by"] != "irt"
     return {"item_table": items_table(wildcards.dataset)} if by_column else {}
 

@@ -107,3 +107,32 @@ rule zero_shot_measure:
         + "crossdiff zero-shot-measure --items {input.item_table:q} --irt {input.irt:q} "
         "--model {params.base} --model-name {params.model:q} --dataset {wildcards.dataset} "
         "--prompt {params.prompt} --settings {params.settings} --output {output.table:q} > {log:q} 2>&1"
+
+
+# bins.by: loss:<model slug>: that base model's mean NLL of every item's training target
+# (one model load, batched; independent of the bins: no cycle)
+rule loss_measure:
+    input:
+        base=loss_base_input,
+        item_table=lambda wc: items_table(wc.dataset),
+        irt="results/irt/{dataset}/items.parquet",
+    output:
+        "results/bins/{dataset}/loss_measure.parquet",
+    log:
+        "logs/loss_measure/{dataset}.log",
+    threads: config["resources"]["evaluate"]["threads"]
+    resources:
+        gpu=config["resources"]["evaluate"]["gpu"],
+        mem_mb=lambda wc, attempt: config["resources"]["evaluate"]["mem_mb"] * attempt,
+        runtime=lambda wc, attempt: config["resources"]["evaluate"]["runtime"] * attempt,
+    params:
+        model=lambda wc: loss_model(wc.dataset),
+        base=lambda wc: shlex.quote(base_model_ref(loss_model(wc.dataset))),
+        prompt=lambda wc: prompt_json(wc.dataset),
+        settings=cli_json(config["evaluate"]),
+    shell:
+        "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
+        + gpu_prefix("evaluate")
+        + "crossdiff loss-measure --items {input.item_table:q} --irt {input.irt:q} "
+        "--model {params.base} --model-name {params.model:q} --prompt {params.prompt} "
+        "--settings {params.settings} --output {output:q} > {log:q} 2>&1"
