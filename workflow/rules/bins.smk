@@ -149,11 +149,7 @@ rule difficulty_spearman:
         item_table=lambda wc, input: (
             f"--items {shlex.quote(input.item_table)}" if input.item_table else ""
         ),
-        measure=lambda wc, input: (
-            f"--measure {shlex.quote(dataset(wc.dataset)['bins']['by'] + '=' + input.measure)}"
-            if input.measure
-            else ""
-        ),
+        measure=lambda wc: spearman_measure_arg(wc.dataset),
     shell:
         "crossdiff plot-difficulty --figure spearman --irt-items {input.irt:q} "
         "{params.item_table} {params.measure} --title {wildcards.dataset} --output {output:q} > {log:q} 2>&1"

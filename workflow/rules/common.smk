@@ -205,6 +205,13 @@ def measure_table_of(name):
     return None
 
 
+def spearman_measure_arg(name):
+    """plot-difficulty --measure NAME=TABLE for a model-based bins.by (joins the Spearman figure)."""
+    table = measure_table_of(name)
+    by = dataset(name)["bins"]["by"]
+    return f"--measure {shlex.quote(f'{by}={table}')}" if table else ""
+
+
 def bins_args(name):
     """make_bins options beyond today's: bins.by and bins.holdout_fraction (empty when both are off)."""
     out = ""
