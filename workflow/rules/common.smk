@@ -147,8 +147,25 @@ def study_runs():
 
 @functools.cache
 def eval_labels():
-    """The train labels of every evaluation: zero-shot, then one per fine-tune."""
+    """The train labels of every evaluation: zero-shot, then one per fine-tune (study.methods: sft)."""
+    if "sft" not in config["study"]["methods"]:
+        return ("zero-shot",)
     return ("zero-shot",) + tuple(design.eval_label(r) for r in study_runs())
+
+
+# ---------------------------------------------------------------- in-context learning (crossdiff.evaluate.icl)
+import crossdiff.evaluate.icl as icl
+
+
+def icl_ks():
+    """study.icl.k as a list when study.methods has icl, else []."""
+    if "icl" not in config["study"]["methods"]:
+        return []
+    return icl.ks_of(config["study"]["icl"])
+
+
+def icl_labels():
+    return [icl.eval_label(k, b) for k in icl_ks() for b in train_bins()]
 
 
 def sft_data_path(wildcards):
@@ -309,6 +326,14 @@ def study_targets():
             f"results/figures/{name}/gain_vs_gap.png",
             f"results/figures/{name}/zero_shot.png",
         ]
+        if "sft" not in config["study"]["methods"]:  # ICL only: no fine-tune heatmaps
+            out = [f for f in out if f"/{name}/" not in f]
+        for k in icl_ks():  # ICL heatmaps beside SFT's (study.methods: icl)
+            out += [
+                f"results/figures/{name}/icl-k{k}/{model}/{kind}.png"
+                for model in MODELS
+                for kind in ("accuracy", "gain")
+            ]
         if size_study():
             out += [
                 f"results/figures/{name}/{model}/size_difficulty.png"
@@ -328,7 +353,7 @@ def all_eval_results(wildcards=None):
         f
         for name in study_datasets()
         for model in MODELS
-        for train in eval_labels()
+        for train in eval_labels() + tuple(icl_labels())
         for f in eval_outputs(model, name, train)
     ]
 
@@ -358,9 +383,14 @@ def summary_settings():
 def summary_images(wildcards=None):
     """The gain heatmaps shown on the report's front page (the first summary.front_figures)."""
     pairs = [(name, model) for name in study_datasets() for model in MODELS]
+    sft = ["."] if "sft" in config["study"]["methods"] else []
+    methods = sft + [
+        f"icl-k{k}" for k in icl_ks()
+    ]  # SFT's heatmap, then ICL's beside it
     return [
-        f"results/figures/{name}/{model}/gain.png"
+        f"results/figures/{name}/{m}/{model}/gain.png".replace("/./", "/")
         for name, model in pairs[: config["summary"]["front_figures"]]
+        for m in methods
     ]
 
 
