@@ -143,4 +143,5 @@ def test_dag_end_to_end_sft_and_icl_side_by_side(tmp_path):
     summary = pl.read_csv(wd / "results/tables/summary.csv")
     assert sorted(summary["method"].to_list()) == ["icl-k2", "sft"]
     text = (wd / "results/summary/summary.rst").read_text()
-    assert "method=sft" in text and "method=icl-k2" in text and "icl-k2/tiny/gain.png" in text
+    assert text.index("(method=sft)") < text.index("(method=icl-k2)")  # SFT's paragraph, then ICL's
+    assert text.count("data:image/png") == 2  # the front page: SFT's gain heatmap and ICL's, side by side

@@ -26,6 +26,7 @@ the whole heatmap. ``resample: cells`` resamples the cells themselves (no per-it
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -189,10 +190,12 @@ def with_methods(df: pl.DataFrame, s: dict) -> tuple[pl.DataFrame, dict]:
         return df, s
     zero = df.filter(pl.col("train_bin") == "zero-shot")
     rest = df.filter(pl.col("train_bin") != "zero-shot")
-    methods = rest["method"].unique(maintain_order=True).to_list()
+    methods = sorted(rest["method"].unique().to_list(),  # sft first, then icl-k<k> by k
+                     key=lambda m: (m != "sft", int(m[5:]) if re.fullmatch(r"icl-k\d+", m) else 0, m))
     if methods in ([], ["sft"]):
         return df, s
-    df = pl.concat([rest, *(zero.with_columns(pl.lit(m).alias("method")) for m in methods)], how="vertical_relaxed")
+    df = pl.concat([rest.filter(pl.col("method") == m) for m in methods]
+                   + [zero.with_columns(pl.lit(m).alias("method")) for m in methods], how="vertical_relaxed")
     return df, {**s, "group_by": [*s["group_by"], "method"]}
 
 
