@@ -129,3 +129,18 @@ def test_merge_equals_peft_merge_without_quantization():
     assert not torch.allclose(merged["model.layers.0.self_attn.q_proj.weight"], before["model.layers.0.self_attn.q_proj.weight"])
     assert torch.equal(merged["model.norm.weight"], before["model.norm.weight"])
     assert not any("lora" in k or "base_layer" in k for k in merged)
+
+
+def test_plain_base_drops_the_quantization_config(tmp_path):
+    """What train.py saves after QLoRA: config.json without quantization_config, so it loads as a plain model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
+
+    base = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, vocab_size=20))
+    base.config.quantization_config = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    plain = qlora.plain_base(model)
+    plain.save_pretrained(tmp_path / "m", state_dict=qlora.merged_state_dict(model))
+    assert "quantization_config" not in json.loads((tmp_path / "m" / "config.json").read_text())
+    assert not hasattr(AutoConfig.from_pretrained(tmp_path / "m"), "quantization_config")

@@ -124,3 +124,20 @@ def merged_state_dict(peft_model, dtype=None) -> dict:
                 continue
             out[key] = plain(p).to(dtype).cpu() if p.is_floating_point() else p.detach().cpu()
     return out
+
+
+def plain_base(peft_model):
+    """The base model object, with its quantisation marks removed, to save :func:`merged_state_dict` as a plain
+    checkpoint (config.json without ``quantization_config``: transformers would otherwise load it as 4-bit)."""
+    model = peft_model.get_base_model()
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    for flag in ("is_loaded_in_4bit", "is_quantized"):
+        if getattr(model, flag, False):
+            try:
+                setattr(model, flag, False)
+            except AttributeError:  # a read-only property in some transformers versions
+                pass
+    return model

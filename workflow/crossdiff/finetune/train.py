@@ -274,10 +274,7 @@ def train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s,
         model = trainer.accelerator.unwrap_model(trainer.model)
         if s.get("quantization"):  # QLoRA: adapters merged into a bf16 copy of the dequantised base
             state_dict = qlora.merged_state_dict(model)
-            model = model.get_base_model()
-            model.config.quantization_config = None
-            if hasattr(model, "hf_quantizer"):
-                model.hf_quantizer = None
+            model = qlora.plain_base(model)
         else:
             if s["lora"]:
                 model = model.merge_and_unload()
