@@ -383,12 +383,11 @@ def summary_settings():
 def summary_images(wildcards=None):
     """The gain heatmaps shown on the report's front page (the first summary.front_figures)."""
     pairs = [(name, model) for name in study_datasets() for model in MODELS]
-    sft = ["."] if "sft" in config["study"]["methods"] else []
-    methods = sft + [
-        f"icl-k{k}" for k in icl_ks()
-    ]  # SFT's heatmap, then ICL's beside it
+    # SFT's heatmap, then ICL's beside it
+    sft = [""] if "sft" in config["study"]["methods"] else []
+    methods = sft + [f"icl-k{k}/" for k in icl_ks()]
     return [
-        f"results/figures/{name}/{m}/{model}/gain.png".replace("/./", "/")
+        f"results/figures/{name}/{m}{model}/gain.png"
         for name, model in pairs[: config["summary"]["front_figures"]]
         for m in methods
     ]
