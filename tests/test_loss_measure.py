@@ -130,3 +130,22 @@ def test_dag_scores_the_loss_before_binning(tmp_path):
     bad = make_workdir(tmp_path / "bad", LOSS.replace("loss:tiny", "loss:nope").replace("LOCKS", str(tmp_path / "l")))
     proc = snakemake(bad, "-n", "--cores", "1", check=False)
     assert proc.returncode != 0 and "no model with slug 'nope'" in proc.stdout + proc.stderr
+
+
+def test_dag_bins_by_loss_end_to_end(tmp_path):
+    """The real jobs up to the bins: base model built, its loss on every item, bins by it, agreement and Spearman."""
+    wd = make_workdir(tmp_path, LOSS.replace("LOCKS", str(tmp_path / "locks")))
+    snakemake(wd, "--cores", "2", "results/bins/mini/bins.parquet", "results/bins/mini/agreement.csv",
+              "results/figures/mini/difficulty/spearman.png", timeout=300)
+    measure = pl.read_parquet(wd / "results/bins/mini/loss_measure.parquet")
+    bins = pl.read_parquet(wd / "results/bins/mini/bins.parquet")
+    irt = pl.read_parquet(wd / "results/irt/mini/items.parquet")
+    assert measure.height == irt.height == bins.height
+    assert sorted(bins.group_by("bin").len()["len"].to_list()) == [irt.height // 3] * 3
+    joined = bins.join(measure.select("item_id", pl.col("measure").alias("m")), on="item_id")
+    assert (joined["measure"] == joined["m"]).all()
+    per_bin = joined.group_by("bin").agg(pl.col("m").min().alias("lo"), pl.col("m").max().alias("hi")).sort("bin")
+    assert (per_bin["hi"].head(2) <= per_bin["lo"].tail(2)).all()
+    agreement = pl.read_csv(wd / "results/bins/mini/agreement.csv")
+    assert -1 <= agreement["spearman_measure_irt"][0] <= 1
+    assert (wd / "results/figures/mini/difficulty/spearman.png").stat().st_size > 10_000  # with the loss column (dry-run test)
