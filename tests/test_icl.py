@@ -68,16 +68,15 @@ def test_demonstrations_come_from_bin_b_training_items_never_the_test_item_and_a
             if b == t == 1:
                 assert rendered_contexts(tmp_path / f"icl-b{b}-t{t}", seed=7) == ctx  # same seed, same prompts
                 assert rendered_contexts(tmp_path / f"icl-b{b}-t{t}", seed=8) != ctx
-    # the demonstration shows the training target after the training prompt, in the training format
-    it = items.to_dicts()[0]
+    # each demonstration is shown exactly as SFT trains on it: training prompt + training target
     from crossdiff.prompts.format import PromptFormat
 
-    rec = PromptFormat.from_config({}).sft_record(it)
-    b_of = dict(zip(bins["item_id"], bins["bin"]))[it["item_id"]]
-    some = rendered_contexts(tmp_path / f"icl-b{b_of}-t{(b_of + 1) % 3}", seed=7)
-    if any(rec["prompt"] + rec["completion"] in c for c in some.values()):
-        pass  # it was drawn: shown exactly as trained
-    assert all(re.search(r"Answer: -?\d+\n\nQuestion:", c) for c in some.values())
+    fmt = PromptFormat.from_config({})
+    by_id = {r["item_id"]: r for r in items.to_dicts()}
+    for text in rendered_contexts(tmp_path / "icl-b0-t1", seed=7).values():
+        for d in _demos(text, questions):
+            rec = fmt.sft_record(by_id[d])
+            assert rec["prompt"] + rec["completion"] + "\n\n" in text
 
 
 def test_too_few_training_items_and_bad_k_are_refused(tmp_path):
@@ -145,3 +144,23 @@ def test_dag_end_to_end_sft_and_icl_side_by_side(tmp_path):
     text = (wd / "results/summary/summary.rst").read_text()
     assert text.index("(method=sft)") < text.index("(method=icl-k2)")  # SFT's paragraph, then ICL's
     assert text.count("data:image/png") == 2  # the front page: SFT's gain heatmap and ICL's, side by side
+
+
+def test_chat_models_get_the_demonstrations_as_user_assistant_turns(tmp_path):
+    from transformers import AutoTokenizer
+
+    from conftest import REPO
+    from crossdiff.models.tiny import build_base_model
+
+    items, _ = _setup(tmp_path, 0.5)
+    build_base_model(tmp_path / "base", tmp_path / "items.parquet", {**SMALL, "warmup_steps": 1})
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "base"))
+    tok.chat_template = (REPO / "tests" / "fixtures" / "chat" / "qwen2.5.jinja").read_text()
+    make_icl_task(tmp_path / "task2", tmp_path / "items.parquet", tmp_path / "bins.parquet", 0, 2, tmp_path / "icl")
+    ctx = rendered_contexts(tmp_path / "icl", seed=1, tokenizer=tok)
+    text = next(iter(ctx.values()))
+    # two demonstrations as user/assistant turns of one conversation, then the question's user turn
+    assert text.count("<|im_start|>user") == 3 and text.count("<|im_start|>assistant") == 3, text
+    assert re.search(r"<\|im_start\|>assistant\n-?\d+<\|im_end\|>", text), text  # the demonstration's answer
+    assert text.endswith("<|im_start|>assistant\n")
+    assert ctx == rendered_contexts(tmp_path / "icl", seed=1, tokenizer=tok)

@@ -171,9 +171,11 @@ def run(args: argparse.Namespace) -> None:
           f"x {len(args.tasks)} test bin(s), one model load")
 
 
-def rendered_contexts(task_dir, seed: int = 1234) -> dict[str, str]:
-    """item_id -> the plain-text prompt lm-eval builds for an ICL task folder (demonstrations + question),
-    drawn exactly as in :func:`evaluate_icl` (same sampler, same seed); for inspection and tests."""
+def rendered_contexts(task_dir, seed: int = 1234, tokenizer=None) -> dict[str, str]:
+    """item_id -> the prompt lm-eval builds for an ICL task folder (demonstrations + question), drawn exactly
+    as in :func:`evaluate_icl` (same sampler, same seed); with a ``tokenizer`` whose chat template applies,
+    rendered as :func:`crossdiff.evaluate.run.evaluate_model` renders it (instruction as the system message,
+    demonstrations as user/assistant turns: lm-eval's ``fewshot_as_multiturn``). For inspection and tests."""
     from lm_eval.tasks import TaskManager, get_task_dict
 
     from crossdiff.evaluate.run import _prepared_include_dir, read_task
@@ -181,11 +183,20 @@ def rendered_contexts(task_dir, seed: int = 1234) -> dict[str, str]:
 
     register_filters()
     meta = read_task(task_dir)
+    fmt = PromptFormat.from_config(meta["prompt"])
+    chat = fmt.use_chat(tokenizer)
+    name = meta["task_chat"] if chat else meta["task"]
+    kwargs = {}
+    if chat:
+        kwargs = {"apply_chat_template": True, "fewshot_as_multiturn": True,
+                  "system_instruction": fmt.instruction.strip() or None,
+                  "chat_template": lambda messages, add_generation_prompt=True: tokenizer.apply_chat_template(
+                      messages, tokenize=False, add_generation_prompt=add_generation_prompt)}
     with tempfile.TemporaryDirectory(prefix="crossdiff-icl-ctx-") as tmp:
         _prepared_include_dir([meta], Path(tmp))
-        task = get_task_dict([meta["task"]], TaskManager(include_path=tmp, include_defaults=False))[meta["task"]]
+        task = get_task_dict([name], TaskManager(include_path=tmp, include_defaults=False))[name]
         task.set_fewshot_seed(seed=seed)
-        task.build_all_requests()
+        task.build_all_requests(**kwargs)
         out = {}
         for inst in task.instances:
             out.setdefault(str(inst.doc["item_id"]), inst.args[0])
