@@ -135,6 +135,7 @@ rule difficulty_spearman:
     input:
         irt="results/irt/{dataset}/items.parquet",
         item_table=lambda wc: items_table(wc.dataset),
+        measure=lambda wc: measure_table_of(wc.dataset) or [],
     output:
         report(
             "results/figures/{dataset}/difficulty/spearman.png",
@@ -148,9 +149,10 @@ rule difficulty_spearman:
         item_table=lambda wc, input: (
             f"--items {shlex.quote(input.item_table)}" if input.item_table else ""
         ),
+        measure=lambda wc: spearman_measure_arg(wc.dataset),
     shell:
         "crossdiff plot-difficulty --figure spearman --irt-items {input.irt:q} "
-        "{params.item_table} --title {wildcards.dataset} --output {output:q} > {log:q} 2>&1"
+        "{params.item_table} {params.measure} --title {wildcards.dataset} --output {output:q} > {log:q} 2>&1"
 
 
 rule difficulty_truth:

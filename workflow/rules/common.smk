@@ -119,9 +119,11 @@ import crossdiff.study.designs as design
 
 design.check_design(config["study"], N_BINS)
 import crossdiff.evaluate.zero_shot as zsm
+import crossdiff.evaluate.loss_measure as lsm
 
 for _name in DATASETS:
     zsm.check_by(_name, dataset(_name)["bins"]["by"], MODELS)
+    lsm.check_by(_name, dataset(_name)["bins"]["by"], MODELS)
     if dataset(_name)["bins"]["by"] != "irt" and not items_table(_name):
         raise crossdiff.errors.CrossdiffError(
             f"datasets.{_name}.bins.by = {dataset(_name)['bins']['by']!r} bins by an item-table "
@@ -145,8 +147,25 @@ def study_runs():
 
 @functools.cache
 def eval_labels():
-    """The train labels of every evaluation: zero-shot, then one per fine-tune."""
+    """The train labels of every evaluation: zero-shot, then one per fine-tune (study.methods: sft)."""
+    if "sft" not in config["study"]["methods"]:
+        return ("zero-shot",)
     return ("zero-shot",) + tuple(design.eval_label(r) for r in study_runs())
+
+
+# ---------------------------------------------------------------- in-context learning (crossdiff.evaluate.icl)
+import crossdiff.evaluate.icl as icl
+
+
+def icl_ks():
+    """study.icl.k as a list when study.methods has icl, else []."""
+    if "icl" not in config["study"]["methods"]:
+        return []
+    return icl.ks_of(config["study"]["icl"])
+
+
+def icl_labels():
+    return [icl.eval_label(k, b) for k in icl_ks() for b in train_bins()]
 
 
 def sft_data_path(wildcards):
@@ -200,11 +219,38 @@ def zero_shot_base_input(wildcards):
     return f"results/models/{m}" if MODELS[m]["build"] else []
 
 
+def loss_model(name):
+    """The model slug of bins.by: loss:<slug>, else None (crossdiff.evaluate.loss_measure)."""
+    return lsm.model_of(dataset(name)["bins"]["by"])
+
+
+def loss_base_input(wildcards):
+    """The built base model behind bins.by: loss:<slug> (nothing for hub ids)."""
+    m = loss_model(wildcards.dataset)
+    return f"results/models/{m}" if MODELS[m]["build"] else []
+
+
+def measure_table_of(name):
+    """The per-item table of a model-based bins.by (zero_shot:/loss:), else None."""
+    if zero_shot_model(name):
+        return f"results/bins/{name}/zero_shot_measure.parquet"
+    if loss_model(name):
+        return f"results/bins/{name}/loss_measure.parquet"
+    return None
+
+
+def spearman_measure_arg(name):
+    """plot-difficulty --measure NAME=TABLE for a model-based bins.by (joins the Spearman figure)."""
+    table = measure_table_of(name)
+    by = dataset(name)["bins"]["by"]
+    return f"--measure {shlex.quote(f'{by}={table}')}" if table else ""
+
+
 def bins_args(name):
     """make_bins options beyond today's: bins.by and bins.holdout_fraction (empty when both are off)."""
     out = ""
-    if zero_shot_model(name):
-        out += f" --by {shlex.quote(dataset(name)['bins']['by'])} --measure-table {shlex.quote(f'results/bins/{name}/zero_shot_measure.parquet')}"
+    if measure_table_of(name):
+        out += f" --by {shlex.quote(dataset(name)['bins']['by'])} --measure-table {shlex.quote(measure_table_of(name))}"
     elif dataset(name)["bins"]["by"] != "irt":
         out += f" --by {shlex.quote(dataset(name)['bins']['by'])} --item-table {shlex.quote(items_table(name))}"
     if config["bins"]["holdout_fraction"] > 0:
@@ -213,10 +259,8 @@ def bins_args(name):
 
 
 def bins_inputs(wildcards):
-    if zero_shot_model(wildcards.dataset):
-        return {
-            "measure": f"results/bins/{wildcards.dataset}/zero_shot_measure.parquet"
-        }
+    if measure_table_of(wildcards.dataset):
+        return {"measure": measure_table_of(wildcards.dataset)}
     by_column = dataset(wildcards.dataset)["bins"]["by"] != "irt"
     return {"item_table": items_table(wildcards.dataset)} if by_column else {}
 
@@ -319,6 +363,14 @@ def study_targets():
             f"results/figures/{name}/gain_vs_gap.png",
             f"results/figures/{name}/zero_shot.png",
         ]
+        if "sft" not in config["study"]["methods"]:  # ICL only: no fine-tune heatmaps
+            out = [f for f in out if f"/{name}/" not in f]
+        for k in icl_ks():  # ICL heatmaps beside SFT's (study.methods: icl)
+            out += [
+                f"results/figures/{name}/icl-k{k}/{model}/{kind}.png"
+                for model in MODELS
+                for kind in ("accuracy", "gain")
+            ]
         if size_study():
             out += [
                 f"results/figures/{name}/{model}/size_difficulty.png"
@@ -338,7 +390,7 @@ def all_eval_results(wildcards=None):
         f
         for name in study_datasets()
         for model in MODELS
-        for train in eval_labels()
+        for train in eval_labels() + tuple(icl_labels())
         for f in eval_outputs(model, name, train)
     ]
 
@@ -368,9 +420,13 @@ def summary_settings():
 def summary_images(wildcards=None):
     """The gain heatmaps shown on the report's front page (the first summary.front_figures)."""
     pairs = [(name, model) for name in study_datasets() for model in MODELS]
+    # SFT's heatmap, then ICL's beside it
+    sft = [""] if "sft" in config["study"]["methods"] else []
+    methods = sft + [f"icl-k{k}/" for k in icl_ks()]
     return [
-        f"results/figures/{name}/{model}/gain.png"
+        f"results/figures/{name}/{m}{model}/gain.png"
         for name, model in pairs[: config["summary"]["front_figures"]]
+        for m in methods
     ]
 
 

@@ -107,3 +107,78 @@ rule zero_shot_measure:
         + "crossdiff zero-shot-measure --items {input.item_table:q} --irt {input.irt:q} "
         "--model {params.base} --model-name {params.model:q} --dataset {wildcards.dataset} "
         "--prompt {params.prompt} --settings {params.settings} --output {output.table:q} > {log:q} 2>&1"
+
+
+# bins.by: loss:<model slug>: that base model's mean NLL of every item's training target
+# (one model load, batched; independent of the bins: no cycle)
+rule loss_measure:
+    input:
+        base=loss_base_input,
+        item_table=lambda wc: items_table(wc.dataset),
+        irt="results/irt/{dataset}/items.parquet",
+    output:
+        "results/bins/{dataset}/loss_measure.parquet",
+    log:
+        "logs/loss_measure/{dataset}.log",
+    threads: config["resources"]["evaluate"]["threads"]
+    resources:
+        gpu=config["resources"]["evaluate"]["gpu"],
+        mem_mb=lambda wc, attempt: config["resources"]["evaluate"]["mem_mb"] * attempt,
+        runtime=lambda wc, attempt: config["resources"]["evaluate"]["runtime"] * attempt,
+    params:
+        model=lambda wc: loss_model(wc.dataset),
+        base=lambda wc: shlex.quote(base_model_ref(loss_model(wc.dataset))),
+        prompt=lambda wc: prompt_json(wc.dataset),
+        settings=cli_json(config["evaluate"]),
+    shell:
+        "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
+        + gpu_prefix("evaluate")
+        + "crossdiff loss-measure --items {input.item_table:q} --irt {input.irt:q} "
+        "--model {params.base} --model-name {params.model:q} --prompt {params.prompt} "
+        "--settings {params.settings} --output {output:q} > {log:q} 2>&1"
+
+
+# study.methods: icl. The base model with k demonstrations from each train bin's training items, on
+# every test bin's items: every (k, train bin, test bin) cell of a model in one process, one model load
+if icl_ks():
+
+    rule evaluate_icl:
+        input:
+            base=base_model_input,
+            item_table=lambda wc: items_table(wc.dataset),
+            bins="results/bins/{dataset}/bins.parquet",
+            tasks=expand("results/tasks/{{dataset}}/bin{t}", t=range(N_BINS)),
+        output:
+            results=[
+                f"results/eval/{{model}}/{{dataset}}/{label}/bin{t}.json"
+                for label in icl_labels()
+                for t in range(N_BINS)
+            ],
+            samples=[
+                f"results/eval/{{model}}/{{dataset}}/{label}/bin{t}.samples.jsonl"
+                for label in icl_labels()
+                for t in range(N_BINS)
+            ],
+        log:
+            "logs/evaluate/{model}/{dataset}/icl.log",
+        threads: config["resources"]["evaluate"]["threads"]
+        resources:
+            gpu=config["resources"]["evaluate"]["gpu"],
+            mem_mb=lambda wc, attempt: config["resources"]["evaluate"]["mem_mb"]
+            * attempt,
+            runtime=lambda wc, attempt: config["resources"]["evaluate"]["runtime"]
+            * attempt,
+        params:
+            base=lambda wc: shlex.quote(base_model_ref(wc.model)),
+            ks=" ".join(map(str, icl_ks())),
+            train_bins=" ".join(map(str, train_bins())),
+            seed=config["study"]["icl"]["seed"],
+            settings=cli_json(config["evaluate"]),
+        shell:
+            "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
+            + gpu_prefix("evaluate")
+            + "crossdiff evaluate-icl --model {params.base} --model-name {wildcards.model} "
+            "--tasks {input.tasks:q} --items {input.item_table:q} --bins {input.bins:q} "
+            "--k {params.ks} --train-bins {params.train_bins} --seed {params.seed} "
+            "--outdir results/eval/{wildcards.model}/{wildcards.dataset} "
+            "--settings {params.settings} > {log:q} 2>&1"

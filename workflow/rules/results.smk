@@ -57,6 +57,40 @@ rule plot_results:
         + "--outdir results/figures/{wildcards.dataset} > {log:q} 2>&1"
 
 
+# study.methods: icl. The ICL cells' heatmaps (one method icl-k<k>), beside SFT's
+rule plot_results_icl:
+    input:
+        "results/tables/results.parquet",
+    output:
+        accuracy=report(
+            expand(
+                "results/figures/{{dataset}}/icl-k{{k}}/{model}/accuracy.png",
+                model=MODELS,
+            ),
+            caption="../report/accuracy_heatmap.rst",
+            category="Results",
+            subcategory="{dataset} ICL k={k}",
+        ),
+        gain=report(
+            expand(
+                "results/figures/{{dataset}}/icl-k{{k}}/{model}/gain.png", model=MODELS
+            ),
+            caption="../report/gain_heatmap.rst",
+            category="Results",
+            subcategory="{dataset} ICL k={k}",
+        ),
+        gap="results/figures/{dataset}/icl-k{k}/gain_vs_gap.png",
+        zero_shot="results/figures/{dataset}/icl-k{k}/zero_shot.png",
+    log:
+        "logs/plot_results/{dataset}-icl-k{k}.log",
+    wildcard_constraints:
+        k=r"\d+",
+    shell:
+        "crossdiff plot-results --table {input:q} --dataset {wildcards.dataset} --method icl-k{wildcards.k} "
+        + ("--show-diagonal " if config["bins"]["holdout_fraction"] > 0 else "")
+        + "--outdir results/figures/{wildcards.dataset}/icl-k{wildcards.k} > {log:q} 2>&1"
+
+
 # study.train_sizes: accuracy over (train bin, n) per test bin and overall; best train bin per n
 rule size_difficulty:
     input:

@@ -117,6 +117,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heldout")
     p.add_argument("--items", help="item table with difficulty features")
     p.add_argument("--truth", help="true item parameters (simulated data)")
+    p.add_argument("--measure", action="append", default=[], metavar="NAME=TABLE",
+                   help="spearman: a per-item measure table (item_id, measure), e.g. loss:tiny=loss_measure.parquet")
     p.add_argument("--title", default="")
     p.add_argument("--output", required=True)
 
@@ -140,7 +142,16 @@ def run(args: argparse.Namespace) -> None:
     elif args.figure == "calibration":
         fig = calibration(_need(args, "heldout"), t)
     elif args.figure == "spearman":
-        fig = spearman(irt_items, read_table(args.items, "item table") if args.items else None, t)
+        items = read_table(args.items, "item table") if args.items else None
+        for spec in args.measure:  # model-based measures (bins.by: loss:/zero_shot:) join as their own column
+            name, _, path = spec.partition("=")
+            if not path:
+                raise CrossdiffError(f"--measure {spec!r}: expected NAME=TABLE")
+            m = read_table(path, "measure table")
+            require_columns(m, ["item_id", "measure"], path, "measure table")
+            m = m.select(pl.col("item_id").cast(pl.Utf8), pl.col("measure").cast(pl.Float64).alias(name))
+            items = m if items is None else items.with_columns(pl.col("item_id").cast(pl.Utf8)).join(m, on="item_id", how="left")
+        fig = spearman(irt_items, items, t)
     else:
         fig = truth(irt_items, _need(args, "truth"), t)
     write_figure(fig, args.output)

@@ -13,6 +13,9 @@ Options (both off by default, leaving today's table unchanged):
 * ``--by zero_shot:<model slug>`` with ``--measure-table`` (from ``crossdiff zero-shot-measure``): bin
   by the base model's own zero-shot error (``measure = 1 - correct``); its ties are broken by IRT
   difficulty, then item_id (:mod:`crossdiff.evaluate.zero_shot`).
+* ``--by loss:<model slug>`` with ``--measure-table`` (from ``crossdiff loss-measure``): bin by the base
+  model's mean NLL of each item's training target (:mod:`crossdiff.evaluate.loss_measure`); ties as for
+  the zero-shot measure.
 * ``--holdout-fraction F`` (``bins.holdout_fraction``): a seeded ``heldout`` column per bin
   (:func:`crossdiff.bins.holdout.holdout_split`): training uses the other items, evaluation the held-out ones.
 """
@@ -116,7 +119,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-bins", type=int, required=True)
     p.add_argument("--by", default="irt", help="'irt' (default) or an item-table column / length:COLUMN (needs --item-table)")
     p.add_argument("--item-table", help="item table holding the --by column")
-    p.add_argument("--measure-table", help="--by zero_shot:<slug>: per-item table from 'crossdiff zero-shot-measure'")
+    p.add_argument("--measure-table", help="--by zero_shot:<slug> / loss:<slug>: per-item table from 'crossdiff zero-shot-measure' / 'loss-measure'")
     p.add_argument("--holdout-fraction", type=float, default=0.0, help="share of each bin held out for evaluation (0: none)")
     p.add_argument("--holdout-seed", type=int, default=0)
     p.add_argument("--output", required=True, help="item_id -> bin table (parquet)")
@@ -133,6 +136,12 @@ def run(args: argparse.Namespace) -> None:
         key, tiebreak = "measure", ("difficulty",)  # a 0/1 measure: ties in IRT order, then item_id
         n_wrong = int(items["measure"].sum())
         print(f"binning by {args.by!r}: {items.height - n_wrong} items right, {n_wrong} wrong; ties by IRT difficulty")
+    elif args.by.startswith("loss:"):
+        if not args.measure_table:
+            raise CrossdiffError(f"bins.by = {args.by!r} needs the model's per-item loss table (--measure-table)")
+        items = add_measure(items, read_table(args.measure_table, "loss measure table"), "measure", args.measure_table)
+        key, tiebreak = "measure", ("difficulty",)  # ties as for the zero-shot measure: IRT order, then item_id
+        print(f"binning by {args.by!r}: mean target NLL {items['measure'].mean():.3f}; ties by IRT difficulty")
     elif args.by != "irt":
         if not args.item_table:
             raise CrossdiffError(f"bins.by = {args.by!r} needs the dataset's item table (--item-table); this dataset has none")

@@ -212,6 +212,8 @@ def _prepared_include_dir(tasks: list[dict], tmp: Path) -> None:
                 raise CrossdiffError(f"{src}: task YAML missing; recreate the task folder")
             cfg = yaml.safe_load(src.read_text())
             cfg["dataset_kwargs"] = {"data_files": {"test": data}}
+            if (Path(meta["dir"]) / "fewshot.jsonl").exists():  # ICL tasks (crossdiff.evaluate.icl): the demonstration pool
+                cfg["dataset_kwargs"]["data_files"]["fewshot"] = str(Path(meta["dir"]) / "fewshot.jsonl")
             (tmp / f"{cfg['task']}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
 
 
@@ -241,11 +243,14 @@ def evaluate_model(
     model_name: str | None = None,
     train_bin: str | int = "zero-shot",
     lm=None,
+    num_fewshot: int | None = 0,
+    fewshot_seed: int | None = None,
 ) -> list[dict]:
     """Score ``model_path`` on every task folder with ONE model load and ONE lm-eval call.
 
     ``outputs[i]`` receives the result JSON of ``task_dirs[i]``; its per-sample log goes beside it.
-    Pass ``lm`` to reuse an already constructed lm-eval model.
+    Pass ``lm`` to reuse an already constructed lm-eval model. ICL tasks (:mod:`crossdiff.evaluate.icl`) set
+    their own ``num_fewshot`` in the task YAML: pass ``num_fewshot=None`` and the demonstrations' ``fewshot_seed``.
     """
     if len(task_dirs) != len(outputs):
         raise CrossdiffError(f"got {len(task_dirs)} task folder(s) but {len(outputs)} output path(s); they pair up")
@@ -278,7 +283,8 @@ def evaluate_model(
             model=lm,
             tasks=names,
             task_manager=manager,
-            num_fewshot=0,
+            num_fewshot=num_fewshot,
+            **({"fewshot_random_seed": fewshot_seed} if fewshot_seed is not None else {}),
             log_samples=True,
             bootstrap_iters=0,
             apply_chat_template=chat,

@@ -15,6 +15,12 @@ Bytes per parameter (AdamW, full fine-tuning), sharded over N GPUs by FSDP FULL_
       the gathered bf16 layers in flight (two decoder layers: the current one and the prefetched one)
     pure bf16 (opt-in): weights 2 + gradients 2 + moments 4, / N
 
+QLoRA (``quantization="nf4"`` with LoRA): the base's decoder-layer weights in NF4 with double
+quantisation (4 bits + 8-bit block constants per 64 weights + their fp32 constants per 256 blocks:
+``4.127/8`` bytes per weight); embeddings, lm_head and norms stay bf16 (2 bytes); the LoRA adapters
+(``r*(in+out)`` per targeted linear) train in fp32 with AdamW: 16 bytes per adapter parameter.
+One GPU (QLoRA runs one process).
+
 Activations per GPU (bf16, per micro-batch of b sequences of s tokens; flash/SDPA attention, no s^2
 term): without activation checkpointing ``b*s*L*(18*h + 4*I + 4*n_kv*d) * 2 bytes`` (inputs of
 every norm, projection, activation and the attention output kept for the backward); with it only
@@ -92,14 +98,37 @@ def param_count(cfg: dict) -> int:
     return emb * (1 if sh["tied"] else 2) + sh["hidden"] + sh["layers"] * layer_params(sh)
 
 
+NF4_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8  # NF4 + double-quantised block constants
+
+
+def lora_param_count(cfg: dict, r: int = 16) -> int:
+    """Adapter parameters of LoRA rank ``r`` on every linear of every decoder layer (``all-linear``)."""
+    sh = shape(cfg)
+    h, d, q, kv, i = sh["hidden"], sh["head_dim"], sh["heads"], sh["kv_heads"], sh["intermediate"]
+    dims = [(h, q * d), (h, kv * d), (h, kv * d), (q * d, h), (h, i), (h, i), (i, h)]  # q k v o gate up down
+    return sh["layers"] * sum(r * (a + b) for a, b in dims)
+
+
+def qlora_state_bytes(cfg: dict, r: int = 16) -> float:
+    """Weights + adapter training state of a QLoRA fine-tune (bytes): NF4 layers, bf16 rest, fp32 adapters + AdamW."""
+    sh = shape(cfg)
+    p = param_count(cfg)
+    quantized = sh["layers"] * (layer_params(sh) - 2 * sh["hidden"])  # the linears; norms stay bf16
+    return quantized * NF4_BYTES + (p - quantized) * 2 + 16 * lora_param_count(cfg, r)
+
+
 def plan(cfg: dict, *, gpus: int = 1, batch: int = 1, seq: int = 4096, master: str = "fp32",
-         optimizer: str = "adamw_torch", checkpointing: bool = True, liger: bool = False, lora: bool = False) -> dict:
+         optimizer: str = "adamw_torch", checkpointing: bool = True, liger: bool = False, lora: bool = False,
+         quantization: str | None = None, lora_r: int = 16) -> dict:
     """Peak memory per GPU (bytes, with a breakdown) of one full fine-tune."""
     sh = shape(cfg)
     p = param_count(cfg)
     n = max(1, int(gpus))
     eight_bit = "8bit" in optimizer
-    if lora:  # frozen bf16 base + small adapters: weights only (adapter states are negligible)
+    if quantization == "nf4":  # QLoRA: one process, the whole 4-bit model on its GPU
+        state = qlora_state_bytes(cfg, lora_r)
+        compute = 0.0
+    elif lora:  # frozen bf16 base + small adapters: weights only (adapter states are negligible)
         state = 2 * p
         compute = 0.0
     elif master == "bf16":
@@ -165,6 +194,7 @@ def settings_plan(cfg: dict, s: dict, gpus: int, on_gpu: bool = True) -> dict:
         cfg, gpus=gpus, batch=s.get("per_device_train_batch_size", 8), seq=s.get("max_length", 1024),
         master=s.get("master_weights", "fp32"), optimizer=s.get("optim", "adamw_torch"), checkpointing=ckpt,
         liger=bool(s.get("use_liger_kernel")), lora=bool(s.get("lora")),
+        quantization=s.get("quantization"), lora_r=int((s.get("lora") or {}).get("r", 16)),
     )
 
 

@@ -49,6 +49,9 @@ save_total_limit               2
 keep_checkpoints               false        keep the work directory after success
 lora                           null         null = full fine-tuning; or {"r": 16, "alpha": 32,
                                             "dropout": 0.05, "target_modules": "all-linear"}
+quantization                   null         "nf4" = QLoRA: 4-bit NF4 base (double quantisation, bf16
+                                            compute) with lora; needs bitsandbytes and a GPU
+                                            (crossdiff.finetune.qlora)
 shuffle                        true         false = train in file order (curricula: the
                                             trainer's sequential sampler, see crossdiff.study.designs)
 ddp_timeout                    7200         seconds a rank waits at a collective (a 14B rank-0
@@ -93,6 +96,7 @@ DEFAULTS: dict = {
     "save_total_limit": 2,
     "keep_checkpoints": False,
     "lora": None,
+    "quantization": None,
     "shuffle": True,
     "ddp_timeout": 7200,
 }
@@ -148,6 +152,9 @@ def resolve_settings(settings: dict | None) -> dict:
         )
     if s["master_weights"] == "bf16" and not s["allow_pure_bf16"]:
         raise CrossdiffError(PURE_BF16_MESSAGE)
+    from crossdiff.finetune.qlora import check_settings as check_quantization
+
+    check_quantization(s)
     return s
 
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from crossdiff.errors import CrossdiffError
+from crossdiff.finetune import qlora
 from crossdiff.finetune.checkpoints import completion_callback, last_complete_checkpoint
 from crossdiff.finetune.settings import accumulation_steps, precision_plan
 from crossdiff.finetune.weights import changed_share, optimizer_state_dtype
@@ -200,6 +201,7 @@ def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFo
     kwargs = {"dtype": load_dtype}
     if s["attn_implementation"]:
         kwargs["attn_implementation"] = s["attn_implementation"]
+    kwargs.update(qlora.model_kwargs(s, on_gpu))  # QLoRA: 4-bit NF4 base ({} otherwise); refused without bitsandbytes/GPU
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
@@ -364,9 +366,13 @@ def train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s,
         model = trainer.accelerator.unwrap_model(trainer.model)
     else:
         model = trainer.accelerator.unwrap_model(trainer.model)
-        if s["lora"]:
-            model = model.merge_and_unload()
-        state_dict = model.state_dict()
+        if s.get("quantization"):  # QLoRA: adapters merged into a bf16 copy of the dequantised base
+            state_dict = qlora.merged_state_dict(model)
+            model = qlora.plain_base(model)
+        else:
+            if s["lora"]:
+                model = model.merge_and_unload()
+            state_dict = model.state_dict()
     metrics = None
     if _is_main():
         weights = changed_share(state_dict, model_dir)

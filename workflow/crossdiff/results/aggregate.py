@@ -6,7 +6,9 @@ log beside it). Output columns:
 model, dataset, train_bin ("zero-shot" or the bin number as a string), train_bin_index (int, null for
 zero-shot), test_bin, metric, value, stderr, n_items, zero_shot (value of the zero-shot cell on that
 test bin), gain (value - zero_shot), gain_lo, gain_hi (95% paired bootstrap interval of the gain),
-significant (interval excludes 0), bin_gap (train_bin_index - test_bin), result (path).
+significant (interval excludes 0), bin_gap (train_bin_index - test_bin), result (path), method (``sft``,
+``icl-k<k>`` for in-context learning cells of :mod:`crossdiff.evaluate.icl`, whose train_bin is the bin
+the demonstrations come from, or ``zero-shot``).
 
 The bootstrap resamples a test bin's items with replacement; the SAME resample indexes the
 checkpoint's and the zero-shot model's per-item scores (paired by item_id), so item difficulty
@@ -128,17 +130,24 @@ def _cells(df: pl.DataFrame) -> pl.DataFrame:
     """One row per result with its cell label (train_bin without -seed), bin, set, size and seed."""
     from crossdiff.study.designs import parse_label
 
+    from crossdiff.evaluate.icl import method as icl_method, parse_result_label
+
     parts = []
     for r in df.iter_rows(named=True):
+        icl = parse_result_label(r["train_bin"])
         if r["train_bin"] == "zero-shot":
-            parts.append({"cell": "zero-shot", "bin": None, "set": None, "n": None, "seed": None})
+            parts.append({"cell": "zero-shot", "bin": None, "set": None, "n": None, "seed": None, "method": "zero-shot"})
+        elif icl is not None:  # an ICL cell (crossdiff.evaluate.icl): method icl-k<k>, train bin b
+            parts.append({"cell": r["train_bin"], "bin": icl[1], "set": None, "n": None, "seed": None,
+                          "method": icl_method(icl[0])})
         else:
             try:
                 p = parse_label(r["train_bin"])
             except CrossdiffError as exc:
                 raise CrossdiffError(f"{r['result']}: {exc}") from None
-            parts.append({k: p[k] for k in ("cell", "bin", "set", "n", "seed")})
-    extra = pl.DataFrame(parts, schema={"cell": pl.Utf8, "bin": pl.Int64, "set": pl.Utf8, "n": pl.Int64, "seed": pl.Int64})
+            parts.append({**{k: p[k] for k in ("cell", "bin", "set", "n", "seed")}, "method": "sft"})
+    extra = pl.DataFrame(parts, schema={"cell": pl.Utf8, "bin": pl.Int64, "set": pl.Utf8, "n": pl.Int64, "seed": pl.Int64,
+                                        "method": pl.Utf8})
     return pl.concat([df, extra], how="horizontal")
 
 
@@ -161,7 +170,8 @@ def aggregate(paths, settings: dict | None = None) -> pl.DataFrame:
         zs_value = zero.get((model, dataset, test_bin))
         values = grp["value"].to_numpy()
         row.update({
-            "train_bin": cell, "train_bin_index": first["bin"], "train_set": first["set"], "train_size": first["n"],
+            "train_bin": str(first["bin"]) if first["method"].startswith("icl-") else cell, "method": first["method"],
+            "train_bin_index": first["bin"], "train_set": first["set"], "train_size": first["n"],
             "value": float(values.mean()), "stderr": first["stderr"] if grp.height == 1 else None,
             "zero_shot": zs_value, "gain_lo": None, "gain_hi": None,
             "result": ";".join(grp["result"].to_list()), "n_seeds": grp.height,
@@ -196,7 +206,7 @@ def aggregate(paths, settings: dict | None = None) -> pl.DataFrame:
     schema = {"model": pl.Utf8, "dataset": pl.Utf8, "train_bin": pl.Utf8, "train_bin_index": pl.Int64,
               "test_bin": pl.Int64, "metric": pl.Utf8, "value": pl.Float64, "stderr": pl.Float64, "n_items": pl.Int64,
               "zero_shot": pl.Float64, "gain_lo": pl.Float64, "gain_hi": pl.Float64, "result": pl.Utf8,
-              "train_set": pl.Utf8, "train_size": pl.Int64, "n_seeds": pl.Int64, "seed_sd": pl.Float64}
+              "train_set": pl.Utf8, "train_size": pl.Int64, "n_seeds": pl.Int64, "seed_sd": pl.Float64, "method": pl.Utf8}
     table = pl.DataFrame(out, schema=schema).with_columns(
         (pl.col("value") - pl.col("zero_shot")).alias("gain"),
         ((pl.col("gain_lo") > 0) | (pl.col("gain_hi") < 0)).alias("significant"),
@@ -204,8 +214,8 @@ def aggregate(paths, settings: dict | None = None) -> pl.DataFrame:
     )
     order = ["model", "dataset", "train_bin", "train_bin_index", "test_bin", "metric", "value", "stderr", "n_items",
              "zero_shot", "gain", "gain_lo", "gain_hi", "significant", "bin_gap", "result",
-             "train_set", "train_size", "n_seeds", "seed_sd"]
-    return table.select(order).sort(["model", "dataset", "train_bin_index", "train_set", "train_size", "test_bin"],
+             "train_set", "train_size", "n_seeds", "seed_sd", "method"]
+    return table.select(order).sort(["model", "dataset", "train_bin_index", "train_set", "train_size", "method", "test_bin"],
                                     nulls_last=False)
 
 

@@ -57,7 +57,7 @@ def _diagonal(label: str, test_bin: int) -> bool:
     return p["bin"] is not None and p["bin"] == test_bin
 
 
-def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = False) -> list[str]:
+def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = False, method: str = "sft") -> list[str]:
     """Write the figures; with ``dataset``, only that dataset's, laid out as the workflow declares them:
     ``outdir/{model}/accuracy.png``, ``outdir/{model}/gain.png``, ``outdir/gain_vs_gap.png``,
     ``outdir/zero_shot.png``. Without it, every dataset's with flat ``{model}__{dataset}__*.png`` names."""
@@ -70,6 +70,11 @@ def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = Fa
     df = read_table(table, "results table") if not isinstance(table, pl.DataFrame) else table
     require_columns(df, REQUIRED, table if not isinstance(table, pl.DataFrame) else "results table", "results table")
     outdir = Path(outdir)
+    if "method" in df.columns:  # one method's cells (sft, or icl-k<k>) against the shared zero-shot row
+        if method != "sft" and not df.filter(pl.col("method") == method).height:
+            raise CrossdiffError(f"{table}: no rows of method {method!r}; methods: {sorted(set(df['method'].drop_nulls()))}")
+        df = df.filter(pl.col("method").is_in([method, "zero-shot"]))
+    tag = "" if method == "sft" else f" [{method}]"
     if dataset is not None:
         df = df.filter(pl.col("dataset") == dataset)
         if df.height == 0:
@@ -94,7 +99,7 @@ def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = Fa
                     xticklabels=test_bins, yticklabels=rows, cbar_kws={"label": "accuracy"}, annot_kws={"size": 7})
         ax.set_xlabel("test bin (0 = easiest)")
         ax.set_ylabel("train bin / set")
-        ax.set_title(f"{model} / {dataset_}: accuracy{seeds_note}")
+        ax.set_title(f"{model} / {dataset_}{tag}: accuracy{seeds_note}")
         p = path("accuracy", model, dataset_)
         write_figure(fig, p)
         written.append(str(p))
@@ -116,7 +121,7 @@ def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = Fa
             ax.set_xlabel("test bin (0 = easiest)")
             ax.set_ylabel("train bin / set")
             diag = "held-out test items" if show_diagonal else "diagonal masked"
-            ax.set_title(f"{model} / {dataset_}: gain over zero-shot{seeds_note}\n(* = CI excludes 0; {diag})")
+            ax.set_title(f"{model} / {dataset_}{tag}: gain over zero-shot{seeds_note}\n(* = CI excludes 0; {diag})")
             p = path("gain", model, dataset_)
             write_figure(fig, p)
             written.append(str(p))
@@ -179,12 +184,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outdir", required=True, help="folder for the PNGs")
     p.add_argument("--dataset", help="only this dataset, in the workflow's layout (outdir/{model}/accuracy.png, ...)")
     p.add_argument("--manifest", help="JSON listing the written PNGs (a stable Snakemake output)")
+    p.add_argument("--method", default="sft", help="the cells to plot: sft (fine-tunes) or icl-k<k> (in-context learning)")
     p.add_argument("--show-diagonal", action="store_true",
                    help="do not mask train bin = test bin (train and test items disjoint: bins.holdout_fraction > 0)")
 
 
 def run(args: argparse.Namespace) -> None:
-    paths = plot_all(args.table, args.outdir, args.dataset, args.show_diagonal)
+    paths = plot_all(args.table, args.outdir, args.dataset, args.show_diagonal, args.method)
     if args.manifest:
         write_json({"figures": paths}, args.manifest)
     print(f"wrote {len(paths)} figure(s) to {args.outdir}")

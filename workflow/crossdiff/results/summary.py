@@ -18,7 +18,7 @@ import argparse
 from crossdiff.cli import json_arg
 from crossdiff.io import read_table, write_csv
 from crossdiff.results.summary_report import figure, text_rst, write_text
-from crossdiff.results.summary_stats import DEFAULTS, resolve_settings, statistics, summarize
+from crossdiff.results.summary_stats import DEFAULTS, resolve_settings, statistics, summarize, with_methods
 
 __all__ = ["DEFAULTS", "resolve_settings", "statistics", "summarize"]
 
@@ -37,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     s = resolve_settings(args.settings)
     df = read_table(args.table, "results table")
+    df, s = with_methods(df, s)  # ICL cells: one summary row per method, in the text and the figure too
     summary, best = summarize(df, s)
     write_csv(summary, args.csv)
     write_csv(best, args.best)

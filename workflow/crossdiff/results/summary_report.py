@@ -89,6 +89,7 @@ def figure(summary: pl.DataFrame, best: pl.DataFrame, results: pl.DataFrame, set
 
     sns.set_theme(style="whitegrid", context="notebook")
     labels = [f"{r['model']} / {r['dataset']}" + (f" (n={r['train_size']})" if r.get("train_size") is not None else "")
+              + (f" [{r['method']}]" if r.get("method") else "")
               for r in summary.iter_rows(named=True)]
     colors = sns.color_palette("tab10", max(1, len(labels)))
     fig, axes = plt.subplots(1, 3, figsize=(15, 1.5 + max(3.0, 0.45 * len(labels))),
@@ -106,6 +107,8 @@ def figure(summary: pl.DataFrame, best: pl.DataFrame, results: pl.DataFrame, set
         if "train_size" in row and "train_size" in sub.columns:  # one summary row per train size
             size = row["train_size"]
             sub = sub.filter(pl.col("train_size").is_null() if size is None else pl.col("train_size") == size)
+        if row.get("method") and "method" in sub.columns:  # one summary row per method (sft, icl-k<k>)
+            sub = sub.filter(pl.col("method") == row["method"])
         mean = sub.group_by("abs_gap").agg(pl.col("gain").mean()).sort("abs_gap")
         ax.plot(mean["abs_gap"], mean["gain"], "o", color=color, label=label)
         if math.isfinite(row["slope"]):

@@ -26,6 +26,7 @@ the whole heatmap. ``resample: cells`` resamples the cells themselves (no per-it
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -181,9 +182,27 @@ def _groups(df: pl.DataFrame, by: list[str]):
     return df.group_by(by, maintain_order=True)
 
 
+def with_methods(df: pl.DataFrame, s: dict) -> tuple[pl.DataFrame, dict]:
+    """A table with ICL cells (``method`` other than sft, :mod:`crossdiff.evaluate.icl`): each method is
+    summarized apart, against the same zero-shot cells (copied per method), with ``method`` added to
+    ``group_by`` (a column of the summary and the best-bin tables). A table of fine-tunes only: unchanged."""
+    if "method" not in df.columns or "method" in s["group_by"]:
+        return df, s
+    zero = df.filter(pl.col("train_bin") == "zero-shot")
+    rest = df.filter(pl.col("train_bin") != "zero-shot")
+    methods = sorted(rest["method"].unique().to_list(),  # sft first, then icl-k<k> by k
+                     key=lambda m: (m != "sft", int(m[5:]) if re.fullmatch(r"icl-k\d+", m) else 0, m))
+    if methods in ([], ["sft"]):
+        return df, s
+    df = pl.concat([rest.filter(pl.col("method") == m) for m in methods]
+                   + [zero.with_columns(pl.lit(m).alias("method")) for m in methods], how="vertical_relaxed")
+    return df, {**s, "group_by": [*s["group_by"], "method"]}
+
+
 def summarize(df: pl.DataFrame, settings: dict | None = None, scores: dict | None = None):
     """(summary table, best-train-bin table) for a tidy results table."""
     s = resolve_settings(settings)
+    df, s = with_methods(df, s)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise CrossdiffError(f"results table lacks column(s) {missing}; expected the table written by aggregate")
