@@ -250,18 +250,33 @@ def base_model_ref(model):
 def gpu_prefix(stage):
     """Run a GPU job through `crossdiff gpu-run`, which gives it its own device(s) locally.
 
-    Part of the shell string, not of params: params are a rerun trigger, and editing the device
+    The template holds no config string: the device list and lock dir reach the shell as
+    {params.gpu_devices:q} / {params.gpu_lock_dir:q} (gpu_params), so Snakemake never formats a
+    config value as template text (issue 20, item 1).
+    """
+    if not config["resources"][stage]["gpu"]:
+        return ""
+    return (
+        "crossdiff gpu-run --count {resources.gpu} --devices {params.gpu_devices:q} "
+        "--lock-dir {params.gpu_lock_dir:q} -- "
+    )
+
+
+def gpu_params():
+    """params of a GPU rule: the device list and lock dir of `crossdiff gpu-run`.
+
+    Functions of `resources`, hence "derived" params that are no rerun trigger: editing the device
     list must not rerun every fine-tune (profiles/workstation leaves the `code` trigger off).
     """
-    n = config["resources"][stage]["gpu"]
-    if not n:
-        return ""
-    devices = config["gpus"]["devices"]
-    devices = devices if isinstance(devices, str) else ",".join(map(str, devices))
-    return (
-        f"crossdiff gpu-run --count {n} --devices {shlex.quote(devices)} "
-        f"--lock-dir {shlex.quote(config['gpus']['lock_dir'])} -- "
-    )
+
+    def devices(wildcards, resources):
+        d = config["gpus"]["devices"]
+        return d if isinstance(d, str) else ",".join(map(str, d))
+
+    def lock_dir(wildcards, resources):
+        return config["gpus"]["lock_dir"]
+
+    return {"gpu_devices": devices, "gpu_lock_dir": lock_dir}
 
 
 def eval_outputs(model, name, train):
