@@ -39,6 +39,31 @@ def items_table(name):
     return []
 
 
+def local_files(path):
+    """A local path as Snakemake inputs: the file, or every file under a folder (a folder's mtime does
+    not change when a file in it is edited). A missing path stays as it is: Snakemake names it."""
+    import os
+
+    if path and os.path.isdir(path):
+        return sorted(
+            os.path.join(root, f) for root, _, files in os.walk(path) for f in files
+        )
+    return [path] if path else []
+
+
+def prepare_items_inputs(wildcards):
+    """The local files prepare_items reads: items.path (file or folder) and items.solutions.path."""
+    items = dataset(wildcards.dataset)["items"]
+    solutions = items.get("solutions") or {}
+    return local_files(items.get("path")) + local_files(solutions.get("path"))
+
+
+def response_files(wildcards):
+    """Every file of a local responses source (a folder of lm-eval samples: each file in it)."""
+    r = dataset(wildcards.dataset)["responses"]
+    return local_files(r["path"]) if r["source"] in ("table", "lm_eval_samples") else []
+
+
 def raw_responses(wildcards):
     r = dataset(wildcards.dataset)["responses"]
     if r["source"] == "simulated":
