@@ -20,7 +20,8 @@ Item accounting (all seeded, all deterministic):
   first ``k`` of that permutation, so smaller samples are nested in larger ones. A set of several bins
   takes equal shares of its size from each bin (sizes differ by at most one, easier bins first);
 * order: ``shuffle`` (the trainer's random sampler, as for single bins) or a curriculum,
-  ``easy_to_hard`` / ``hard_to_easy``: examples sorted by the binning measure (ties by item_id) and
+  ``easy_to_hard`` / ``hard_to_easy``: examples sorted by bin, then within a bin by the binning measure
+  (ties by IRT difficulty, then item_id), so the bins follow each other whatever broke the binning's ties, and
   trained in that order with the trainer's sequential sampler (``finetune`` setting ``shuffle: false``),
   the same order in every epoch.
 """
@@ -188,7 +189,9 @@ def select_training_items(bins: pl.DataFrame, train_bins: list[int], size: int |
     if key not in chosen.columns:
         raise CrossdiffError(f"{where}: a curriculum needs a 'difficulty' (or 'measure') column to order items by")
     desc = order == "hard_to_easy"
-    return chosen.sort([key, "item_id"], descending=[desc, desc])
+    # bin first: the bins were cut with their own tie-breaks (zero-shot 0/1 measures tie on IRT difficulty)
+    keys = ["bin", key, *(["difficulty"] if key != "difficulty" and "difficulty" in chosen.columns else []), "item_id"]
+    return chosen.sort(keys, descending=desc)
 
 
 def make_train_set(items_path, bins_path, train_bins, output, size=None, order="shuffle", sample_seed=0,
