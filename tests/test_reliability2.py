@@ -27,3 +27,23 @@ def test_curriculum_over_zero_shot_bins_follows_the_bins(order):
     m, d = within["measure"].to_list(), within["difficulty"].to_list()
     pairs = list(zip(m, d))
     assert pairs == sorted(pairs, reverse=order == "hard_to_easy")
+
+
+# ------------------------------------------------------------------ item 5: seeds that change nothing
+def test_seeds_with_a_full_fine_tune_curriculum_are_refused():
+    from crossdiff.study.designs import check_seed_variance
+
+    study = {"train_sets": {"up": {"bins": "all", "order": "easy_to_hard"}}, "seeds": [1, 2]}
+    with pytest.raises(CrossdiffError, match=r"study.seeds.*\['up'\].*every seed repeats the same model"):
+        check_seed_variance(study, {"lora": None})
+    check_seed_variance(study, {"lora": {"r": 8}})  # LoRA: a seeded initialisation
+    check_seed_variance({**study, "seeds": [1]}, {"lora": None})
+    check_seed_variance({"train_sets": {"s": {"bins": [0]}}, "seeds": [1, 2]}, {"lora": None})  # shuffled
+
+
+# ------------------------------------------------------------------ item 10: a bin listed twice
+def test_train_bins_listing_a_bin_twice_is_refused():
+    from crossdiff.study.designs import check_design
+
+    with pytest.raises(CrossdiffError, match=r"study.train_bins: \[0, 0, 2\] lists a value twice"):
+        check_design({"train_bins": [0, 0, 2]}, 3)

@@ -143,6 +143,7 @@ import crossdiff.errors
 import crossdiff.study.designs as design
 
 design.check_design(config["study"], N_BINS)
+design.check_seed_variance(config["study"], config["finetune"])
 import crossdiff.evaluate.zero_shot as zsm
 
 for _name in DATASETS:

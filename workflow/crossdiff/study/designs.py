@@ -106,10 +106,27 @@ def check_design(study: dict, n_bins: int) -> None:
     bad = [b for b in (study.get("train_bins") or []) if not 0 <= b < n_bins]
     if bad:
         raise CrossdiffError(f"study.train_bins: {bad} outside 0..{n_bins - 1} (bins.n_bins = {n_bins})")
-    for key in ("train_sizes", "seeds"):
+    for key in ("train_bins", "train_sizes", "seeds"):
         vals = study.get(key) or []
         if len(set(map(str, vals))) != len(vals):
             raise CrossdiffError(f"study.{key}: {vals} lists a value twice")
+
+
+def check_seed_variance(study: dict, finetune: dict) -> None:
+    """Refuse seeds that change nothing: a curriculum trains in file order (sequential sampler), so a full
+    fine-tune (no LoRA: no random initialisation) repeats the same run for every seed, and the table
+    would report their zero spread as seed variance."""
+    seeds = study.get("seeds") or []
+    if len(seeds) < 2 or finetune.get("lora"):
+        return
+    fixed = [name for name, spec in (study.get("train_sets") or {}).items() if spec.get("order", "shuffle") != "shuffle"]
+    if fixed:
+        raise CrossdiffError(
+            f"study.seeds: {seeds} with the curriculum train set(s) {fixed}: a curriculum trains in a fixed order "
+            "and a full fine-tune has no other seeded step, so every seed repeats the same model and its zero "
+            "spread would be reported as seed variance; use one seed (study.seeds: null), order: shuffle, or "
+            "finetune.lora (a seeded initialisation)"
+        )
 
 
 def design_runs(study: dict, n_bins: int) -> list[str]:
