@@ -47,3 +47,66 @@ def test_train_bins_listing_a_bin_twice_is_refused():
 
     with pytest.raises(CrossdiffError, match=r"study.train_bins: \[0, 0, 2\] lists a value twice"):
         check_design({"train_bins": [0, 0, 2]}, 3)
+
+
+# ------------------------------------------------------------------ item 6: ties of the best train bin
+def _write_result(d, train, test, correct):
+    import json
+
+    name = f"{train}_bin{test}"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{name}.samples.jsonl").write_text("".join(json.dumps({"item_id": f"i{k}", "correct": int(c)}) + "\n"
+                                                     for k, c in enumerate(correct)))
+    p = d / f"{name}.json"
+    p.write_text(json.dumps({"model": "m", "dataset": "d", "train_bin": train, "test_bin": test, "metric": "acc",
+                             "value": float(np.mean(correct)), "n_items": len(correct), "samples": f"{name}.samples.jsonl"}))
+    return p
+
+
+def test_tied_best_train_bins_are_reported_as_a_tie(tmp_path):
+    """Train bins 0 and 1 give identical answers at n=10: no winner is invented, the tie is listed and
+    each resample's tie is split (their joint share 1.0, bin 2 none)."""
+    from crossdiff.results.sizes import best_bins
+
+    rng = np.random.default_rng(0)
+    pl.DataFrame({"item_id": [f"t{i}" for i in range(90)], "difficulty": np.arange(90.0),
+                  "bin": [i // 30 for i in range(90)]}).write_parquet(tmp_path / "bins.parquet")
+    base = {t: rng.integers(0, 2, 50) for t in range(3)}
+
+    def run(label, t, extra):
+        c = base[t].copy()
+        c[np.flatnonzero(c == 0)[:extra]] = 1
+        return _write_result(tmp_path / label, label, t, c)
+
+    paths = [run("zero-shot", t, 0) for t in range(3)]
+    for b, g in {0: 10, 1: 10, 2: 2}.items():
+        paths += [run(f"{b}-n10", t, g) for t in range(3)]
+    best, _ = best_bins(paths, tmp_path / "bins.parquet", {"n_boot": 200})
+    row = best.row(0, named=True)
+    assert row["best_train_bin"] is None and row["tied_train_bins"] == "0 1"
+    assert row["best_share"] == pytest.approx(1.0) and row["best_lo"] == 0 and row["best_hi"] == 1
+
+
+def test_summary_reports_a_tie_of_train_bins():
+    from crossdiff.results.summary import summarize
+
+    rng = np.random.default_rng(1)
+    rows, scores = [], {}
+    for t in range(3):
+        ids = [f"{t}-{i}" for i in range(40)]
+        z = (rng.random(40) < 0.3).astype(float)
+        scores[f"zs{t}"] = dict(zip(ids, z))
+        rows.append({"train_bin": "zero-shot", "test_bin": t, "value": z.mean(), "gain": None, "result": f"zs{t}"})
+        y = np.maximum(z, (rng.random(40) < 0.5).astype(float))
+        for b in range(3):
+            if b == t:
+                continue
+            scores[f"b{b}t{t}"] = dict(zip(ids, y))  # every train bin scores the same on test bin t
+            rows.append({"train_bin": str(b), "test_bin": t, "value": y.mean(), "gain": y.mean() - z.mean(),
+                         "result": f"b{b}t{t}"})
+    df = pl.DataFrame(rows, schema_overrides={"gain": pl.Float64}).with_columns(
+        pl.lit("m").alias("model"), pl.lit("d").alias("dataset"))
+    _, best = summarize(df, {"n_boot": 100}, scores=scores)
+    assert best["best_train_bin"].null_count() == 3 and best["gap"].null_count() == 3
+    assert best.sort("test_bin")["tied_train_bins"].to_list() == ["1 2", "0 2", "0 1"]
+    assert best["best_share"].to_list() == pytest.approx([1.0, 1.0, 1.0])
