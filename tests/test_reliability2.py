@@ -110,3 +110,16 @@ def test_summary_reports_a_tie_of_train_bins():
     assert best["best_train_bin"].null_count() == 3 and best["gap"].null_count() == 3
     assert best.sort("test_bin")["tied_train_bins"].to_list() == ["1 2", "0 2", "0 1"]
     assert best["best_share"].to_list() == pytest.approx([1.0, 1.0, 1.0])
+
+
+# ------------------------------------------------------------------ item 7: one paragraph per training size
+def test_summary_paragraphs_name_the_training_size():
+    from crossdiff.results.summary_report import paragraph
+
+    row = {"model": "m", "dataset": "d", "diagonal": "excluded", "resample": "items", "n_cells": 6, "n_boot": 10,
+           "best_within_near_gap": 2, "n_test_bins": 3}
+    for k in ("slope", "near_gain", "far_gain", "easy_to_hard", "hard_to_easy", "asymmetry"):
+        row.update({k: 0.1, f"{k}_lo": 0.0, f"{k}_hi": 0.2})
+    texts = [paragraph({**row, "train_size": n}, 0.95, 1) for n in (5, None)]
+    assert texts[0] != texts[1]
+    assert "n=5 training items per bin" in texts[0] and "all training items of each bin" in texts[1]
