@@ -123,3 +123,23 @@ def test_summary_paragraphs_name_the_training_size():
     texts = [paragraph({**row, "train_size": n}, 0.95, 1) for n in (5, None)]
     assert texts[0] != texts[1]
     assert "n=5 training items per bin" in texts[0] and "all training items of each bin" in texts[1]
+
+
+# ------------------------------------------------------------------ items 9, 11: validated at parse time
+MINIMAL = {"datasets": {"d": {"items": {"source": "none"}, "responses": {"source": "table", "path": "x.csv"}}}}
+
+
+@pytest.mark.parametrize("patch,expected", [
+    ({"evaluate": {"batch_size": "lots"}}, "evaluate.batch_size: 'lots' does not match"),
+    ({"evaluate": {"batch_size": 0}}, "evaluate.batch_size: 0 is less than the minimum of 1"),
+    ({"evaluate": {"dtype": "float33"}}, "evaluate.dtype: 'float33' is not one of"),
+    ({"datasets": {"d" * 300: MINIMAL["datasets"]["d"]}}, "is too long"),
+    ({"study": {"train_sets": {"s" * 300: {"bins": [0]}}}}, "is too long"),
+])
+def test_bad_evaluate_settings_and_long_names_stop_at_validation(patch, expected):
+    from crossdiff.config import validate
+
+    with pytest.raises(CrossdiffError, match=expected):
+        validate({**MINIMAL, **patch})
+    ok = validate({**MINIMAL, "evaluate": {"batch_size": "auto:4", "dtype": "bfloat16"}})
+    assert ok["evaluate"]["batch_size"] == "auto:4"

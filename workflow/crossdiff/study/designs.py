@@ -96,6 +96,9 @@ def check_design(study: dict, n_bins: int) -> None:
     for name, spec in (study.get("train_sets") or {}).items():
         if not re.fullmatch(SET_NAME, name):
             raise CrossdiffError(f"study.train_sets: set name {name!r}: use letters, digits and _ only")
+        if len(name) > 100:
+            raise CrossdiffError(f"study.train_sets: set name {name[:20]!r}... has {len(name)} characters; expected at "
+                                 "most 100 (it is part of file names, which end at 255 bytes)")
         bins = spec["bins"]
         if bins != "all":
             bad = [b for b in bins if not 0 <= b < n_bins]
