@@ -143,3 +143,19 @@ def test_bad_evaluate_settings_and_long_names_stop_at_validation(patch, expected
         validate({**MINIMAL, **patch})
     ok = validate({**MINIMAL, "evaluate": {"batch_size": "auto:4", "dtype": "bfloat16"}})
     assert ok["evaluate"]["batch_size"] == "auto:4"
+
+
+# ------------------------------------------------------------------ item 13: numeric solutions
+def test_numeric_solutions_keep_zero_and_treat_nan_as_missing(tmp_path):
+    from conftest import REPO
+    from crossdiff.items.adapters import attach_solutions, load_items
+
+    items = load_items("math", {"path": str(REPO / "tests/fixtures/datasets/math"), "subtasks": ["algebra"]})
+    ids = items["item_id"].to_list()
+    table = tmp_path / "sol.parquet"
+    pl.DataFrame({"item_id": ids, "model_solution": [0.0] + [float(i) for i in range(1, len(ids))]}).write_parquet(table)
+    out = attach_solutions(items, {"path": str(table)}, "m")
+    assert out["model_solution"].to_list()[0] == "0.0"
+    pl.DataFrame({"item_id": ids, "model_solution": [float("nan")] + [1.0] * (len(ids) - 1)}).write_parquet(table)
+    with pytest.raises(CrossdiffError, match=rf"1 of {len(ids)} item\(s\) have no solution.*{ids[0]}"):
+        attach_solutions(items, {"path": str(table)}, "m")
