@@ -48,7 +48,11 @@ def check_finetune_memory():
             continue
         n = world_size(s, res["gpu"])
         msg = fit_message(
-            m["id"], settings_plan(cfg, s, n), res["gpu"], res["gpu_mem_gb"]
+            m["id"],
+            settings_plan(cfg, s, n),
+            res["gpu"],
+            res["gpu_mem_gb"],
+            replan=lambda g: settings_plan(cfg, s, g),
         )
         if msg and mode == "error":
             raise WorkflowError(msg)
