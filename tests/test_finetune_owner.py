@@ -102,3 +102,23 @@ def test_refused_precision_leaves_no_empty_work_dir(tmp_path):
                  settings={"master_weights": "bf16", "allow_pure_bf16": True, "max_steps": 1, "device": "cpu"})
     assert not out.exists() and not (tmp_path / "ft.work").exists()
     assert not (tmp_path / "ft.work.owner").exists()
+
+
+@pytest.mark.parametrize("save_dtype,name,st", [("bf16", "bfloat16", "BF16"), ("fp32", "float32", "F32")])
+def test_config_json_names_the_saved_dtype(tmp_path, save_dtype, name, st):
+    """issue 20, item 15: save_dtype bf16 writes bf16 tensors, and config.json says bfloat16."""
+    from safetensors import safe_open
+
+    from crossdiff.models.tiny import build_base_model
+    from crossdiff.finetune.run import finetune
+
+    tiny = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32, "warmup_problems": 0,
+            "warmup_steps": 0, "eval_items": 0}
+    build_base_model(tmp_path / "base", None, tiny)
+    out = tmp_path / "ft"
+    finetune(tmp_path / "base", _train_file(tmp_path), out,
+             settings={"save_dtype": save_dtype, "max_steps": 1, "device": "cpu", "per_device_train_batch_size": 1})
+    assert json.loads((out / "config.json").read_text())["dtype"] == name
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+    assert dtypes == {st}

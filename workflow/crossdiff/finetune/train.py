@@ -21,7 +21,7 @@ from pathlib import Path
 from crossdiff.errors import CrossdiffError
 from crossdiff.finetune.checkpoints import completion_callback, last_complete_checkpoint
 from crossdiff.finetune.settings import accumulation_steps, precision_plan
-from crossdiff.finetune.weights import changed_share, optimizer_state_dtype
+from crossdiff.finetune.weights import changed_share, optimizer_state_dtype, record_saved_dtype
 from crossdiff.io import atomic_path, write_json
 from crossdiff.prompts.format import PromptFormat
 from crossdiff.study.sft_data import check_lengths
@@ -289,6 +289,7 @@ def train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s,
         )
         with atomic_path(output, directory=True) as tmp:
             model.save_pretrained(tmp, state_dict=state_dict)
+            record_saved_dtype(tmp, str(dtype).split(".")[1])  # config.json: the saved dtype (issue 20, item 15)
             tokenizer.save_pretrained(tmp)
             write_json(metrics, Path(tmp) / "train_metrics.json")
         curve = metrics["loss_curve"]

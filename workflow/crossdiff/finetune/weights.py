@@ -75,3 +75,16 @@ def optimizer_state_dtype(optimizer) -> str | None:
             if torch.is_tensor(v):
                 return str(getattr(v, "dtype", None)).replace("torch.", "")
     return None
+
+
+def record_saved_dtype(model_dir, dtype_name: str) -> None:
+    """Make config.json name the dtype the weights were saved in. ``save_pretrained`` writes the
+    in-memory parameters' dtype (fp32 master weights) even when the state dict it saves was cast to bf16."""
+    import json
+
+    path = Path(model_dir) / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg["dtype"] = dtype_name
+    if "torch_dtype" in cfg:
+        cfg["torch_dtype"] = dtype_name
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
