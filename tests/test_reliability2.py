@@ -159,3 +159,25 @@ def test_numeric_solutions_keep_zero_and_treat_nan_as_missing(tmp_path):
     pl.DataFrame({"item_id": ids, "model_solution": [float("nan")] + [1.0] * (len(ids) - 1)}).write_parquet(table)
     with pytest.raises(CrossdiffError, match=rf"1 of {len(ids)} item\(s\) have no solution.*{ids[0]}"):
         attach_solutions(items, {"path": str(table)}, "m")
+
+
+# ------------------------------------------------------------------ item 17: a job killed by a signal
+def test_console_summary_says_a_job_was_killed(tmp_path):
+    """A real snakemake main log of a job killed by SIGKILL: the summary names the signal, not the
+    progress line the log happens to end with."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from crossdiff.runtime.failures import summary
+
+    (tmp_path / "Snakefile").write_text(
+        'rule a:\n    output: "out.txt"\n    log: "logs/a.log"\n'
+        '    shell: "(echo \'fit_irt: no-op\'; python3 -c \'import os,signal; os.kill(os.getpid(), signal.SIGKILL)\')'
+        ' > {log} 2>&1"\n')
+    snakemake = Path(sys.executable).parent / "snakemake"
+    proc = subprocess.run([str(snakemake), "--cores", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    main_logs = sorted((tmp_path / ".snakemake" / "log").glob("*.log"))
+    text = summary(main_logs, tmp_path)
+    assert "a: killed by SIGKILL (its log ends: fit_irt: no-op)" in text, text
