@@ -181,3 +181,30 @@ def test_console_summary_says_a_job_was_killed(tmp_path):
     main_logs = sorted((tmp_path / ".snakemake" / "log").glob("*.log"))
     text = summary(main_logs, tmp_path)
     assert "a: killed by SIGKILL (its log ends: fit_irt: no-op)" in text, text
+
+
+# ------------------------------------------------------------------ item 18: records of older lm-eval runs
+def test_metric_absent_lists_the_numeric_keys_of_records_without_metrics(tmp_path):
+    import json
+
+    from crossdiff.responses.details import extract_v2
+    from crossdiff.responses.lb_settings import ModelFailed, parse_settings
+
+    f = tmp_path / "samples_leaderboard_x_2024-01-01T00-00-00.jsonl"
+    f.write_text("".join(json.dumps({"doc_id": i, "acc": 1.0, "target": "A", "resps": []}) + "\n" for i in range(3)))
+    s = parse_settings({"version": "v2", "task": "leaderboard_x", "metric": "acc_norm"})
+    with pytest.raises(ModelFailed, match=r"'acc_norm' absent.*numeric keys present: acc\)"):
+        extract_v2(f, "", s)
+
+
+def test_filter_of_a_file_without_filter_keys_is_refused_clearly(tmp_path):
+    """Older lm-eval: a two-filter task written as two blocks of the same doc ids, no 'filter' key."""
+    import json
+
+    from crossdiff.responses.importers import read_samples_file
+
+    f = tmp_path / "samples_gsm8k_2024.jsonl"
+    rows = [{"doc_id": i, "exact_match": float(b)} for b in (1, 0) for i in range(4)]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(CrossdiffError, match=r"carry no 'filter' key.*repeat 4 doc id\(s\), one block per filter"):
+        read_samples_file(f, "exact_match", want_filter="strict-match")

@@ -260,6 +260,16 @@ def read_samples_file(path, metric: str = "acc", threshold: float = 0.5, item_ke
     if want_filter is None and len(named) > 1:
         raise CrossdiffError(f"{path}: samples carry several lm-eval filters ({', '.join(sorted(map(str, named)))}); "
                              f"name one with responses.filter")
+    if want_filter is not None and filters_seen == {None}:
+        # lm-eval runs that predate the per-sample 'filter' key write one block per filter of a
+        # multi-filter task, each repeating every doc id: which block is which is not in the file
+        ids = [str(_get(rec, item_key)) for _, rec in iter_samples(path) if isinstance(rec, dict)]
+        repeats = len(ids) - len(set(ids))
+        blocks = f"; its {len(ids)} samples repeat {repeats} doc id(s), one block per filter" if repeats else ""
+        raise CrossdiffError(
+            f"{path}: responses.filter is {want_filter!r} but the samples carry no 'filter' key (an lm-eval older "
+            f"than per-sample filter logging){blocks}; the filters' blocks cannot be told apart safely: re-run the "
+            "evaluation with a current lm-eval, or set responses.filter: null for a file of one filter")
     if want_filter is not None and want_filter not in filters_seen:
         raise CrossdiffError(f"{path}: no samples with filter {want_filter!r}; found {', '.join(sorted(map(str, filters_seen)))}")
     return out
