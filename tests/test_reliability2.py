@@ -208,3 +208,17 @@ def test_filter_of_a_file_without_filter_keys_is_refused_clearly(tmp_path):
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(CrossdiffError, match=r"carry no 'filter' key.*repeat 4 doc id\(s\), one block per filter"):
         read_samples_file(f, "exact_match", want_filter="strict-match")
+
+
+def test_lm_eval_samples_with_repeated_filter_blocks_are_refused(tmp_path):
+    """No filter asked, no 'filter' key, every doc id twice: never mixed silently into one matrix."""
+    import json
+
+    from crossdiff.responses.importers import read_lm_eval_samples
+
+    (tmp_path / "org__m").mkdir()
+    rows = [{"doc_id": i, "exact_match": float(b)} for b in (1, 0) for i in range(4)]
+    (tmp_path / "org__m" / "samples_gsm8k_2024-01-01T00-00-00.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(CrossdiffError, match=r"doc id '0' occurs 2 times \(4 repeats in all\).*one block per filter"):
+        read_lm_eval_samples(tmp_path, {"task": "gsm8k", "metric": "exact_match"})

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
@@ -311,6 +312,14 @@ def read_lm_eval_samples(root, settings: dict) -> pl.DataFrame:
     for model, sub, f in files:
         pairs = read_samples_file(f, settings.get("metric", "acc"), float(settings.get("threshold", 0.5)),
                                   settings.get("item_key", "doc_id"), settings.get("filter"))
+        ids = [i for i, _ in pairs]
+        if len(set(ids)) < len(ids):  # several blocks of one doc id set: never mixed silently
+            dup = next(i for i, n in Counter(ids).items() if n > 1)
+            raise CrossdiffError(
+                f"{f}: doc id {dup!r} occurs {ids.count(dup)} times ({len(ids) - len(set(ids))} repeats in all); an "
+                "lm-eval older than per-sample filter logging writes one block per filter of a multi-filter task, "
+                "which cannot be told apart; re-run the evaluation with a current lm-eval (samples with a 'filter' "
+                "key) and set responses.filter")
         models += [model] * len(pairs)
         items += [i if sub is None else f"{sub}/{i}" for i, _ in pairs]
         correct += [c for _, c in pairs]
