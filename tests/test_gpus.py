@@ -256,3 +256,26 @@ def test_count_zero_runs_without_a_gpu_and_takes_no_lock(tmp_path):
     assert "pass-through: --count 0" in err
     assert out.read_text().startswith(" ")  # "<CUDA_VISIBLE_DEVICES> <start> <end>" with no device
     assert not (tmp_path / "locks").exists() or not list((tmp_path / "locks").iterdir())
+
+
+def test_lock_dir_mode_kept_file_refused_and_too_few_visible_devices(tmp_path):
+    """issue 20, item 12: an existing lock dir keeps its mode; a lock dir that is a file and a
+    CUDA_VISIBLE_DEVICES that is empty or lists fewer devices than --count are clear errors."""
+    import os as _os
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    mine.chmod(0o750)
+    code, err = finish(wrapper(mine, "--devices", "0", cmd=["true"]))
+    assert code == 0, err
+    assert _os.stat(mine).st_mode & 0o7777 == 0o750
+    fresh = tmp_path / "fresh" / "locks"
+    assert finish(wrapper(fresh, "--devices", "0", cmd=["true"]))[0] == 0
+    assert _os.stat(fresh).st_mode & 0o7777 == 0o1777  # made here: shared with the machine's users
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    code, err = finish(wrapper(afile, "--devices", "0", cmd=["true"]))
+    assert code == 2 and "not a directory" in err and "Traceback" not in err
+    for visible, count in (("", "1"), ("0", "2")):
+        code, err = finish(wrapper(tmp_path / "l", "--count", count, cmd=["true"], env=clean_env(CUDA_VISIBLE_DEVICES=visible)))
+        assert code == 2 and f"the job needs {count}" in err, err

@@ -560,3 +560,18 @@ def test_plan_counts_models_files_bytes_and_downloads_nothing(tmp_path, online):
     assert "3 models" in proc.stdout and f"to download: {2 * len(MATH_SUBS)} files" in proc.stdout
     assert "1 not_found" in proc.stdout
     assert json.loads((tmp_path / "plan.json").read_text())["files"] == 2 * len(MATH_SUBS)
+
+
+@pytest.mark.parametrize("models", [[], ["no-slash-id", "a/b/c"], ["x/y", "gone/too"]])
+def test_plan_with_no_listable_model_fails_and_writes_nothing(tmp_path, online, models):
+    """Empty list, only bad ids, or no repo reachable: an error, no '0 B' plan file (issue 20, item 8)."""
+    with FakeHub({}) as hub:  # a hub without these repos (an unreachable one fails the same way, slower)
+        settings = {**V2_MATH, "models": models, "max_retries": 0, "endpoint": hub.url}
+        proc = subprocess.run([str(BIN / "python"), "-m", "crossdiff.cli", "collect-leaderboard", "--settings",
+                               json.dumps(settings), "--cache-dir", str(tmp_path / "c"), "--plan",
+                               str(tmp_path / "plan.json"), "--no-progress"],
+                              env={**os.environ, "HF_HUB_OFFLINE": "0"}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "plan: no models" in proc.stderr or "none of the" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "plan.json").exists()

@@ -40,7 +40,7 @@ def test_twins_landing_on_one_item_or_told_nothing_are_dropped():
     out, dropped, counts = match_rows(df, ITEMS, "question", "r", "i", T)
     assert out.height == 0 and counts["rows_twin_dropped"] == 4 and counts["twin_items_dropped"] == 2
     assert [d["id"] for d in dropped] == ["1", "2"] and all(d["kind"] == "item" for d in dropped)
-    assert "resolve to one item" in dropped[0]["detail"] and "no choices, gold or full_prompt" in dropped[0]["detail"]
+    assert "resolve to one item" in dropped[0]["detail"] and "no choices or gold in the row" in dropped[0]["detail"]
     assert "fit none of them" in dropped[0]["detail"] and "same question as 2" in dropped[0]["detail"]
 
 
@@ -58,3 +58,15 @@ def test_unmatched_key_and_repeated_plain_row_stop_the_import():
         match_rows(rows(("m", "Mercury_1", 1), ("m", "Question: What is 2+2?\nAnswer:", 1)), ITEMS, "question", "r", "i", T)
     with pytest.raises(CrossdiffError, match="exactly one"):
         match_rows(rows(("m", "x", 1)), ITEMS, "question", "r", "i", "Question:")
+
+
+def test_twins_are_never_matched_by_full_prompt():
+    """issue 20, item 19: a v1 ARC full prompt holds few-shot answers, not the item's options; a short
+    option text ('oxygen') appearing in a few-shot answer must not pick a twin (before: item 1)."""
+    prompt = ("Question: What do we breathe in?\nAnswer: oxygen\n\n"
+              "Question: What do we breathe out?\nAnswer: carbon dioxide\n\n"
+              "Question: Which gas do plants absorb?\nAnswer:")
+    df = rows(("m", "Question: Which gas do plants absorb?\nAnswer:", 1, None, None, None, prompt))
+    out, dropped, counts = match_rows(df, ITEMS, "question", "r", "i", T)
+    assert out.height == 0 and counts["rows_twin_dropped"] == 1
+    assert "no choices or gold in the row" in dropped[0]["detail"]

@@ -136,3 +136,32 @@ def test_a_job_on_a_too_small_gpu_stops_before_loading(tmp_path, monkeypatch):
     with pytest.raises(CrossdiffError, match="needs about .* GB per GPU on 1 GPU"):
         check_before_training(str(d), d, resolve_settings({"max_length": 4096, "per_device_train_batch_size": 2}), 1)
     check_before_training(str(d), d, resolve_settings({"max_length": 4096, "per_device_train_batch_size": 1}), 8)
+
+
+@pytest.mark.parametrize("broken,expected", [
+    ('{"hidden_size": 64, "num_attention_he', "is not readable JSON"),
+    (json.dumps({"hidden_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2}), "vocab_size"),
+    (json.dumps({"hidden_size": "abc", "num_attention_heads": 2, "num_hidden_layers": 2, "vocab_size": 10}),
+     "not a positive integer"),
+])
+def test_broken_config_json_is_named_with_its_model(tmp_path, broken, expected):
+    """issue 20, item 14: truncated JSON, a missing size, a size that is not a number."""
+    from crossdiff.finetune.memory_plan import read_config
+
+    (tmp_path / "config.json").write_text(broken)
+    with pytest.raises(CrossdiffError, match=expected) as info:
+        read_config(str(tmp_path))
+    assert str(tmp_path / "config.json") in str(info.value) and f"model {tmp_path}" in str(info.value)
+
+
+def test_more_gpus_are_suggested_only_when_they_fit():
+    """A plan whose activations and logits alone exceed the GPU: no GPU count is suggested."""
+    q14 = MODELS["Qwen/Qwen2.5-14B-Instruct"]
+    replan = lambda g: plan(q14, gpus=g, batch=64, seq=4096)  # noqa: E731
+    msg = fit_message("q14", replan(1), 1, 80, replan=replan)
+    assert "resources.gpu:" not in msg and "more GPUs alone do not help" in msg
+    assert replan(16)["total_gb"] > 80  # indeed: not even 16 fit
+    fits = lambda g: plan(q14, gpus=g, batch=1, seq=4096)  # noqa: E731
+    msg = fit_message("q14", fits(1), 1, 80, replan=fits)
+    g = int(msg.split("resources.gpu: ")[1].split(")")[0])
+    assert fits(g)["total_gb"] <= 80 and fits(g // 2)["total_gb"] > 80

@@ -111,3 +111,27 @@ def test_embedded_default_config_after_its_items_rule(tmp_path):
     wrong = crossdiff_cli("show-prompt", "--directory", str(wd), "--dataset", "arith", "--item", item["item_id"],
                           "--output", f"{int(item['answer']) + 1}", "--json")
     assert json.loads(wrong.stdout)["verdict"]["correct"] == 0
+
+
+def test_bad_inputs_are_clear_errors(tmp_path):
+    """issue 20, item 16: a CSV, a missing file, an unknown adapter, a JSONL item file of a dataset."""
+    import json as _json
+
+    import polars as pl
+
+    pl.DataFrame({"item_id": ["a"], "question": ["2+2?"], "answer": ["4"]}).write_csv(tmp_path / "x.csv")
+    ok = crossdiff_cli("show-prompt", "--items", str(tmp_path / "x.csv"), "--item", "a")
+    assert ok.returncode == 0 and "2+2?" in ok.stdout, ok.stderr
+    for args, expected in (
+        (["--items", str(tmp_path / "missing.parquet")], "item table not found"),
+        (["--items", str(tmp_path / "x.csv"), "--adapter", "nope"], "--adapter 'nope': no such benchmark adapter"),
+    ):
+        proc = crossdiff_cli("show-prompt", *args, "--item", "a")
+        assert proc.returncode != 0 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    (tmp_path / "items.jsonl").write_text(_json.dumps({"item_id": "a", "question": "3+3?", "answer": "6"}) + "\n")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(_json.dumps({"datasets": {"j": {
+        "items": {"source": "file", "path": str(tmp_path / "items.jsonl")},
+        "responses": {"source": "table", "path": "r.csv"}}}}))
+    proc = crossdiff_cli("show-prompt", "--directory", str(tmp_path), "--dataset", "j", "--item", "a")
+    assert proc.returncode == 0 and "3+3?" in proc.stdout, proc.stderr

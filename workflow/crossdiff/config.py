@@ -97,6 +97,7 @@ def check_references(c: dict) -> list[str]:
     for b in c["study"]["train_bins"] or []:
         if b >= c["bins"]["n_bins"]:
             problems.append(f"study.train_bins: bin {b} does not exist; expected 0..{c['bins']['n_bins'] - 1}")
+    problems += _tracked_path_problems(datasets)
     for i, m in enumerate(c["models"]):
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in m["id"]):
             problems.append(f"models.{i}.id: {m['id']!r} holds a control character (newline, tab, ...); "
@@ -109,6 +110,21 @@ def check_references(c: dict) -> list[str]:
         w = m.get("warmup_dataset")
         if w is not None and w not in datasets:
             problems.append(f"models.{i}.warmup_dataset: unknown dataset {w!r}; expected one of: {', '.join(datasets)}")
+    return problems
+
+
+def _tracked_path_problems(datasets: dict) -> list[str]:
+    """Local files the workflow reads are Snakemake inputs (edits rerun their jobs), and Snakemake reads
+    ``{...}`` in an input path as a wildcard: such a path cannot be tracked, so it is refused here."""
+    problems = []
+    for name, d in datasets.items():
+        paths = {"items.path": d["items"].get("path"), "responses.path": d["responses"].get("path"),
+                 "responses.models_list": d["responses"].get("models_list"),
+                 "items.solutions.path": (d["items"].get("solutions") or {}).get("path")}
+        for key, path in paths.items():
+            if path and ("{" in path or "}" in path):
+                problems.append(f"datasets.{name}.{key}: {path!r} holds '{{' or '}}', which Snakemake reads as a "
+                                f"wildcard in an input path; rename the file or folder")
     return problems
 
 

@@ -39,6 +39,31 @@ def items_table(name):
     return []
 
 
+def local_files(path):
+    """A local path as Snakemake inputs: the file, or every file under a folder (a folder's mtime does
+    not change when a file in it is edited). A missing path stays as it is: Snakemake names it."""
+    import os
+
+    if path and os.path.isdir(path):
+        return sorted(
+            os.path.join(root, f) for root, _, files in os.walk(path) for f in files
+        )
+    return [path] if path else []
+
+
+def prepare_items_inputs(wildcards):
+    """The local files prepare_items reads: items.path (file or folder) and items.solutions.path."""
+    items = dataset(wildcards.dataset)["items"]
+    solutions = items.get("solutions") or {}
+    return local_files(items.get("path")) + local_files(solutions.get("path"))
+
+
+def response_files(wildcards):
+    """Every file of a local responses source (a folder of lm-eval samples: each file in it)."""
+    r = dataset(wildcards.dataset)["responses"]
+    return local_files(r["path"]) if r["source"] in ("table", "lm_eval_samples") else []
+
+
 def raw_responses(wildcards):
     r = dataset(wildcards.dataset)["responses"]
     if r["source"] == "simulated":
@@ -118,6 +143,7 @@ import crossdiff.errors
 import crossdiff.study.designs as design
 
 design.check_design(config["study"], N_BINS)
+design.check_seed_variance(config["study"], config["finetune"])
 import crossdiff.evaluate.zero_shot as zsm
 import crossdiff.evaluate.loss_measure as lsm
 
@@ -329,18 +355,33 @@ def base_model_ref(model):
 def gpu_prefix(stage):
     """Run a GPU job through `crossdiff gpu-run`, which gives it its own device(s) locally.
 
-    Part of the shell string, not of params: params are a rerun trigger, and editing the device
+    The template holds no config string: the device list and lock dir reach the shell as
+    {params.gpu_devices:q} / {params.gpu_lock_dir:q} (gpu_params), so Snakemake never formats a
+    config value as template text (issue 20, item 1).
+    """
+    if not config["resources"][stage]["gpu"]:
+        return ""
+    return (
+        "crossdiff gpu-run --count {resources.gpu} --devices {params.gpu_devices:q} "
+        "--lock-dir {params.gpu_lock_dir:q} -- "
+    )
+
+
+def gpu_params():
+    """params of a GPU rule: the device list and lock dir of `crossdiff gpu-run`.
+
+    Functions of `resources`, hence "derived" params that are no rerun trigger: editing the device
     list must not rerun every fine-tune (profiles/workstation leaves the `code` trigger off).
     """
-    n = config["resources"][stage]["gpu"]
-    if not n:
-        return ""
-    devices = config["gpus"]["devices"]
-    devices = devices if isinstance(devices, str) else ",".join(map(str, devices))
-    return (
-        f"crossdiff gpu-run --count {n} --devices {shlex.quote(devices)} "
-        f"--lock-dir {shlex.quote(config['gpus']['lock_dir'])} -- "
-    )
+
+    def devices(wildcards, resources):
+        d = config["gpus"]["devices"]
+        return d if isinstance(d, str) else ",".join(map(str, d))
+
+    def lock_dir(wildcards, resources):
+        return config["gpus"]["lock_dir"]
+
+    return {"gpu_devices": devices, "gpu_lock_dir": lock_dir}
 
 
 def eval_outputs(model, name, train):

@@ -35,8 +35,9 @@ rule evaluate_zero_shot:
         mem_mb=lambda wc, attempt: config["resources"]["evaluate"]["mem_mb"] * attempt,
         runtime=lambda wc, attempt: config["resources"]["evaluate"]["runtime"] * attempt,
     params:
+        **gpu_params(),
         base=lambda wc: shlex.quote(base_model_ref(wc.model)),
-        settings=cli_json(config["evaluate"]),
+        settings=lambda wc: cli_json(config["evaluate"]),
     shell:
         "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
         + gpu_prefix("evaluate")
@@ -69,7 +70,8 @@ rule evaluate_checkpoint:
         mem_mb=lambda wc, attempt: config["resources"]["evaluate"]["mem_mb"] * attempt,
         runtime=lambda wc, attempt: config["resources"]["evaluate"]["runtime"] * attempt,
     params:
-        settings=cli_json(config["evaluate"]),
+        **gpu_params(),
+        settings=lambda wc: cli_json(config["evaluate"]),
         train=lambda wc: design.result_train_bin(design.run_of_eval(wc.trained)),
     shell:
         "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
@@ -97,10 +99,11 @@ rule zero_shot_measure:
         mem_mb=lambda wc, attempt: config["resources"]["evaluate"]["mem_mb"] * attempt,
         runtime=lambda wc, attempt: config["resources"]["evaluate"]["runtime"] * attempt,
     params:
+        **gpu_params(),
         model=lambda wc: zero_shot_model(wc.dataset),
         base=lambda wc: shlex.quote(base_model_ref(zero_shot_model(wc.dataset))),
         prompt=lambda wc: prompt_json(wc.dataset),
-        settings=cli_json(config["evaluate"]),
+        settings=lambda wc: cli_json(config["evaluate"]),
     shell:
         "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
         + gpu_prefix("evaluate")

@@ -17,6 +17,7 @@ rule finetune:
         mem_mb=lambda wc, attempt: finetune_mem_mb(wc.model) * attempt,
         runtime=lambda wc, attempt: finetune_resources(wc.model)["runtime"] * attempt,
     params:
+        **gpu_params(),
         base=lambda wc: shlex.quote(base_model_ref(wc.model)),
         settings=run_settings,
         prompt=lambda wc: prompt_json(wc.dataset),

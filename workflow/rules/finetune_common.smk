@@ -11,15 +11,13 @@ def finetune_resources(model):
 
 def finetune_gpu_prefix():
     """`crossdiff gpu-run` with the job's own GPU count (per model; 0 = no GPU), or nothing when no
-    model of the config fine-tunes on a GPU. Not a param: see gpu_prefix in common.smk.
+    model of the config fine-tunes on a GPU. Devices and lock dir are params (gpu_params, common.smk).
     """
     if not any(finetune_resources(m)["gpu"] for m in MODELS):
         return ""
-    devices = config["gpus"]["devices"]
-    devices = devices if isinstance(devices, str) else ",".join(map(str, devices))
     return (
-        "crossdiff gpu-run --count {resources.gpu} "
-        f"--devices {shlex.quote(devices)} --lock-dir {shlex.quote(config['gpus']['lock_dir'])} -- "
+        "crossdiff gpu-run --count {resources.gpu} --devices {params.gpu_devices:q} "
+        "--lock-dir {params.gpu_lock_dir:q} -- "
     )
 
 

@@ -10,7 +10,7 @@ rule fit_irt:
         "logs/fit_irt/{dataset}.log",
     threads: config["irt"]["threads"] or 2
     params:
-        settings=cli_json(irt_settings()),
+        settings=lambda wc: cli_json(irt_settings()),
     shell:
         "OMP_WAIT_POLICY=PASSIVE crossdiff fit-irt --responses {input:q} "
         "--settings {params.settings} --items-out {output.irt_items:q} "

@@ -1,4 +1,6 @@
 rule prepare_items:
+    input:
+        prepare_items_inputs,
     output:
         "results/items/{dataset}.parquet",
     log:

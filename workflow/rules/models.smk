@@ -4,7 +4,7 @@ rule model_table:
     log:
         "logs/model_table.log",
     params:
-        ids=" ".join(shlex.quote(m["id"]) for m in config["models"]),
+        ids=lambda wc: " ".join(shlex.quote(m["id"]) for m in config["models"]),
     shell:
         "crossdiff register-models --output {output:q} {params.ids} > {log:q} 2>&1"
 

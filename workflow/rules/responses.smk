@@ -65,6 +65,7 @@ rule plan_leaderboard:
 rule import_responses:
     input:
         raw=raw_responses,
+        files=response_files,
         item_table=lambda wc: items_table(wc.dataset),
     output:
         matrix="results/responses/{dataset}.parquet",

@@ -15,7 +15,7 @@ rule aggregate:
     log:
         "logs/aggregate.log",
     params:
-        settings=cli_json(config["aggregate"]),
+        settings=lambda wc: cli_json(config["aggregate"]),
     shell:
         "crossdiff aggregate --results {input:q} --output {output.table:q} --csv {output.csv:q} "
         "--settings {params.settings} > {log:q} 2>&1"
@@ -115,7 +115,7 @@ rule size_difficulty:
     log:
         "logs/size_difficulty/{dataset}.log",
     params:
-        settings=cli_json(config["aggregate"]),
+        settings=lambda wc: cli_json(config["aggregate"]),
     shell:
         "crossdiff size-difficulty --results {input.results:q} --bins {input.bins:q} "
         "--dataset {wildcards.dataset} --outdir results/figures/{wildcards.dataset} "
@@ -151,7 +151,7 @@ rule summarize:
     log:
         "logs/summarize.log",
     params:
-        settings=cli_json(summary_settings()),
+        settings=lambda wc: cli_json(summary_settings()),
     shell:
         "crossdiff summarize --table {input.table:q} --csv {output.csv:q} --best {output.best:q} "
         "--figure {output.figure:q} --text {output.text:q} --images {input.images:q} "

@@ -170,10 +170,11 @@ def host_plan(cfg: dict, *, ranks: int = 1, rank0_loading: bool = False, lora: b
 
 def read_config(model_ref, model_dir=None) -> dict | None:
     """config.json of a local directory, or of a hub id from the cache (or the hub: a few KB).
-    None when it cannot be had (offline and not cached)."""
+    None when it cannot be had (offline and not cached); a broken one (not JSON, a size missing or
+    not a number) is a CrossdiffError naming the model and the file."""
     for d in (model_dir, model_ref):
         if d is not None and (Path(str(d)) / "config.json").is_file():
-            return json.loads((Path(str(d)) / "config.json").read_text())
+            return _checked_config(model_ref, Path(str(d)) / "config.json")
     if model_ref is None or Path(str(model_ref)).exists():
         return None
     try:
@@ -182,9 +183,27 @@ def read_config(model_ref, model_dir=None) -> dict | None:
         path = try_to_load_from_cache(str(model_ref), "config.json")
         if not isinstance(path, str):
             path = hf_hub_download(str(model_ref), "config.json")
-        return json.loads(Path(path).read_text())
     except Exception:  # offline, gated, unknown: the check happens again when the job starts
         return None
+    return _checked_config(model_ref, Path(path))
+
+
+def _checked_config(model_ref, path: Path) -> dict:
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CrossdiffError(f"model {model_ref}: {path} is not readable JSON ({exc}); expected the model's "
+                             "config.json (re-download or rebuild the model)") from None
+    if not isinstance(cfg, dict):
+        raise CrossdiffError(f"model {model_ref}: {path} holds {type(cfg).__name__}, expected a JSON object")
+    try:
+        shape(cfg)
+    except CrossdiffError as exc:
+        raise CrossdiffError(f"model {model_ref}: {path}: {exc}") from None
+    except (TypeError, ValueError, ZeroDivisionError) as exc:
+        raise CrossdiffError(f"model {model_ref}: {path}: a size is not a positive integer ({exc}); expected "
+                             "hidden_size, num_attention_heads, num_hidden_layers, vocab_size as integers") from None
+    return cfg
 
 
 def settings_plan(cfg: dict, s: dict, gpus: int, on_gpu: bool = True) -> dict:
@@ -198,15 +217,23 @@ def settings_plan(cfg: dict, s: dict, gpus: int, on_gpu: bool = True) -> dict:
     )
 
 
-def fit_message(model, est: dict, gpus: int, gpu_mem_gb: float) -> str | None:
-    """None when the plan fits ``gpus`` GPUs of ``gpu_mem_gb``; else what does not fit and what to change."""
+def fit_message(model, est: dict, gpus: int, gpu_mem_gb: float, replan=None) -> str | None:
+    """None when the plan fits ``gpus`` GPUs of ``gpu_mem_gb``; else what does not fit and what to change.
+    ``replan(g)``: the plan on g GPUs; more GPUs are suggested only when that plan fits."""
     if est["total_gb"] <= gpu_mem_gb:
         return None
-    need = est["weights_grads_optimizer_gb"] * est["gpus"]
-    hint_gpus = next((g for g in (2, 4, 8, 16) if g > gpus and need / g * FRAGMENTATION < gpu_mem_gb * 0.6), None)
+    more = [g for g in (2, 4, 8, 16) if g > gpus]
+    if replan is None:  # from the estimate alone (no config to re-plan with): suggest g GPUs only when the
+        # sharded state takes at most 60% of a GPU, leaving room for activations, logits and FSDP's
+        # gathered units, which the estimate cannot re-derive
+        def replan(g):
+            return {"total_gb": est["weights_grads_optimizer_gb"] * est["gpus"] / g * FRAGMENTATION / 0.6}
+    hint_gpus = next((g for g in more if replan(g)["total_gb"] <= gpu_mem_gb), None)
     hints = []
     if hint_gpus:
         hints.append(f"give it more GPUs (models[].resources.gpu: {hint_gpus})")
+    elif more:
+        hints.append(f"more GPUs alone do not help (not even {more[-1]}: activations and logits stay per GPU)")
     hints.append("lower finetune.per_device_train_batch_size (raise global_batch_size's accumulation) or max_length")
     hints.append("turn on finetune.gradient_checkpointing")
     hints.append("or set models[].resources.gpu_mem_gb to your GPUs' real memory")
@@ -234,7 +261,8 @@ def check_before_training(model_ref, model_dir, s: dict, n_processes: int) -> No
     cfg = read_config(model_ref, model_dir)
     if cfg is None:
         return
-    msg = fit_message(model_ref, settings_plan(cfg, s, n_processes), n_processes, mem)
+    msg = fit_message(model_ref, settings_plan(cfg, s, n_processes), n_processes, mem,
+                      replan=lambda g: settings_plan(cfg, s, g))
     if msg:
         raise CrossdiffError(msg)
 

@@ -87,7 +87,8 @@ def check_model(model_id: str, cfg: dict | None, s: dict, res: dict) -> tuple[li
         return problems, None
     if cfg is None:
         return problems, None
-    msg = fit_message(model_id, settings_plan(cfg, s, n), res["gpu"], res["gpu_mem_gb"])
+    msg = fit_message(model_id, settings_plan(cfg, s, n), res["gpu"], res["gpu_mem_gb"],
+                      replan=lambda g: settings_plan(cfg, s, g))
     if msg:
         problems.append(msg)
     host = host_plan(cfg, ranks=n, rank0_loading=engine == "fsdp2" and bool(s["cpu_ram_efficient_loading"]),

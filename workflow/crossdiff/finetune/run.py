@@ -27,6 +27,7 @@ from pathlib import Path
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.finetune.checkpoints import fingerprint, in_worker, last_complete_checkpoint, prepare_work_dir
+from crossdiff.finetune.owner import owned
 from crossdiff.finetune.settings import DEFAULTS, LORA_DEFAULTS, resolve_settings, world_size  # noqa: F401
 from crossdiff.finetune.train import build_trainer, choose_device, mean_train_loss, train_and_save  # noqa: F401
 from crossdiff.finetune.weights import resolve_model_dir
@@ -72,6 +73,21 @@ def finetune(
     rows = read_sft_jsonl(train_path)
     output = Path(output)
     work_dir = Path(work_dir) if work_dir else _default_work_dir(output)
+    with owned(work_dir):  # one trainer per work directory (a live owner is an error naming it)
+        try:
+            return _finetune_owned(model_path, train_path, output, work_dir, s, fmt, rows, callbacks, gpus)
+        except BaseException:
+            _remove_if_unused(work_dir)
+            raise
+
+
+def _remove_if_unused(work_dir: Path) -> None:
+    """A job that failed before its first checkpoint leaves no empty work directory behind."""
+    if work_dir.is_dir() and not any(p.name.startswith("checkpoint-") for p in work_dir.iterdir()):
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _finetune_owned(model_path, train_path, output, work_dir, s, fmt, rows, callbacks, gpus) -> dict | None:
     n = world_size(s, gpus)
     model_dir = resolve_model_dir(model_path)
     fp = fingerprint(model_dir, rows, s, fmt.to_config(), n)

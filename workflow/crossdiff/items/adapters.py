@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -340,6 +341,15 @@ def _read_solutions_table(spec: dict) -> tuple[list[dict], str]:
     raise CrossdiffError("items.solutions: give a path (table) or a hub_id")
 
 
+def _solution_text(value) -> str | None:
+    """A solution cell as text, or None when it holds none: null, NaN and blank are missing; a number
+    (a numeric parquet column) is its text, 0 and 0.0 included."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value)
+    return text if text.strip() else None
+
+
 def attach_solutions(items: pl.DataFrame, spec: dict, dataset: str = "items") -> pl.DataFrame:
     """Join per-item solutions from another source into ``items`` as column ``model_solution``.
 
@@ -370,7 +380,8 @@ def attach_solutions(items: pl.DataFrame, spec: dict, dataset: str = "items") ->
     if dups:
         raise CrossdiffError(f"{where}: {len(dups)} duplicated key(s) in {source}, e.g. {dups[:3]}")
     keys = [norm(v) for v in items[key].to_list()]
-    missing = [iid for iid, k in zip(items["item_id"].to_list(), keys) if not str(table.get(k) or "").strip()]
+    table = {k: _solution_text(v) for k, v in table.items()}
+    missing = [iid for iid, k in zip(items["item_id"].to_list(), keys) if not table.get(k)]
     if missing:
         raise CrossdiffError(f"{where}: {len(missing)} of {items.height} item(s) have no solution in {source} "
                              f"(matched on {key} = {key_column}), e.g. item(s) {missing[:5]}")

@@ -37,6 +37,15 @@ def _config_dataset(configfile: str, dataset: str) -> tuple[dict, dict]:
     return config, config["datasets"][dataset]
 
 
+def _read_items(path):
+    """An item table as the rules read it (CSV, TSV, parquet, JSONL), with an item_id column."""
+    from crossdiff.io import read_table, require_columns
+
+    items = read_table(path, "item table")
+    require_columns(items, ["item_id"], path, "item table")
+    return items
+
+
 def _items_from_config(config: dict, dataset: str, workdir: Path):
     import polars as pl
 
@@ -45,8 +54,7 @@ def _items_from_config(config: dict, dataset: str, workdir: Path):
     entry = config["datasets"][dataset]
     src = entry["items"]["source"]
     if src == "file":
-        return pl.read_parquet(entry["items"]["path"]) if str(entry["items"]["path"]).endswith(".parquet") \
-            else pl.read_csv(entry["items"]["path"], separator="\t" if str(entry["items"]["path"]).endswith(".tsv") else ",")
+        return _read_items(entry["items"]["path"])
     if src == "none":
         raise CrossdiffError(f"datasets.{dataset}.items.source is 'none': the dataset has no item texts to show")
     built = workdir / "results" / "items" / f"{dataset}.parquet"
@@ -152,7 +160,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                     "multiple choice: a choice's text or label)")
     p.add_argument("--configfile", default="config/config.yaml", help="config file (default: config/config.yaml)")
     p.add_argument("--directory", default=".", help="workflow directory holding results/ (default: .)")
-    p.add_argument("--items", help="item table instead of the config's (parquet)")
+    p.add_argument("--items", help="item table instead of the config's (parquet, CSV, TSV or JSONL)")
     p.add_argument("--prompt", type=json_arg, help="JSON prompt section (with --items; over --adapter's defaults)")
     p.add_argument("--adapter", help="benchmark adapter whose default format --prompt overrides (with --items)")
     p.add_argument("--tokenizer", help="model directory or hub id whose chat template applies")
@@ -167,7 +175,13 @@ def run(args: argparse.Namespace) -> None:
     workdir = Path(args.directory)
     config = None
     if args.items:
-        items = pl.read_parquet(args.items)
+        items = _read_items(args.items)
+        if args.adapter is not None:
+            from crossdiff.items.adapters import ADAPTERS
+
+            if args.adapter not in ADAPTERS:
+                raise CrossdiffError(f"--adapter {args.adapter!r}: no such benchmark adapter; expected one of: "
+                                     f"{', '.join(ADAPTERS)}")
         settings = {"source": "hub", "adapter": args.adapter} if args.adapter else {}
         prompt = prompt_for(settings, args.prompt) if args.adapter else dict(args.prompt or {})
         dataset = args.dataset or Path(args.items).stem

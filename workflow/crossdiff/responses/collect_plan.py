@@ -65,6 +65,9 @@ def plan(s: Settings, models: list[str] | None, cache_dir, items_path=None, prog
         models = models_from_contents(s, api, token, cache_dir)
         source = s.contents_repo
     models, duplicates = dedupe_models(models)
+    if not models:
+        raise CrossdiffError(f"plan: no models to list for leaderboard {s.version} {s.task} (from {source}); "
+                             "give responses.models, a models_list file with ids, or neither (the contents dataset)")
     expected = expected_keys(items_path, s)
     bar = tqdm(total=len(models), desc=f"plan {s.version} {s.task}", unit="repo", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
@@ -79,6 +82,10 @@ def plan(s: Settings, models: list[str] | None, cache_dir, items_path=None, prog
     for r in rows:
         if r["status"] == "failed":
             failed[r["error_kind"]] = failed.get(r["error_kind"], 0) + 1
+    if not listed:  # an empty plan is no plan: Snakemake would cache it as done
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(failed.items()))
+        raise CrossdiffError(f"plan: none of the {len(models)} model(s) could be listed ({kinds}); first: "
+                             f"{rows[0]['model_id']}: {rows[0]['error']}; check the ids, the endpoint and the network")
     return {
         "version": s.version, "task": s.task, "models_from": source, "models": len(models),
         "duplicate_models": len(duplicates), "repos_with_files": len(listed), "repos_failed": dict(sorted(failed.items())),

@@ -131,9 +131,10 @@ def extract_v2(path: Path, label: str, s: Settings) -> list[tuple[str, int]]:
     except CrossdiffError as exc:
         first = next(iter_samples(path), (0, {}))[1] if path.is_file() else {}
         if isinstance(first, dict) and first and s.metric not in first:
-            avail = [k for k in first.get("metrics", []) if k in first]
+            avail = [k for k in first.get("metrics", []) if k in first] or sorted(  # no 'metrics' key before lm-eval 0.4.7
+                k for k, v in first.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "doc_id")
             raise ModelFailed("metric_absent", f"{path.name}: metric {s.metric!r} absent from the samples "
-                                               f"(they carry {', '.join(map(str, avail)) or 'no metric'})") from None
+                                               f"(numeric keys present: {', '.join(map(str, avail)) or 'none'})") from None
         raise ModelFailed("bad_file", str(exc)) from None
     return [(_item(label, key), c) for key, c in pairs]
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
@@ -260,6 +261,16 @@ def read_samples_file(path, metric: str = "acc", threshold: float = 0.5, item_ke
     if want_filter is None and len(named) > 1:
         raise CrossdiffError(f"{path}: samples carry several lm-eval filters ({', '.join(sorted(map(str, named)))}); "
                              f"name one with responses.filter")
+    if want_filter is not None and filters_seen == {None}:
+        # lm-eval runs that predate the per-sample 'filter' key write one block per filter of a
+        # multi-filter task, each repeating every doc id: which block is which is not in the file
+        ids = [str(_get(rec, item_key)) for _, rec in iter_samples(path) if isinstance(rec, dict)]
+        repeats = len(ids) - len(set(ids))
+        blocks = f"; its {len(ids)} samples repeat {repeats} doc id(s), one block per filter" if repeats else ""
+        raise CrossdiffError(
+            f"{path}: responses.filter is {want_filter!r} but the samples carry no 'filter' key (an lm-eval older "
+            f"than per-sample filter logging){blocks}; the filters' blocks cannot be told apart safely: re-run the "
+            "evaluation with a current lm-eval, or set responses.filter: null for a file of one filter")
     if want_filter is not None and want_filter not in filters_seen:
         raise CrossdiffError(f"{path}: no samples with filter {want_filter!r}; found {', '.join(sorted(map(str, filters_seen)))}")
     return out
@@ -301,6 +312,14 @@ def read_lm_eval_samples(root, settings: dict) -> pl.DataFrame:
     for model, sub, f in files:
         pairs = read_samples_file(f, settings.get("metric", "acc"), float(settings.get("threshold", 0.5)),
                                   settings.get("item_key", "doc_id"), settings.get("filter"))
+        ids = [i for i, _ in pairs]
+        if len(set(ids)) < len(ids):  # several blocks of one doc id set: never mixed silently
+            dup = next(i for i, n in Counter(ids).items() if n > 1)
+            raise CrossdiffError(
+                f"{f}: doc id {dup!r} occurs {ids.count(dup)} times ({len(ids) - len(set(ids))} repeats in all); an "
+                "lm-eval older than per-sample filter logging writes one block per filter of a multi-filter task, "
+                "which cannot be told apart; re-run the evaluation with a current lm-eval (samples with a 'filter' "
+                "key) and set responses.filter")
         models += [model] * len(pairs)
         items += [i if sub is None else f"{sub}/{i}" for i, _ in pairs]
         correct += [c for _, c in pairs]

@@ -16,9 +16,9 @@ Each distinct key is matched, in this order:
    that, exactly one longest item text contained in the key;
 3. **twins**: when that text belongs to several items (ARC-Challenge has stems that occur twice
    under different ids), each row is resolved by the fields it carries: its choices against the
-   items' choices, its gold answer against the items' answers, its full prompt against the items'
-   choices; a row still matching several items (or none of them), or two rows of one model landing
-   on one item, is dropped, and every twin item concerned is listed in ``dropped.csv`` with the reason.
+   items' choices, its gold answer against the items' answers (never its full prompt: the v1 ARC
+   prompt holds the 25 few-shot examples and the stem, not the item's options); a row still
+   matching several items (or none of them), or two rows of one model landing on one item, is dropped, and every twin item concerned is listed in ``dropped.csv`` with the reason.
 
 A key that matches no item stops the import with examples (a wrong template or item table, not a
 detail to skip). The counts (rows by id, by text, twins resolved, twins dropped) go to the import's
@@ -126,15 +126,10 @@ def _by_gold(row: dict, cands: list[_Item]):
     return None
 
 
-def _by_prompt(row: dict, cands: list[_Item]):
-    prompt = row.get("full_prompt")
-    if not prompt or not any(c.choices for c in cands):
-        return None
-    prompt = normalise(prompt)
-    return [c for c in cands if c.choices and all(ch in prompt for ch in c.choices)] or None  # none: tells nothing
-
-
-RESOLVERS = (("choices", _by_choices), ("gold", _by_gold), ("full_prompt", _by_prompt))
+# No resolver by ``full_prompt`` (issue 20, item 19): the real v1 ARC full prompt holds 25 solved
+# examples and the test stem, never the test item's options, so matching options against it can only
+# be silent (no fit) or wrong (a short option text found in a few-shot answer).
+RESOLVERS = (("choices", _by_choices), ("gold", _by_gold))
 
 
 def resolve_twin(row: dict, cands: list[_Item]) -> tuple[_Item | None, str]:
@@ -150,7 +145,8 @@ def resolve_twin(row: dict, cands: list[_Item]) -> tuple[_Item | None, str]:
         if not kept:
             return None, f"its {name} fit none of them"
         cands = kept
-    return None, (f"equal {'/'.join(used)}" if used else "no choices, gold or full_prompt in the row")
+    return None, (f"equal {'/'.join(used)}" if used else "no choices or gold in the row (its full_prompt is not used: "
+                                                         "it holds the few-shot examples, not the item's options)")
 
 
 def match_rows(df: pl.DataFrame, items: pl.DataFrame, column: str, path, items_path, template: str = "{text}",

@@ -8,8 +8,9 @@ or without seeds) of one dataset:
   train bin of each n is outlined in the overall panel;
 * ``{outdir}/best_train_bin.png``: the best train bin (highest overall accuracy) against n, one line
   per model, with its bootstrap interval;
-* the table (CSV): model, dataset, train_size, best_train_bin, best_lo, best_hi, best_share (share of
-  resamples that pick the same bin), best_accuracy, n_boot.
+* the table (CSV): model, dataset, train_size, best_train_bin (empty when bins tie), tied_train_bins
+  (the bins sharing the best accuracy), best_lo, best_hi, best_share (share of resamples won by those
+  bins, a resample's tie among k bins counting 1/k each), best_accuracy, n_boot.
 
 The interval of the best bin is a percentile interval of the argmax over resamples of the same
 two-level bootstrap as :func:`crossdiff.results.aggregate.hierarchical_bootstrap`: seeds drawn with
@@ -27,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from crossdiff.results.aggregate import _stable_int
+from crossdiff.results.ties import split_quantiles, split_share, winners
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, write_csv
@@ -101,14 +103,16 @@ def best_bins(paths, bins_path, settings: dict | None = None):
                 # overall accuracy per resample: items re-weighted within each test bin, seeds re-weighted
                 boots.append(sum(np.einsum("bk,kn,bn->b", u, mats[t], w[t]) * len(item_ids[t]) for t in test_bins) / n_total)
             point = np.array(point)
-            best = bins_here[int(np.argmax(point))]
-            picks = np.array(bins_here)[np.argmax(np.vstack(boots), axis=0)]
+            top = winners(point)  # a tie is reported as one (best_train_bin empty, tied_train_bins lists them)
+            best = bins_here[int(top[0])] if len(top) == 1 else None
+            boot_m = np.vstack(boots).T  # (n_boot, bins)
             alpha = (1 - s["confidence"]) / 2
-            lo, hi = np.quantile(picks, [alpha, 1 - alpha], method="inverted_cdf")
+            lo, hi = split_quantiles(boot_m, bins_here, [alpha, 1 - alpha])
             best_rows.append({"model": model, "dataset": dataset, "train_size": n, "best_train_bin": best,
-                              "best_lo": int(lo), "best_hi": int(hi), "best_share": float(np.mean(picks == best)),
+                              "tied_train_bins": " ".join(str(bins_here[int(i)]) for i in top),
+                              "best_lo": int(lo), "best_hi": int(hi), "best_share": split_share(boot_m, top),
                               "best_accuracy": float(point.max()), "n_train_bins": len(bins_here), "n_boot": s["n_boot"]})
-    return pl.DataFrame(best_rows), pl.DataFrame(acc_rows)
+    return pl.DataFrame(best_rows, schema_overrides={"best_train_bin": pl.Int64}), pl.DataFrame(acc_rows)
 
 
 def _weights(rng, n_boot, size):
@@ -150,8 +154,8 @@ def plot(best: pl.DataFrame, acc: pl.DataFrame, outdir, dataset: str) -> list[st
             if test == "overall":
                 for i, n in enumerate(sizes):
                     row = best.filter((pl.col("model") == model) & (pl.col("train_size") == n))
-                    if row.height:
-                        j = tbins.index(row["best_train_bin"][0])
+                    for tied in (row["tied_train_bins"][0].split() if row.height else []):
+                        j = tbins.index(int(tied))
                         ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, edgecolor="red", lw=2))
         for ax in axes.ravel()[len(tests):]:
             ax.axis("off")
@@ -163,7 +167,7 @@ def plot(best: pl.DataFrame, acc: pl.DataFrame, outdir, dataset: str) -> list[st
     fig, ax = plt.subplots(figsize=(6, 4))
     for (model,), part in sub.group_by(["model"], maintain_order=True):
         x = part["train_size"].to_numpy()
-        y = part["best_train_bin"].to_numpy()
+        y = part["best_train_bin"].cast(pl.Float64).to_numpy()  # a tie: no point (NaN)
         err = np.vstack([y - part["best_lo"].to_numpy(), part["best_hi"].to_numpy() - y])
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=model)
     ax.set_xscale("log")

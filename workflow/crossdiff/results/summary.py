@@ -7,7 +7,7 @@ Outputs: ``--csv`` one row per model x dataset (columns ``slope``, ``slope_lo``,
 ``intercept``, ``easy_to_hard``, ``hard_to_easy``, ``asymmetry``, ``near_gain``, ``far_gain``, each
 with ``_lo``/``_hi``, plus ``n_cells``, ``diagonal``, ``resample``, ``n_boot``,
 ``best_within_near_gap``, ``n_test_bins``); ``--best`` one row per model x dataset x test bin
-(``best_train_bin``, ``gap``, ``gain``, ``best_share``, ``significant``); ``--figure`` a PNG;
+(``best_train_bin`` and ``gap`` empty when train bins tie, ``tied_train_bins``, ``gain``, ``best_share``, ``significant``); ``--figure`` a PNG;
 ``--text`` a reStructuredText snippet (paragraphs + the ``--images`` embedded).
 """
 

@@ -31,6 +31,9 @@ def paragraph(row: dict, confidence: float, near_gap: int, group_by: list[str] |
     """One group's numbers in a few plain sentences."""
     name = f"**{row['model']}** on **{row['dataset']}**"
     extra = [f"{k}={row[k]}" for k in group_by or []]
+    if "train_size" in row and "train_size" not in (group_by or []):  # one paragraph per study.train_sizes entry
+        n = row["train_size"]
+        extra.append(f"n={n} training items per bin" if n is not None else "all training items of each bin")
     diag = ("the diagonal included" if row["diagonal"] == "included"
             else "the diagonal left out (its train and test items are the same)")
     how = "test items resampled" if row["resample"] == "items" else "cells resampled"

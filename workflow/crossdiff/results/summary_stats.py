@@ -33,6 +33,7 @@ import numpy as np
 import polars as pl
 
 from crossdiff.errors import CrossdiffError
+from crossdiff.results.ties import split_share, winners
 
 DEFAULTS = {
     "n_boot": 1000,
@@ -275,16 +276,22 @@ def summarize(df: pl.DataFrame, settings: dict | None = None, scores: dict | Non
             row.update({k: point[k], f"{k}_lo": lo, f"{k}_hi": hi})
         best = best_train_bins(b, t, g[None, :])
         n_near = 0
-        for test_bin, i in best.items():
-            i = int(i[0])
-            near = abs(int(b[i]) - test_bin) <= s["near_gap"]
+        for test_bin in best:
+            idx = np.flatnonzero(t == test_bin)
+            top = winners(g[idx])  # tied train bins are reported as a tie, not as the easiest of them
+            i = int(idx[top[0]])
+            near = all(abs(int(b[idx[k]]) - test_bin) <= s["near_gap"] for k in top)
             n_near += near
-            share = float((best_boot[test_bin] == i).mean()) if best_boot is not None else None
-            best_rows.append({**key, "test_bin": test_bin, "best_train_bin": int(b[i]), "gap": int(b[i]) - test_bin,
+            share = split_share(boot_g[:, idx], top) if best_boot is not None else None
+            tied = len(top) > 1
+            best_rows.append({**key, "test_bin": test_bin, "best_train_bin": None if tied else int(b[i]),
+                              "tied_train_bins": " ".join(str(int(b[idx[k]])) for k in top),
+                              "gap": None if tied else int(b[i]) - test_bin,
                               "gain": float(g[i]), "best_share": share,
                               "significant": bool(cells["significant"][i]) if "significant" in cells.columns
                               and cells["significant"][i] is not None else None})
         row["best_within_near_gap"] = n_near
         row["n_test_bins"] = len(best)
         rows.append(row)
-    return pl.DataFrame(rows), pl.DataFrame(best_rows, schema_overrides={"best_share": pl.Float64})
+    return pl.DataFrame(rows), pl.DataFrame(best_rows, schema_overrides={
+        "best_share": pl.Float64, "best_train_bin": pl.Int64, "gap": pl.Int64})

@@ -18,6 +18,8 @@ _ERROR_IN_RULE = re.compile(r"^Error in rule (\S+?):\s*$")
 _FIELD = re.compile(r"^\s{4}(\w+): (.*)$")
 _CLI_ERROR = re.compile(r"^crossdiff [\w-]+: error: ")
 _MAX_CHARS = 600
+# Snakemake's RuleException just before a job's "Error in rule" block carries the shell's status
+_STATUS = re.compile(r"(?:returned non-zero exit status (-?\d+)|died with <Signals\.(\w+): \d+>)\.?\s*$")
 
 
 @dataclass
@@ -25,16 +27,36 @@ class FailedJob:
     rule: str
     wildcards: str = ""
     logs: list[str] = field(default_factory=list)
+    signal: str | None = None  # e.g. "SIGKILL" when the command was killed by a signal
+
+
+def signal_of(status: int) -> str | None:
+    """The signal behind a shell exit status (128 + N, or -N from Python), else None."""
+    import signal as _signal
+
+    n = -status if status < 0 else status - 128 if 128 < status < 128 + 65 else None
+    if n is None:
+        return None
+    try:
+        return _signal.Signals(n).name
+    except ValueError:
+        return f"signal {n}"
 
 
 def failed_jobs(main_log: str) -> list[FailedJob]:
     """The failed jobs of a Snakemake main log, in order (each job once)."""
     jobs: list[FailedJob] = []
     current: FailedJob | None = None
+    killed_by: str | None = None
     for line in main_log.splitlines():
+        st = _STATUS.search(line)
+        if st:
+            killed_by = st.group(2) or signal_of(int(st.group(1)))
+            continue
         m = _ERROR_IN_RULE.match(line)
         if m:
-            current = FailedJob(m.group(1))
+            current = FailedJob(m.group(1), signal=killed_by)
+            killed_by = None
             jobs.append(current)
             continue
         if current is None:
@@ -95,7 +117,10 @@ def summary(main_logs, workdir: str | Path = ".") -> str:
             out.append(f"  {where}: no log file (see Snakemake's message above)")
             continue
         for log in j.logs:
-            out.append(f"  {where}: {error_line(log, workdir)}")
+            line = error_line(log, workdir)
+            if j.signal:  # a killed job's last log line is progress, not its error
+                line = f"killed by {j.signal} (its log ends: {line})"
+            out.append(f"  {where}: {line}")
             out.append(f"      full log: {log}")
     return "\n".join(out)
 

@@ -28,7 +28,8 @@ Which devices are candidates (``--devices``, default ``auto``):
 Pass-through (no locking, CMD runs with the environment as it is):
 
 - inside a SLURM job (``SLURM_JOB_ID`` set): SLURM already gave the job its GPUs;
-- ``--devices auto`` and ``CUDA_VISIBLE_DEVICES`` already set to at most N devices: a scheduler
+- ``--devices auto`` and ``CUDA_VISIBLE_DEVICES`` already set to exactly N devices (fewer, or empty,
+  is an error: the job would run on fewer GPUs than it needs): a scheduler
   (PBS, LSF, Kubernetes, ...) chose them. When it holds MORE than N devices (a user restricting
   snakemake to some GPUs, or a multi-GPU allocation running several local jobs), they are the
   candidates and the wrapper locks among them.
@@ -115,7 +116,11 @@ def plan(devices: str, count: int, env: dict[str, str] | None = None) -> Plan:
         return Plan(candidates=parse_devices(devices), source="--devices")
     if "CUDA_VISIBLE_DEVICES" in env:
         visible = parse_devices(env["CUDA_VISIBLE_DEVICES"]) if env["CUDA_VISIBLE_DEVICES"].strip() else []
-        if len(visible) <= count:
+        if len(visible) < count:  # empty or too few: the job would run on fewer GPUs than it needs, or on none
+            raise CrossdiffError(
+                f"CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']!r} makes {len(visible)} device(s) visible, but the "
+                f"job needs {count}; unset it, list at least {count} device(s), or lower the job's gpu count")
+        if len(visible) == count:
             return Plan(passthrough=f"CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} already set")
         return Plan(candidates=visible, source="CUDA_VISIBLE_DEVICES")
     if env.get(ENV_DEVICES, "").strip():
@@ -196,11 +201,14 @@ def acquire(lock_dir: Path, candidates: list[str], count: int, wait_timeout: flo
         raise CrossdiffError(f"--count must be at least 1, got {count}")
     if count > len(candidates):
         raise CrossdiffError(f"--count {count} but only {len(candidates)} device(s) configured: {','.join(candidates)}")
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        lock_dir.chmod(0o1777)
-    except OSError:
-        pass
+    if lock_dir.exists() and not lock_dir.is_dir():
+        raise CrossdiffError(f"--lock-dir {lock_dir}: exists but is not a directory; give a directory for the GPU locks")
+    if not lock_dir.is_dir():
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        try:  # a folder made here is shared by the machine's users; an existing one keeps its owner's mode
+            lock_dir.chmod(0o1777)
+        except OSError:
+            pass
     start = time.monotonic()
     next_message = start
     while True:

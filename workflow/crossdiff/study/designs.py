@@ -20,7 +20,8 @@ Item accounting (all seeded, all deterministic):
   first ``k`` of that permutation, so smaller samples are nested in larger ones. A set of several bins
   takes equal shares of its size from each bin (sizes differ by at most one, easier bins first);
 * order: ``shuffle`` (the trainer's random sampler, as for single bins) or a curriculum,
-  ``easy_to_hard`` / ``hard_to_easy``: examples sorted by the binning measure (ties by item_id) and
+  ``easy_to_hard`` / ``hard_to_easy``: examples sorted by bin, then within a bin by the binning measure
+  (ties by IRT difficulty, then item_id), so the bins follow each other whatever broke the binning's ties, and
   trained in that order with the trainer's sequential sampler (``finetune`` setting ``shuffle: false``),
   the same order in every epoch.
 """
@@ -95,6 +96,9 @@ def check_design(study: dict, n_bins: int) -> None:
     for name, spec in (study.get("train_sets") or {}).items():
         if not re.fullmatch(SET_NAME, name):
             raise CrossdiffError(f"study.train_sets: set name {name!r}: use letters, digits and _ only")
+        if len(name) > 100:
+            raise CrossdiffError(f"study.train_sets: set name {name[:20]!r}... has {len(name)} characters; expected at "
+                                 "most 100 (it is part of file names, which end at 255 bytes)")
         bins = spec["bins"]
         if bins != "all":
             bad = [b for b in bins if not 0 <= b < n_bins]
@@ -105,10 +109,27 @@ def check_design(study: dict, n_bins: int) -> None:
     bad = [b for b in (study.get("train_bins") or []) if not 0 <= b < n_bins]
     if bad:
         raise CrossdiffError(f"study.train_bins: {bad} outside 0..{n_bins - 1} (bins.n_bins = {n_bins})")
-    for key in ("train_sizes", "seeds"):
+    for key in ("train_bins", "train_sizes", "seeds"):
         vals = study.get(key) or []
         if len(set(map(str, vals))) != len(vals):
             raise CrossdiffError(f"study.{key}: {vals} lists a value twice")
+
+
+def check_seed_variance(study: dict, finetune: dict) -> None:
+    """Refuse seeds that change nothing: a curriculum trains in file order (sequential sampler), so a full
+    fine-tune (no LoRA: no random initialisation) repeats the same run for every seed, and the table
+    would report their zero spread as seed variance."""
+    seeds = study.get("seeds") or []
+    if len(seeds) < 2 or finetune.get("lora"):
+        return
+    fixed = [name for name, spec in (study.get("train_sets") or {}).items() if spec.get("order", "shuffle") != "shuffle"]
+    if fixed:
+        raise CrossdiffError(
+            f"study.seeds: {seeds} with the curriculum train set(s) {fixed}: a curriculum trains in a fixed order "
+            "and a full fine-tune has no other seeded step, so every seed repeats the same model and its zero "
+            "spread would be reported as seed variance; use one seed (study.seeds: null), order: shuffle, or "
+            "finetune.lora (a seeded initialisation)"
+        )
 
 
 def design_runs(study: dict, n_bins: int) -> list[str]:
@@ -188,7 +209,9 @@ def select_training_items(bins: pl.DataFrame, train_bins: list[int], size: int |
     if key not in chosen.columns:
         raise CrossdiffError(f"{where}: a curriculum needs a 'difficulty' (or 'measure') column to order items by")
     desc = order == "hard_to_easy"
-    return chosen.sort([key, "item_id"], descending=[desc, desc])
+    # bin first: the bins were cut with their own tie-breaks (zero-shot 0/1 measures tie on IRT difficulty)
+    keys = ["bin", key, *(["difficulty"] if key != "difficulty" and "difficulty" in chosen.columns else []), "item_id"]
+    return chosen.sort(keys, descending=desc)
 
 
 def make_train_set(items_path, bins_path, train_bins, output, size=None, order="shuffle", sample_seed=0,
