@@ -3,6 +3,8 @@ import json
 import re
 import shlex
 
+from crossdiff.errors import CrossdiffError
+
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
@@ -37,6 +39,34 @@ def items_table(name):
     if src == "file":
         return dataset(name)["items"]["path"]
     return []
+
+
+def published_spec(name):
+    """datasets.<name>.bins.published when bins.by is 'published' (crossdiff.bins.published), else None."""
+    if dataset(name)["bins"]["by"] != "published":
+        return None
+    spec = dataset(name)["bins"].get("published")
+    if not spec:
+        raise CrossdiffError(
+            f"datasets.{name}.bins.by = 'published' needs datasets.{name}.bins.published "
+            "(source: file with path, or source: hub with hub_id/config; column, key, match, rule)"
+        )
+    if spec["match"] == "question" and not items_table(name):
+        raise CrossdiffError(
+            f"datasets.{name}.bins.published.match = 'question' needs an item table; items.source is none"
+        )
+    return spec
+
+
+def published_inputs(wildcards):
+    """The published table when it is a local file; the IRT items; the item table for match: question."""
+    spec = published_spec(wildcards.dataset)
+    out = {"irt": f"results/irt/{wildcards.dataset}/items.parquet"}
+    if spec["source"] == "file":
+        out["table"] = spec["path"]
+    if spec["match"] == "question":
+        out["item_table"] = items_table(wildcards.dataset)
+    return out
 
 
 def raw_responses(wildcards):
@@ -122,6 +152,8 @@ import crossdiff.evaluate.zero_shot as zsm
 
 for _name in DATASETS:
     zsm.check_by(_name, dataset(_name)["bins"]["by"], MODELS)
+    if published_spec(_name) is not None:
+        continue
     if dataset(_name)["bins"]["by"] != "irt" and not items_table(_name):
         raise crossdiff.errors.CrossdiffError(
             f"datasets.{_name}.bins.by = {dataset(_name)['bins']['by']!r} bins by an item-table "
@@ -186,7 +218,9 @@ def zero_shot_base_input(wildcards):
 def bins_args(name):
     """make_bins options beyond today's: bins.by and bins.holdout_fraction (empty when both are off)."""
     out = ""
-    if zero_shot_model(name):
+    if published_spec(name) is not None:
+        out += f" --by published --rule {published_spec(name)['rule']} --measure-table {shlex.quote(f'results/bins/{name}/published.parquet')}"
+    elif zero_shot_model(name):
         out += f" --by {shlex.quote(dataset(name)['bins']['by'])} --measure-table {shlex.quote(f'results/bins/{name}/zero_shot_measure.parquet')}"
     elif dataset(name)["bins"]["by"] != "irt":
         out += f" --by {shlex.quote(dataset(name)['bins']['by'])} --item-table {shlex.quote(items_table(name))}"
@@ -200,6 +234,8 @@ def bins_inputs(wildcards):
         return {
             "measure": f"results/bins/{wildcards.dataset}/zero_shot_measure.parquet"
         }
+    if published_spec(wildcards.dataset) is not None:
+        return {"measure": f"results/bins/{wildcards.dataset}/published.parquet"}
     by_column = dataset(wildcards.dataset)["bins"]["by"] != "irt"
     return {"item_table": items_table(wildcards.dataset)} if by_column else {}
 
