@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-responses": ("crossdiff.responses.build", "build the canonical response matrix"),
     "fit-irt": ("crossdiff.irt.fit", "fit a 1PL/2PL IRT model to a response matrix"),
     "make-bins": ("crossdiff.bins.make", "split items into equal-size difficulty bins"),
+    "published-difficulty": ("crossdiff.bins.published", "match the authors' published difficulties to the items (bins.by: published)"),
     "bin-stability": ("crossdiff.bins.stability", "share of items whose bin changes between two fits"),
     "plot-difficulty": ("crossdiff.bins.figures", "difficulty report figures"),
     "register-models": ("crossdiff.slugs", "table of model ids and their path-safe slugs"),

@@ -20,6 +20,26 @@ rule make_bins:
         "--output {output.bins:q} --summary {output.summary:q} > {log:q} 2>&1"
 
 
+# bins.by: published: the authors' difficulty table matched to the items (crossdiff.bins.published)
+rule published_difficulty:
+    input:
+        unpack(published_inputs),
+    output:
+        "results/bins/{dataset}/published.parquet",
+    log:
+        "logs/published_difficulty/{dataset}.log",
+    params:
+        spec=lambda wc: cli_json(published_spec(wc.dataset)),
+        item_table=lambda wc, input: (
+            f" --item-table {shlex.quote(input.item_table)}"
+            if "item_table" in input.keys()
+            else ""
+        ),
+    shell:
+        "crossdiff published-difficulty --spec {params.spec} --irt-items {input.irt:q}{params.item_table} "
+        "--output {output:q} > {log:q} 2>&1"
+
+
 rule bin_stability:
     input:
         reference="results/irt/{dataset}/items.parquet",

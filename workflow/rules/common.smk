@@ -3,6 +3,8 @@ import json
 import re
 import shlex
 
+from crossdiff.errors import CrossdiffError
+
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
@@ -62,6 +64,34 @@ def response_files(wildcards):
     """Every file of a local responses source (a folder of lm-eval samples: each file in it)."""
     r = dataset(wildcards.dataset)["responses"]
     return local_files(r["path"]) if r["source"] in ("table", "lm_eval_samples") else []
+
+
+def published_spec(name):
+    """datasets.<name>.bins.published when bins.by is 'published' (crossdiff.bins.published), else None."""
+    if dataset(name)["bins"]["by"] != "published":
+        return None
+    spec = dataset(name)["bins"].get("published")
+    if not spec:
+        raise CrossdiffError(
+            f"datasets.{name}.bins.by = 'published' needs datasets.{name}.bins.published "
+            "(source: file with path, or source: hub with hub_id/config; column, key, match, rule)"
+        )
+    if spec["match"] == "question" and not items_table(name):
+        raise CrossdiffError(
+            f"datasets.{name}.bins.published.match = 'question' needs an item table; items.source is none"
+        )
+    return spec
+
+
+def published_inputs(wildcards):
+    """The published table when it is a local file; the IRT items; the item table for match: question."""
+    spec = published_spec(wildcards.dataset)
+    out = {"irt": f"results/irt/{wildcards.dataset}/items.parquet"}
+    if spec["source"] == "file":
+        out["table"] = spec["path"]
+    if spec["match"] == "question":
+        out["item_table"] = items_table(wildcards.dataset)
+    return out
 
 
 def raw_responses(wildcards):
@@ -150,6 +180,8 @@ import crossdiff.evaluate.loss_measure as lsm
 for _name in DATASETS:
     zsm.check_by(_name, dataset(_name)["bins"]["by"], MODELS)
     lsm.check_by(_name, dataset(_name)["bins"]["by"], MODELS)
+    if published_spec(_name) is not None:
+        continue
     if dataset(_name)["bins"]["by"] != "irt" and not items_table(_name):
         raise crossdiff.errors.CrossdiffError(
             f"datasets.{_name}.bins.by = {dataset(_name)['bins']['by']!r} bins by an item-table "
@@ -277,6 +309,8 @@ def bins_args(name):
     out = ""
     if measure_table_of(name):
         out += f" --by {shlex.quote(dataset(name)['bins']['by'])} --measure-table {shlex.quote(measure_table_of(name))}"
+    elif published_spec(name) is not None:
+        out += f" --by published --rule {shlex.quote(published_spec(name)['rule'])} --measure-table {shlex.quote(f'results/bins/{name}/published.parquet')}"
     elif dataset(name)["bins"]["by"] != "irt":
         out += f" --by {shlex.quote(dataset(name)['bins']['by'])} --item-table {shlex.quote(items_table(name))}"
     if config["bins"]["holdout_fraction"] > 0:
@@ -287,6 +321,8 @@ def bins_args(name):
 def bins_inputs(wildcards):
     if measure_table_of(wildcards.dataset):
         return {"measure": measure_table_of(wildcards.dataset)}
+    if published_spec(wildcards.dataset) is not None:
+        return {"measure": f"results/bins/{wildcards.dataset}/published.parquet"}
     by_column = dataset(wildcards.dataset)["bins"]["by"] != "irt"
     return {"item_table": items_table(wildcards.dataset)} if by_column else {}
 

@@ -16,6 +16,9 @@ Options (both off by default, leaving today's table unchanged):
 * ``--by loss:<model slug>`` with ``--measure-table`` (from ``crossdiff loss-measure``): bin by the base
   model's mean NLL of each item's training target (:mod:`crossdiff.evaluate.loss_measure`); ties as for
   the zero-shot measure.
+* ``--by published`` with ``--measure-table`` (from ``crossdiff published-difficulty``): bin by the
+  authors' published difficulty, ``--rule equal`` (equal-size bins, ties by IRT difficulty, then item_id)
+  or ``--rule quantile`` (their ``b/n <= q < (b+1)/n`` rule, :mod:`crossdiff.bins.published`).
 * ``--holdout-fraction F`` (``bins.holdout_fraction``): a seeded ``heldout`` column per bin
   (:func:`crossdiff.bins.holdout.holdout_split`): training uses the other items, evaluation the held-out ones.
 """
@@ -28,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from crossdiff.bins.holdout import holdout_split
+from crossdiff.bins.published import quantile_bins
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, require_columns, write_csv, write_parquet
 
@@ -120,6 +124,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--by", default="irt", help="'irt' (default) or an item-table column / length:COLUMN (needs --item-table)")
     p.add_argument("--item-table", help="item table holding the --by column")
     p.add_argument("--measure-table", help="--by zero_shot:<slug> / loss:<slug>: per-item table from 'crossdiff zero-shot-measure' / 'loss-measure'")
+    p.add_argument("--rule", choices=("equal", "quantile"), default="equal",
+                   help="--by published: equal-size bins or the authors' quantile rule")
     p.add_argument("--holdout-fraction", type=float, default=0.0, help="share of each bin held out for evaluation (0: none)")
     p.add_argument("--holdout-seed", type=int, default=0)
     p.add_argument("--output", required=True, help="item_id -> bin table (parquet)")
@@ -142,13 +148,25 @@ def run(args: argparse.Namespace) -> None:
         items = add_measure(items, read_table(args.measure_table, "loss measure table"), "measure", args.measure_table)
         key, tiebreak = "measure", ("difficulty",)  # ties as for the zero-shot measure: IRT order, then item_id
         print(f"binning by {args.by!r}: mean target NLL {items['measure'].mean():.3f}; ties by IRT difficulty")
+    elif args.by == "published":
+        if not args.measure_table:
+            raise CrossdiffError("bins.by = 'published' needs the matched table from 'crossdiff published-difficulty' (--measure-table)")
+        pub = read_table(args.measure_table, "published difficulty table")
+        require_columns(pub, ["item_id", "measure"], args.measure_table, "published difficulty table")
+        items = items.with_columns(pl.col("item_id").cast(pl.Utf8)).join(
+            pub.select(pl.col("item_id").cast(pl.Utf8), "measure"), on="item_id", how="inner")
+        key, tiebreak = "measure", ("difficulty",)
+        print(f"binning {items.height} items by their published difficulty, rule {args.rule!r}")
     elif args.by != "irt":
         if not args.item_table:
             raise CrossdiffError(f"bins.by = {args.by!r} needs the dataset's item table (--item-table); this dataset has none")
         items = add_measure(items, read_table(args.item_table, "item table"), args.by, args.item_table)
         key = "measure"
         print(f"binning by {args.by!r}: {items['measure'].n_unique()} distinct values for {args.n_bins} bins")
-    table, summary = make_bins(items, args.n_bins, args.items, key=key, tiebreak=tiebreak)
+    if args.by == "published" and args.rule == "quantile":
+        table, summary = quantile_bins(items, args.n_bins, args.measure_table)
+    else:
+        table, summary = make_bins(items, args.n_bins, args.items, key=key, tiebreak=tiebreak)
     if args.holdout_fraction > 0:
         table = holdout_split(table, args.holdout_fraction, args.holdout_seed)
         held = table.group_by("bin").agg(pl.col("heldout").sum().alias("n_heldout")).sort("bin")

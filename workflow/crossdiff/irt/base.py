@@ -5,6 +5,9 @@ the same shape; cells with ``observed == False`` are missing and are left out of
 imputed (their value in ``Y`` is ignored).
 
 Model: P(correct) = sigmoid(discrimination_j * (ability_i - difficulty_j)); 1PL has discrimination 1.
+3PL and 4PL as py-irt 0.7.1 parameterises them, with ``lambdas_j`` per item in [0, 1]:
+3PL ``lambdas + (1 - lambdas) * sigmoid(...)`` (lambdas = guessing floor); 4PL ``lambdas * sigmoid(...)``
+(lambdas = upper asymptote, i.e. 1 - slip; py-irt's 4PL has no guessing floor).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 @dataclass
 class IrtSettings:
     engine: str = "fast"  # fast | py-irt-compatible | py-irt
-    model: str = "1pl"  # 1pl | 2pl
+    model: str = "1pl"  # 1pl | 2pl | 3pl | 4pl
     priors: str = "vague"  # vague | hierarchical
     epochs: int = 2000  # py-irt / py-irt-compatible SVI steps
     lr: float = 0.1
@@ -42,11 +45,28 @@ class EngineResult:
     discrimination: np.ndarray | None = None  # (N,) 2PL only
     ability_sd: np.ndarray | None = None
     info: dict = field(default_factory=dict)  # iterations, converged, final_loss, criterion, ...
+    lambdas: np.ndarray | None = None  # (N,) 3PL: guessing floor; 4PL: upper asymptote
+    model: str = "1pl"
 
     def logits(self) -> np.ndarray:
-        """Predicted log-odds of a correct response, models x items."""
+        """Predicted log-odds of the logistic part, models x items."""
         a = self.discrimination if self.discrimination is not None else 1.0
         return a * (self.ability[:, None] - self.difficulty[None, :])
+
+    def probability(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """P(correct) of the cells (rows[k], cols[k]) under the fitted model."""
+        a = self.discrimination[cols] if self.discrimination is not None else 1.0
+        p = 1.0 / (1.0 + np.exp(-a * (self.ability[rows] - self.difficulty[cols])))
+        return asymptotes(p, None if self.lambdas is None else self.lambdas[cols], self.model)
+
+
+def asymptotes(p_star, lambdas, model: str):
+    """py-irt's 3PL / 4PL probability from the logistic part ``p_star`` (1PL/2PL: unchanged)."""
+    if model == "3pl":
+        return lambdas + (1.0 - lambdas) * p_star
+    if model == "4pl":
+        return lambdas * p_star
+    return p_star
 
 
 def check_matrix(Y: np.ndarray, observed: np.ndarray) -> None:

@@ -19,7 +19,10 @@ ENGINES = {
 def fit_engine(Y: np.ndarray, observed: np.ndarray, settings: IrtSettings, progress: bool = False) -> EngineResult:
     if settings.engine not in ENGINES:
         raise CrossdiffError(f"irt.engine = {settings.engine!r}; expected one of {', '.join(ENGINES)}")
-    module = importlib.import_module(ENGINES[settings.engine])
+    name = ENGINES[settings.engine]
+    if settings.engine == "fast" and settings.model in ("3pl", "4pl"):
+        name = "crossdiff.irt.asymptote"  # the fast engine's 3PL/4PL (L-BFGS-B MAP)
+    module = importlib.import_module(name)
     try:
         return module.fit(Y, observed, settings, progress=progress)
     except (ValueError, NotImplementedError) as exc:  # unsupported model/prior combinations, empty rows

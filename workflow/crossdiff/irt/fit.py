@@ -71,9 +71,7 @@ def sigmoid(x):
 
 def heldout_metrics(result: EngineResult, m: ResponseMatrix, held: np.ndarray) -> tuple[dict, pl.DataFrame]:
     rows, cols = np.nonzero(held)
-    logits = (result.discrimination[cols] if result.discrimination is not None else 1.0) * (
-        result.ability[rows] - result.difficulty[cols])
-    p = np.clip(sigmoid(logits), 1e-12, 1 - 1e-12)
+    p = np.clip(result.probability(rows, cols), 1e-12, 1 - 1e-12)
     y = m.Y[rows, cols].astype(float)
     table = pl.DataFrame({"model_id": np.asarray(m.model_ids)[rows], "item_id": np.asarray(m.item_ids)[cols],
                           "correct": y.astype(np.int8), "p": p})
@@ -109,6 +107,8 @@ def fit_dataset(responses: pl.DataFrame, settings: IrtSettings, holdout_fraction
         "accuracy": acc_items,
         "n_responses": n_obs.astype(np.int64),
     })
+    if result.lambdas is not None:  # 3PL guessing floor / 4PL upper asymptote, py-irt's "lambdas"
+        items = items.with_columns(pl.Series("lambdas", result.lambdas, dtype=pl.Float64))
     models = pl.DataFrame({
         "model_id": m.model_ids,
         "ability": result.ability,
@@ -119,6 +119,8 @@ def fit_dataset(responses: pl.DataFrame, settings: IrtSettings, holdout_fraction
     metrics, held_table = heldout_metrics(result, m, held)
     summary = {
         "settings": dataclasses.asdict(settings),
+        "model": settings.model,
+        "difficulty_column": "difficulty (the model's b)",
         "holdout_fraction": holdout_fraction,
         "n_models": len(m.model_ids), "n_items": len(m.item_ids),
         "n_responses": int(m.observed.sum()), "n_train_responses": int(train.sum()),

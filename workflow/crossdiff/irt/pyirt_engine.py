@@ -77,12 +77,18 @@ def fit(Y: np.ndarray, observed: np.ndarray, settings: IrtSettings, progress: bo
     if "disc" in params:
         discrimination = np.empty(N)
         discrimination[item_ix] = params["disc"]
+    lambdas = None
+    if "lambdas" in params:  # 3PL guessing floor / 4PL upper asymptote (a pyro param: no posterior sd)
+        lambdas = np.empty(N)
+        lambdas[item_ix] = params["lambdas"]
     return EngineResult(
         ability=ability,
         difficulty=difficulty,
         difficulty_sd=difficulty_sd,
         discrimination=discrimination,
         ability_sd=ability_sd,
+        lambdas=lambdas,
+        model=settings.model,
         info={
             "iterations": settings.epochs,
             "converged": None,
