@@ -63,6 +63,7 @@ class PromptFormat:
     metrics: tuple[str, ...] | None = None
     max_length: int | None = None
     on_no_completion: str = "error"
+    lm_eval_task: dict | None = None  # items.source lm_eval_task: evaluation runs that task's own config
 
     # ------------------------------------------------------------------ construction
     @classmethod
