@@ -199,3 +199,66 @@ def test_lm_eval_samples_join_without_matching(env, tmp_path):
     assert set(df["item_id"]) == set(items["item_id"])
     ref = {str(s["doc_id"]): int(s["acc"]) for s in res["samples"]["sums_mc"]}
     assert {r["item_id"]: r["correct"] for r in df.filter(pl.col("model_id") == df["model_id"][0]).to_dicts()} == ref
+
+
+DAG = """
+datasets:
+  mini:
+    items: {source: synthetic, n_items: 60, max_ops: 3, max_digits: 2, seed: 1}
+    responses: {source: simulated, n_models: 30, missing_rate: 0.0, n_duplicates: 0, seed: 2}
+  sums:
+    items:
+      source: lm_eval_task
+      task: sums_mc
+      include_path: FIXTURES
+      overrides: {dataset_kwargs: {data_files: {test: DATA}}}
+    responses: {source: lm_eval_samples, path: LOGS, task: sums_mc, metric: acc}
+irt: {engine: fast, stability: {seeds: [], engines: []}}
+bins: {n_bins: 3}
+models:
+  - id: tiny
+    build: tiny
+    warmup_dataset: mini
+    build_settings: {hidden_size: 64, num_layers: 2, warmup_problems: 300, warmup_steps: 30, eval_items: 0}
+finetune: {num_train_epochs: 1, learning_rate: 5.0e-4, per_device_train_batch_size: 8, save_steps: 50}
+evaluate: {batch_size: 16}
+resources:
+  finetune: {gpu: 0, mem_mb: 2000, runtime: 10, threads: 1}
+  evaluate: {gpu: 0, mem_mb: 2000, runtime: 10, threads: 1}
+"""
+
+
+def test_dag_items_bins_finetune_and_cross_bin_evaluation(env, tmp_path):
+    """The DAG on the lm-eval task: items, responses (lm-eval logs of 30 models), IRT, bins, a tiny fine-tune
+    and its evaluation on every bin; each bin's score equals simple_evaluate of the checkpoint on its docs."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from conftest import make_workdir, snakemake
+    from crossdiff.evaluate.run import load_lm, resolve_settings
+
+    rng = random.Random(3)
+    docs = sums_rows()
+    for m in range(30):  # ability grows with m, difficulty with the number of terms
+        (tmp_path / "logs" / f"m{m}").mkdir(parents=True)
+        recs = [{"doc_id": i, "acc": float(rng.random() < 1 / (1 + 2.718 ** (d["n_terms"] - 2 - m / 6)))}
+                for i, d in enumerate(docs)]
+        (tmp_path / "logs" / f"m{m}" / "samples_sums_mc_2025-01-01T00-00-00.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in recs))
+    wd = make_workdir(tmp_path / "wd", DAG.replace("FIXTURES", str(FIXTURES)).replace("DATA", str(env["data"]))
+                      .replace("LOGS", str(tmp_path / "logs")))
+    cells = [f"results/eval/tiny/sums/train1/bin{t}.json" for t in range(3)]
+    snakemake(wd, "--cores", "2", *cells, timeout=600)
+    bins = pl.read_parquet(wd / "results/bins/sums/bins.parquet")
+    assert bins.height == len(docs) and sorted(bins["bin"].unique().to_list()) == [0, 1, 2]
+    lm = load_lm(wd / "results/finetune/tiny/sums/bin1", resolve_settings({"batch_size": 16}))
+    manager = TaskManager(include_path=str(env["ref"]), include_defaults=False)
+    for t, cell in enumerate(cells):
+        record = json.loads((wd / cell).read_text())
+        ids = sorted(int(i) for i in bins.filter(pl.col("bin") == t)["item_id"])
+        ref = simple_evaluate(model=lm, tasks=["sums_mc"], task_manager=manager, samples={"sums_mc": ids},
+                              bootstrap_iters=0)
+        assert record["n_items"] == len(ids) and record["metric"] == "acc" and record["lm_eval_task"] == "sums_mc"
+        assert record["value"] == pytest.approx(ref["results"]["sums_mc"]["acc,none"], abs=1e-12)
+    sft = [json.loads(x) for x in (wd / "results/sft/sums/bin1.jsonl").read_text().splitlines()]
+    assert sft and all(r["prompt"].startswith("Question: ") and r["completion"].startswith(" ") for r in sft)
