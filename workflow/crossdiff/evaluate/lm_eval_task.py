@@ -5,7 +5,8 @@ A bin's task folder (``results/tasks/{dataset}/bin{t}/task.json``, ``kind: lm_ev
 ``doc_id`` s and their ``doc_hash``. :func:`evaluate_bins` builds the task with lm-eval's own factory (the same
 overrides as the item table) and runs ``simple_evaluate`` with the task's own config (doc_to_text,
 doc_to_choice, doc_to_target, target_delimiter, description, fewshot settings, filters, generation kwargs,
-metrics, process_results) restricted to the docs with lm-eval's ``samples`` argument, which keeps the doc ids.
+metrics, process_results) restricted to the docs with lm-eval's ``samples`` argument, which keeps the doc ids, and lm-eval's chat
+settings (``items.chat_template``, ``fewshot_as_multiturn``, ``system_instruction``; off by default, as its CLI).
 All bins of one checkpoint go in ONE call over the union of their docs, so when the bins cover every doc
 (no held-out split) the per-sample results are those of ``lm_eval --tasks NAME`` itself, fewshot examples
 included (with a fewshot sampler over the evaluation split, the examples a doc gets depend on the docs run
@@ -81,12 +82,16 @@ def run_lm_eval(lm, settings: dict, docs: dict[str, list[int]]) -> tuple[dict, d
     """``simple_evaluate`` of the task (its own config) on ``docs`` (leaf task -> doc ids); (tasks, results)."""
     from lm_eval import simple_evaluate
 
-    from crossdiff.items.lm_eval_task import load_tasks
+    from crossdiff.items.lm_eval_task import chat_settings, load_tasks
 
+    chat, multiturn, system_instruction = chat_settings(settings)
+    if chat and not getattr(getattr(lm, "tokenizer", None), "chat_template", None):
+        raise CrossdiffError("items.chat_template is true but the model's tokenizer has no chat template")
     tasks = load_tasks(settings)
     chosen = [tasks[leaf] for leaf in docs]
     results = simple_evaluate(model=lm, tasks=chosen, samples={leaf: sorted(set(ids)) for leaf, ids in docs.items()},
-                              log_samples=True, bootstrap_iters=0)
+                              log_samples=True, bootstrap_iters=0, apply_chat_template=chat,
+                              fewshot_as_multiturn=multiturn, system_instruction=system_instruction)
     if results is None:
         raise CrossdiffError("lm-eval returned no results (non-zero rank?)")
     return tasks, results
@@ -140,7 +145,7 @@ def evaluate_bins(lm, metas: list[dict], outputs: list, s: dict, model_path, mod
             "lm_eval_task": meta["lm_eval_task"], "metric": meta["metric"], "filter": flt,
             "threshold": meta["threshold"], "value": mean,
             "stderr": math.sqrt(mean * (1 - mean) / (n - 1)) if n > 1 else None, "n_items": n,
-            "other_metrics": {}, "chat_template": False, "backend": s["backend"], "eval_seconds_all_bins": wall,
+            "other_metrics": {}, "chat_template": bool(settings.get("chat_template")), "backend": s["backend"], "eval_seconds_all_bins": wall,
             "samples": Path(out).name[: -len(".json")] + ".samples.jsonl",
         }
         write_jsonl(rows, Path(out).with_name(record["samples"]))
@@ -149,25 +154,3 @@ def evaluate_bins(lm, metas: list[dict], outputs: list, s: dict, model_path, mod
     print(f"evaluated {model_path} with lm-eval task {settings['task']} on {len(metas)} bin(s) in {wall:.1f} s: "
           + ", ".join(f"bin{r['test_bin']}={r['value']:.3f}" for r in written))
     return written
-
-
-def describe_evaluation(settings: dict, item: dict) -> dict:
-    """What lm-eval sends the model for one item (show-prompt): its context and its requests."""
-    from crossdiff.items.lm_eval_task import load_tasks
-
-    tasks = load_tasks(settings)
-    task = tasks.get(item["subtask"])
-    if task is None:
-        raise CrossdiffError(f"item {item['item_id']!r}: lm-eval task {item['subtask']!r} not in {sorted(tasks)}")
-    doc = dict(task.eval_docs[int(item["doc_id"])])
-    ctx = task.fewshot_context(doc, task.config.num_fewshot or 0)
-    info = {"request": ctx, "output_type": task.OUTPUT_TYPE, "target_delimiter": task.config.target_delimiter,
-            "num_fewshot": task.config.num_fewshot or 0, "metrics": [m["metric"] for m in task.config.metric_list or []
-                                                                   if isinstance(m["metric"], str)]}
-    if task.OUTPUT_TYPE == "multiple_choice":
-        info["continuations"] = [task.config.target_delimiter + str(c) for c in task.doc_to_choice(doc)]
-        info["gold"] = task.doc_to_target(doc)
-    else:
-        info["generation_kwargs"] = json.loads(json.dumps(task.config.generation_kwargs, default=str))
-        info["reference"] = task.doc_to_target(doc)
-    return info

@@ -14,7 +14,11 @@ as ``doc_<field>``), plus
   write it: evaluation checks it so a changed dataset or order stops instead of scoring other docs);
 * ``lm_eval_prompt`` (``fewshot_context(doc, 0)``: description + ``doc_to_text``, the zero-shot context),
   ``lm_eval_delimiter`` (``target_delimiter``) and ``lm_eval_target`` (``doc_to_target``, or the gold
-  choice's text for multiple choice): the training text of the item;
+  choice's text for multiple choice): the training text of the item; ``lm_eval_system`` and
+  ``lm_eval_user`` (the zero-shot chat messages lm-eval builds: instruction + description, question),
+  trained on with ``items.chat_template: true``; ``lm_eval_choices`` (JSON: lm-eval's choices, the contexts of
+  a multiple-input task such as Winogrande) and ``lm_eval_gold_index``, which the v1 leaderboard's row
+  matching (crossdiff.responses.matching) compares a row's choices and gold with;
 * ``question`` (``doc_to_text``) and ``answer`` (the gold target) when the doc has no such field,
   ``choices`` (JSON list) for multiple choice.
 
@@ -37,7 +41,7 @@ from crossdiff.errors import CrossdiffError
 BINARY_METRICS = ("acc", "acc_norm", "acc_mutual_info", "acc_bytes", "exact_match", "em")
 #: crossdiff's own item-table columns; a doc field of the same name is kept as doc_<name>
 RESERVED = ("item_id", "subtask", "doc_id", "doc_hash", "lm_eval_prompt", "lm_eval_target", "lm_eval_delimiter",
-            "model_solution")
+            "lm_eval_system", "lm_eval_user", "lm_eval_choices", "lm_eval_gold_index", "model_solution")
 PROMPT_KEYS = ("max_length", "on_no_completion")  # the prompt-section keys that still apply (training limits)
 
 
@@ -156,21 +160,52 @@ def metric_settings(settings: dict, task, where: str) -> tuple[str, str, float |
     return metric, flt, threshold
 
 
-def _gold(task, doc: dict, where: str) -> tuple[str, list[str] | None]:
-    """(gold target text, choices or None)."""
+def _gold(task, doc: dict, where: str) -> tuple[str, list[str] | None, int | None]:
+    """(gold target text, lm-eval's choices or None, gold index or None). For a multiple-input task
+    (Winogrande's partial scoring: ``doc_to_text`` the gold index, ``doc_to_choice`` the contexts, one
+    continuation) the choices are the contexts and the gold text is the shared continuation."""
     target = task.doc_to_target(doc)
     if task.OUTPUT_TYPE == "multiple_choice":
         choices = [str(c) for c in task.doc_to_choice(doc)]
+        if getattr(task, "multiple_input", False):
+            index = task.doc_to_text(doc)
+            if not isinstance(index, int) or not 0 <= index < len(choices):
+                raise CrossdiffError(f"{where}: multiple-input task: doc_to_text {index!r} is not an index into the "
+                                     f"contexts {choices}")
+            return str(target[0] if isinstance(target, list) else target), choices, index
         if isinstance(target, list):
             target = target[0]
         if isinstance(target, str) and target in choices:
-            return target, choices
+            return target, choices, choices.index(target)
         if isinstance(target, int) and 0 <= target < len(choices):
-            return choices[target], choices
+            return choices[target], choices, target
         raise CrossdiffError(f"{where}: doc_to_target {target!r} is neither a choice nor an index into {choices}")
     if isinstance(target, list):
         target = target[0] if target else ""
-    return str(target), None
+    return str(target), None, None
+
+
+def chat_settings(settings: dict) -> tuple[bool, bool, str | None]:
+    """(apply_chat_template, fewshot_as_multiturn, system_instruction) as lm-eval's CLI takes them: the chat
+    template off by default; fewshot_as_multiturn defaults to on when the chat template applies."""
+    chat = bool(settings.get("chat_template") or False)
+    multiturn = settings.get("fewshot_as_multiturn")
+    if multiturn and not chat:
+        raise CrossdiffError("items.fewshot_as_multiturn: true needs items.chat_template: true (as lm-eval's CLI)")
+    return chat, chat if multiturn is None else bool(multiturn), settings.get("system_instruction") or None
+
+
+def _messages(task, doc: dict, gold_index: int | None, system_instruction: str | None) -> list[dict]:
+    """The zero-shot chat messages lm-eval builds for the doc (system: instruction + description; user:
+    the question), captured with a chat-template function that returns them instead of rendering."""
+    def capture(messages, add_generation_prompt=True):
+        return json.dumps(messages)
+
+    ctx = task.fewshot_context(doc, 0, system_instruction=system_instruction, apply_chat_template=True,
+                               chat_template=capture)
+    if isinstance(ctx, list):  # multiple input: one context per choice, the gold one is trained on
+        ctx = ctx[gold_index or 0]
+    return json.loads(ctx)
 
 
 def _cell(value):
@@ -196,14 +231,23 @@ def load_task_items(settings: dict, dataset: str = "items") -> pl.DataFrame:
         metric_settings(settings, task, where)
         prefix = subtask_id(name, leaf, len(tasks))
         delimiter = task.config.target_delimiter
+        _, _, system_instruction = chat_settings(settings)
         for doc_id, doc in enumerate(eval_docs(task, where)):
-            gold, choices = _gold(task, doc, f"{where}, doc {doc_id}")
+            gold, choices, gold_index = _gold(task, doc, f"{where}, doc {doc_id}")
+            prompt = task.fewshot_context(doc, 0, system_instruction=system_instruction, gen_prefix=task.doc_to_prefix(doc))
+            if isinstance(prompt, list):  # multiple input (winogrande-style partial scoring): the gold context
+                prompt = prompt[gold_index]
             text = task.doc_to_text(doc)
-            if not isinstance(text, str):  # an index into choices (winogrande-style partial scoring)
-                text = str(task.fewshot_context(doc, 0))
+            if not isinstance(text, str):  # an index into the contexts
+                text = task.doc_to_choice(doc)[text]
+            messages = _messages(task, doc, gold_index, system_instruction)
             row = {"item_id": f"{prefix}/{doc_id}" if prefix else str(doc_id), "subtask": leaf, "doc_id": doc_id,
-                   "doc_hash": doc_hash(doc), "lm_eval_prompt": task.fewshot_context(doc, 0),
-                   "lm_eval_delimiter": delimiter, "lm_eval_target": gold}
+                   "doc_hash": doc_hash(doc), "lm_eval_prompt": prompt, "lm_eval_delimiter": delimiter,
+                   "lm_eval_target": gold,
+                   "lm_eval_system": "".join(m["content"] for m in messages if m["role"] == "system"),
+                   "lm_eval_user": "".join(m["content"] for m in messages if m["role"] == "user"),
+                   "lm_eval_choices": None if choices is None else json.dumps(choices, ensure_ascii=False),
+                   "lm_eval_gold_index": gold_index}
             for key, value in doc.items():
                 row[f"doc_{key}" if key in RESERVED else key] = _cell(value)
             row.setdefault("question", text)
@@ -232,7 +276,55 @@ def prompt_format(items_settings: dict, prompt: dict | None) -> dict:
     if other:
         raise CrossdiffError(f"prompt: {other} do not apply to items.source lm_eval_task (the task's own config "
                              f"renders and scores it); only {list(PROMPT_KEYS)} do")
-    target = "{lm_eval_delimiter}{model_solution}" if items_settings.get("solutions") else \
-        "{lm_eval_delimiter}{lm_eval_target}"
-    return {"template": "{lm_eval_prompt}", "target": target, "chat_template": False,
+    chat, _, _ = chat_settings(items_settings)
+    # the training text is already rendered in the item table: no option lines from the doc's own fields
+    prompt.setdefault("choices_field", "lm_eval_no_option_lines")
+    solution = "{model_solution}" if items_settings.get("solutions") else "{lm_eval_target}"
+    if chat:  # lm-eval's chat request: system (instruction + description) and user turns; no target delimiter
+        return {"template": "{lm_eval_user}", "target": solution, "chat_template": True,
+                "lm_eval_task": {k: v for k, v in items_settings.items() if k != "solutions"}, **prompt}
+    return {"template": "{lm_eval_prompt}", "target": "{lm_eval_delimiter}" + solution, "chat_template": False,
             "lm_eval_task": {k: v for k, v in items_settings.items() if k != "solutions"}, **prompt}
+
+
+def describe_evaluation(settings: dict, item: dict, tokenizer=None) -> dict:
+    """What lm-eval sends the model for one item (show-prompt): its context (chat-rendered with
+    ``tokenizer`` as lm-eval's hf model does when items.chat_template is on) and its requests."""
+    tasks = load_tasks(settings)
+    task = tasks.get(item["subtask"])
+    if task is None:
+        raise CrossdiffError(f"item {item['item_id']!r}: lm-eval task {item['subtask']!r} not in {sorted(tasks)}")
+    chat, multiturn, system_instruction = chat_settings(settings)
+    render = None
+    if chat:
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise CrossdiffError("items.chat_template is true: pass --tokenizer (a model whose tokenizer has a chat "
+                                 "template) to show the evaluation request")
+
+        def render(messages, add_generation_prompt=True):  # as lm-eval's HFLM.apply_chat_template
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                                 continue_final_message=not add_generation_prompt)
+    doc = dict(task.eval_docs[int(item["doc_id"])])
+    shots = task.config.num_fewshot or 0
+    ctx = task.fewshot_context(doc, shots, system_instruction=system_instruction, apply_chat_template=chat,
+                               fewshot_as_multiturn=multiturn, chat_template=render, gen_prefix=task.doc_to_prefix(doc))
+    delimiter = task.config.target_delimiter
+    if chat and task.OUTPUT_TYPE == "multiple_choice" and not (task.config.gen_prefix and not task.config.gen_prefix[-1:].isspace()):
+        delimiter = ""  # lm-eval drops the delimiter under the chat template (unless a gen_prefix asks for it)
+    info = {"request": ctx, "output_type": task.OUTPUT_TYPE, "task": task.task_name, "doc_id": int(item["doc_id"]),
+            "target_delimiter": delimiter, "num_fewshot": shots, "chat_template": chat,
+            "metrics": [m["metric"] for m in task.config.metric_list or [] if isinstance(m["metric"], str)]}
+    if shots and task.fewshot_cfg.split == task.config.test_split:
+        info["note"] = ("fewshot examples come from the evaluation split: lm-eval draws them per doc in run order, "
+                        "so a run may show other examples")
+    if task.OUTPUT_TYPE == "multiple_choice":
+        if isinstance(ctx, list):  # multiple input: one context per choice, one shared continuation
+            info["continuations"] = [delimiter + str(task.doc_to_target(doc))]
+            info["gold"] = task.doc_to_text(doc)
+        else:
+            info["continuations"] = [delimiter + str(c) for c in task.doc_to_choice(doc)]
+            info["gold"] = _gold(task, doc, f"item {item['item_id']}")[2]
+    else:
+        info["generation_kwargs"] = json.loads(json.dumps(task.config.generation_kwargs, default=str))
+        info["reference"] = task.doc_to_target(doc)
+    return info
