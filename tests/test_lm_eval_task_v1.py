@@ -163,3 +163,88 @@ def test_show_prompt_training_text_and_lm_eval_request(wino, tmp_path):
     assert info["evaluation"]["continuations"] == [" " + twin["sentence"][blank + 1:].strip()]
     bad = crossdiff_cli("show-prompt", "--directory", str(tmp_path), "--dataset", "sums", "--item", "3", "--output", "4")
     assert bad.returncode != 0 and "process_results" in bad.stderr
+
+
+# ------------------------------------------------------------------ items.chat_template (lm-eval's --apply_chat_template)
+SMALL = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128, "warmup_problems": 300,
+         "warmup_steps": 30, "batch_size": 32, "eval_items": 0}
+CHAT = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def test_chat_template_setting(tmp_path):
+    """Off by default; on, the item table keeps lm-eval's system/user turns, training renders them through the
+    tokenizer's template, and each bin scores as simple_evaluate(apply_chat_template=True) on its docs."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    from transformers import AutoTokenizer
+
+    from crossdiff.config import validate
+    from crossdiff.evaluate.run import evaluate_model, load_lm, make_task, resolve_settings
+    from crossdiff.items.adapters import prepare_items, prompt_for
+    from crossdiff.items.lm_eval_task import chat_settings
+    from crossdiff.items.synthetic import generate_items
+    from crossdiff.models.tiny import build_base_model
+    from crossdiff.prompts.format import PromptFormat
+    from crossdiff.study.sft_data import make_sft_data
+
+    data = tmp_path / "sums.jsonl"
+    rng = random.Random(4)
+    rows = []
+    for i in range(24):
+        terms = [rng.randint(1, 9) for _ in range(2 + i % 3)]
+        opts = sorted({sum(terms), sum(terms) + 1, sum(terms) - 1})
+        rows.append({"question": " + ".join(map(str, terms)), "answer": str(sum(terms)), "options": [str(o) for o in opts],
+                     "label": opts.index(sum(terms))})
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = {"source": "lm_eval_task", "task": "sums_mc", "include_path": str(FIXTURES),
+            "overrides": {"dataset_kwargs": {"data_files": {"test": str(data)}}, "description": "Add the numbers."}}
+    assert chat_settings(base) == (False, False, None)  # as lm-eval's CLI: off
+    with pytest.raises(CrossdiffError, match="needs items.chat_template"):
+        chat_settings({**base, "fewshot_as_multiturn": True})
+    config = {"datasets": {"s": {"items": dict(base), "responses": {"source": "simulated"}}}, "models": []}
+    filled = validate(json.loads(json.dumps(config)))["datasets"]["s"]["items"]
+    assert (filled["chat_template"], filled["fewshot_as_multiturn"], filled["system_instruction"]) == (False, None, None)
+    with pytest.raises(CrossdiffError, match="chat_template"):
+        validate({**config, "datasets": {"s": {**config["datasets"]["s"], "items": {**base, "chat_template": "yes"}}}})
+
+    settings = {**base, "chat_template": True, "system_instruction": "Be brief."}
+    items = prepare_items(settings, "sums")
+    assert items["lm_eval_system"][0] == "Be brief.\n\nAdd the numbers." and items["lm_eval_user"][0] == \
+        f"Question: {rows[0]['question']}\nAnswer:"
+    generate_items(40, seed=5).write_parquet(tmp_path / "arith.parquet")
+    build_base_model(tmp_path / "base", tmp_path / "arith.parquet", SMALL)
+    tok = AutoTokenizer.from_pretrained(tmp_path / "base")
+    tok.chat_template = CHAT
+    tok.save_pretrained(tmp_path / "base")
+    fmt = PromptFormat.from_config(prompt_for(settings, None))
+    prompt, completion = fmt.render_training(items.to_dicts()[0], tok)
+    assert prompt == f"<|system|>Be brief.\n\nAdd the numbers.\n<|user|>Question: {rows[0]['question']}\nAnswer:\n<|assistant|>"
+    assert completion == rows[0]["answer"] + "\n"  # the gold choice, no target delimiter (lm-eval drops it in chat)
+    items.write_parquet(tmp_path / "items.parquet")
+    order = list(range(items.height))
+    bins = pl.DataFrame({"item_id": items["item_id"], "difficulty": [float(i) for i in order], "bin": [i % 2 for i in order]})
+    bins.write_parquet(tmp_path / "bins.parquet")
+    make_sft_data(tmp_path / "items.parquet", tmp_path / "bins.parquet", 0, tmp_path / "sft.jsonl", prompt_for(settings, None))
+    sft = [json.loads(x) for x in (tmp_path / "sft.jsonl").read_text().splitlines()]
+    assert sft and all(r["system"] == "Be brief.\n\nAdd the numbers." and r["user"].startswith("Question: ") for r in sft)
+    dirs = [tmp_path / f"bin{b}" for b in range(2)]
+    for b, d in enumerate(dirs):
+        make_task(tmp_path / "items.parquet", tmp_path / "bins.parquet", b, d, "sums", prompt_for(settings, None))
+    lm = load_lm(tmp_path / "base", resolve_settings({"batch_size": 8}))
+    records = evaluate_model(tmp_path / "base", dirs, [tmp_path / f"e{b}.json" for b in range(2)], {"batch_size": 8},
+                             "tiny", "zero-shot", lm=lm)
+    ref_tasks = tmp_path / "ref"
+    ref_tasks.mkdir()
+    (ref_tasks / "sums_mc.yaml").write_text((FIXTURES / "sums_mc.yaml").read_text().replace("test: sums.jsonl", f"test: {data}")
+                                            + 'description: "Add the numbers."\n')
+    manager = TaskManager(include_path=str(ref_tasks), include_defaults=False)
+    for b, record in enumerate(records):
+        ids = [i for i in order if i % 2 == b]
+        ref = simple_evaluate(model=lm, tasks=["sums_mc"], task_manager=manager, samples={"sums_mc": ids},
+                              bootstrap_iters=0, apply_chat_template=True, fewshot_as_multiturn=True,
+                              system_instruction="Be brief.", log_samples=True)
+        assert record["chat_template"] is True and record["n_items"] == len(ids)
+        assert record["value"] == pytest.approx(ref["results"]["sums_mc"]["acc,none"], abs=1e-12)
+        ctx, cont = ref["samples"]["sums_mc"][0]["arguments"][0][:2]  # the chat-rendered request, no delimiter
+        assert ctx.startswith("<|system|>Be brief.\n\nAdd the numbers.\n<|user|>Question: ") and not cont.startswith(" ")
