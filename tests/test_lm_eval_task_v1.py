@@ -248,3 +248,38 @@ def test_chat_template_setting(tmp_path):
         assert record["value"] == pytest.approx(ref["results"]["sums_mc"]["acc,none"], abs=1e-12)
         ctx, cont = ref["samples"]["sums_mc"][0]["arguments"][0][:2]  # the chat-rendered request, no delimiter
         assert ctx.startswith("<|system|>Be brief.\n\nAdd the numbers.\n<|user|>Question: ") and not cont.startswith(" ")
+
+
+# ------------------------------------------------------------------ the README's config runs
+README_EXTRA = """
+models:
+  - id: tiny
+    build: tiny
+    warmup_dataset: mytask
+    build_settings: {hidden_size: 64, num_layers: 2, warmup_problems: 200, warmup_steps: 20, eval_items: 0}
+irt: {engine: fast, stability: {seeds: [], engines: []}}
+bins: {n_bins: 3}
+"""
+
+
+def test_readme_config_runs(tmp_path):
+    """The README's 'Your own lm-eval task' block, as written, from a directory laid out like the repository:
+    items, simulated responses, IRT, bins, training data of a bin, and show-prompt on it."""
+    import re
+
+    from conftest import REPO, crossdiff_cli, make_workdir, snakemake
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### Your own lm-eval task"):]
+    block = re.search(r"```yaml\n(datasets:\n  mytask:.*?)```", section, re.S).group(1)
+    wd = make_workdir(tmp_path / "wd", block + README_EXTRA)
+    (wd / "tests").symlink_to(REPO / "tests")  # the README's relative paths, from the repository root
+    snakemake(wd, "--cores", "2", "results/sft/mytask/bin0.jsonl", "results/bins/mytask/bins.parquet", timeout=300)
+    items = pl.read_parquet(wd / "results/items/mytask.parquet")
+    bins = pl.read_parquet(wd / "results/bins/mytask/bins.parquet")
+    assert items.height == 40 and items["item_id"].to_list() == [str(i) for i in range(40)]
+    assert set(bins["item_id"]) == set(items["item_id"]) and bins["bin"].n_unique() == 3
+    sft = [json.loads(x) for x in (wd / "results/sft/mytask/bin0.jsonl").read_text().splitlines()]
+    assert sft and all(r["prompt"].startswith("Question: ") for r in sft)
+    proc = crossdiff_cli("show-prompt", "--directory", str(wd), "--dataset", "mytask", "--item", "3")
+    assert proc.returncode == 0 and "lm-eval task sums_mc, doc 3" in proc.stdout, proc.stderr
