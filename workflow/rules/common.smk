@@ -34,7 +34,7 @@ def is_simulated(name):
 def items_table(name):
     """The dataset's item table, or [] when it has none (items.source: none)."""
     src = dataset(name)["items"]["source"]
-    if src in ("synthetic", "hub"):
+    if src in ("synthetic", "hub", "lm_eval_task"):
         return f"results/items/{name}.parquet"
     if src == "file":
         return dataset(name)["items"]["path"]

@@ -98,6 +98,10 @@ def make_task(items_path, bins_path, b: int, output, dataset: str, prompt: dict 
     from crossdiff.bins.holdout import bin_items, heldout_part
 
     fmt = PromptFormat.from_config(prompt)
+    if fmt.lm_eval_task is not None:  # items.source lm_eval_task: the task's own config (evaluate/lm_eval_task.py)
+        from crossdiff.evaluate.lm_eval_task import make_task as make_lm_eval_task
+
+        return make_lm_eval_task(items_path, bins_path, b, output, dataset, fmt, task_name(dataset, b))
     df = heldout_part(bin_items(items_path, bins_path, b))  # only held-out items when bins.holdout_fraction > 0
     rows = [fmt.eval_record(item) for item in df.to_dicts()]
     name = task_name(dataset, b)
@@ -258,6 +262,10 @@ def evaluate_model(
         raise CrossdiffError("no task folders to evaluate")
     s = resolve_settings(settings)
     tasks = [read_task(d) for d in task_dirs]
+    if any(m.get("kind") == "lm_eval_task" for m in tasks):  # items.source lm_eval_task
+        from crossdiff.evaluate.lm_eval_task import evaluate_bins
+
+        return evaluate_bins(lm or load_lm(model_path, s), tasks, outputs, s, model_path, model_name, train_bin)
     formats = {m["task"]: PromptFormat.from_config(m["prompt"], where=f"{m['dir']}/task.json:prompt") for m in tasks}
     instructions = {f.instruction.strip() for f in formats.values()}
     if lm is None:

@@ -391,6 +391,10 @@ def attach_solutions(items: pl.DataFrame, spec: dict, dataset: str = "items") ->
 def prompt_for(items_settings: dict, prompt: dict | None) -> dict:
     """The prompt format of a dataset: its adapter's defaults (for ``items.source: hub``), overridden
     key by key by the dataset's own ``prompt`` section."""
+    if items_settings.get("source") == "lm_eval_task":
+        from crossdiff.items.lm_eval_task import prompt_format
+
+        return prompt_format(items_settings, prompt)
     base = dict(ADAPTERS[items_settings["adapter"]].prompt) if items_settings.get("source") == "hub" else {}
     return {**base, **(prompt or {})}
 
@@ -411,7 +415,13 @@ def prepare_items(settings: dict, dataset: str) -> pl.DataFrame:
         if settings.get("solutions"):
             items = attach_solutions(items, settings["solutions"], dataset)
         return items
-    raise CrossdiffError(f"datasets.{dataset}.items.source = {source!r}: nothing to prepare (expected synthetic or hub)")
+    if source == "lm_eval_task":
+        from crossdiff.items.lm_eval_task import load_task_items
+
+        items = load_task_items(settings, dataset)
+        return attach_solutions(items, settings["solutions"], dataset) if settings.get("solutions") else items
+    raise CrossdiffError(f"datasets.{dataset}.items.source = {source!r}: nothing to prepare (expected synthetic, hub "
+                         f"or lm_eval_task)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -68,6 +68,7 @@ class PromptFormat:
     metrics: tuple[str, ...] | None = None
     max_length: int | None = None
     on_no_completion: str = "error"
+    lm_eval_task: dict | None = None  # items.source lm_eval_task: evaluation runs that task's own config
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -282,11 +283,14 @@ class PromptFormat:
     def sft_record(self, item: dict) -> dict:
         """One training row with both plain and chat renderings; ``finetune`` picks one by tokenizer."""
         completion = self.completion_text(item)
+        system = self.instruction.strip()
+        if self.lm_eval_task is not None and item.get("lm_eval_system"):
+            system = str(item["lm_eval_system"])  # lm-eval's system turn (instruction + the task's description)
         return {
             "item_id": str(item["item_id"]),
             "prompt": self.instruction + self.train_user_text(item),
             "completion": completion,
-            "system": self.instruction.strip(),
+            "system": system,
             "user": self.train_user_text(item),
             "assistant": completion.strip(),
         }

@@ -95,6 +95,9 @@ def describe(fmt: PromptFormat, item: dict, tokenizer=None, output: str | None =
     """Everything show-prompt prints, as a dict (the ``--json`` form)."""
     from crossdiff.prompts.scoring import score_output, task_config
 
+    if fmt.lm_eval_task is not None:  # items.source lm_eval_task: the task's own config renders the request
+        return describe_lm_eval_task(fmt, item, tokenizer, output)
+
     chat = fmt.use_chat(tokenizer)
     train_prompt, train_completion = fmt.render_training(item, tokenizer)
     info = {
@@ -122,8 +125,50 @@ def describe(fmt: PromptFormat, item: dict, tokenizer=None, output: str | None =
     return info
 
 
+def describe_lm_eval_task(fmt: PromptFormat, item: dict, tokenizer=None, output: str | None = None) -> dict:
+    """show-prompt of an item of items.source lm_eval_task: the training text (from the item table's
+    rendering of the task config) and lm-eval's own request for the doc (crossdiff.items.lm_eval_task)."""
+    from crossdiff.items.lm_eval_task import describe_evaluation
+
+    if output is not None:
+        raise CrossdiffError("--output: items.source lm_eval_task is scored by the task's own process_results "
+                             "and filters at evaluation; show-prompt shows its request only")
+    for col in ("subtask", "doc_id"):
+        if item.get(col) is None:
+            raise CrossdiffError(f"item {item['item_id']!r}: no {col!r} column; rebuild the item table of "
+                                 f"items.source lm_eval_task")
+    chat = fmt.use_chat(tokenizer)
+    train_prompt, train_completion = fmt.render_training(item, tokenizer)
+    evaluation = describe_evaluation(fmt.lm_eval_task, item, tokenizer)
+    return {"item_id": str(item["item_id"]), "chat_template": chat, "scoring": "lm_eval_task",
+            "training": {"prompt": train_prompt, "completion": train_completion}, "evaluation": evaluation}
+
+
+def _format_lm_eval_task(info: dict, dataset: str, tokenizer_note: str, rule) -> str:
+    ev = info["evaluation"]
+    out = [f"dataset {dataset}, item {info['item_id']}: lm-eval task {ev['task']}, doc {ev['doc_id']} "
+           f"({ev['output_type']}, {ev['num_fewshot']}-shot), chat template "
+           f"{'applied' if info['chat_template'] else 'not applied'} (tokenizer: {tokenizer_note})"]
+    out += [rule("training prompt (no loss)"), info["training"]["prompt"]]
+    out += [rule("training completion (the loss)"), info["training"]["completion"]]
+    requests = ev["request"] if isinstance(ev["request"], list) else [ev["request"]]
+    for i, req in enumerate(requests):
+        title = "evaluation request" + (f" (context {i}{', gold' if i == ev.get('gold') else ''})" if len(requests) > 1 else "")
+        out += [rule(title), req]
+    if ev["output_type"] == "multiple_choice":
+        out += [rule("continuations scored"), *(f"[{i}] {c!r}" + ("   <- gold" if len(requests) == 1 and i == ev["gold"]
+                                                                     else "") for i, c in enumerate(ev["continuations"]))]
+    else:
+        out += [rule("generation"), f"generation_kwargs: {json.dumps(ev['generation_kwargs'])}",
+                f"reference: {ev['reference']!r}"]
+    out.append(f"metrics: {ev['metrics']}" + (f"\nnote: {ev['note']}" if ev.get("note") else ""))
+    return "\n".join(out) + "\n"
+
+
 def format_text(info: dict, dataset: str, tokenizer_note: str) -> str:
     rule = lambda title: f"\n----- {title} " + "-" * max(3, 60 - len(title))  # noqa: E731
+    if info["scoring"] == "lm_eval_task":
+        return _format_lm_eval_task(info, dataset, tokenizer_note, rule)
     ev = info["evaluation"]
     out = [f"dataset {dataset}, item {info['item_id']}: scoring {info['scoring']}, "
            f"chat template {'applied' if info['chat_template'] else 'not applied'} (tokenizer: {tokenizer_note})"]

@@ -16,9 +16,11 @@ Each distinct key is matched, in this order:
    that, exactly one longest item text contained in the key;
 3. **twins**: when that text belongs to several items (ARC-Challenge has stems that occur twice
    under different ids), each row is resolved by the fields it carries: its choices against the
-   items' choices, its gold answer against the items' answers (never its full prompt: the v1 ARC
-   prompt holds the 25 few-shot examples and the stem, not the item's options); a row still
-   matching several items (or none of them), or two rows of one model landing on one item, is dropped, and every twin item concerned is listed in ``dropped.csv`` with the reason.
+   items' choices (lm-eval's choices and gold index, ``lm_eval_choices``/``lm_eval_gold_index``, for an
+   item table of items.source lm_eval_task), its gold answer against the items' answers (never its
+   full prompt: the v1 ARC prompt holds the 25 few-shot examples and the stem, not the item's
+   options); a row still matching several items (or none of them), or two rows of one model landing
+   on one item, is dropped, and every twin item concerned is listed in ``dropped.csv`` with the reason.
 
 A key that matches no item stops the import with examples (a wrong template or item table, not a
 detail to skip). The counts (rows by id, by text, twins resolved, twins dropped) go to the import's
@@ -102,6 +104,11 @@ class _Item:
         except ValueError:
             self.answer_index = None
         self.answer_texts = {normalise(x) for x in (row.get("answer"), row.get("solution")) if x is not None}
+        if row.get("lm_eval_choices") is not None:  # items.source lm_eval_task: lm-eval's own choices and gold
+            self.choices = [normalise(c) for c in json.loads(row["lm_eval_choices"])]
+            self.answer_index = None if row.get("lm_eval_gold_index") is None else int(row["lm_eval_gold_index"])
+            self.answer_texts.add(normalise(row.get("lm_eval_target") or ""))
+            self.answer_texts.discard("")
         if self.choices and self.answer_index is not None and 0 <= self.answer_index < len(self.choices):
             self.answer_texts.add(self.choices[self.answer_index])
 
