@@ -56,7 +56,7 @@ def test_musr_domains_and_string_choices():
 
 
 def test_every_adapter_has_a_fixture_and_a_prompt():
-    assert set(ADAPTERS) == {"arc", "gsm8k", "mmlu_pro", "bbh", "math", "musr", "gpqa_extended"}
+    assert set(ADAPTERS) == {"arc", "gsm8k", "mmlu_pro", "bbh", "math", "musr", "gpqa_extended", "ifeval"}
     for a in ADAPTERS.values():
         assert a.prompt, a.name
 
@@ -99,7 +99,11 @@ def test_adapter_prompt_renders_training_and_evaluation(name, tmp_path):
     path = {"bbh": FIX / "bbh", "math": FIX / "math", "musr": FIX / "musr",
             "gpqa_extended": FIX / "gpqa_extended_samples.jsonl"}.get(name, FIX / f"{name}.jsonl")
     settings = {"source": "hub", "adapter": name, "path": str(path)}
-    items = load_items(name, settings)
+    if name == "ifeval":  # no reference response: the target comes from items.solutions
+        settings["solutions"] = {"path": str(FIX / "ifeval_answers.csv"), "column": "answer", "key": "item_id"}
+    from crossdiff.items.adapters import prepare_items
+
+    items = prepare_items(settings, name)
     items.write_parquet(tmp_path / "items.parquet")
     pl.DataFrame({"item_id": items["item_id"], "difficulty": 0.0, "bin": 0}).write_parquet(tmp_path / "bins.parquet")
     prompt = prompt_for(settings, {"instruction": "Be brief.\n"})

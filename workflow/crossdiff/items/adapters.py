@@ -35,6 +35,7 @@ from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import iter_jsonl, write_parquet
 from crossdiff.items.gpqa import GPQA_PROMPT, gpqa_item, gpqa_rows
+from crossdiff.items.ifeval import IFEVAL_PROMPT, ifeval_item, ifeval_rows
 
 BBH_SUBTASKS = (
     "boolean_expressions", "causal_judgement", "date_understanding", "disambiguation_qa",
@@ -235,6 +236,8 @@ ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
             split_is_subtask=True),
     # options as the leaderboard scored them: from its details docs (crossdiff.items.gpqa)
     Adapter("gpqa_extended", "Idavidrein/gpqa", ("gpqa_extended",), "train", gpqa_item, GPQA_PROMPT, rows=gpqa_rows),
+    # the training target needs items.solutions (column model_solution); evaluation: lm-eval's checkers
+    Adapter("ifeval", "google/IFEval", (None,), "train", ifeval_item, IFEVAL_PROMPT, rows=ifeval_rows),
 )}
 
 
