@@ -40,6 +40,7 @@ def test_items_are_the_scored_docs_in_doc_id_order():
         assert "ABCD"[int(item["answer"])] == doc["answer"].strip("()")
     assert items["1"]["subdomain"] == "Inorganic Chemistry" and items["1"]["domain"] == "Chemistry"
     assert items["0"]["writer_difficulty"].startswith("Easy") and items["2"].get("writer_difficulty") is None
+    assert [items[k]["writer_difficulty_level"] for k in "012"] == [1, 2, None]  # numeric: a Spearman feature
 
 
 def test_prompt_and_target_are_the_authors():
@@ -92,3 +93,26 @@ def test_details_with_repeated_doc_ids_is_an_error(tmp_path):
     bad.write_text("\n".join(lines + lines[:1]) + "\n")
     with pytest.raises(CrossdiffError, match=r"doc ids are not 0\.\.3 once each \(duplicated e\.g\. \[2\]"):
         load_items("gpqa_extended", {"path": str(bad)})
+
+
+def test_collector_takes_the_extended_file_only():
+    from crossdiff.responses.details import select_files
+    from crossdiff.responses.lb_settings import parse_settings
+
+    s = parse_settings({"version": "v2", "task": "leaderboard_gpqa_extended"})
+    files = [f"org__m/samples_leaderboard_gpqa_{sub}_2024-06-26T10-00-00.123.jsonl" for sub in ("diamond", "main")]
+    files += ["org__m/samples_leaderboard_gpqa_extended_2024-06-26T10-00-00.123.jsonl",
+              "org__m/samples_leaderboard_gpqa_extended_2024-07-01T09-00-00.5.jsonl"]
+    assert {k: v[1] for k, v in select_files(files, s).items()} == {"": files[-1]}  # the newest run
+
+
+def test_show_prompt_renders_a_gpqa_item(tmp_path):
+    from conftest import crossdiff_cli
+
+    load_items("gpqa_extended", {"path": str(SAMPLES)}).write_parquet(tmp_path / "i.parquet")
+    proc = crossdiff_cli("show-prompt", "--items", str(tmp_path / "i.parquet"), "--adapter", "gpqa_extended",
+                         "--item", "1", "--output", "C", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["training"]["prompt"].endswith("A) +4\nB) +6. \nC) +7\nD) +2\nAnswer:\n")
+    assert info["verdict"]["correct"] == 1

@@ -30,6 +30,7 @@ def test_items_keep_the_checkers_inputs_and_features():
                                                              "change_case:english_lowercase"]
     assert json.loads(items["1"]["kwargs"]) == [{"relation": "less than", "num_words": 20}, {}]  # Nones dropped
     assert items["1"]["n_instructions"] == 2 and items["1"]["instruction_types"] == "change_case,length_constraints"
+    assert items["1"]["n_instruction_types"] == 2 and items["0"]["n_instruction_types"] == 1
 
 
 def test_prompt_is_the_authors_and_target_comes_from_solutions():
@@ -79,3 +80,32 @@ def test_instruction_level_correctness_is_the_fraction_followed():
     assert correctness([True, False], "inst_level_strict_acc", 0.5, "x") == 1
     assert correctness([True, False], "inst_level_strict_acc", 1.0, "x") == 0
     assert correctness(False, "prompt_level_strict_acc", 0.5, "x") == 0
+
+
+def test_collector_reads_prompt_level_correctness_from_leaderboard_samples(tmp_path):
+    from crossdiff.responses.details import extract_v2, select_files
+    from crossdiff.responses.lb_settings import parse_settings
+
+    s = parse_settings({"version": "v2", "task": "leaderboard_ifeval", "metric": "prompt_level_strict_acc"})
+    name = "samples_leaderboard_ifeval_2024-06-26T10-00-00.123.jsonl"
+    assert {k: v[1] for k, v in select_files([f"org__m/{name}"], s).items()} == {"": f"org__m/{name}"}
+    path = tmp_path / name
+    path.write_text("".join(json.dumps({"doc_id": i, "doc": {}, "prompt_level_strict_acc": v,
+                                        "inst_level_strict_acc": [v, True]}) + "\n"
+                            for i, v in ((1, False), (0, True))))
+    assert sorted(extract_v2(path, "", s)) == [("0", 1), ("1", 0)]
+    inst = parse_settings({"version": "v2", "task": "leaderboard_ifeval", "metric": "inst_level_strict_acc",
+                           "threshold": 0.5})
+    assert sorted(extract_v2(path, "", inst)) == [("0", 1), ("1", 1)]  # half its instructions followed
+
+
+def test_show_prompt_renders_and_scores_an_ifeval_item(tmp_path):
+    from conftest import crossdiff_cli
+
+    prepare_items(SETTINGS, "ifeval").write_parquet(tmp_path / "i.parquet")
+    proc = crossdiff_cli("show-prompt", "--items", str(tmp_path / "i.parquet"), "--adapter", "ifeval", "--item", "0",
+                         "--output", "Cats purr, then nap.", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["training"]["completion"] == " Cats nap in the sun and purr softly."
+    assert info["verdict"]["filters"]["prompt_level_strict"] == {"prediction": "0", "correct": 0}  # a comma

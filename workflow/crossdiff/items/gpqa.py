@@ -24,7 +24,10 @@ import random
 from crossdiff.errors import CrossdiffError
 
 LETTERS = "ABCD"
-N_ITEMS = 546  # leaderboard_gpqa_extended's doc count (LEADERBOARD-FORMATS: 448/546/198)
+N_ITEMS = 546
+#: the GPQA writers' difficulty estimates, easiest first (the text before their parenthesised gloss)
+WRITER_LEVELS = ("Easy undergraduate level", "Hard undergraduate level", "Hard graduate level",
+                 "Post-graduate level or harder")  # leaderboard_gpqa_extended's doc count (LEADERBOARD-FORMATS: 448/546/198)
 
 
 def _words(s: str) -> int:
@@ -53,6 +56,9 @@ def gpqa_item(row: dict, _sub) -> dict:
                      ("writer_difficulty", "Writer's Difficulty Estimate")):
         if row.get(col) is not None:
             item[key] = str(row[col])
+    # the writer's estimate as an ordinal (1 easy undergraduate .. 4 post-graduate), a Spearman feature
+    estimate = str(row.get("Writer's Difficulty Estimate") or "")
+    item["writer_difficulty_level"] = next((i for i, p in enumerate(WRITER_LEVELS, 1) if estimate.startswith(p)), None)
     return item
 
 

@@ -33,6 +33,7 @@ def ifeval_item(row: dict, _sub) -> dict:
     return {"question": str(row["prompt"]), "answer": "", "key": int(row["key"]),
             "instruction_id_list": json.dumps(ids), "kwargs": json.dumps(kwargs),
             "n_instructions": len(ids), "instruction_types": ",".join(sorted({i.split(":")[0] for i in ids})),
+            "n_instruction_types": len({i.split(":")[0] for i in ids}),
             "question_words": len(str(row["prompt"]).split())}
 
 

@@ -12,7 +12,9 @@ original prompt, which some checkers read), ``instruction_id_list`` and ``kwargs
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 
 from crossdiff.errors import CrossdiffError
 
@@ -21,7 +23,9 @@ MODES = ("strict", "loose")
 
 def follows_all(doc: dict, response: str, mode: str = "strict") -> bool:
     """Whether ``response`` follows every instruction of the IFEval ``doc`` (lm-eval's checker)."""
-    from lm_eval.tasks.leaderboard.ifeval import utils  # noqa: PLC0415 - heavy (nltk, langdetect)
+    # the import fetches nltk's punkt_tab and prints about it on stdout: keep stdout for results (show-prompt --json)
+    with contextlib.redirect_stdout(sys.stderr):
+        from lm_eval.tasks.leaderboard.ifeval import utils  # noqa: PLC0415 - heavy (nltk, langdetect)
 
     if mode not in MODES:
         raise CrossdiffError(f"crossdiff_ifeval: mode {mode!r}; expected one of {MODES}")
