@@ -56,7 +56,7 @@ def test_musr_domains_and_string_choices():
 
 
 def test_every_adapter_has_a_fixture_and_a_prompt():
-    assert set(ADAPTERS) == {"arc", "gsm8k", "mmlu_pro", "bbh", "math", "musr"}
+    assert set(ADAPTERS) == {"arc", "gsm8k", "mmlu_pro", "bbh", "math", "musr", "gpqa_extended", "ifeval"}
     for a in ADAPTERS.values():
         assert a.prompt, a.name
 
@@ -96,15 +96,20 @@ def test_adapter_prompt_renders_training_and_evaluation(name, tmp_path):
     from crossdiff.prompts.format import PromptFormat
     from crossdiff.study.sft_data import make_sft_data
 
-    path = {"bbh": FIX / "bbh", "math": FIX / "math", "musr": FIX / "musr"}.get(name, FIX / f"{name}.jsonl")
+    path = {"bbh": FIX / "bbh", "math": FIX / "math", "musr": FIX / "musr",
+            "gpqa_extended": FIX / "gpqa_extended_samples.jsonl"}.get(name, FIX / f"{name}.jsonl")
     settings = {"source": "hub", "adapter": name, "path": str(path)}
-    items = load_items(name, settings)
+    if name == "ifeval":  # no reference response: the target comes from items.solutions
+        settings["solutions"] = {"path": str(FIX / "ifeval_answers.csv"), "column": "answer", "key": "item_id"}
+    from crossdiff.items.adapters import prepare_items
+
+    items = prepare_items(settings, name)
     items.write_parquet(tmp_path / "items.parquet")
     pl.DataFrame({"item_id": items["item_id"], "difficulty": 0.0, "bin": 0}).write_parquet(tmp_path / "bins.parquet")
     prompt = prompt_for(settings, {"instruction": "Be brief.\n"})
     assert prompt["instruction"] == "Be brief.\n"  # the dataset's own keys win over the adapter's
     fmt = PromptFormat.from_config(prompt)
-    assert fmt.scoring == ("multiple_choice" if name in ("arc", "musr") else "generation")
+    assert fmt.scoring == ("multiple_choice" if name in ("arc", "musr", "gpqa_extended") else "generation")
     meta = make_task(tmp_path / "items.parquet", tmp_path / "bins.parquet", 0, tmp_path / "task", name, prompt)
     assert meta["n_items"] == items.height and meta["scoring"] == fmt.scoring
     n = make_sft_data(tmp_path / "items.parquet", tmp_path / "bins.parquet", 0, tmp_path / "sft.jsonl", prompt)

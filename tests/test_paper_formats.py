@@ -21,7 +21,8 @@ from conftest import REPO
 
 FIX = REPO / "tests" / "fixtures" / "datasets"
 PATHS = {"arc": FIX / "arc.jsonl", "gsm8k": FIX / "gsm8k.jsonl", "mmlu_pro": FIX / "mmlu_pro.jsonl",
-         "bbh": FIX / "bbh", "math": FIX / "math", "musr": FIX / "musr"}
+         "bbh": FIX / "bbh", "math": FIX / "math", "musr": FIX / "musr",
+         "gpqa_extended": FIX / "gpqa_extended_samples.jsonl", "ifeval": FIX / "ifeval.jsonl"}
 
 
 def _load(name, **extra):

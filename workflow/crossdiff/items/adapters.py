@@ -35,6 +35,8 @@ import polars as pl
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import iter_jsonl, write_parquet
+from crossdiff.items.gpqa import GPQA_PROMPT, gpqa_item, gpqa_rows
+from crossdiff.items.ifeval import IFEVAL_PROMPT, ifeval_item, ifeval_rows
 
 BBH_SUBTASKS = (
     "boolean_expressions", "causal_judgement", "date_understanding", "disambiguation_qa",
@@ -97,6 +99,7 @@ class Adapter:
     split_is_subtask: bool = False  # MuSR: the subtask is the split name
     keep: Callable[[dict], bool] | None = None  # row filter (MATH: level 5 only)
     default_subtasks: tuple[str, ...] | None = None  # subtasks loaded when items.subtasks is unset (None = all)
+    rows: Callable[[list[dict], dict, str], list[dict]] | None = None  # (rows, settings, where) -> rows in doc order
 
 
 def _boxed(text: str) -> str | None:
@@ -232,6 +235,10 @@ ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
             subtask_in_id=True, id_suffix="_hard", keep=lambda r: str(r.get("level", "")).strip() == "Level 5"),
     Adapter("musr", "TAUR-Lab/MuSR", MUSR_SUBTASKS, "test", musr_item, MUSR_PROMPT, subtask_in_id=True,
             split_is_subtask=True),
+    # options as the leaderboard scored them: from its details docs (crossdiff.items.gpqa)
+    Adapter("gpqa_extended", "Idavidrein/gpqa", ("gpqa_extended",), "train", gpqa_item, GPQA_PROMPT, rows=gpqa_rows),
+    # the training target needs items.solutions (column model_solution); evaluation: lm-eval's checkers
+    Adapter("ifeval", "google/IFEval", (None,), "train", ifeval_item, IFEVAL_PROMPT, rows=ifeval_rows),
 )}
 
 
@@ -290,6 +297,8 @@ def load_items(name: str, settings: dict | None = None) -> pl.DataFrame:
     items, empty = [], []
     for sub in subtasks:
         rows = _load_rows(adapter, sub, settings)
+        if adapter.rows is not None:
+            rows = adapter.rows(rows, settings, str(where))
         if not rows and sub is not None:
             empty.append(sub)
         kept = (r for r in rows if adapter.keep is None or adapter.keep(r))

@@ -338,6 +338,9 @@ class PromptFormat:
             "question": str(item.get("question", "")),
             "subtask": str(item.get("subtask") or ""),
         }
+        for col in ("instruction_id_list", "kwargs", "key"):  # IFEval: what lm-eval's checkers read
+            if item.get(col) is not None:
+                row[col] = str(item[col])
         if self.scoring == "multiple_choice":
             row["choices"] = self.choice_texts(item)
             # with the chat template lm-eval drops the target delimiter, and training strips the

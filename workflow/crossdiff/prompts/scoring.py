@@ -124,9 +124,11 @@ def register_filters() -> None:
     from lm_eval.api.filter import Filter
     from lm_eval.api.registry import filter_registry, register_filter
 
+    from crossdiff.prompts.ifeval_check import register_lm_eval_filter as register_ifeval
     from crossdiff.prompts.math_check import register_lm_eval_filter
 
     register_lm_eval_filter()
+    register_ifeval()
     if "crossdiff_bbh_answer_type" in filter_registry:
         return
 

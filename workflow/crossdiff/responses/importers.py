@@ -208,6 +208,8 @@ def correctness(value, metric: str, threshold: float, where: str) -> int:
     """1 when a per-sample metric value (number, bool or [number]) reaches the threshold, else 0."""
     if isinstance(value, bool):
         value = float(value)
+    if isinstance(value, (list, tuple)) and value and metric.startswith("inst_level_"):  # IFEval: one bool per
+        value = sum(float(v) for v in value) / len(value)  # instruction; the fraction followed meets the threshold
     if isinstance(value, (list, tuple)) and len(value) == 1:  # lm-eval sometimes keeps [score]
         value = value[0]
     if not isinstance(value, (int, float)):
