@@ -78,3 +78,35 @@ def test_compatible_engine_refuses_3pl_by_name():
     Y, _ = simulate("3pl", 20, 10)
     with pytest.raises(CrossdiffError, match="3pl"):
         fit_engine(Y, np.ones(Y.shape, bool), IrtSettings(engine="py-irt-compatible", model="3pl"))
+
+
+@pytest.mark.parametrize("model", ["3pl", "4pl", "1pl"])
+def test_calibration_figure_draws_the_fitted_curves(model):
+    """Issue 21: the calibration figure shows the fitted curves, floors (3PL) and ceilings (4PL) included."""
+    import polars as pl
+
+    from crossdiff.bins.figures import calibration
+
+    rng = np.random.default_rng(0)
+    n = 50
+    items = pl.DataFrame({"item_id": [f"i{k}" for k in range(n)], "difficulty": np.linspace(-2, 2, n),
+                          "discrimination": np.full(n, 1.5), "accuracy": np.full(n, 0.5)})
+    if model != "1pl":
+        items = items.with_columns(pl.Series("lambdas", np.linspace(0.2, 0.3, n) if model == "3pl" else np.linspace(0.7, 0.9, n)))
+    held = pl.DataFrame({"p": rng.random(200), "correct": rng.integers(0, 2, 200)})
+    fig = calibration(held, "t", irt_items=items, model=model)
+    right = fig.axes[1]
+    lines = right.get_lines()
+    assert len(lines) == 5
+    picked = items.sort("difficulty")
+    for q, line in zip((0.1, 0.3, 0.5, 0.7, 0.9), lines):
+        row = picked.row(int(q * n), named=True)
+        x, y = line.get_xdata(), line.get_ydata()
+        s = 1.0 / (1.0 + np.exp(-1.5 * (x - row["difficulty"])))
+        if model == "3pl":  # the guessing floor lambdas: never below it, 1 at high ability
+            assert np.allclose(y, row["lambdas"] + (1 - row["lambdas"]) * s) and y.min() >= row["lambdas"]
+        elif model == "4pl":  # py-irt's 4PL: the upper asymptote lambdas, never above it
+            assert np.allclose(y, row["lambdas"] * s) and y.max() <= row["lambdas"]
+        else:
+            assert np.allclose(y, s)
+    assert len(calibration(held, "t").axes) == 1  # without a model: the calibration panel alone

@@ -136,6 +136,7 @@ rule difficulty_calibration:
     input:
         irt="results/irt/{dataset}/items.parquet",
         heldout="results/irt/{dataset}/heldout.parquet",
+        fit="results/irt/{dataset}/fit.json",
     output:
         report(
             "results/figures/{dataset}/difficulty/calibration.png",
@@ -147,7 +148,8 @@ rule difficulty_calibration:
         "logs/figures/{dataset}/calibration.log",
     shell:
         "crossdiff plot-difficulty --figure calibration --irt-items {input.irt:q} "
-        "--heldout {input.heldout:q} --title {wildcards.dataset} --output {output:q} "
+        "--heldout {input.heldout:q} --fit {input.fit:q} --title {wildcards.dataset} "
+        "--output {output:q} "
         "> {log:q} 2>&1"
 
 

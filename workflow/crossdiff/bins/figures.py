@@ -12,6 +12,7 @@ Figures (``--figure``):
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import matplotlib
 
@@ -23,6 +24,7 @@ import seaborn as sns  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from crossdiff.errors import CrossdiffError  # noqa: E402
+from crossdiff.irt.base import asymptotes  # noqa: E402
 from crossdiff.io import read_table, require_columns, write_figure  # noqa: E402
 
 FIGURES = ("histogram", "bin_accuracy", "calibration", "spearman", "truth")
@@ -51,18 +53,41 @@ def bin_accuracy(bins: pl.DataFrame, title: str):
     return fig
 
 
-def calibration(held: pl.DataFrame, title: str, n_groups: int = 10):
+def calibration(held: pl.DataFrame, title: str, n_groups: int = 10, irt_items: pl.DataFrame | None = None,
+                model: str | None = None):
+    """Predicted vs observed accuracy on held-out cells; with ``irt_items`` and ``model`` also the fitted
+    item characteristic curves of five items (difficulty quantiles 0.1 .. 0.9), 3PL floors and 4PL
+    ceilings included."""
     if held.height == 0:
         raise CrossdiffError("no held-out cells: set irt.holdout_fraction > 0 for the calibration figure")
     df = held.with_columns(((pl.col("p") * n_groups).floor().clip(0, n_groups - 1)).alias("g"))
     s = df.group_by("g").agg(pl.col("p").mean(), pl.col("correct").mean(), pl.len()).sort("g")
-    fig, ax = plt.subplots(figsize=(5, 5))
+    curves = irt_items is not None and model is not None
+    fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(10 if curves else 5, 5), squeeze=False)
+    ax = axes[0][0]
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
     ax.scatter(s["p"], s["correct"], s=20 + 200 * s["len"] / s["len"].max(), color="#4c72b0")
     ax.plot(s["p"], s["correct"], color="#4c72b0")
     ax.set(xlabel="predicted P(correct)", ylabel="observed accuracy", xlim=(0, 1), ylim=(0, 1),
            title=f"{title}: held-out calibration ({held.height} cells)")
+    if curves:
+        item_curves(axes[0][1], irt_items, model)
     return fig
+
+
+def item_curves(ax, irt_items: pl.DataFrame, model: str, quantiles=(0.1, 0.3, 0.5, 0.7, 0.9)):
+    """The fitted P(correct | ability) of the items at these difficulty quantiles, under ``model``."""
+    theta = np.linspace(-4, 4, 161)
+    ranked = irt_items.sort("difficulty")
+    for q in quantiles:
+        row = ranked.row(min(ranked.height - 1, int(q * ranked.height)), named=True)
+        a = row.get("discrimination") or 1.0
+        lam = row.get("lambdas")
+        p = asymptotes(1.0 / (1.0 + np.exp(-a * (theta - row["difficulty"]))), lam, model)
+        label = f"b={row['difficulty']:.2f}" + (f", λ={lam:.2f}" if lam is not None and model in ("3pl", "4pl") else "")
+        ax.plot(theta, p, label=label)
+    ax.set(xlabel="ability θ", ylabel="P(correct)", ylim=(0, 1), title=f"fitted {model.upper()} curves (difficulty quantiles)")
+    ax.legend(fontsize=8, loc="lower right")
 
 
 def feature_table(irt_items: pl.DataFrame, items: pl.DataFrame | None) -> pl.DataFrame:
@@ -115,6 +140,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--irt-items", required=True)
     p.add_argument("--bins")
     p.add_argument("--heldout")
+    p.add_argument("--fit", help="calibration: the fit summary (fit.json); its model draws the fitted item curves")
     p.add_argument("--items", help="item table with difficulty features")
     p.add_argument("--truth", help="true item parameters (simulated data)")
     p.add_argument("--measure", action="append", default=[], metavar="NAME=TABLE",
@@ -140,7 +166,12 @@ def run(args: argparse.Namespace) -> None:
     elif args.figure == "bin_accuracy":
         fig = bin_accuracy(_need(args, "bins"), t)
     elif args.figure == "calibration":
-        fig = calibration(_need(args, "heldout"), t)
+        model = None
+        if args.fit:
+            import json
+
+            model = json.loads(Path(args.fit).read_text()).get("model", "1pl")
+        fig = calibration(_need(args, "heldout"), t, irt_items=irt_items if model else None, model=model)
     elif args.figure == "spearman":
         items = read_table(args.items, "item table") if args.items else None
         for spec in args.measure:  # model-based measures (bins.by: loss:/zero_shot:) join as their own column
