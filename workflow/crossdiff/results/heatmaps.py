@@ -87,6 +87,12 @@ def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = Fa
         return outdir / (f"{_safe(model)}__{_safe(ds)}__{kind}.png" if model else f"{_safe(ds)}__{kind}.png")
 
     written: list[str] = []
+
+    def save(fig, kind: str, model: str | None, ds: str) -> None:
+        out = path(kind, model, ds)
+        write_figure(fig, out)
+        written.append(str(out))
+
     for (model, dataset_), sub in df.group_by(["model", "dataset"], maintain_order=True):
         test_bins = sorted(sub["test_bin"].unique().to_list())
         train = _row_order(t for t in sub["train_bin"].to_list() if t != "zero-shot")
@@ -100,9 +106,7 @@ def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = Fa
         ax.set_xlabel("test bin (0 = easiest)")
         ax.set_ylabel("train bin / set")
         ax.set_title(f"{model} / {dataset_}{tag}: accuracy{seeds_note}")
-        p = path("accuracy", model, dataset_)
-        write_figure(fig, p)
-        written.append(str(p))
+        save(fig, "accuracy", model, dataset_)
 
         ft = sub.filter(pl.col("train_bin") != "zero-shot")
         if ft.height:
@@ -122,9 +126,7 @@ def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = Fa
             ax.set_ylabel("train bin / set")
             diag = "held-out test items" if show_diagonal else "diagonal masked"
             ax.set_title(f"{model} / {dataset_}{tag}: gain over zero-shot{seeds_note}\n(* = CI excludes 0; {diag})")
-            p = path("gain", model, dataset_)
-            write_figure(fig, p)
-            written.append(str(p))
+            save(fig, "gain", model, dataset_)
 
     for (dataset_,), sub in df.group_by(["dataset"], maintain_order=True):
         # single-bin runs only (a set has no gap); one line per model, and per size when subsampled
@@ -146,9 +148,7 @@ def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = Fa
             ax.set_xlabel("bin gap (train bin - test bin)")
             ax.set_ylabel("mean gain over zero-shot")
             ax.set_title(f"{dataset_}: gain vs difficulty gap")
-            p = path("gain_vs_gap", None, dataset_)
-            write_figure(fig, p)
-            written.append(str(p))
+            save(fig, "gain_vs_gap", None, dataset_)
         elif sub.filter(pl.col("train_bin") != "zero-shot").height:
             # only train sets (study.train_bins: []): no gap to speak of; the gain per test bin per set
             sets = sub.filter(pl.col("train_bin") != "zero-shot")
@@ -159,9 +159,7 @@ def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = Fa
             ax.set_xlabel("test bin (0 = easiest)")
             ax.set_ylabel("gain over zero-shot (mean over models)")
             ax.set_title(f"{dataset_}: gain per test bin of each train set (no single-bin runs, so no gap)")
-            p = path("gain_vs_gap", None, dataset_)
-            write_figure(fig, p)
-            written.append(str(p))
+            save(fig, "gain_vs_gap", None, dataset_)
         zs = sub.filter(pl.col("train_bin") == "zero-shot").sort(["model", "test_bin"])
         if zs.height:
             fig, ax = plt.subplots(figsize=(6, 4))
@@ -171,9 +169,7 @@ def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = Fa
             ax.set_ylabel("zero-shot accuracy")
             ax.set_ylim(bottom=0)
             ax.set_title(f"{dataset_}: zero-shot accuracy per bin")
-            p = path("zero_shot", None, dataset_)
-            write_figure(fig, p)
-            written.append(str(p))
+            save(fig, "zero_shot", None, dataset_)
     if not written:
         raise CrossdiffError(f"{table}: no rows to plot")
     return written
