@@ -103,9 +103,8 @@ def test_labels_and_design_grid():
     assert study.sft_label("set-up-n10-seed2") == "set-up-n10"
     assert study.result_train_bin("bin3") == "3"
     assert study.parse_label("3-n10-seed1") == {"bin": 3, "set": None, "n": 10, "seed": 1, "cell": "3-n10"}
-    s = study.finetune_settings({"seed": 42, "learning_rate": 1e-3}, cfg, "set-up-seed2", 3)
-    assert s == {"seed": 2, "learning_rate": 1e-3, "shuffle": False}
-    assert study.finetune_settings({"seed": 42}, cfg, "bin0", 3) == {"seed": 42}  # plain run: unchanged
+    assert study.design_layer(cfg, "set-up-seed2", 3) == {"seed": 2, "shuffle": False}
+    assert study.design_layer(cfg, "bin0", 3) is None  # plain run: the config's settings
     with pytest.raises(CrossdiffError, match="outside 0..2"):
         study.design_runs({"train_sets": {"x": {"bins": [1, 5]}}}, 3)
 

@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bin-agreement": ("crossdiff.bins.agreement", "agreement of a dataset's measure bins with its IRT bins"),
     "summarize": ("crossdiff.results.summary", "the answer in numbers: slope of gain on |gap|, asymmetry, best train bin"),
     "gpu-run": ("crossdiff.runtime.gpus", "run a command on its own GPU(s) (locks locally; pass-through under SLURM)"),
+    "resolve": ("crossdiff.plan.settings", "print each (dataset, model) fine-tune's and evaluation's resolved settings"),
 }
 
 

@@ -18,6 +18,28 @@ from crossdiff.errors import CrossdiffError
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
 
+def deep_merge(*layers):
+    """Layers of settings merged into one, later layers winning: mappings merge key by key at every depth,
+    anything else (lists, scalars, ``None``) replaces what an earlier layer had. A layer that is ``None``
+    (a section the config leaves out) is skipped. The inputs are not modified.
+
+    >>> deep_merge({"lora": {"r": 16, "alpha": 64}}, None, {"lora": {"r": 32}})
+    {'lora': {'r': 32, 'alpha': 64}}
+    """
+    out: dict = {}
+    for layer in layers:
+        if layer is None:
+            continue
+        if not isinstance(layer, dict):
+            raise TypeError(f"deep_merge: expected mappings, got {type(layer).__name__}")
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = deep_merge(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
 def load_schema(path: Path | None = None) -> dict:
     return yaml.safe_load(Path(path or SCHEMA_PATH).read_text())
 
@@ -97,7 +119,6 @@ def check_references(c: dict) -> list[str]:
     for b in c["study"]["train_bins"] or []:
         if b >= c["bins"]["n_bins"]:
             problems.append(f"study.train_bins: bin {b} does not exist; expected 0..{c['bins']['n_bins'] - 1}")
-    problems += _tracked_path_problems(datasets)
     for i, m in enumerate(c["models"]):
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in m["id"]):
             problems.append(f"models.{i}.id: {m['id']!r} holds a control character (newline, tab, ...); "
@@ -110,21 +131,6 @@ def check_references(c: dict) -> list[str]:
         w = m.get("warmup_dataset")
         if w is not None and w not in datasets:
             problems.append(f"models.{i}.warmup_dataset: unknown dataset {w!r}; expected one of: {', '.join(datasets)}")
-    return problems
-
-
-def _tracked_path_problems(datasets: dict) -> list[str]:
-    """Local files the workflow reads are Snakemake inputs (edits rerun their jobs), and Snakemake reads
-    ``{...}`` in an input path as a wildcard: such a path cannot be tracked, so it is refused here."""
-    problems = []
-    for name, d in datasets.items():
-        paths = {"items.path": d["items"].get("path"), "responses.path": d["responses"].get("path"),
-                 "responses.models_list": d["responses"].get("models_list"),
-                 "items.solutions.path": (d["items"].get("solutions") or {}).get("path")}
-        for key, path in paths.items():
-            if path and ("{" in path or "}" in path):
-                problems.append(f"datasets.{name}.{key}: {path!r} holds '{{' or '}}', which Snakemake reads as a "
-                                f"wildcard in an input path; rename the file or folder")
     return problems
 
 

@@ -1,9 +1,27 @@
+# Helpers every rule file uses. The study plan (crossdiff.plan) is built once from the validated config:
+# each job's resolved settings (crossdiff.plan.settings), the files a config names (crossdiff.plan.inputs),
+# and every check before work (crossdiff.plan.checks). Functions here only turn it into paths, inputs and
+# shell arguments; they hold no settings logic of their own.
 import functools
 import json
 import re
 import shlex
 
-from crossdiff.errors import CrossdiffError
+import crossdiff.plan.checks as plan_checks
+import crossdiff.plan.inputs as plan_inputs
+import crossdiff.study.designs as design
+import crossdiff.study.methods as study_methods
+from crossdiff.evaluate import loss_measure as lsm
+from crossdiff.evaluate import zero_shot as zsm
+from crossdiff.plan.settings import Plan
+
+PLAN = Plan(config)
+plan_checks.check(PLAN)  # every problem found before any job runs, whatever resources.memory_check says
+
+DATASETS = PLAN.datasets
+MODELS = PLAN.models
+N_BINS = PLAN.n_bins
+DIFFICULTY_FIGURES = ["histogram", "bin_accuracy", "calibration", "spearman"]
 
 
 wildcard_constraints:
@@ -12,10 +30,10 @@ wildcard_constraints:
     train=r"zero-shot|train\d+",
     b=r"\d+",
     t=r"\d+",
-
-
-DATASETS = sorted(config["datasets"])
-DIFFICULTY_FIGURES = ["histogram", "bin_accuracy", "calibration", "spearman"]
+    model="|".join(re.escape(m) for m in MODELS) or "(?!)",
+    run=study_methods.trained_pattern(design.RUN_PATTERN),
+    sftset=design.SFT_PATTERN,
+    trained=study_methods.trained_pattern(design.EVAL_PATTERN),
 
 
 def cli_json(obj):
@@ -33,62 +51,55 @@ def is_simulated(name):
 
 def items_table(name):
     """The dataset's item table, or [] when it has none (items.source: none)."""
-    src = dataset(name)["items"]["source"]
-    if src in ("synthetic", "hub", "lm_eval_task"):
-        return f"results/items/{name}.parquet"
-    if src == "file":
-        return dataset(name)["items"]["path"]
-    return []
+    return PLAN.items_table(name) or []
 
 
-def local_files(path):
-    """A local path as Snakemake inputs: the file, or every file under a folder (a folder's mtime does
-    not change when a file in it is edited). A missing path stays as it is: Snakemake names it."""
-    import os
-
-    if path and os.path.isdir(path):
-        return sorted(
-            os.path.join(root, f) for root, _, files in os.walk(path) for f in files
-        )
-    return [path] if path else []
-
-
+# ---------------------------------------------------------------- files a config names (crossdiff.plan.inputs)
 def prepare_items_inputs(wildcards):
-    """The local files prepare_items reads: items.path (file or folder) and items.solutions.path."""
-    items = dataset(wildcards.dataset)["items"]
-    solutions = items.get("solutions") or {}
-    return local_files(items.get("path")) + local_files(solutions.get("path"))
+    return plan_inputs.item_files(dataset(wildcards.dataset))
 
 
 def response_files(wildcards):
-    """Every file of a local responses source (a folder of lm-eval samples: each file in it)."""
-    r = dataset(wildcards.dataset)["responses"]
-    return local_files(r["path"]) if r["source"] in ("table", "lm_eval_samples") else []
+    return plan_inputs.response_files(dataset(wildcards.dataset))
 
 
+def task_config_files(wildcards):
+    """An lm_eval_task dataset's own task files (include_path tree, override data): evaluation reads them."""
+    return plan_inputs.task_files(dataset(wildcards.dataset))
+
+
+def base_model_input(wildcards):
+    """The base model's files: the built model's directory, a local directory's files; nothing for hub ids."""
+    return base_model_files(wildcards.model)
+
+
+def base_model_files(model):
+    if MODELS[model]["build"]:
+        return [f"results/models/{model}"]
+    return plan_inputs.model_files(MODELS[model])
+
+
+def base_model_ref(model):
+    return PLAN.base_model_ref(model)
+
+
+# ---------------------------------------------------------------- the difficulty half
 def published_spec(name):
-    """datasets.<name>.bins.published when bins.by is 'published' (crossdiff.bins.published), else None."""
-    if dataset(name)["bins"]["by"] != "published":
-        return None
-    spec = dataset(name)["bins"].get("published")
-    if not spec:
-        raise CrossdiffError(
-            f"datasets.{name}.bins.by = 'published' needs datasets.{name}.bins.published "
-            "(source: file with path, or source: hub with hub_id/config; column, key, match, rule)"
-        )
-    if spec["match"] == "question" and not items_table(name):
-        raise CrossdiffError(
-            f"datasets.{name}.bins.published.match = 'question' needs an item table; items.source is none"
-        )
-    return spec
+    """datasets.<name>.bins.published when bins.by is 'published', else None (checked in crossdiff.plan.checks)."""
+    return (
+        dataset(name)["bins"].get("published")
+        if dataset(name)["bins"]["by"] == "published"
+        else None
+    )
 
 
 def published_inputs(wildcards):
     """The published table when it is a local file; the IRT items; the item table for match: question."""
     spec = published_spec(wildcards.dataset)
     out = {"irt": f"results/irt/{wildcards.dataset}/items.parquet"}
-    if spec["source"] == "file":
-        out["table"] = spec["path"]
+    files = plan_inputs.published_files(dataset(wildcards.dataset))
+    if files:
+        out["table"] = files
     if spec["match"] == "question":
         out["item_table"] = items_table(wildcards.dataset)
     return out
@@ -104,7 +115,7 @@ def raw_responses(wildcards):
 
 
 def filters_for(name):
-    return {**config["filters"], **dataset(name).get("filters", {})}
+    return PLAN.filters(name)
 
 
 def irt_settings():
@@ -118,9 +129,7 @@ def difficulty_targets(name):
         f"results/bins/{name}/bins.parquet",
     ]
     figures = DIFFICULTY_FIGURES
-    if (
-        config["irt"]["holdout_fraction"] == 0
-    ):  # no held-out cells, no calibration figure
+    if config["irt"]["holdout_fraction"] == 0:  # no held-out cells, no calibration
         figures = [f for f in figures if f != "calibration"]
     out += [f"results/figures/{name}/difficulty/{f}.png" for f in figures]
     if is_simulated(name):
@@ -155,137 +164,14 @@ def replicate_settings(label):
     return s
 
 
-# ---------------------------------------------------------------- the study half: models x bins
-from crossdiff.items.adapters import prompt_for
-from crossdiff.slugs import slugify
-
-MODELS = {slugify(m["id"]): m for m in config["models"]}
-N_BINS = config["bins"]["n_bins"]
-
-
-wildcard_constraints:
-    model="|".join(re.escape(m) for m in MODELS) or "(?!)",
-
-
-# ---------------------------------------------------------------- study designs (crossdiff.study.designs)
-# A run is one fine-tune: bin<b> (today's paths) or set-<name>, with -n<size> / -seed<s> suffixes.
-import crossdiff.errors
-import crossdiff.study.designs as design
-
-design.check_design(config["study"], N_BINS)
-design.check_seed_variance(config["study"], config["finetune"])
-import crossdiff.evaluate.zero_shot as zsm
-import crossdiff.evaluate.loss_measure as lsm
-
-for _name in DATASETS:
-    zsm.check_by(_name, dataset(_name)["bins"]["by"], MODELS)
-    lsm.check_by(_name, dataset(_name)["bins"]["by"], MODELS)
-    if published_spec(_name) is not None:
-        continue
-    if dataset(_name)["bins"]["by"] != "irt" and not items_table(_name):
-        raise crossdiff.errors.CrossdiffError(
-            f"datasets.{_name}.bins.by = {dataset(_name)['bins']['by']!r} bins by an item-table "
-            "column, but items.source is none; give the dataset an item table or use by: irt"
-        )
-
-
-wildcard_constraints:
-    run=design.RUN_PATTERN,
-    sftset=design.SFT_PATTERN,
-    trained=design.EVAL_PATTERN,
-
-
-# Helpers of the validated config are pure: the ones called once per job are cached (functools),
-# so a paper-scale dry run (1,084 jobs) computes each distinct value once.
-@functools.cache
-def study_runs():
-    """Every fine-tune of the design: (train bins + train sets) x train_sizes x seeds."""
-    return tuple(design.design_runs(config["study"], N_BINS))
-
-
-@functools.cache
-def eval_labels():
-    """The train labels of every evaluation: zero-shot, then one per fine-tune (study.methods: sft)."""
-    if "sft" not in config["study"]["methods"]:
-        return ("zero-shot",)
-    return ("zero-shot",) + tuple(design.eval_label(r) for r in study_runs())
-
-
-# ---------------------------------------------------------------- in-context learning (crossdiff.evaluate.icl)
-import crossdiff.evaluate.icl as icl
-
-
-def icl_ks():
-    """study.icl.k as a list when study.methods has icl, else []."""
-    if "icl" not in config["study"]["methods"]:
-        return []
-    return icl.ks_of(config["study"]["icl"])
-
-
-def icl_labels():
-    return [icl.eval_label(k, b) for k in icl_ks() for b in train_bins()]
-
-
-def sft_data_path(wildcards):
-    """The run's training data: the dataset's, or the model's own when it has solutions for it."""
-    d, label = wildcards.dataset, design.sft_label(wildcards.run)
-    if own_solutions(wildcards.model, d):
-        return f"results/sft/{d}/solutions-{wildcards.model}/{label}.jsonl"
-    return f"results/sft/{d}/{label}.jsonl"
-
-
-def finetune_config(name, model=None):
-    """The fine-tuning settings of a dataset (and model), merged in this order (later wins, key by key):
-    crossdiff's defaults (crossdiff/finetune/settings.py) < `finetune` < `datasets.<name>.finetune`
-    < `models[].finetune`; the run's design (seed, curriculum order) then applies on top
-    (run_settings_json).
-    """
-    per_model = (MODELS[model].get("finetune") or {}) if model else {}
-    return {**config["finetune"], **(dataset(name).get("finetune") or {}), **per_model}
-
-
-def run_settings(wildcards):
-    """finetune settings of one run: the dataset's and model's (finetune_config), with the run's
-    seed and, for curricula, no shuffling."""
-    return run_settings_json(wildcards.dataset, wildcards.model, wildcards.run)
-
-
-@functools.cache
-def run_settings_json(name, model, run):
-    return cli_json(
-        design.finetune_settings(
-            finetune_config(name, model), config["study"], run, N_BINS
-        )
-    )
-
-
-def train_set_args(wildcards):
-    spec = design.training_spec(config["study"], wildcards.sftset, N_BINS)
-    size = f" --size {spec['size']}" if spec["size"] is not None else ""
-    bins = " ".join(map(str, spec["bins"]))
-    return f"--train-bins {bins}{size} --order {spec['order']} --sample-seed {config['study']['sample_seed']}"
-
-
 def zero_shot_model(name):
     """The model slug of bins.by: zero_shot:<slug>, else None (crossdiff.evaluate.zero_shot)."""
     return zsm.model_of(dataset(name)["bins"]["by"])
 
 
-def zero_shot_base_input(wildcards):
-    """The built base model behind bins.by: zero_shot:<slug> (nothing for hub ids)."""
-    m = zero_shot_model(wildcards.dataset)
-    return f"results/models/{m}" if MODELS[m]["build"] else []
-
-
 def loss_model(name):
     """The model slug of bins.by: loss:<slug>, else None (crossdiff.evaluate.loss_measure)."""
     return lsm.model_of(dataset(name)["bins"]["by"])
-
-
-def loss_base_input(wildcards):
-    """The built base model behind bins.by: loss:<slug> (nothing for hub ids)."""
-    m = loss_model(wildcards.dataset)
-    return f"results/models/{m}" if MODELS[m]["build"] else []
 
 
 def measure_table_of(name):
@@ -305,30 +191,44 @@ def spearman_measure_arg(name):
 
 
 def bins_args(name):
-    """make_bins options beyond today's: bins.by and bins.holdout_fraction (empty when both are off)."""
+    """make_bins options beyond equal-size IRT bins: bins.by, bins.holdout_fraction, ICL's minimum."""
+    by = dataset(name)["bins"]["by"]
     out = ""
     if measure_table_of(name):
-        out += f" --by {shlex.quote(dataset(name)['bins']['by'])} --measure-table {shlex.quote(measure_table_of(name))}"
+        out += f" --by {shlex.quote(by)} --measure-table {shlex.quote(measure_table_of(name))}"
     elif published_spec(name) is not None:
         out += f" --by published --rule {shlex.quote(published_spec(name)['rule'])} --measure-table {shlex.quote(f'results/bins/{name}/published.parquet')}"
-    elif dataset(name)["bins"]["by"] != "irt":
-        out += f" --by {shlex.quote(dataset(name)['bins']['by'])} --item-table {shlex.quote(items_table(name))}"
+    elif by != "irt":
+        out += f" --by {shlex.quote(by)} --item-table {shlex.quote(items_table(name))}"
     if config["bins"]["holdout_fraction"] > 0:
         out += f" --holdout-fraction {config['bins']['holdout_fraction']} --holdout-seed {config['bins']['holdout_seed']}"
+    least = plan_checks.icl_min_train_items(PLAN, name)
+    if least:
+        out += f" --min-train-items {least}"
     return out
 
 
 def bins_inputs(wildcards):
-    if measure_table_of(wildcards.dataset):
-        return {"measure": measure_table_of(wildcards.dataset)}
-    if published_spec(wildcards.dataset) is not None:
-        return {"measure": f"results/bins/{wildcards.dataset}/published.parquet"}
-    by_column = dataset(wildcards.dataset)["bins"]["by"] != "irt"
-    return {"item_table": items_table(wildcards.dataset)} if by_column else {}
+    name = wildcards.dataset
+    if measure_table_of(name):
+        return {"measure": measure_table_of(name)}
+    if published_spec(name) is not None:
+        return {"measure": f"results/bins/{name}/published.parquet"}
+    by_column = dataset(name)["bins"]["by"] != "irt"
+    return {"item_table": items_table(name)} if by_column else {}
 
 
 def measure_datasets():
     return [d for d in DATASETS if dataset(d)["bins"]["by"] != "irt"]
+
+
+# ---------------------------------------------------------------- the study half: models x bins x methods
+def study_datasets():
+    return PLAN.study_datasets()
+
+
+def train_bins():
+    return PLAN.train_bins()
 
 
 def size_study():
@@ -336,56 +236,102 @@ def size_study():
     return bool(config["study"]["train_sizes"]) and config["study"]["train_bins"] != []
 
 
-def study_datasets():
-    names = config["study"]["datasets"]
-    if names is None:
-        names = [d for d in DATASETS if dataset(d)["items"]["source"] != "none"]
-    return names if config["models"] else []
+def eval_labels(name):
+    """Every evaluation folder of a model on a dataset: zero-shot, then each method's cells."""
+    return PLAN.eval_labels(name)
 
 
-def train_bins():
-    bins = config["study"]["train_bins"]
-    return list(range(N_BINS)) if bins is None else bins
+def trained_eval_labels(name):
+    """The evaluation folders of fine-tuned checkpoints (rule evaluate_checkpoint)."""
+    return [
+        l
+        for l in eval_labels(name)
+        if l != "zero-shot" and study_methods.method_of_label(
+            study_methods.split_label(l)[0]
+        ).trains
+    ]
+
+
+def icl_ks():
+    """study.icl.k as a list when study.methods has icl, else []."""
+    if "icl" not in config["study"]["methods"]:
+        return []
+    return study_methods.ks_of(config["study"]["icl"])
+
+
+def icl_labels():
+    return [f"icl-k{k}-train{b}" for k in icl_ks() for b in train_bins()]
 
 
 def prompt_of(name):
     """The dataset's prompt section over its benchmark adapter's defaults (one format for SFT and eval)."""
-    return prompt_for(dataset(name)["items"], dataset(name).get("prompt"))
+    return PLAN.prompt(name)
 
 
 @functools.cache
 def prompt_json(name):
-    """prompt_of(name) as the CLI's --prompt argument (computed once per dataset)."""
     return cli_json(prompt_of(name))
 
 
-# ------------------------------------------------- per-model training targets (crossdiff.study.solutions)
-import crossdiff.study.solutions as model_solutions
+def own_solutions(model, name):
+    return PLAN.own_solutions(model, name)
 
-_problems = model_solutions.check_model_solutions(
-    MODELS,
-    {d: (prompt_of(d), dataset(d)["items"].get("solutions")) for d in study_datasets()},
-)
-if _problems:
-    raise crossdiff.errors.CrossdiffError(
-        "per-model solutions:\n  " + "\n  ".join(_problems)
+
+def sft_data_path(wildcards):
+    """The run's training data: the dataset's, or the model's own when it has solutions for it."""
+    d = wildcards.dataset
+    label = design.sft_label(study_methods.split_run(wildcards.run)[1])
+    if own_solutions(wildcards.model, d):
+        return f"results/sft/{d}/solutions-{wildcards.model}/{label}.jsonl"
+    return f"results/sft/{d}/{label}.jsonl"
+
+
+def model_items_table(wildcards):
+    """The items a model trains on and draws ICL demonstrations from (its own solutions when it has them)."""
+    return PLAN.model_items_table(wildcards.dataset, wildcards.model)
+
+
+@functools.cache
+def run_settings_json(name, model, run):
+    """One fine-tune's resolved settings (crossdiff.plan.settings), as the CLI's --settings."""
+    return cli_json(PLAN.finetune(name, model, run))
+
+
+def result_train_label(trained):
+    """The train_bin string a trained method's result JSONs carry: ``3`` for train3, ``<label>-3`` else."""
+    method, rest = study_methods.split_label(trained)
+    return study_methods.prefixed(
+        method, design.result_train_bin(design.run_of_eval(rest))
     )
 
 
-def own_solutions(model, name):
-    """The model's own solutions source for a dataset (models[].solutions.<name>), or None."""
-    return (MODELS[model].get("solutions") or {}).get(name)
+def run_settings(wildcards):
+    return run_settings_json(wildcards.dataset, wildcards.model, wildcards.run)
 
 
-def base_model_input(wildcards):
-    """The built model's directory for locally built models; nothing for hub ids."""
-    m = MODELS[wildcards.model]
-    return f"results/models/{wildcards.model}" if m["build"] else []
+@functools.cache
+def eval_settings_json(name, model=None):
+    """A model's resolved evaluation settings on a dataset (evaluate < datasets.<d>.evaluate < models[].evaluate)."""
+    return cli_json(PLAN.evaluate(name, model))
 
 
-def base_model_ref(model):
-    m = MODELS[model]
-    return f"results/models/{model}" if m["build"] else m["id"]
+def eval_settings(wildcards):
+    return eval_settings_json(wildcards.dataset, wildcards.model)
+
+
+def train_set_args(wildcards):
+    spec = design.training_spec(config["study"], wildcards.sftset, N_BINS)
+    size = f" --size {spec['size']}" if spec["size"] is not None else ""
+    bins = " ".join(map(str, spec["bins"]))
+    return f"--train-bins {bins}{size} --order {spec['order']} --sample-seed {config['study']['sample_seed']}"
+
+
+def zero_shot_base_input(wildcards):
+    return base_model_files(zero_shot_model(wildcards.dataset))
+
+
+def loss_base_input(wildcards):
+    return base_model_files(loss_model(wildcards.dataset))
 
 
 def gpu_prefix(stage):
@@ -424,31 +370,34 @@ def eval_outputs(model, name, train):
     return [f"results/eval/{model}/{name}/{train}/bin{t}.json" for t in range(N_BINS)]
 
 
+def method_figures(name):
+    """Heatmaps per method label (sft's in results/figures/<d>/<model>/, others' in <d>/<label>/<model>/)."""
+    out = []
+    for label in PLAN.method_labels(name):
+        sub = study_methods.figure_dir(label)
+        out += [
+            f"results/figures/{name}/{sub}{model}/{kind}.png"
+            for model in MODELS
+            for kind in ("accuracy", "gain")
+        ]
+        if label == "sft":
+            out += [
+                f"results/figures/{name}/gain_vs_gap.png",
+                f"results/figures/{name}/zero_shot.png",
+            ]
+    return out
+
+
 def study_targets():
     # Every evaluation cell is listed although aggregate takes them too: a removed cell whose table
     # still exists is otherwise not rebuilt (tests/test_study_workflow.py).
     out = []
     for name in study_datasets():
         for model in MODELS:
-            for train in eval_labels():
+            for train in eval_labels(name):
                 out += eval_outputs(model, name, train)
-            out += [
-                f"results/figures/{name}/{model}/accuracy.png",
-                f"results/figures/{name}/{model}/gain.png",
-            ]
-        out += [
-            f"results/figures/{name}/gain_vs_gap.png",
-            f"results/figures/{name}/zero_shot.png",
-        ]
-        if "sft" not in config["study"]["methods"]:  # ICL only: no fine-tune heatmaps
-            out = [f for f in out if f"/{name}/" not in f]
-        for k in icl_ks():  # ICL heatmaps beside SFT's (study.methods: icl)
-            out += [
-                f"results/figures/{name}/icl-k{k}/{model}/{kind}.png"
-                for model in MODELS
-                for kind in ("accuracy", "gain")
-            ]
-        if size_study():
+        out += method_figures(name)
+        if size_study() and "sft" in config["study"]["methods"]:
             out += [
                 f"results/figures/{name}/{model}/size_difficulty.png"
                 for model in MODELS
@@ -467,43 +416,34 @@ def all_eval_results(wildcards=None):
         f
         for name in study_datasets()
         for model in MODELS
-        for train in eval_labels() + tuple(icl_labels())
+        for train in eval_labels(name)
         for f in eval_outputs(model, name, train)
     ]
 
 
 def dataset_eval_results(wildcards):
-    """Every evaluation result of one dataset (all models, zero-shot and every run)."""
+    """Every evaluation result of one dataset (all models, zero-shot and every method's cells)."""
     return [
         f
         for model in MODELS
-        for train in eval_labels()
+        for train in eval_labels(wildcards.dataset)
         for f in eval_outputs(model, wildcards.dataset, train)
     ]
 
 
-# ---------------------------------------------------------------- summarize (results.smk): its
-# settings, the front-page images and the targets.
+# ---------------------------------------------------------------- summarize (results.smk)
 def summary_settings():
-    """config["summary"] for the CLI: `diagonal: auto` resolved (include the diagonal only when
-    each bin's held-out items are its test items, i.e. bins.holdout_fraction > 0)."""
-    s = {k: v for k, v in config["summary"].items() if k != "front_figures"}
-    if s["diagonal"] == "auto":
-        held_out = (config["bins"].get("holdout_fraction") or 0) > 0
-        s["diagonal"] = "include" if held_out else "exclude"
-    return s
+    return PLAN.summary()
 
 
 def summary_images(wildcards=None):
-    """The gain heatmaps shown on the report's front page (the first summary.front_figures)."""
+    """The gain heatmaps shown on the report's front page (the first summary.front_figures pairs),
+    each method's beside the others."""
     pairs = [(name, model) for name in study_datasets() for model in MODELS]
-    # SFT's heatmap, then ICL's beside it
-    sft = [""] if "sft" in config["study"]["methods"] else []
-    methods = sft + [f"icl-k{k}/" for k in icl_ks()]
     return [
-        f"results/figures/{name}/{m}{model}/gain.png"
+        f"results/figures/{name}/{study_methods.figure_dir(label)}{model}/gain.png"
         for name, model in pairs[: config["summary"]["front_figures"]]
-        for m in methods
+        for label in PLAN.method_labels(name)
     ]
 
 

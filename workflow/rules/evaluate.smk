@@ -18,6 +18,7 @@ rule make_task:
 rule evaluate_zero_shot:
     input:
         base=base_model_input,
+        task_config=task_config_files,
         tasks=expand("results/tasks/{{dataset}}/bin{t}", t=range(N_BINS)),
     output:
         results=expand(
@@ -37,7 +38,7 @@ rule evaluate_zero_shot:
     params:
         **gpu_params(),
         base=lambda wc: shlex.quote(base_model_ref(wc.model)),
-        settings=lambda wc: cli_json(config["evaluate"]),
+        settings=eval_settings,
     shell:
         "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
         + gpu_prefix("evaluate")
@@ -50,8 +51,9 @@ rule evaluate_zero_shot:
 rule evaluate_checkpoint:
     input:
         checkpoint=lambda wc: (
-            f"results/finetune/{wc.model}/{wc.dataset}/{design.run_of_eval(wc.trained)}"
+            f"results/finetune/{wc.model}/{wc.dataset}/{PLAN.run_of_eval(wc.trained)}"
         ),
+        task_config=task_config_files,
         tasks=expand("results/tasks/{{dataset}}/bin{t}", t=range(N_BINS)),
     output:
         results=expand(
@@ -71,8 +73,8 @@ rule evaluate_checkpoint:
         runtime=lambda wc, attempt: config["resources"]["evaluate"]["runtime"] * attempt,
     params:
         **gpu_params(),
-        settings=lambda wc: cli_json(config["evaluate"]),
-        train=lambda wc: design.result_train_bin(design.run_of_eval(wc.trained)),
+        settings=eval_settings,
+        train=lambda wc: result_train_label(wc.trained),
     shell:
         "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
         + gpu_prefix("evaluate")
@@ -86,6 +88,7 @@ rule evaluate_checkpoint:
 rule zero_shot_measure:
     input:
         base=zero_shot_base_input,
+        task_config=task_config_files,
         item_table=lambda wc: items_table(wc.dataset),
         irt="results/irt/{dataset}/items.parquet",
     output:
@@ -103,7 +106,7 @@ rule zero_shot_measure:
         model=lambda wc: zero_shot_model(wc.dataset),
         base=lambda wc: shlex.quote(base_model_ref(zero_shot_model(wc.dataset))),
         prompt=lambda wc: prompt_json(wc.dataset),
-        settings=lambda wc: cli_json(config["evaluate"]),
+        settings=lambda wc: eval_settings_json(wc.dataset, zero_shot_model(wc.dataset)),
     shell:
         "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
         + gpu_prefix("evaluate")
@@ -132,7 +135,7 @@ rule loss_measure:
         model=lambda wc: loss_model(wc.dataset),
         base=lambda wc: shlex.quote(base_model_ref(loss_model(wc.dataset))),
         prompt=lambda wc: prompt_json(wc.dataset),
-        settings=cli_json(config["evaluate"]),
+        settings=lambda wc: eval_settings_json(wc.dataset, loss_model(wc.dataset)),
     shell:
         "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
         + gpu_prefix("evaluate")
@@ -148,7 +151,7 @@ if icl_ks():
     rule evaluate_icl:
         input:
             base=base_model_input,
-            item_table=lambda wc: items_table(wc.dataset),
+            item_table=model_items_table,  # a model with its own solutions: its demonstrations train targets
             bins="results/bins/{dataset}/bins.parquet",
             tasks=expand("results/tasks/{{dataset}}/bin{t}", t=range(N_BINS)),
         output:
@@ -176,7 +179,7 @@ if icl_ks():
             ks=" ".join(map(str, icl_ks())),
             train_bins=" ".join(map(str, train_bins())),
             seed=config["study"]["icl"]["seed"],
-            settings=cli_json(config["evaluate"]),
+            settings=eval_settings,
         shell:
             "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
             + gpu_prefix("evaluate")

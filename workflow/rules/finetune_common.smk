@@ -1,12 +1,10 @@
-# Fine-tuning helpers used by the finetune rule: per-model resources, the GPU prefix, the
-# memory-plan check at parse time (so `snakemake -n` stops an impossible fine-tune), storage.
+# Fine-tuning helpers used by the finetune rule: per-model resources (crossdiff.plan.settings), the GPU
+# prefix, the GPU memory plan at parse time (resources.memory_check), storage.
 
 
-@functools.cache
 def finetune_resources(model):
-    """resources.finetune, overridden key by key by the model's own models[].resources (read-only:
-    cached, one dict per model)."""
-    return {**config["resources"]["finetune"], **(MODELS[model].get("resources") or {})}
+    """resources.finetune < models[].resources, resolved once (crossdiff.plan.settings)."""
+    return PLAN.resources("finetune", model)
 
 
 def finetune_gpu_prefix():
@@ -22,42 +20,16 @@ def finetune_gpu_prefix():
 
 
 def check_finetune_memory():
-    """Stop the dry run when a model's fine-tune cannot run: batch split, GPU memory, host RAM
-    (crossdiff/finetune/plan_check.py). Returns {model: planned host mem_mb}."""
+    """The GPU memory / host RAM plan of every GPU fine-tune (crossdiff.plan.checks.memory_plan; the other
+    settings checks already ran on the resolved settings). Returns {model: planned host mem_mb}."""
     from snakemake.exceptions import WorkflowError
 
     from crossdiff.errors import CrossdiffError
-    from crossdiff.finetune.plan_check import check_models
-    from crossdiff.finetune.settings import resolve_settings
 
-    mode = config["resources"]["memory_check"]
-    if mode == "off":
-        return {}
-    # one check per distinct setting (datasets.<name>.finetune and models[].finetune may change batch,
-    # length, checkpointing); each model requests the largest host plan of its fine-tunes
-    by_setting = {}
-    for d in study_datasets():
-        for model in MODELS:
-            s = finetune_config(d, model)
-            entry = by_setting.setdefault(cli_json(s), (s, {}, []))
-            entry[1][model] = MODELS[model]
-            entry[2].append(d)
-    planned = {}
-    for s, models, names in by_setting.values():
-        try:
-            mem = check_models(
-                models,
-                resolve_settings(s),
-                finetune_resources,
-                config["resources"]["model_config_cache"],
-                mode,
-            )
-        except CrossdiffError as exc:
-            names = ", ".join(sorted(set(names)))
-            raise WorkflowError(f"fine-tune settings of datasets {names}:\n{exc}")
-        for model, mb in mem.items():
-            planned[model] = max(planned.get(model, 0), mb)
-    return planned
+    try:
+        return plan_checks.memory_plan(PLAN)
+    except CrossdiffError as exc:
+        raise WorkflowError(str(exc))
 
 
 PLANNED_HOST_MB = check_finetune_memory() if study_datasets() else {}

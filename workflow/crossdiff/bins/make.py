@@ -128,6 +128,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--by published: equal-size bins or the authors' quantile rule")
     p.add_argument("--holdout-fraction", type=float, default=0.0, help="share of each bin held out for evaluation (0: none)")
     p.add_argument("--holdout-seed", type=int, default=0)
+    p.add_argument("--min-train-items", type=int, default=0,
+                   help="stop unless every bin has at least this many training items (study.icl.k: the demonstrations "
+                        "drawn from a bin; without held-out items a bin's own test item is left out of its draw, so one more)")
     p.add_argument("--output", required=True, help="item_id -> bin table (parquet)")
     p.add_argument("--summary", required=True, help="per-bin summary (CSV)")
 
@@ -171,6 +174,25 @@ def run(args: argparse.Namespace) -> None:
         table = holdout_split(table, args.holdout_fraction, args.holdout_seed)
         held = table.group_by("bin").agg(pl.col("heldout").sum().alias("n_heldout")).sort("bin")
         summary = summary.join(held.with_columns(pl.col("bin").cast(pl.Int32), pl.col("n_heldout").cast(pl.UInt32)), on="bin")
+    check_train_items(table, args.min_train_items, args.items)
     write_csv(summary, args.summary)
     write_parquet(table, args.output)
     print(summary)
+
+
+def check_train_items(table: pl.DataFrame, k: int, where) -> None:
+    """ICL draws k demonstrations from each train bin's training items (study.icl.k): stop here, before any
+    model loads, when a bin holds too few (without held-out items a bin's own test item is left out)."""
+    if not k:
+        return
+    held = "heldout" in table.columns
+    train = table.filter(~pl.col("heldout")) if held else table
+    counts = {int(b): int(n) for b, n in train.group_by("bin").len().iter_rows()}
+    need = k if held else k + 1
+    short = {b: n for b, n in sorted(counts.items()) if n < need}
+    if short:
+        raise CrossdiffError(
+            f"{where}: study.icl.k = {k} needs {need} training item(s) in every bin"
+            + ("" if held else " (k demonstrations + the test item itself, left out of its own bin's draw)")
+            + f"; bin(s) {', '.join(f'{b} ({n})' for b, n in short.items())} hold fewer: lower study.icl.k or use "
+            "fewer bins (bins.n_bins)")

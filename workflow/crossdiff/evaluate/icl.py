@@ -35,6 +35,7 @@ from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, write_json, write_jsonl, write_text
 from crossdiff.prompts.format import PromptFormat
+from crossdiff.study.methods import ks_of  # noqa: F401  (study.icl.k: the methods table's)
 
 _RESULT_LABEL = re.compile(r"^icl-k(?P<k>\d+)-(?:train)?(?P<bin>\d+)$")
 
@@ -57,16 +58,6 @@ def parse_result_label(label: str) -> tuple[int, int] | None:
     """(k, train bin) of an ICL label (``icl-k8-3`` or ``icl-k8-train3``), else None."""
     m = _RESULT_LABEL.match(str(label))
     return (int(m["k"]), int(m["bin"])) if m else None
-
-
-def ks_of(icl: dict) -> list[int]:
-    """``study.icl.k`` as a sorted list (one value or several)."""
-    k = icl.get("k", [])
-    ks = [k] if isinstance(k, int) else list(k)
-    if not ks or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in ks):
-        raise CrossdiffError(f"study.icl.k: expected an integer >= 1 or a list of them, got {k!r} "
-                             "(the zero-shot cell is the k = 0 row)")
-    return sorted(set(ks))
 
 
 def _demo_columns(fmt: PromptFormat, item: dict) -> dict:

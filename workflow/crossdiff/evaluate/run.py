@@ -140,11 +140,26 @@ def read_task(task_dir) -> dict:
 
 # ---------------------------------------------------------------------------------------- model
 def resolve_settings(settings: dict | None) -> dict:
+    """Settings over :data:`DEFAULTS`, validated: the Python API's entry. The workflow's jobs get settings
+    resolved at parse time (crossdiff.plan.settings) and only validate them (:func:`validate_settings`)."""
+    from crossdiff.config import deep_merge
+
     settings = dict(settings or {})
     unknown = sorted(set(settings) - set(DEFAULTS))
     if unknown:
         raise CrossdiffError(f"evaluation settings: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
-    s = {**DEFAULTS, **settings}
+    return validate_settings(deep_merge(DEFAULTS, settings))
+
+
+def validate_settings(s: dict, complete: bool = True) -> dict:
+    """Check complete evaluation settings (every key of :data:`DEFAULTS`)."""
+    unknown = sorted(set(s) - set(DEFAULTS))
+    if unknown:
+        raise CrossdiffError(f"evaluation settings: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
+    missing = sorted(set(DEFAULTS) - set(s))
+    if complete and missing:
+        raise CrossdiffError(f"evaluation settings: key(s) {missing} missing: a job takes the settings the workflow "
+                             "resolved at parse time (crossdiff.plan), or use the Python API's resolve_settings")
     if s["backend"] not in ("hf", "vllm"):
         raise CrossdiffError(f"evaluation settings.backend: expected 'hf' or 'vllm', got {s['backend']!r}")
     if not (s["tensor_parallel"] == "auto" or (isinstance(s["tensor_parallel"], int) and s["tensor_parallel"] >= 1)):

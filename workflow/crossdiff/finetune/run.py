@@ -28,7 +28,7 @@ from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.finetune.checkpoints import fingerprint, in_worker, last_complete_checkpoint, prepare_work_dir
 from crossdiff.finetune.owner import owned
-from crossdiff.finetune.settings import DEFAULTS, LORA_DEFAULTS, resolve_settings, world_size  # noqa: F401
+from crossdiff.finetune.settings import DEFAULTS, LORA_DEFAULTS, resolve_settings, validate_settings, world_size  # noqa: F401
 from crossdiff.finetune.train import build_trainer, choose_device, mean_train_loss, train_and_save  # noqa: F401
 from crossdiff.finetune.weights import resolve_model_dir
 from crossdiff.io import iter_jsonl
@@ -66,10 +66,13 @@ def finetune(
     callbacks=(),
     gpus: int | None = None,
 ) -> dict | None:
-    """Train, save the final model atomically into ``output``; returns the metrics dict (rank 0)."""
+    """Train, save the final model atomically into ``output``; returns the metrics dict (rank 0).
+
+    The workflow passes every job's complete settings, resolved at parse time (:mod:`crossdiff.plan.settings`,
+    prompt.max_length included), so nothing is merged here; a standalone call's missing keys are filled by the
+    same function (:func:`resolve_settings`). ``prompt`` only renders the text."""
     s = resolve_settings(settings)
     fmt = PromptFormat.from_config(prompt)
-    s = {**s, "max_length": fmt.max_length or s["max_length"]}  # a benchmark's own limit (prompt.max_length)
     rows = read_sft_jsonl(train_path)
     output = Path(output)
     work_dir = Path(work_dir) if work_dir else _default_work_dir(output)
@@ -112,9 +115,8 @@ def _finetune_owned(model_path, train_path, output, work_dir, s, fmt, rows, call
 
 def worker(args: argparse.Namespace) -> None:
     """One rank of a distributed job (started by launch_ranks): the launcher prepared the work dir."""
-    s = resolve_settings(args.settings)
+    s = resolve_settings(args.settings)  # complete: resolved by the launcher's job
     fmt = PromptFormat.from_config(args.prompt)
-    s = {**s, "max_length": fmt.max_length or s["max_length"]}
     rows = read_sft_jsonl(args.train)
     n = int(os.environ.get("WORLD_SIZE", "1"))
     model_dir = resolve_model_dir(args.model)

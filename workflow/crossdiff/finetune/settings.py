@@ -6,7 +6,8 @@ Defaults follow the paper (Kordi et al. 2025) and the authors' code where they s
 key                            default      meaning
 =============================  ===========  =====================================================
 num_train_epochs               5            paper
-learning_rate                  5e-6         paper
+learning_rate                  5e-6         paper (full fine-tuning); with ``lora`` set and no
+                                            learning_rate given at any level: 1e-4 (LORA_LEARNING_RATE)
 lr_scheduler_type              "cosine"     paper
 warmup_ratio                   0.1          paper
 weight_decay                   0.1          paper
@@ -61,6 +62,8 @@ ddp_timeout                    7200         seconds a rank waits at a collective
 
 from __future__ import annotations
 
+import os
+
 from crossdiff.errors import CrossdiffError
 
 DEFAULTS: dict = {
@@ -101,6 +104,11 @@ DEFAULTS: dict = {
     "ddp_timeout": 7200,
 }
 LORA_DEFAULTS = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
+#: learning rate of LoRA / QLoRA runs when no level of the config sets one. 5e-6 is the paper's full fine-tune
+#: rate; adapters train from zero-initialised B matrices and need a far larger one: 1e-4 is Hase et al. 2024's
+#: (allenai/easy-to-hard-generalization, their LoRA runs) and QLoRA's for its 33B/65B models (Dettmers et al.
+#: 2023, Appendix B.2: 2e-4 for 7B/13B, 1e-4 for 33B/65B).
+LORA_LEARNING_RATE = 1e-4
 # settings that do not change what is trained: left out of the resume fingerprint
 NOT_FINGERPRINTED = {"ddp_timeout", "keep_checkpoints", "save_total_limit", "save_steps", "logging_steps", "save_dtype"}
 
@@ -113,12 +121,34 @@ PURE_BF16_MESSAGE = (
 )
 
 
+def defaults_for(user: dict) -> dict:
+    """The defaults under a run's settings: :data:`DEFAULTS`, with LoRA's learning rate when ``user`` (the
+    config's layers merged, :func:`crossdiff.plan.settings`) sets ``lora`` and no learning rate."""
+    out = dict(DEFAULTS)
+    if user.get("lora") is not None and "learning_rate" not in user:
+        out["learning_rate"] = LORA_LEARNING_RATE
+    return out
+
+
 def resolve_settings(settings: dict | None) -> dict:
+    """Settings over their defaults (nested ``lora`` merged key by key), validated: the Python API's entry.
+    The workflow's jobs get settings resolved at parse time (crossdiff.plan) and only validate them."""
+    from crossdiff.config import deep_merge
+
     settings = dict(settings or {})
-    unknown = sorted(set(settings) - set(DEFAULTS))
+    return validate_settings(deep_merge(defaults_for(settings), settings))
+
+
+def validate_settings(s: dict, complete: bool = True) -> dict:
+    """Check resolved settings (every key present when ``complete``); returns them with lora's defaults filled."""
+    s = dict(s)
+    unknown = sorted(set(s) - set(DEFAULTS))
     if unknown:
         raise CrossdiffError(f"finetune settings: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
-    s = {**DEFAULTS, **settings}
+    missing = sorted(set(DEFAULTS) - set(s))
+    if complete and missing:
+        raise CrossdiffError(f"finetune settings: key(s) {missing} missing: a job takes the settings the workflow "
+                             "resolved at parse time (crossdiff.plan), or use the Python API's resolve_settings")
     if s["lora"] is not None:
         if not isinstance(s["lora"], dict):
             raise CrossdiffError(f"finetune settings.lora: expected null or an object, got {s['lora']!r}")
@@ -194,3 +224,58 @@ def precision_plan(s: dict, on_gpu: bool, bf16_supported: bool) -> dict:
         save = "bf16" if compute_bf16 else master
     mode = "pure-bf16" if master == "bf16" else ("bf16-mixed (fp32 master)" if compute_bf16 else "fp32")
     return {"master_dtype": master, "compute_bf16": compute_bf16, "save_dtype": save, "mode": mode}
+
+
+def is_bnb_optimizer(optim: str) -> bool:
+    return "8bit" in optim or "bnb" in optim or optim.startswith(("paged_", "lion_"))
+
+
+def engine_for(s: dict, n_processes: int, on_gpu: bool) -> str:
+    """single | ddp | fsdp2. accelerate enables FSDP only on accelerators: CPU ranks run DDP over gloo, unless
+    the launcher asked accelerate for FSDP (ACCELERATE_USE_FSDP, as ``accelerate launch --use_fsdp`` does;
+    tests/test_fsdp_cpu.py makes accelerate honour it on CPU)."""
+    asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
+    if n_processes <= 1 and not (asked and "LOCAL_RANK" in os.environ):  # FSDP2 at world size 1: a launched rank
+        return "single"
+    if s.get("quantization") is not None:  # QLoRA: one process (crossdiff.finetune.qlora), never ddp/fsdp ranks
+        raise CrossdiffError(f"finetune settings.quantization {s['quantization']!r} (QLoRA) runs one process per "
+                             f"job, not {n_processes}: give the job one GPU (models[].resources.gpu: 1) or "
+                             "num_processes: 1")
+    if s["sharding"] == "fsdp" and (on_gpu or asked):
+        if s["lora"]:
+            raise CrossdiffError("finetune settings: lora with sharding 'fsdp' is not supported; use sharding: ddp")
+        if is_bnb_optimizer(s["optim"]):
+            raise CrossdiffError(f"finetune settings.optim {s['optim']!r} (bitsandbytes) does not work with FSDP2 "
+                                 "(bitsandbytes#1633): use adamw_torch, or sharding: ddp")
+        return "fsdp2"
+    return "ddp"
+
+
+def launch_problems(s: dict, gpus: int) -> list[str]:
+    """What stops a job with these resolved settings on ``gpus`` GPUs (0 = a CPU job) before it starts: the
+    batch split over its ranks, the engine (FSDP2 / DDP) and QLoRA's one process on a GPU. Checked at parse
+    for every (dataset, model), whatever ``resources.memory_check`` says."""
+    gpus = int(gpus or 0)
+    on_gpu = gpus > 0 and s["device"] != "cpu"
+    n = world_size(s, gpus)
+    where = f"{n} process(es) ({'num_processes ' + str(s['num_processes']) if s['num_processes'] != 'auto' else f'num_processes auto = the job GPUs ({gpus})'})"
+    problems = []
+    if s["quantization"] is not None:
+        if not on_gpu:
+            problems.append(f"quantization {s['quantization']!r} (QLoRA) needs a CUDA GPU, but this job runs on the CPU "
+                            f"(resources.finetune.gpu / models[].resources.gpu = {gpus}, device {s['device']!r}): "
+                            "give it one GPU or train without quantization")
+        if n > 1:
+            problems.append(f"quantization {s['quantization']!r} (QLoRA) runs one process per job, but this job would "
+                            f"start {where}: set models[].resources.gpu: 1 (or num_processes: 1); a 4-bit 70B model "
+                            "fits one 80 GB GPU")
+    try:
+        accumulation_steps(s, n)
+    except CrossdiffError as exc:
+        problems.append(f"{exc} (the job runs {where})")
+    if not problems:
+        try:
+            engine_for(s, n, on_gpu=on_gpu)
+        except CrossdiffError as exc:
+            problems.append(str(exc))
+    return problems

@@ -23,7 +23,7 @@ from pathlib import Path
 from crossdiff.errors import CrossdiffError
 from crossdiff.finetune import qlora
 from crossdiff.finetune.checkpoints import completion_callback, last_complete_checkpoint
-from crossdiff.finetune.settings import accumulation_steps, precision_plan
+from crossdiff.finetune.settings import accumulation_steps, engine_for, is_bnb_optimizer, precision_plan  # noqa: F401
 from crossdiff.finetune.weights import changed_share, optimizer_state_dtype
 from crossdiff.io import atomic_path, write_json
 from crossdiff.prompts.format import PromptFormat
@@ -57,27 +57,6 @@ def _fsdp_args(s: dict, grad_ckpt: bool) -> dict:
         # between the micro-batches of an accumulation step
         "accelerator_config": {"gradient_accumulation_kwargs": {"sync_each_batch": True}},
     }
-
-
-def is_bnb_optimizer(optim: str) -> bool:
-    return "8bit" in optim or "bnb" in optim or optim.startswith(("paged_", "lion_"))
-
-
-def engine_for(s: dict, n_processes: int, on_gpu: bool) -> str:
-    """single | ddp | fsdp2. accelerate enables FSDP only on accelerators: CPU ranks run DDP over gloo, unless
-    the launcher asked accelerate for FSDP (ACCELERATE_USE_FSDP, as ``accelerate launch --use_fsdp`` does;
-    tests/test_fsdp_cpu.py makes accelerate honour it on CPU)."""
-    asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
-    if n_processes <= 1 and not (asked and "LOCAL_RANK" in os.environ):  # FSDP2 at world size 1: a launched rank
-        return "single"
-    if s["sharding"] == "fsdp" and (on_gpu or asked):
-        if s["lora"]:
-            raise CrossdiffError("finetune settings: lora with sharding 'fsdp' is not supported; use sharding: ddp")
-        if is_bnb_optimizer(s["optim"]):
-            raise CrossdiffError(f"finetune settings.optim {s['optim']!r} (bitsandbytes) does not work with FSDP2 "
-                                 "(bitsandbytes#1633): use adamw_torch, or sharding: ddp")
-        return "fsdp2"
-    return "ddp"
 
 
 def sft_config_kwargs(s: dict, work_dir, *, engine: str, on_gpu: bool, prec: dict, grad_ckpt: bool, accum: int) -> dict:

@@ -399,13 +399,15 @@ def attach_solutions(items: pl.DataFrame, spec: dict, dataset: str = "items") ->
 
 def prompt_for(items_settings: dict, prompt: dict | None) -> dict:
     """The prompt format of a dataset: its adapter's defaults (for ``items.source: hub``), overridden
-    key by key by the dataset's own ``prompt`` section."""
+    key by key (nested mappings merged, lists replaced) by the dataset's own ``prompt`` section."""
     if items_settings.get("source") == "lm_eval_task":
         from crossdiff.items.lm_eval_task import prompt_format
 
         return prompt_format(items_settings, prompt)
-    base = dict(ADAPTERS[items_settings["adapter"]].prompt) if items_settings.get("source") == "hub" else {}
-    return {**base, **(prompt or {})}
+    from crossdiff.config import deep_merge
+
+    base = ADAPTERS[items_settings["adapter"]].prompt if items_settings.get("source") == "hub" else {}
+    return deep_merge(base, prompt)
 
 
 def prepare_items(settings: dict, dataset: str) -> pl.DataFrame:

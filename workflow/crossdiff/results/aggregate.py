@@ -127,28 +127,33 @@ def load_results(paths) -> tuple[pl.DataFrame, dict]:
 
 
 def _cells(df: pl.DataFrame) -> pl.DataFrame:
-    """One row per result with its cell label (train_bin without -seed), bin, set, size and seed."""
+    """One row per result with its cell label (train_bin without -seed), bin, set, size, seed and method
+    (:mod:`crossdiff.study.methods`: ``<label>-<design label>``, sft's without a prefix)."""
     from crossdiff.study.designs import parse_label
-
-    from crossdiff.evaluate.icl import method as icl_method, parse_result_label
+    from crossdiff.study.methods import prefixed, split_label
 
     parts = []
     for r in df.iter_rows(named=True):
-        icl = parse_result_label(r["train_bin"])
         if r["train_bin"] == "zero-shot":
             parts.append({"cell": "zero-shot", "bin": None, "set": None, "n": None, "seed": None, "method": "zero-shot"})
-        elif icl is not None:  # an ICL cell (crossdiff.evaluate.icl): method icl-k<k>, train bin b
-            parts.append({"cell": r["train_bin"], "bin": icl[1], "set": None, "n": None, "seed": None,
-                          "method": icl_method(icl[0])})
-        else:
-            try:
-                p = parse_label(r["train_bin"])
-            except CrossdiffError as exc:
-                raise CrossdiffError(f"{r['result']}: {exc}") from None
-            parts.append({**{k: p[k] for k in ("cell", "bin", "set", "n", "seed")}, "method": "sft"})
+            continue
+        method, rest = split_label(r["train_bin"])
+        try:
+            p = parse_label(rest)
+        except CrossdiffError as exc:
+            raise CrossdiffError(f"{r['result']}: {exc}") from None
+        parts.append({**{k: p[k] for k in ("bin", "set", "n", "seed")}, "cell": prefixed(method, p["cell"]),
+                      "method": method})
     extra = pl.DataFrame(parts, schema={"cell": pl.Utf8, "bin": pl.Int64, "set": pl.Utf8, "n": pl.Int64, "seed": pl.Int64,
                                         "method": pl.Utf8})
     return pl.concat([df, extra], how="horizontal")
+
+
+def design_part(cell: str, method: str) -> str:
+    """A cell's ``train_bin`` column: its design label without the method (``icl-k8-3`` -> ``3``)."""
+    from crossdiff.study.methods import split_label
+
+    return cell if method in ("zero-shot", "sft") else split_label(cell)[1]
 
 
 def aggregate(paths, settings: dict | None = None) -> pl.DataFrame:
@@ -170,7 +175,7 @@ def aggregate(paths, settings: dict | None = None) -> pl.DataFrame:
         zs_value = zero.get((model, dataset, test_bin))
         values = grp["value"].to_numpy()
         row.update({
-            "train_bin": str(first["bin"]) if first["method"].startswith("icl-") else cell, "method": first["method"],
+            "train_bin": design_part(cell, first["method"]), "method": first["method"],
             "train_bin_index": first["bin"], "train_set": first["set"], "train_size": first["n"],
             "value": float(values.mean()), "stderr": first["stderr"] if grp.height == 1 else None,
             "zero_shot": zs_value, "gain_lo": None, "gain_hi": None,

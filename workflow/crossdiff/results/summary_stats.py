@@ -26,7 +26,6 @@ the whole heatmap. ``resample: cells`` resamples the cells themselves (no per-it
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -184,15 +183,16 @@ def _groups(df: pl.DataFrame, by: list[str]):
 
 
 def with_methods(df: pl.DataFrame, s: dict) -> tuple[pl.DataFrame, dict]:
-    """A table with ICL cells (``method`` other than sft, :mod:`crossdiff.evaluate.icl`): each method is
+    """A table with cells of several methods (``method``, :mod:`crossdiff.study.methods`): each method is
     summarized apart, against the same zero-shot cells (copied per method), with ``method`` added to
     ``group_by`` (a column of the summary and the best-bin tables). A table of fine-tunes only: unchanged."""
     if "method" not in df.columns or "method" in s["group_by"]:
         return df, s
     zero = df.filter(pl.col("train_bin") == "zero-shot")
     rest = df.filter(pl.col("train_bin") != "zero-shot")
-    methods = sorted(rest["method"].unique().to_list(),  # sft first, then icl-k<k> by k
-                     key=lambda m: (m != "sft", int(m[5:]) if re.fullmatch(r"icl-k\d+", m) else 0, m))
+    from crossdiff.study.methods import sort_key
+
+    methods = sorted(rest["method"].unique().to_list(), key=sort_key)  # the methods table's order, icl-k by k
     if methods in ([], ["sft"]):
         return df, s
     df = pl.concat([rest.filter(pl.col("method") == m) for m in methods]

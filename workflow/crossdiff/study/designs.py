@@ -115,23 +115,6 @@ def check_design(study: dict, n_bins: int) -> None:
             raise CrossdiffError(f"study.{key}: {vals} lists a value twice")
 
 
-def check_seed_variance(study: dict, finetune: dict) -> None:
-    """Refuse seeds that change nothing: a curriculum trains in file order (sequential sampler), so a full
-    fine-tune (no LoRA: no random initialisation) repeats the same run for every seed, and the table
-    would report their zero spread as seed variance."""
-    seeds = study.get("seeds") or []
-    if len(seeds) < 2 or finetune.get("lora"):
-        return
-    fixed = [name for name, spec in (study.get("train_sets") or {}).items() if spec.get("order", "shuffle") != "shuffle"]
-    if fixed:
-        raise CrossdiffError(
-            f"study.seeds: {seeds} with the curriculum train set(s) {fixed}: a curriculum trains in a fixed order "
-            "and a full fine-tune has no other seeded step, so every seed repeats the same model and its zero "
-            "spread would be reported as seed variance; use one seed (study.seeds: null), order: shuffle, or "
-            "finetune.lora (a seeded initialisation)"
-        )
-
-
 def design_runs(study: dict, n_bins: int) -> list[str]:
     """Every run label of the design: (train bins + train sets) x train_sizes x seeds."""
     check_design(study, n_bins)
@@ -162,18 +145,17 @@ def training_spec(study: dict, label: str, n_bins: int) -> dict:
     return {"bins": bins, "size": size, "order": order, "seed": p["seed"]}
 
 
-def finetune_settings(base: dict, study: dict, run: str, n_bins: int) -> dict:
-    """The finetune settings of one run: the seed of ``-seed<s>`` and no shuffling for curricula.
-
-    A plain run (no seed, shuffled) gets ``base`` unchanged, so today's runs keep their settings.
-    """
+def design_layer(study: dict, run: str, n_bins: int) -> dict | None:
+    """The settings a run's design sets over the config's (:mod:`crossdiff.plan.settings`, the last layer):
+    the seed of ``-seed<s>``, and no shuffling for curricula. None for a plain run (its settings are the
+    config's)."""
     spec = training_spec(study, run, n_bins)
-    s = dict(base)
+    out = {}
     if spec["seed"] is not None:
-        s["seed"] = spec["seed"]
+        out["seed"] = spec["seed"]
     if spec["order"] != "shuffle":
-        s["shuffle"] = False
-    return s
+        out["shuffle"] = False
+    return out or None
 
 
 def _quotas(size: int, n: int) -> list[int]:

@@ -1,0 +1,202 @@
+"""The checks before any work: run once per snakemake invocation, on the settings the resolver gives each job.
+
+Every settings check here reads :class:`crossdiff.plan.settings.Plan`'s resolved values, so a setting given
+at any level (``finetune``, ``datasets.<d>.finetune``, ``models[].finetune``, the design) is checked the same
+way; ``resources.memory_check`` switches only the GPU memory plan (:func:`memory_plan`), never these.
+All problems are gathered and reported together (:func:`check`), each naming its config key.
+"""
+
+from __future__ import annotations
+
+from crossdiff.errors import CrossdiffError
+from crossdiff.plan import inputs
+from crossdiff.study import designs, methods
+
+
+def design_problems(plan) -> list[str]:
+    study, problems = plan.study, []
+    try:
+        designs.check_design(study, plan.n_bins)
+    except CrossdiffError as exc:
+        problems.append(str(exc))
+    if plan.study_datasets() and not any(m.design for m in plan.methods()):
+        used = [k for k in ("train_sizes", "seeds") if study.get(k)] + (["train_sets"] if study.get("train_sets") else [])
+        if used:
+            names = ", ".join(m.name for m in plan.methods())
+            problems.append(
+                f"study.{'/'.join(used)}: set, but study.methods [{names}] has no method that follows the design "
+                f"(train sets, sizes, seeds are fine-tunes: {', '.join(m.name for m in methods.METHODS.values() if m.design)}); "
+                "they would be ignored. Add sft to study.methods or remove them")
+    return problems
+
+
+def bins_problems(plan) -> list[str]:
+    """bins.by names: a configured model (zero_shot:/loss:), a published table, an item-table column."""
+    from crossdiff.evaluate import loss_measure, zero_shot
+
+    problems = []
+    for name in plan.datasets:
+        bins = plan.dataset(name)["bins"]
+        by = bins["by"]
+        for mod in (zero_shot, loss_measure):
+            try:
+                mod.check_by(name, by, plan.models)
+            except CrossdiffError as exc:
+                problems.append(str(exc))
+        if by == "published":
+            spec = bins.get("published")
+            if not spec:
+                problems.append(f"datasets.{name}.bins.by = 'published' needs datasets.{name}.bins.published "
+                                "(source: file with path, or source: hub with hub_id/config; column, key, match, rule)")
+            elif spec["source"] == "file" and not spec.get("path"):
+                problems.append(f"datasets.{name}.bins.published.source = 'file' needs a path (the published table)")
+            elif spec["source"] == "hub" and not spec.get("hub_id"):
+                problems.append(f"datasets.{name}.bins.published.source = 'hub' needs a hub_id")
+            elif spec["match"] == "question" and not plan.items_table(name):
+                problems.append(f"datasets.{name}.bins.published.match = 'question' needs an item table; "
+                                "items.source is none")
+        elif by != "irt" and not (zero_shot.model_of(by) or loss_measure.model_of(by)) and not plan.items_table(name):
+            problems.append(f"datasets.{name}.bins.by = {by!r} bins by an item-table column, but items.source is "
+                            "none; give the dataset an item table or use by: irt")
+    return problems
+
+
+def solution_problems(plan) -> list[str]:
+    from crossdiff.study.solutions import check_model_solutions
+
+    datasets = {d: (plan.prompt(d), plan.dataset(d)["items"].get("solutions")) for d in plan.study_datasets()}
+    return check_model_solutions(plan.models, datasets)
+
+
+def finetune_problems(plan) -> list[str]:
+    """Every (dataset, model) fine-tune's resolved settings: valid, launchable on its resources (ranks, batch
+    split, QLoRA), and seeds that change the model."""
+    from crossdiff.finetune.settings import launch_problems
+
+    problems = []
+    if not plan.trained_methods():
+        return problems
+    for name in plan.study_datasets():
+        for slug in plan.models:
+            try:
+                shared = plan.finetune(name, slug)
+                runs = {run: plan.finetune(name, slug, run) for run in plan.finetune_runs()}
+            except CrossdiffError as exc:
+                problems.append(str(exc))
+                continue
+            res = plan.resources("finetune", slug)
+            problems += [f"{plan.finetune_where(name, slug)}: {p}" for p in launch_problems(shared, res["gpu"])]
+            problems += _seed_problems(plan, name, slug, runs)
+    return list(dict.fromkeys(problems))
+
+
+def _seed_problems(plan, name, slug, runs: dict) -> list[str]:
+    """Seeds that change nothing: a curriculum trains in a fixed order (sequential sampler) and a full
+    fine-tune has no other seeded step, so every seed repeats the same model and the table would report
+    their zero spread as seed variance."""
+    if len(plan.study.get("seeds") or []) < 2:
+        return []
+    fixed = sorted({designs.parse_label(methods.split_run(run)[1])["set"] for run, s in runs.items()
+                    if s["seed"] is not None and not s["shuffle"] and s["lora"] is None})
+    if not fixed:
+        return []
+    return [f"study.seeds: {plan.study['seeds']} with the curriculum train set(s) {fixed} under full fine-tuning "
+            f"({plan.finetune_where(name, slug)} has lora: null): a curriculum trains in a fixed order and a full "
+            "fine-tune has no other seeded step, so every seed repeats the same model and its zero spread would be "
+            "reported as seed variance; use one seed (study.seeds: null), order: shuffle, or lora (a seeded "
+            "initialisation) at some level of the finetune settings"]
+
+
+def evaluate_problems(plan) -> list[str]:
+    problems = []
+    for name in plan.study_datasets():
+        for slug in plan.models:
+            try:
+                plan.evaluate(name, slug)
+            except CrossdiffError as exc:
+                problems.append(str(exc))
+    return list(dict.fromkeys(problems))
+
+
+def icl_problems(plan) -> list[str]:
+    """ICL cells that cannot run: more demonstrations than a train bin can give (where the item count is
+    known at parse: a generated benchmark; make_bins checks the real counts before any model loads)."""
+    if "icl" not in plan.study["methods"]:
+        return []
+    problems = []
+    for name in plan.study_datasets():
+        try:
+            ks = methods.ks_of(plan.icl(name))
+        except CrossdiffError as exc:
+            problems.append(f"datasets.{name}: {exc}")
+            continue
+        most = max_train_items(plan, name)
+        if most is not None and max(ks) > most:
+            problems.append(f"study.icl.k = {max(ks)} (datasets.{name}): a train bin of {name} holds at most {most} "
+                            f"training item(s) ({plan.dataset(name)['items']['n_items']} items in "
+                            f"{plan.n_bins} bins, bins.holdout_fraction {plan.config['bins']['holdout_fraction']}); "
+                            "lower k or use fewer bins")
+    return problems
+
+
+def max_train_items(plan, name: str) -> int | None:
+    """An upper bound on a train bin's training items known before any job (generated items only)."""
+    items = plan.dataset(name)["items"]
+    if items["source"] != "synthetic":
+        return None
+    per_bin = -(-int(items["n_items"]) // plan.n_bins)
+    held = plan.config["bins"]["holdout_fraction"]
+    return per_bin - int(round(held * per_bin)) if held else per_bin
+
+
+def icl_min_train_items(plan, name: str) -> int | None:
+    """The fewest training items every train bin must hold for the study's ICL cells (make_bins checks it)."""
+    if "icl" not in plan.study["methods"] or name not in plan.study_datasets():
+        return None
+    return max(methods.ks_of(plan.icl(name)))
+
+
+def problems(plan) -> list[str]:
+    """Every problem of the configuration that can be found before any job runs."""
+    out = inputs.brace_problems(plan.config)
+    out += design_problems(plan)
+    out += bins_problems(plan)
+    out += solution_problems(plan)
+    out += finetune_problems(plan)
+    out += evaluate_problems(plan)
+    out += icl_problems(plan)
+    return out
+
+
+def check(plan) -> None:
+    found = problems(plan)
+    if found:
+        raise CrossdiffError("the configuration cannot run as it stands:\n  - " + "\n  - ".join(found))
+
+
+def memory_plan(plan) -> dict:
+    """The GPU memory and host RAM plan of every GPU fine-tune (``resources.memory_check``: error / warn /
+    off); one check per distinct resolved setting. Returns {model slug: planned host mem_mb}."""
+    from crossdiff.finetune.plan_check import check_models
+
+    mode = plan.config["resources"]["memory_check"]
+    if mode == "off" or not plan.trained_methods():
+        return {}
+    by_setting = {}
+    for name in plan.study_datasets():
+        for slug in plan.models:
+            s = plan.finetune(name, slug)
+            key = repr(sorted(s.items()))
+            entry = by_setting.setdefault(key, (s, {}, []))
+            entry[1][slug] = plan.models[slug]
+            entry[2].append(name)
+    planned = {}
+    for s, models, names in by_setting.values():
+        try:
+            mem = check_models(models, s, lambda slug: plan.resources("finetune", slug),
+                               plan.config["resources"]["model_config_cache"], mode)
+        except CrossdiffError as exc:
+            raise CrossdiffError(f"fine-tune settings of datasets {', '.join(sorted(set(names)))}:\n{exc}") from None
+        for slug, mb in mem.items():
+            planned[slug] = max(planned.get(slug, 0), mb)
+    return planned

@@ -1,0 +1,232 @@
+"""One resolver: every job's effective settings, computed once from the validated config.
+
+Each settings section is the deep merge (:func:`crossdiff.config.deep_merge`: nested mappings key by key at
+every depth, lists and scalars replaced, an explicit ``null`` replaces) of its layers, later layers winning:
+
+=============  ===========================================================================================
+section        layers (first = lowest)
+=============  ===========================================================================================
+finetune       crossdiff's defaults (:data:`crossdiff.finetune.settings.DEFAULTS`; LoRA's learning rate when
+               the merged layers set ``lora`` and no ``learning_rate``) < ``finetune`` < the dataset's
+               ``prompt.max_length`` (a benchmark's own training length) < ``datasets.<d>.finetune`` <
+               ``models[].finetune`` < the method's own settings (:mod:`crossdiff.study.methods`) < the run's
+               design (``-seed<s>``: seed; curricula: ``shuffle: false``; :mod:`crossdiff.study.designs`)
+evaluate       :data:`crossdiff.evaluate.run.DEFAULTS` < ``evaluate`` < ``datasets.<d>.evaluate`` <
+               ``models[].evaluate``
+icl            ``study.icl`` < ``datasets.<d>.icl``
+filters        ``filters`` < ``datasets.<d>.filters``
+prompt         the benchmark adapter's format < ``datasets.<d>.prompt``
+resources      ``resources.<stage>`` < ``models[].resources`` (fine-tuning)
+=============  ===========================================================================================
+
+Rules pass a job the resolved section (``--settings JSON``); the job validates it and merges nothing. The
+checks of :mod:`crossdiff.plan.checks` run on these values, so a setting given at any level is checked.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+from crossdiff.config import deep_merge
+from crossdiff.errors import CrossdiffError
+from crossdiff.slugs import slugify
+from crossdiff.study import designs, methods
+
+
+class Plan:
+    """The validated config, with each job's resolved settings (cached: a paper-scale dry run asks for the
+    same ones thousands of times)."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.datasets = sorted(config["datasets"])
+        self.models = {slugify(m["id"]): m for m in config["models"]}
+        self.n_bins = int(config["bins"]["n_bins"])
+        self.study = config["study"]
+        for name in self.study["methods"]:
+            methods.get(name)
+
+    # ------------------------------------------------------------------------------------ config entries
+    def dataset(self, name: str) -> dict:
+        return self.config["datasets"][name]
+
+    def model_key(self, slug: str) -> str:
+        """How messages name a model's config entry: ``models[1] (org/name)``."""
+        ids = [m["id"] for m in self.config["models"]]
+        mid = self.models[slug]["id"]
+        return f"models[{ids.index(mid)}] ({mid})"
+
+    def items_table(self, name: str):
+        """The dataset's item table path, or None (items.source: none)."""
+        src = self.dataset(name)["items"]["source"]
+        if src in ("synthetic", "hub", "lm_eval_task"):
+            return f"results/items/{name}.parquet"
+        if src == "file":
+            return self.dataset(name)["items"]["path"]
+        return None
+
+    def own_solutions(self, slug: str, name: str):
+        """The model's own solutions source for a dataset (models[].solutions.<name>), or None."""
+        return (self.models[slug].get("solutions") or {}).get(name)
+
+    def model_items_table(self, name: str, slug: str):
+        """The items a model trains on (and takes ICL demonstrations from): its own solutions' table when it
+        has them for this dataset, else the dataset's."""
+        if self.own_solutions(slug, name):
+            return f"results/items/{name}/solutions-{slug}.parquet"
+        return self.items_table(name)
+
+    def base_model_ref(self, slug: str) -> str:
+        m = self.models[slug]
+        return f"results/models/{slug}" if m["build"] else m["id"]
+
+    # ------------------------------------------------------------------------------------- the design
+    def study_datasets(self) -> list[str]:
+        names = self.study["datasets"]
+        if names is None:
+            names = [d for d in self.datasets if self.dataset(d)["items"]["source"] != "none"]
+        return list(names) if self.config["models"] else []
+
+    def train_bins(self) -> list[int]:
+        bins = self.study["train_bins"]
+        return list(range(self.n_bins)) if bins is None else list(bins)
+
+    @functools.cached_property
+    def runs(self) -> tuple[str, ...]:
+        """Every fine-tune of the design, without a method: (train bins + sets) x train_sizes x seeds."""
+        return tuple(designs.design_runs(self.study, self.n_bins))
+
+    def methods(self) -> list[methods.Method]:
+        return [methods.get(n) for n in self.study["methods"]]
+
+    def trained_methods(self) -> list[methods.Method]:
+        return [m for m in self.methods() if m.trains]
+
+    def finetune_runs(self) -> list[str]:
+        """Every fine-tune folder label of the study: ``bin3`` (sft), ``<method>-bin3`` (other trainers)."""
+        return [methods.run_label(m.name, r) for m in self.trained_methods() for r in self.runs]
+
+    def method_labels(self, name: str) -> list[str]:
+        """The results-table labels of the study's methods for one dataset (``sft``, ``icl-k8``, ...)."""
+        return [lab for m in self.methods() for lab in methods.labels(m.name, self.icl(name))]
+
+    @functools.cache
+    def eval_labels(self, name: str) -> tuple[str, ...]:
+        """Every evaluation folder of a model on a dataset: zero-shot, each method's cells."""
+        out = ["zero-shot"]
+        for m in self.methods():
+            for label in methods.labels(m.name, self.icl(name)):
+                if m.trains:
+                    out += [methods.prefixed(label, designs.eval_label(r)) for r in self.runs]
+                else:
+                    out += [methods.prefixed(label, f"train{b}") for b in self.train_bins()]
+        return tuple(out)
+
+    def run_of_eval(self, label: str) -> str:
+        """The fine-tune folder behind a trained method's evaluation label (``train3`` -> ``bin3``)."""
+        method, rest = methods.split_label(label)
+        return methods.prefixed(method, designs.run_of_eval(rest))
+
+    # ------------------------------------------------------------------------------- resolved sections
+    def prompt(self, name: str) -> dict:
+        from crossdiff.items.adapters import prompt_for
+
+        return prompt_for(self.dataset(name)["items"], self.dataset(name).get("prompt"))
+
+    def filters(self, name: str) -> dict:
+        return deep_merge(self.config["filters"], self.dataset(name).get("filters"))
+
+    def icl(self, name: str) -> dict:
+        return deep_merge(self.study["icl"], self.dataset(name).get("icl"))
+
+    @functools.cache
+    def resources(self, stage: str, slug: str | None = None) -> dict:
+        per_model = (self.models[slug].get("resources") or {}) if (slug and stage == "finetune") else None
+        return deep_merge(self.config["resources"][stage], per_model)
+
+    def finetune_where(self, name: str, slug: str) -> str:
+        return (f"fine-tune settings of dataset {name!r} x {self.model_key(slug)} (finetune < "
+                f"datasets.{name}.finetune < {self.model_key(slug).split(' ')[0]}.finetune)")
+
+    @functools.cache
+    def finetune_layers(self, name: str, slug: str) -> dict:
+        """The config's own finetune layers of a (dataset, model), merged, without defaults or design."""
+        fmt_len = self.prompt(name).get("max_length")
+        return deep_merge(self.config["finetune"], {"max_length": fmt_len} if fmt_len else None,
+                          self.dataset(name).get("finetune"), self.models[slug].get("finetune"))
+
+    @functools.cache
+    def finetune(self, name: str, slug: str, run: str | None = None) -> dict:
+        """The complete, validated settings of one fine-tune (``run``: its folder label; None = the settings
+        every run of the pair shares, before the design's seed and order)."""
+        from crossdiff.finetune.settings import defaults_for, validate_settings
+
+        user = self.finetune_layers(name, slug)
+        method_layer, design_layer = None, None
+        if run is not None:
+            method, base = methods.split_run(run)
+            method_layer = methods.get(method).finetune
+            design_layer = designs.design_layer(self.study, base, self.n_bins)
+        s = deep_merge(defaults_for(user), user, method_layer, design_layer)
+        try:
+            return validate_settings(s)
+        except CrossdiffError as exc:
+            raise CrossdiffError(f"{self.finetune_where(name, slug)}: {exc}") from None
+
+    @functools.cache
+    def evaluate(self, name: str, slug: str | None = None) -> dict:
+        """The complete, validated evaluation settings of a model on a dataset."""
+        from crossdiff.evaluate.run import DEFAULTS, validate_settings
+
+        per_model = (self.models[slug].get("evaluate") or None) if slug else None
+        s = deep_merge(DEFAULTS, self.config["evaluate"], self.dataset(name).get("evaluate"), per_model)
+        try:
+            return validate_settings(s)
+        except CrossdiffError as exc:
+            where = f"datasets.{name}" + (f" x {self.model_key(slug)}" if slug else "")
+            raise CrossdiffError(f"evaluation settings of {where} (evaluate < datasets.{name}.evaluate < "
+                                 f"models[].evaluate): {exc}") from None
+
+    def summary(self) -> dict:
+        """``summary`` for the CLI: ``diagonal: auto`` resolved (include the diagonal only when each bin's
+        held-out items are its test items, i.e. bins.holdout_fraction > 0)."""
+        s = {k: v for k, v in self.config["summary"].items() if k != "front_figures"}
+        if s["diagonal"] == "auto":
+            s["diagonal"] = "include" if (self.config["bins"].get("holdout_fraction") or 0) > 0 else "exclude"
+        return s
+
+
+def cli_json(obj) -> str:
+    """A settings section as one JSON string (rules shell-quote it)."""
+    return json.dumps(obj, sort_keys=True)
+
+
+# ------------------------------------------------------------------------------------------- the CLI
+def add_arguments(p) -> None:
+    p.add_argument("--configfile", required=True, help="the config file (as snakemake --configfile)")
+    p.add_argument("--dataset", help="only this dataset")
+    p.add_argument("--model", help="only this model (its slug or id)")
+    p.add_argument("--run", help="a fine-tune folder label (bin3, set-easy-n50-seed2, ...); default: the pair's shared settings")
+
+
+def run(args) -> None:
+    from crossdiff.config import load
+
+    if not os.path.isfile(args.configfile):
+        raise CrossdiffError(f"{args.configfile}: config file not found")
+    plan = Plan(load(args.configfile))
+    out = {}
+    for name in plan.study_datasets() or plan.datasets:
+        if args.dataset and name != args.dataset:
+            continue
+        for slug, m in plan.models.items():
+            if args.model and args.model not in (slug, m["id"]):
+                continue
+            out[f"{name} x {m['id']}"] = {"finetune": plan.finetune(name, slug, args.run),
+                                          "evaluate": plan.evaluate(name, slug),
+                                          "resources.finetune": plan.resources("finetune", slug)}
+    if not out:
+        raise CrossdiffError("no (dataset, model) pair matches --dataset/--model")
+    print(json.dumps(out, indent=2, sort_keys=True))
