@@ -12,6 +12,7 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 import copy
+import sys
 
 import crossdiff.config
 
@@ -32,6 +33,14 @@ _validated = crossdiff.config.validate(
 )
 config.clear()
 config.update(_validated)
+CONFIGFILES = [str(f) for f in workflow.overwrite_configfiles]
+
+# `snakemake --report` builds the report from this config's DAG, while the front page describes the run
+# that made results/: refuse a report from another config (crossdiff.results.run_record).
+if "--report" in sys.argv:
+    import crossdiff.results.run_record
+
+    crossdiff.results.run_record.check_report_config(config, CONFIGFILES)
 
 
 report: "workflow/report/workflow.rst"

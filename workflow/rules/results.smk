@@ -148,11 +148,14 @@ rule summarize:
             category="Summary",
         ),
         text="results/summary/summary.rst",
+        run="results/summary/run.json",
     log:
         "logs/summarize.log",
     params:
         settings=lambda wc: cli_json(summary_settings()),
+        run=lambda wc: cli_json({"config": config, "configfiles": CONFIGFILES}),
     shell:
         "crossdiff summarize --table {input.table:q} --csv {output.csv:q} --best {output.best:q} "
         "--figure {output.figure:q} --text {output.text:q} --images {input.images:q} "
+        "--run-record {output.run:q} --run-config {params.run} "
         "--settings {params.settings} > {log:q} 2>&1"

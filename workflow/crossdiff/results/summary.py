@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figure", help="summary figure (PNG)")
     p.add_argument("--text", help="generated paragraph(s) as reStructuredText (for the report)")
     p.add_argument("--images", nargs="*", default=[], help="PNGs embedded after the text (e.g. gain heatmaps)")
+    p.add_argument("--run-record", help="results/summary/run.json: the config of this run (crossdiff.results.run_record)")
+    p.add_argument("--run-config", type=json_arg, default=None, help='JSON object {"config", "configfiles"} for --run-record')
     p.add_argument("--settings", type=json_arg, default={},
                    help='JSON object: {"n_boot", "seed", "confidence", "resample", "diagonal", "near_gap", "group_by"}')
 
@@ -46,4 +48,9 @@ def run(args: argparse.Namespace) -> None:
     text = text_rst(summary, s, args.images)
     if args.text:
         write_text(text, args.text)
+    if args.run_record:
+        from crossdiff.results.run_record import write_record
+
+        rc = args.run_config or {}
+        write_record(rc.get("config") or {}, rc.get("configfiles") or [], args.run_record)
     print(text.split("\n\n.. raw::")[0])
