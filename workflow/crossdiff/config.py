@@ -116,6 +116,7 @@ def check_references(c: dict) -> list[str]:
             problems.append(f"study.datasets: unknown dataset {name!r}; expected one of: {', '.join(datasets)}")
         elif c["models"] and datasets[name]["items"]["source"] == "none":
             problems.append(f"study.datasets: dataset {name!r} has items.source none; fine-tuning needs its items")
+    problems += _resolve_bins(c)
     for b in c["study"]["train_bins"] or []:
         if b >= c["bins"]["n_bins"]:
             problems.append(f"study.train_bins: bin {b} does not exist; expected 0..{c['bins']['n_bins'] - 1}")
@@ -131,6 +132,36 @@ def check_references(c: dict) -> list[str]:
         w = m.get("warmup_dataset")
         if w is not None and w not in datasets:
             problems.append(f"models.{i}.warmup_dataset: unknown dataset {w!r}; expected one of: {', '.join(datasets)}")
+    return problems
+
+
+def _resolve_bins(c: dict) -> list[str]:
+    """``bins.n_bins`` from the scheme (null: 10, or len(edges) + 1), and edges / cutoffs that fit it."""
+    b, problems = c["bins"], []
+    edges = b.get("edges")
+    if b["scheme"] == "quantiles":
+        if not edges:
+            problems.append("bins.scheme = 'quantiles' needs bins.edges, the quantile levels to cut at (e.g. [0.3, 0.7])")
+        elif list(edges) != sorted(set(edges)):
+            problems.append(f"bins.edges: {edges}; expected strictly ascending quantile levels in (0, 1)")
+        elif b["n_bins"] is not None and b["n_bins"] != len(edges) + 1:
+            problems.append(f"bins.n_bins = {b['n_bins']} but bins.edges {edges} cut {len(edges) + 1} bins; "
+                            "leave n_bins out or make them agree")
+        else:
+            b["n_bins"] = len(edges) + 1
+    elif edges:
+        problems.append(f"bins.edges {edges} is set but bins.scheme is {b['scheme']!r}; set scheme: quantiles")
+    if b["n_bins"] is None:
+        b["n_bins"] = 10
+    for name, d in c["datasets"].items():
+        cut = (d.get("bins") or {}).get("cutoffs")
+        if cut is None:
+            continue
+        if list(cut) != sorted(set(cut)):
+            problems.append(f"datasets.{name}.bins.cutoffs: {cut}; expected strictly ascending values")
+        elif len(cut) + 1 != b["n_bins"]:
+            problems.append(f"datasets.{name}.bins.cutoffs {cut} cut {len(cut) + 1} bins but bins.n_bins is "
+                            f"{b['n_bins']}; every dataset of a study has the same number of bins")
     return problems
 
 

@@ -11,8 +11,7 @@ import crossdiff.plan.checks as plan_checks
 import crossdiff.plan.inputs as plan_inputs
 import crossdiff.study.designs as design
 import crossdiff.study.methods as study_methods
-from crossdiff.evaluate import loss_measure as lsm
-from crossdiff.evaluate import zero_shot as zsm
+import crossdiff.bins.measures as bin_measures
 from crossdiff.plan.settings import Plan
 
 PLAN = Plan(config)
@@ -164,23 +163,15 @@ def replicate_settings(label):
     return s
 
 
-def zero_shot_model(name):
-    """The model slug of bins.by: zero_shot:<slug>, else None (crossdiff.evaluate.zero_shot)."""
-    return zsm.model_of(dataset(name)["bins"]["by"])
-
-
-def loss_model(name):
-    """The model slug of bins.by: loss:<slug>, else None (crossdiff.evaluate.loss_measure)."""
-    return lsm.model_of(dataset(name)["bins"]["by"])
+def measure_model(name):
+    """The model slug of a measure with its own job (bins.by: <prefix>:<slug>, crossdiff.bins.measures)."""
+    found = bin_measures.parse(dataset(name)["bins"]["by"])
+    return found[1] if found else None
 
 
 def measure_table_of(name):
-    """The per-item table of a model-based bins.by (zero_shot:/loss:), else None."""
-    if zero_shot_model(name):
-        return f"results/bins/{name}/zero_shot_measure.parquet"
-    if loss_model(name):
-        return f"results/bins/{name}/loss_measure.parquet"
-    return None
+    """The per-item table of such a measure, else None."""
+    return bin_measures.table_path(name, dataset(name)["bins"]["by"])
 
 
 def spearman_measure_arg(name):
@@ -200,6 +191,11 @@ def bins_args(name):
         out += f" --by published --rule {shlex.quote(published_spec(name)['rule'])} --measure-table {shlex.quote(f'results/bins/{name}/published.parquet')}"
     elif by != "irt":
         out += f" --by {shlex.quote(by)} --item-table {shlex.quote(items_table(name))}"
+    cutoffs = dataset(name)["bins"].get("cutoffs")
+    if cutoffs:
+        out += " --cutoffs " + " ".join(map(repr, map(float, cutoffs)))
+    elif config["bins"]["scheme"] == "quantiles":
+        out += " --edges " + " ".join(map(repr, map(float, config["bins"]["edges"])))
     if config["bins"]["holdout_fraction"] > 0:
         out += f" --holdout-fraction {config['bins']['holdout_fraction']} --holdout-seed {config['bins']['holdout_seed']}"
     least = plan_checks.icl_min_train_items(PLAN, name)
@@ -326,12 +322,9 @@ def train_set_args(wildcards):
     return f"--train-bins {bins}{size} --order {spec['order']} --sample-seed {config['study']['sample_seed']}"
 
 
-def zero_shot_base_input(wildcards):
-    return base_model_files(zero_shot_model(wildcards.dataset))
-
-
-def loss_base_input(wildcards):
-    return base_model_files(loss_model(wildcards.dataset))
+def measure_base_input(wildcards):
+    """The base model behind a measure's table (bins.by: <prefix>:<slug>)."""
+    return base_model_files(measure_model(wildcards.dataset))
 
 
 def gpu_prefix(stage):

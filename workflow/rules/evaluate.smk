@@ -87,7 +87,7 @@ rule evaluate_checkpoint:
 # (one task over all IRT items, independent of the bins: no cycle; one model load)
 rule zero_shot_measure:
     input:
-        base=zero_shot_base_input,
+        base=measure_base_input,
         task_config=task_config_files,
         item_table=lambda wc: items_table(wc.dataset),
         irt="results/irt/{dataset}/items.parquet",
@@ -103,10 +103,10 @@ rule zero_shot_measure:
         runtime=lambda wc, attempt: config["resources"]["evaluate"]["runtime"] * attempt,
     params:
         **gpu_params(),
-        model=lambda wc: zero_shot_model(wc.dataset),
-        base=lambda wc: shlex.quote(base_model_ref(zero_shot_model(wc.dataset))),
+        model=lambda wc: measure_model(wc.dataset),
+        base=lambda wc: shlex.quote(base_model_ref(measure_model(wc.dataset))),
         prompt=lambda wc: prompt_json(wc.dataset),
-        settings=lambda wc: eval_settings_json(wc.dataset, zero_shot_model(wc.dataset)),
+        settings=lambda wc: eval_settings_json(wc.dataset, measure_model(wc.dataset)),
     shell:
         "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
         + gpu_prefix("evaluate")
@@ -119,7 +119,7 @@ rule zero_shot_measure:
 # (one model load, batched; independent of the bins: no cycle)
 rule loss_measure:
     input:
-        base=loss_base_input,
+        base=measure_base_input,
         item_table=lambda wc: items_table(wc.dataset),
         irt="results/irt/{dataset}/items.parquet",
     output:
@@ -132,10 +132,10 @@ rule loss_measure:
         mem_mb=lambda wc, attempt: config["resources"]["evaluate"]["mem_mb"] * attempt,
         runtime=lambda wc, attempt: config["resources"]["evaluate"]["runtime"] * attempt,
     params:
-        model=lambda wc: loss_model(wc.dataset),
-        base=lambda wc: shlex.quote(base_model_ref(loss_model(wc.dataset))),
+        model=lambda wc: measure_model(wc.dataset),
+        base=lambda wc: shlex.quote(base_model_ref(measure_model(wc.dataset))),
         prompt=lambda wc: prompt_json(wc.dataset),
-        settings=lambda wc: eval_settings_json(wc.dataset, loss_model(wc.dataset)),
+        settings=lambda wc: eval_settings_json(wc.dataset, measure_model(wc.dataset)),
     shell:
         "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
         + gpu_prefix("evaluate")

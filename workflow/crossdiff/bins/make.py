@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from crossdiff.bins.holdout import holdout_split
+from crossdiff.bins.measures import parse as parse_measure
 from crossdiff.bins.published import quantile_bins
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, require_columns, write_csv, write_parquet
@@ -76,6 +77,45 @@ def make_bins(items: pl.DataFrame, n_bins: int, path="item table", key: str = "d
         rows.append(row)
     summary = pl.DataFrame(rows).with_columns(pl.col("bin").cast(pl.Int32), pl.col("size").cast(pl.UInt32))
     return table, summary
+
+
+def cut_bins(items: pl.DataFrame, cuts, path="item table", key: str = "difficulty",
+             what: str = "bins.cutoffs") -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Bins at given values of ``key`` (Hase et al. 2024's levels, allenai/easy-to-hard-generalization
+    utils/data_utils.py:910-920, main.py:433-447): bin 0 = ``x <= cuts[0]``, else bin k = ``x >= cuts[-1]``,
+    else the bin i with ``cuts[i-1] < x <= cuts[i]``; ties at a cut go to the outer bins, as theirs.
+    Sizes follow the data; an empty bin stops with the values that left it empty."""
+    require_columns(items, ["item_id", key], path, "item table")
+    cuts = [float(c) for c in cuts]
+    x = items[key].cast(pl.Float64).to_numpy()
+    if np.isnan(x).any():
+        bad = items.filter(pl.col(key).is_nan() | pl.col(key).is_null())["item_id"][0]
+        raise CrossdiffError(f"{path}: item {bad!r} has no {key}; expected a number for every item")
+    k = len(cuts)
+    labels = np.where(x <= cuts[0], 0, np.where(x >= cuts[-1], k, np.searchsorted(cuts, x, side="left")))
+    table = items.with_columns(pl.col("item_id").cast(pl.Utf8), pl.Series("bin", labels.astype(np.int32), dtype=pl.Int32))
+    keep = [c for c in ("item_id", "difficulty", "accuracy", key) if c in table.columns] + ["bin"]
+    table = table.select(list(dict.fromkeys(keep))).sort([key, "item_id"])
+    rows = []
+    for b in range(k + 1):
+        part = table.filter(pl.col("bin") == b)
+        if part.height == 0:
+            lo = "-inf" if b == 0 else f"{cuts[b - 1]:g}"
+            hi = "inf" if b == k else f"{cuts[b]:g}"
+            raise CrossdiffError(f"{path}: bin {b} ({key} in {lo}..{hi}) is empty under {what} "
+                                 f"{[round(c, 6) for c in cuts]} (values {x.min():g}..{x.max():g}); use fewer bins "
+                                 "or other cuts")
+        m, d = part[key].to_numpy(), part["difficulty"].to_numpy()
+        rows.append({"bin": b, "size": part.height, f"{key}_min": float(m.min()), f"{key}_max": float(m.max()),
+                     f"{key}_mean": float(np.mean(m)), "difficulty_mean": float(np.mean(d))})
+    summary = pl.DataFrame(rows).with_columns(pl.col("bin").cast(pl.Int32), pl.col("size").cast(pl.UInt32))
+    return table, summary
+
+
+def quantile_cuts(items: pl.DataFrame, key: str, edges) -> list[float]:
+    """The measure's values at quantile levels ``edges`` (numpy's default linear interpolation, as Hase et al.'s
+    ``np.quantile(hardness_scores, [.3, .7])``)."""
+    return [float(v) for v in np.quantile(items[key].cast(pl.Float64).to_numpy(), list(edges))]
 
 
 def add_measure(irt_items: pl.DataFrame, item_table: pl.DataFrame, by: str, path="item table") -> pl.DataFrame:
@@ -128,6 +168,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--by published: equal-size bins or the authors' quantile rule")
     p.add_argument("--holdout-fraction", type=float, default=0.0, help="share of each bin held out for evaluation (0: none)")
     p.add_argument("--holdout-seed", type=int, default=0)
+    p.add_argument("--edges", type=float, nargs="+", help="bins.scheme quantiles: cut at these quantile levels of the measure")
+    p.add_argument("--cutoffs", type=float, nargs="+", help="datasets.<name>.bins.cutoffs: cut at these values of the measure")
     p.add_argument("--min-train-items", type=int, default=0,
                    help="stop unless every bin has at least this many training items (study.icl.k: the demonstrations "
                         "drawn from a bin; without held-out items a bin's own test item is left out of its draw, so one more)")
@@ -138,19 +180,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     items = read_table(args.items, "IRT item table")
     key, tiebreak = "difficulty", ()
-    if args.by.startswith("zero_shot:"):
+    table_measure = parse_measure(args.by)
+    if table_measure is not None:  # a measure with its own job (crossdiff.bins.measures): its per-item table
+        m = table_measure[0]
         if not args.measure_table:
-            raise CrossdiffError(f"bins.by = {args.by!r} needs the model's per-item zero-shot table (--measure-table)")
-        items = add_measure(items, read_table(args.measure_table, "zero-shot measure table"), "measure", args.measure_table)
-        key, tiebreak = "measure", ("difficulty",)  # a 0/1 measure: ties in IRT order, then item_id
-        n_wrong = int(items["measure"].sum())
-        print(f"binning by {args.by!r}: {items.height - n_wrong} items right, {n_wrong} wrong; ties by IRT difficulty")
-    elif args.by.startswith("loss:"):
-        if not args.measure_table:
-            raise CrossdiffError(f"bins.by = {args.by!r} needs the model's per-item loss table (--measure-table)")
-        items = add_measure(items, read_table(args.measure_table, "loss measure table"), "measure", args.measure_table)
-        key, tiebreak = "measure", ("difficulty",)  # ties as for the zero-shot measure: IRT order, then item_id
-        print(f"binning by {args.by!r}: mean target NLL {items['measure'].mean():.3f}; ties by IRT difficulty")
+            raise CrossdiffError(f"bins.by = {args.by!r} needs the per-item table of rule {m.rule} (--measure-table)")
+        items = add_measure(items, read_table(args.measure_table, f"{m.prefix} measure table"), "measure", args.measure_table)
+        key, tiebreak = "measure", ("difficulty",)  # ties (a 0/1 zero-shot error) in IRT order, then item_id
+        print(f"binning by {args.by!r} ({m.about}): {items['measure'].n_unique()} distinct values, mean "
+              f"{items['measure'].mean():.3f}; ties by IRT difficulty")
     elif args.by == "published":
         if not args.measure_table:
             raise CrossdiffError("bins.by = 'published' needs the matched table from 'crossdiff published-difficulty' (--measure-table)")
@@ -166,7 +204,14 @@ def run(args: argparse.Namespace) -> None:
         items = add_measure(items, read_table(args.item_table, "item table"), args.by, args.item_table)
         key = "measure"
         print(f"binning by {args.by!r}: {items['measure'].n_unique()} distinct values for {args.n_bins} bins")
-    if args.by == "published" and args.rule == "quantile":
+    if args.cutoffs or args.edges:
+        cuts = args.cutoffs or quantile_cuts(items, key, args.edges)
+        what = "datasets.<name>.bins.cutoffs" if args.cutoffs else f"bins.edges {args.edges} (quantiles)"
+        if len(cuts) + 1 != args.n_bins:
+            raise CrossdiffError(f"{what}: {len(cuts)} cut(s) make {len(cuts) + 1} bins, not --n-bins {args.n_bins}")
+        table, summary = cut_bins(items, cuts, args.items, key, what)
+        print(f"bins cut at {key} = {[round(c, 6) for c in cuts]} ({what}): sizes {summary['size'].to_list()}")
+    elif args.by == "published" and args.rule == "quantile":
         table, summary = quantile_bins(items, args.n_bins, args.measure_table)
     else:
         table, summary = make_bins(items, args.n_bins, args.items, key=key, tiebreak=tiebreak)

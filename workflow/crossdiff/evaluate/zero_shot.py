@@ -34,15 +34,11 @@ def model_of(by: str) -> str | None:
 
 
 def check_by(dataset: str, by: str, models) -> None:
-    """Config-time check: ``zero_shot:<slug>`` must name one of the configured models (by slug)."""
-    slug = model_of(by)
-    if slug is None:
-        return
-    if slug not in models:
-        raise CrossdiffError(
-            f"datasets.{dataset}.bins.by = {by!r}: no model with slug {slug!r}; "
-            f"expected zero_shot:<slug> of one of models: {sorted(models) or '(none configured)'}"
-        )
+    """Config-time check: ``zero_shot:<slug>`` must name one of the configured models (crossdiff.bins.measures)."""
+    from crossdiff.bins.measures import check_by as check
+
+    if model_of(by) is not None:
+        check(dataset, by, models)
 
 
 def measure_table(samples: list[dict], item_ids: list[str], path="samples") -> pl.DataFrame:

@@ -32,17 +32,16 @@ def design_problems(plan) -> list[str]:
 
 def bins_problems(plan) -> list[str]:
     """bins.by names: a configured model (zero_shot:/loss:), a published table, an item-table column."""
-    from crossdiff.evaluate import loss_measure, zero_shot
+    from crossdiff.bins import measures
 
     problems = []
     for name in plan.datasets:
         bins = plan.dataset(name)["bins"]
         by = bins["by"]
-        for mod in (zero_shot, loss_measure):
-            try:
-                mod.check_by(name, by, plan.models)
-            except CrossdiffError as exc:
-                problems.append(str(exc))
+        try:
+            measures.check_by(name, by, plan.models)
+        except CrossdiffError as exc:
+            problems.append(str(exc))
         if by == "published":
             spec = bins.get("published")
             if not spec:
@@ -52,10 +51,13 @@ def bins_problems(plan) -> list[str]:
                 problems.append(f"datasets.{name}.bins.published.source = 'file' needs a path (the published table)")
             elif spec["source"] == "hub" and not spec.get("hub_id"):
                 problems.append(f"datasets.{name}.bins.published.source = 'hub' needs a hub_id")
+            elif spec["rule"] == "quantile" and (bins.get("cutoffs") or plan.config["bins"]["scheme"] != "equal"):
+                problems.append(f"datasets.{name}.bins.published.rule = 'quantile' is the authors' own cut; it cannot be "
+                                "combined with bins.cutoffs or bins.scheme quantiles (use rule: equal with them)")
             elif spec["match"] == "question" and not plan.items_table(name):
                 problems.append(f"datasets.{name}.bins.published.match = 'question' needs an item table; "
                                 "items.source is none")
-        elif by != "irt" and not (zero_shot.model_of(by) or loss_measure.model_of(by)) and not plan.items_table(name):
+        elif by != "irt" and measures.parse(by) is None and not plan.items_table(name):
             problems.append(f"datasets.{name}.bins.by = {by!r} bins by an item-table column, but items.source is "
                             "none; give the dataset an item table or use by: irt")
     return problems
