@@ -156,6 +156,26 @@ def resolve_settings(settings: dict | None) -> dict:
     return s
 
 
+def check_scorers(tasks: list[dict]) -> None:
+    """Refuse, before any model loads, task folders whose scoring cannot run here: lm-eval's IFEval checkers
+    of sentence counts (items with such instructions under the ``crossdiff_ifeval`` filter; any lm-eval IFEval
+    task) without nltk's ``punkt_tab`` data, which would otherwise be a raw LookupError after the whole
+    generation pass."""
+    import json
+
+    from crossdiff.items.ifeval import check_punkt, needs_punkt, uses_ifeval
+
+    for m in tasks:
+        where = f"{m.get('dir', m.get('task'))}: IFEval scoring"
+        if "ifeval" in str(m.get("lm_eval_task") or ""):
+            check_punkt(where)
+        elif uses_ifeval(m.get("prompt")):
+            data = Path(m["dir"]) / "data.jsonl"
+            rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()] if data.exists() else []
+            if needs_punkt(r.get("instruction_id_list") or "[]" for r in rows):
+                check_punkt(where)
+
+
 def load_lm(model_path, s: dict):
     """Construct the lm-eval model object once (and count it)."""
     global MODEL_LOADS
@@ -262,6 +282,7 @@ def evaluate_model(
         raise CrossdiffError("no task folders to evaluate")
     s = resolve_settings(settings)
     tasks = [read_task(d) for d in task_dirs]
+    check_scorers(tasks)  # before the model loads: a scorer that cannot run fails now, not after generation
     if any(m.get("kind") == "lm_eval_task" for m in tasks):  # items.source lm_eval_task
         from crossdiff.evaluate.lm_eval_task import evaluate_bins
 
