@@ -6,7 +6,7 @@ import os
 
 from crossdiff.errors import CrossdiffError
 from crossdiff.evaluate.decoding import VLLM_ARGS
-from crossdiff.prompts.format import CHAT_TEMPLATE_KWARGS
+from crossdiff.prompts.chat import CHAT_TEMPLATE_KWARGS, template_kwargs
 
 
 def visible_gpus() -> int:
@@ -54,7 +54,7 @@ def vllm_model_args(model_path, s: dict, n_gpus: int) -> dict:
     if s["max_model_len"] or s["max_length"]:
         args["max_model_len"] = int(s["max_model_len"] or s["max_length"])
     extra = dict(s["model_args"])
-    args["chat_template_args"].update(extra.pop("chat_template_args", None) or {})
+    args["chat_template_args"] = template_kwargs(extra.pop("chat_template_args", None))  # the fixed date_string stays
     clash = sorted(set(extra) & set(args))
     if clash:
         raise CrossdiffError(f"evaluation settings.model_args repeats {clash}; set them with their own keys")
@@ -67,7 +67,7 @@ def hf_model_kwargs(s: dict) -> dict:
     auto and no ``max_length``, ``auto_batch_max_length`` bounds it (prompt + generated tokens; longer contexts
     are cut from the left by lm-eval)."""
     kwargs = dict(s["model_args"])
-    kwargs["chat_template_args"] = {**CHAT_TEMPLATE_KWARGS, **(kwargs.get("chat_template_args") or {})}
+    kwargs["chat_template_args"] = template_kwargs(kwargs.get("chat_template_args"))  # the fixed date_string stays
     if s["max_length"]:
         kwargs["max_length"] = s["max_length"]
     elif s["batch_size"] == "auto" and "max_length" not in kwargs:

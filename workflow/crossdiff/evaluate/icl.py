@@ -34,6 +34,7 @@ import yaml
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, write_json, write_jsonl, write_text
+from crossdiff.prompts.chat import lm_eval_renderer
 from crossdiff.prompts.format import PromptFormat
 
 _RESULT_LABEL = re.compile(r"^icl-k(?P<k>\d+)-(?:train)?(?P<bin>\d+)$")
@@ -191,8 +192,7 @@ def rendered_contexts(task_dir, seed: int = 1234, tokenizer=None) -> dict[str, s
     if chat:
         kwargs = {"apply_chat_template": True, "fewshot_as_multiturn": True,
                   "system_instruction": fmt.instruction.strip() or None,
-                  "chat_template": lambda messages, add_generation_prompt=True: tokenizer.apply_chat_template(
-                      messages, tokenize=False, add_generation_prompt=add_generation_prompt)}
+                  "chat_template": lm_eval_renderer(tokenizer)}  # what the evaluation's lm-eval model renders
     with tempfile.TemporaryDirectory(prefix="crossdiff-icl-ctx-") as tmp:
         _prepared_include_dir([meta], Path(tmp))
         task = get_task_dict([name], TaskManager(include_path=tmp, include_defaults=False))[name]

@@ -60,6 +60,7 @@ from crossdiff.errors import CrossdiffError
 from crossdiff.io import atomic_path, write_json, write_jsonl, write_text
 from crossdiff.evaluate.backends import hf_model_kwargs, visible_gpus, vllm_model_args  # noqa: F401 - part of this module's API
 from crossdiff.evaluate.decoding import model_generation_fields, neutralize_hf, report
+from crossdiff.prompts.chat import install as install_chat_renderer
 from crossdiff.prompts.format import PromptFormat
 from crossdiff.prompts.math_check import uses_math, verdicts
 
@@ -218,6 +219,7 @@ def load_lm(model_path, s: dict):
             offline = " (HF_HUB_OFFLINE=1: a hub id must already be in the local cache)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
             raise CrossdiffError(f"{model_path}: cannot load model/tokenizer: {first}{offline}") from None
         neutralize_hf(lm, model_path)  # the model's generation_config.json must not change the decoding
+    install_chat_renderer(lm)  # lm-eval's chat path renders through crossdiff.prompts.chat (training's date_string)
     MODEL_LOADS += 1
     print(f"loaded model {model_path} ({s['backend']}, {device}, {dtype}) in {time.time() - t0:.1f} s; "
           f"loaded model {MODEL_LOADS} time(s) in this process")
