@@ -22,8 +22,9 @@ def visible_gpus() -> int:
         return 0
 
 
-def vllm_model_args(model_path, s: dict, n_gpus: int) -> dict:
-    """lm-eval ``VLLM`` keyword arguments from evaluation settings and the job's GPU count."""
+def vllm_model_args(model_path, s: dict, n_gpus: int, adapter=None, lora_rank: int | None = None) -> dict:
+    """lm-eval ``VLLM`` keyword arguments from evaluation settings and the job's GPU count; with ``adapter`` (a
+    QLoRA fine-tune's unmerged LoRA adapter, crossdiff.finetune.qlora) vLLM applies it (``lora_local_path``)."""
     if n_gpus < 1:
         raise CrossdiffError("evaluation settings.backend is 'vllm' but this job sees no GPU "
                              "(resources.evaluate.gpu must be >= 1; CUDA_VISIBLE_DEVICES is empty)")
@@ -53,6 +54,11 @@ def vllm_model_args(model_path, s: dict, n_gpus: int) -> dict:
             **VLLM_ARGS}  # the model's generation_config.json never changes the decoding
     if s["max_model_len"] or s["max_length"]:
         args["max_model_len"] = int(s["max_model_len"] or s["max_length"])
+    if adapter is not None:
+        from crossdiff.finetune.qlora import vllm_lora_rank
+
+        args["lora_local_path"] = str(adapter)
+        args["max_lora_rank"] = vllm_lora_rank(lora_rank or 16)
     extra = dict(s["model_args"])
     args["chat_template_args"] = template_kwargs(extra.pop("chat_template_args", None))  # the fixed date_string stays
     clash = sorted(set(extra) & set(args))

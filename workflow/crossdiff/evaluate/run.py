@@ -60,6 +60,7 @@ from crossdiff.errors import CrossdiffError
 from crossdiff.io import atomic_path, write_json, write_jsonl, write_text
 from crossdiff.evaluate.backends import hf_model_kwargs, visible_gpus, vllm_model_args  # noqa: F401 - part of this module's API
 from crossdiff.evaluate.decoding import model_generation_fields, neutralize_hf, report
+from crossdiff.finetune.qlora import eval_paths
 from crossdiff.prompts.chat import install as install_chat_renderer
 from crossdiff.prompts.format import PromptFormat
 from crossdiff.prompts.math_check import uses_math, verdicts
@@ -191,6 +192,11 @@ def load_lm(model_path, s: dict):
     dtype = s["dtype"]
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    # a QLoRA fine-tune: its dequantised base (bf16 on disk) with the LoRA adapter applied, unmerged
+    base, adapter, manifest = eval_paths(model_path)
+    if adapter is not None and s["dtype"] in ("float16", "half"):
+        raise CrossdiffError(f"{model_path}: a QLoRA fine-tune's base is the dequantised NF4 weights in bfloat16; "
+                             f"evaluate.dtype {s['dtype']!r} would round them: use auto, bfloat16 or float32")
     kwargs = hf_model_kwargs(s)
     t0 = time.time()
     if s["backend"] == "vllm":
@@ -201,10 +207,10 @@ def load_lm(model_path, s: dict):
                                  "(pip install -r envs/requirements-gpu.txt)")
         from lm_eval.models.vllm_causallms import VLLM
 
-        args = vllm_model_args(model_path, s, visible_gpus())
+        args = vllm_model_args(base, s, visible_gpus(), adapter=adapter, lora_rank=(manifest or {}).get("r"))
         device, dtype = f"cuda x{args['tensor_parallel_size'] * args['data_parallel_size']}", args["dtype"]
         lm = VLLM(**args)
-        print(report(model_path, model_generation_fields(model_path), "vllm: generation_config='vllm'"))
+        print(report(base, model_generation_fields(base), "vllm: generation_config='vllm'"))
     else:
         from lm_eval.models.huggingface import HFLM
 
@@ -212,8 +218,10 @@ def load_lm(model_path, s: dict):
             raise CrossdiffError(f"{model_path}: model directory not found")
         from huggingface_hub.errors import HFValidationError
 
+        if adapter is not None:
+            kwargs["peft"] = adapter  # lm-eval's HFLM: PeftModel.from_pretrained on the base (adapter kept in fp32)
         try:
-            lm = HFLM(pretrained=str(model_path), device=device, dtype=dtype, batch_size=s["batch_size"], **kwargs)
+            lm = HFLM(pretrained=str(base), device=device, dtype=dtype, batch_size=s["batch_size"], **kwargs)
         except (OSError, HFValidationError) as exc:  # like finetune: a bad id or path is the user's to fix
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             offline = " (HF_HUB_OFFLINE=1: a hub id must already be in the local cache)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
@@ -221,6 +229,8 @@ def load_lm(model_path, s: dict):
         neutralize_hf(lm, model_path)  # the model's generation_config.json must not change the decoding
     install_chat_renderer(lm)  # lm-eval's chat path renders through crossdiff.prompts.chat (training's date_string)
     MODEL_LOADS += 1
+    if adapter is not None:
+        print(f"QLoRA fine-tune: base {base} ({dtype}) + LoRA adapter {adapter} (r {manifest.get('r')}), unmerged")
     print(f"loaded model {model_path} ({s['backend']}, {device}, {dtype}) in {time.time() - t0:.1f} s; "
           f"loaded model {MODEL_LOADS} time(s) in this process")
     return lm
