@@ -8,8 +8,9 @@ nodes): tiny, and on a GPU ~0.5B (Qwen2) and ~1.5B (Llama). Each configuration f
 product's own path (crossdiff.finetune.run.finetune: single process; FSDP2 at world size 1 through torchrun
 with ACCELERATE_USE_FSDP; with >= 2 GPUs FSDP2 on all of them through `accelerate launch`), with Liger on
 (when liger-kernel imports),
-padding-free (when flash-attn imports), LoRA (QLoRA's 4-bit base is not wired into crossdiff: the row says
-so). Each row: share of parameters changed, peak GPU memory vs the memory plan, SFT
+padding-free (when flash-attn imports), LoRA on a bf16 base, and QLoRA (``quantization: nf4``, when
+bitsandbytes imports) followed by the evaluation's own loading of its unmerged save (base/ + adapter/ through
+crossdiff.evaluate.run.load_lm: lm-eval's HFLM with peft). Each row: share of parameters changed, peak GPU memory vs the memory plan, SFT
 tokens/s and MFU (6 x params x tokens/s / peak bf16 FLOP/s), hf generation items/s, vLLM items/s when
 importable. Results: ``$OUT/gpu_check.md`` (a table) and ``$OUT/gpu_check.json``. A failing configuration is a
 row with its error; the exit status is 1 when any row failed.
@@ -181,10 +182,37 @@ def plan_rows(smoke: bool) -> list[tuple]:
     rows.append((f"{big} liger", big, {**base, "num_processes": 1, "use_liger_kernel": True}, 1, "liger_kernel"))
     rows.append((f"{big} padding-free", big, {**base, "num_processes": 1, "padding_free": True,
                                               "attn_implementation": "flash_attention_2"}, 1, "flash_attn"))
-    # LoRA (the product's adapter path); a 4-bit (QLoRA) base is not wired into crossdiff: with bitsandbytes
-    # present this row still trains a bf16-base LoRA and says so
-    rows.append((f"{big} lora (qlora: base not 4-bit)", big, {**base, "num_processes": 1, "lora": {"r": 8}}, 1, None))
+    # LoRA on a bf16 base (merged before saving), and QLoRA (4-bit NF4 base, saved unmerged: crossdiff.finetune.qlora)
+    rows.append((f"{big} lora", big, {**base, "num_processes": 1, "lora": {"r": 8}}, 1, None))
+    rows.append((f"{big} qlora nf4", big, {**base, "num_processes": 1, "quantization": "nf4", "lora": {"r": 8}}, 1,
+                 "bitsandbytes"))
     return rows
+
+
+def qlora_eval_row(out: Path, n_items: int) -> dict:
+    """A QLoRA fine-tune loaded as evaluation loads it (crossdiff.evaluate.run.load_lm: base/ + adapter/ through
+    lm-eval's HFLM with peft), greedy generation; the adapter's effect on the logits (with vs without it)."""
+    import torch
+    from lm_eval.api.instance import Instance
+
+    from crossdiff.evaluate.run import load_lm, resolve_settings
+
+    lm = load_lm(out, resolve_settings({"batch_size": 8, "max_length": 1024}))
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8]], device=lm.model.device)
+    with torch.no_grad():
+        with_adapter = lm.model(ids).logits.float()
+        with lm.model.disable_adapter():
+            without = lm.model(ids).logits.float()
+    reqs = [Instance("generate_until", {}, (f"Question: what is {i % 10} plus {i % 7} Answer:",
+                                             {"until": ["</s>"], "max_gen_toks": 8, "do_sample": False}), i)
+            for i in range(n_items)]
+    t0 = time.time()
+    got = lm.generate_until(reqs)
+    manifest = json.loads((out / "qlora.json").read_text())
+    return {"check": "qlora eval (hf + peft)", "ok": len(got) == n_items and bool((with_adapter != without).any()),
+            "wall_s": round(time.time() - t0, 1), "items_per_s": round(n_items / (time.time() - t0), 2),
+            "note": f"adapter effect max|dlogit| {float((with_adapter - without).abs().max()):.3g}; weights changed "
+                    f"{manifest['share_changed_fp32']:.1%} (fp32) vs {manifest['share_changed_bf16_merge']:.1%} (bf16 merge)"}
 
 
 def main(argv=None) -> int:
@@ -212,7 +240,14 @@ def main(argv=None) -> int:
             except Exception as exc:
                 results.append({"check": label, "ok": False, "error": f"{type(exc).__name__}: {str(exc)[-300:]}"})
             continue
-        if needs and find_spec(needs) is None:
+        if needs == "bitsandbytes":  # QLoRA: bitsandbytes and a CUDA device, else skipped with the reason
+            from crossdiff.finetune.qlora import bitsandbytes_missing
+
+            why = bitsandbytes_missing()
+            if why:
+                results.append({"check": label, "ok": None, "note": f"{why}: skipped"})
+                continue
+        elif needs and find_spec(needs) is None:
             results.append({"check": label, "ok": None, "note": f"{needs} not importable: skipped"})
             continue
         if needs and args.smoke and needs != "bitsandbytes":
@@ -222,6 +257,8 @@ def main(argv=None) -> int:
             if name not in built:
                 built[name] = build_model(name, root / "models")
             results.append(finetune_row(label, built[name], data, root, s, gpus))
+            if s.get("quantization"):
+                results.append(qlora_eval_row(root / label.replace(" ", "_"), 8 if args.smoke else 64))
         except Exception as exc:  # a row per failure; the others still run
             results.append({"check": label, "ok": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
             traceback.print_exc()

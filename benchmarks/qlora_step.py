@@ -3,10 +3,13 @@
 Builds the tiny local base model (crossdiff.models.tiny, its own tokenizer; no download), writes a small
 training file, and runs ``crossdiff.finetune.run.finetune`` with ``{"quantization": "nf4", "lora": ...}``
 for a few optimizer steps: bitsandbytes loads the base in NF4 (double quantisation, bf16 compute), the
-LoRA adapters train, and the adapters are merged into a bf16 copy of the dequantised base. Checks and
-prints: the saved model is a plain bf16 checkpoint (no quantization_config, no LoRA keys) that loads with
-transformers; its weights differ from the base; the loss curve; peak GPU memory
-(torch.cuda.max_memory_allocated). Without bitsandbytes or a GPU it prints why and exits 0 (skipped).
+LoRA adapters train, and the fine-tune is saved unmerged (crossdiff.finetune.qlora: ``base/`` the dequantised
+base, ``adapter/`` the LoRA adapter, ``qlora.json``). Checks and prints: ``base/`` is a plain bf16 checkpoint
+(no quantization_config, no LoRA keys) whose weights are the NF4 round trip of the base's (not the base's
+own); the model evaluation loads (base + adapter through peft, bf16 as on a GPU) differs from ``base/`` alone,
+i.e. the adapter reaches evaluation; the share of adapted weights a bf16 merge would have kept; the loss
+curve; peak GPU memory (torch.cuda.max_memory_allocated). Without bitsandbytes or a GPU it prints why and exits
+0 (skipped).
 
     python benchmarks/qlora_step.py [--steps 4] [--hidden 256 --layers 4]
 """
@@ -60,18 +63,29 @@ def main() -> int:
                                      "learning_rate": 1e-3, "per_device_train_batch_size": 8, "save_steps": 1000})
         wall = time.time() - t0
         peak = torch.cuda.max_memory_allocated() / 1e9
-        cfg = json.loads((tmp / "out" / "config.json").read_text())
-        assert "quantization_config" not in cfg, "the saved model must be a plain checkpoint"
-        model = AutoModelForCausalLM.from_pretrained(tmp / "out")
-        base = AutoModelForCausalLM.from_pretrained(tmp / "base")
-        keys = model.state_dict().keys()
-        assert not any("lora" in k or "base_layer" in k for k in keys)
-        w, w0 = model.state_dict(), base.state_dict()
-        changed = sum(int(not torch.allclose(w[k].float(), w0[k].float(), atol=1e-3)) for k in w if k in w0)
+        from crossdiff.finetune.qlora import eval_paths, load_for_evaluation
+
+        base_dir, adapter_dir, manifest = eval_paths(tmp / "out")
+        assert adapter_dir is not None, "a QLoRA fine-tune is saved unmerged (qlora.json, base/, adapter/)"
+        cfg = json.loads((Path(base_dir) / "config.json").read_text())
+        assert "quantization_config" not in cfg, "base/ must be a plain checkpoint"
+        plain = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.bfloat16).to("cuda")
+        original = AutoModelForCausalLM.from_pretrained(tmp / "base", dtype=torch.bfloat16)
+        assert not any("lora" in k or "base_layer" in k for k in plain.state_dict())
+        w, w0 = plain.state_dict(), original.state_dict()
+        requantised = sum(int(not torch.equal(w[k].cpu(), w0[k])) for k in w if k in w0)
+        evaluated = load_for_evaluation(tmp / "out", torch.bfloat16).to("cuda")
+        ids = torch.tensor([[1, 5, 9, 13, 17, 21, 25, 29]], device="cuda")
+        with torch.no_grad():
+            effect = float((evaluated(ids).logits.float() - plain(ids).logits.float()).abs().max())
         print(json.dumps({"steps": metrics["global_step"], "loss_curve": [c["loss"] for c in metrics["loss_curve"]],
-                          "saved_dtype": str(next(model.parameters()).dtype), "tensors_changed": changed,
-                          "tensors": len(w), "peak_gpu_gb": round(peak, 3), "wall_s": round(wall, 1)}, indent=1))
-        assert changed > 0, "the merged adapters changed no weight"
+                          "base_dtype": str(next(plain.parameters()).dtype), "base_tensors_nf4_rounded": requantised,
+                          "tensors": len(w), "adapter_effect_max_abs_logit": effect,
+                          "share_changed_fp32": manifest["share_changed_fp32"],
+                          "share_changed_bf16_merge": manifest["share_changed_bf16_merge"],
+                          "peak_gpu_gb": round(peak, 3), "wall_s": round(wall, 1)}, indent=1))
+        assert requantised > 0, "base/ should hold the dequantised NF4 weights"
+        assert effect > 0, "the adapter does not reach the evaluated model"
     return 0
 
 

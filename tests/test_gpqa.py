@@ -23,7 +23,7 @@ def _authors_prompt(example: dict) -> str:
 
 
 def _load(path=SAMPLES, **extra):
-    settings = {"source": "hub", "adapter": "gpqa_extended", "path": str(path), **extra}
+    settings = {"source": "hub", "adapter": "gpqa_extended", "path": str(path), "allow_partial": True, **extra}
     items = {r["item_id"]: r for r in load_items("gpqa_extended", settings).to_dicts()}
     return items, PromptFormat.from_config(prompt_for(settings, None))
 
@@ -57,7 +57,7 @@ def test_prompt_and_target_are_the_authors():
 
 
 def test_lm_eval_scores_the_scored_letters(tmp_path):
-    settings = {"source": "hub", "adapter": "gpqa_extended", "path": str(SAMPLES)}
+    settings = {"source": "hub", "adapter": "gpqa_extended", "path": str(SAMPLES), "allow_partial": True}
     prompt = prompt_for(settings, None)
     fmt = PromptFormat.from_config(prompt)
     items = {r["item_id"]: r for r in load_items("gpqa_extended", settings).to_dicts()}
@@ -73,7 +73,7 @@ def test_lm_eval_scores_the_scored_letters(tmp_path):
 def test_raw_rows_need_an_explicit_order(tmp_path):
     raw = FIX / "gpqa_extended_raw.jsonl"
     with pytest.raises(CrossdiffError, match="raw GPQA rows carry no option order.*samples_leaderboard_gpqa_extended"):
-        load_items("gpqa_extended", {"path": str(raw)})
+        load_items("gpqa_extended", {"path": str(raw), "allow_partial": True})
     items, _ = _load(raw, option_order="seeded")
     again, _ = _load(raw, option_order="seeded")
     assert items == again  # deterministic
@@ -91,8 +91,72 @@ def test_details_with_repeated_doc_ids_is_an_error(tmp_path):
     lines = SAMPLES.read_text().splitlines()
     bad = tmp_path / "samples_leaderboard_gpqa_extended_x.jsonl"
     bad.write_text("\n".join(lines + lines[:1]) + "\n")
-    with pytest.raises(CrossdiffError, match=r"doc ids are not 0\.\.3 once each \(duplicated e\.g\. \[2\]"):
-        load_items("gpqa_extended", {"path": str(bad)})
+    with pytest.raises(CrossdiffError, match=r"x\.jsonl: gpqa details doc id\(s\) \[2\] occur more than once"):
+        load_items("gpqa_extended", {"path": str(bad), "allow_partial": True})
+
+
+def _details(tmp_path, records, name="samples_leaderboard_gpqa_extended_x.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def _records():
+    return [json.loads(line) for line in SAMPLES.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("case, pattern", [
+    # a doc missing: was "not 0..2 once each (duplicated e.g. [])"
+    ("missing", r"x\.jsonl: gpqa details doc ids are not 0\.\.2 once each: doc id\(s\) \[1\] missing"),
+    # a record without doc: was a raw KeyError
+    ("no_doc", r"x\.jsonl: 1 gpqa details record\(s\) unusable: record 2 has no 'doc' object \(doc_id 0\)"),
+    ("bad_id", r"x\.jsonl: 1 gpqa details record\(s\) unusable: record 3 has doc_id 'one'; expected an integer"),
+    # a null option: was the option text "None"
+    ("null_option", r"x\.jsonl: record 2 \(doc_id 0\): option 3 \(C\) is null"),
+    ("duplicate_option", r"x\.jsonl: record 3 \(doc_id 1\): option 1 \(A\) and option 4 \(D\) are the same text '\+4'"),
+])
+def test_unusable_details_name_the_file_and_record(tmp_path, case, pattern):
+    """Issue 26: each fault of a details file is a clear error naming the file and the record."""
+    records = _records()  # doc ids 2, 0, 1 in file order
+    if case == "missing":
+        records = [r for r in records if r["doc_id"] != 1] + [{**records[2], "doc_id": 3}]
+    elif case == "no_doc":
+        records[1] = {k: v for k, v in records[1].items() if k != "doc"}
+    elif case == "bad_id":
+        records[2]["doc_id"] = "one"
+    elif case == "null_option":
+        records[1]["doc"]["choice3"] = None
+    else:
+        records[2]["doc"]["choice4"] = records[2]["doc"]["choice1"]
+    with pytest.raises(CrossdiffError, match=pattern):
+        load_items("gpqa_extended", {"path": str(_details(tmp_path, records)), "allow_partial": True})
+
+
+def test_a_partial_details_file_is_refused_unless_allowed(tmp_path):
+    """12 records of the 546-doc benchmark (an lm-eval --limit 12 run): refused, naming the file and the count."""
+    base = _records()[1]  # doc_id 0
+    records = []
+    for i in range(12):
+        doc = {**base["doc"], **{f"choice{k}": f"{base['doc'][f'choice{k}']} #{i}" for k in range(1, 5)}}
+        records.append({**base, "doc_id": i, "doc": doc})
+    path = _details(tmp_path, records)
+    with pytest.raises(CrossdiffError, match=r"x\.jsonl: 12 gpqa_extended doc\(s\), but leaderboard_gpqa_extended has 546.*"
+                                             r"allow_partial"):
+        load_items("gpqa_extended", {"path": str(path)})
+    assert load_items("gpqa_extended", {"path": str(path), "allow_partial": True}).height == 12
+
+
+def test_card_and_raw_rows_with_a_null_or_repeated_option_name_the_row(tmp_path):
+    card = tmp_path / "card.jsonl"
+    card.write_text(json.dumps({"question": "Q?", "options": ["a", None, "c", "d"], "answer": "A"}) + "\n")
+    with pytest.raises(CrossdiffError, match=r"card\.jsonl: gpqa_extended row 0: ValueError option 2 \(B\) is null"):
+        load_items("gpqa_extended", {"path": str(card), "allow_partial": True})
+    raw = [json.loads(line) for line in (FIX / "gpqa_extended_raw.jsonl").read_text().splitlines()]
+    raw[1]["Incorrect Answer 2"] = raw[1]["Correct Answer"]
+    path = tmp_path / "raw.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in raw))
+    with pytest.raises(CrossdiffError, match=r"raw\.jsonl: row 1: Correct Answer and Incorrect Answer 2 are the same text"):
+        load_items("gpqa_extended", {"path": str(path), "option_order": "seeded", "allow_partial": True})
 
 
 def test_collector_takes_the_extended_file_only():
@@ -109,7 +173,7 @@ def test_collector_takes_the_extended_file_only():
 def test_show_prompt_renders_a_gpqa_item(tmp_path):
     from conftest import crossdiff_cli
 
-    load_items("gpqa_extended", {"path": str(SAMPLES)}).write_parquet(tmp_path / "i.parquet")
+    load_items("gpqa_extended", {"path": str(SAMPLES), "allow_partial": True}).write_parquet(tmp_path / "i.parquet")
     proc = crossdiff_cli("show-prompt", "--items", str(tmp_path / "i.parquet"), "--adapter", "gpqa_extended",
                          "--item", "1", "--output", "C", "--json")
     assert proc.returncode == 0, proc.stderr

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crossdiff.bins.published import load_published, match_published, quantile_bin
+from crossdiff.bins.published import load_published, match_items, match_published, quantile_bin, spec_problems
 from crossdiff.cli import main
 
 
@@ -100,16 +100,142 @@ def test_unmatched_item_is_an_error_naming_it_unless_allowed(tmp_path, capsys):
 
 def test_match_by_question_text_and_duplicate_keys():
     irt = _irt(["x1", "x2"], [0.0, 1.0])
-    items = pl.DataFrame({"item_id": ["x1", "x2"], "question": ["What is 2+2?\n", "Name a prime."]})
+    items = pl.DataFrame({"item_id": ["x1", "x2"], "question": ["What is  2+2?\n", "Name a prime."]})
     pub = pl.DataFrame({"question": ["Name a prime.", "What is 2+2?"], "1pl_diff": [1.5, -0.5]})
-    spec = {"column": "1pl_diff", "key": "question", "match": "question"}
+    spec = {"column": "1pl_diff", "match": "question"}  # key follows match: the card's question column
     matched, missing = match_published(irt, pub, spec, items)
     assert missing == []
     assert dict(zip(matched["item_id"], matched["measure"])) == {"x1": -0.5, "x2": 1.5}
     from crossdiff.errors import CrossdiffError
 
-    with pytest.raises(CrossdiffError, match="not unique"):
-        match_published(irt, pl.concat([pub, pub]), spec, items)
+    with pytest.raises(CrossdiffError, match="not unique"):  # match: id: a repeated key is ambiguous
+        match_published(irt, pl.DataFrame({"id": ["x1", "x1"], "1pl_diff": [0.1, 0.2]}), {"column": "1pl_diff"})
+    # match: question: a question on two published rows without options to tell them apart gets NO value
+    matched, missing = match_items(irt, pl.concat([pub, pub.with_columns(pl.col("1pl_diff") + 1)]), spec, items)
+    assert matched.height == 0 and set(missing) == {"x1", "x2"} and "twin question" in missing["x1"]
+
+
+def test_twin_items_never_share_one_value_silently(tmp_path, capsys):
+    """Two items with the same question and one published row (issue 26): neither silently takes the row's value.
+    With options on both sides the right twin gets it and the other is listed; without, both are listed."""
+    irt = _irt(["0", "1", "2"], [0.0, 1.0, 2.0])
+    items = pl.DataFrame({"item_id": ["0", "1", "2"], "question": ["Which is a metal?", "Which is a metal?", "Q3"],
+                          "choices": [json.dumps(["iron", "wood"]), json.dumps(["salt", "copper"]), json.dumps(["a", "b"])]})
+    pub = pl.DataFrame({"question": ["Which is a metal?", "Q3"], "choices": [{"text": ["salt", "copper"], "label": ["A", "B"]},
+                                                                            {"text": ["a", "b"], "label": ["A", "B"]}],
+                        "1pl_quantile": [0.7, 0.2]})
+    spec = {"column": "1pl_quantile", "match": "question"}
+    matched, missing = match_items(irt, pub, spec, items)
+    assert dict(zip(matched["item_id"], matched["measure"])) == {"1": 0.7, "2": 0.2}
+    assert list(missing) == ["0"] and "twin question" in missing["0"] and "0, 1" in missing["0"]
+    matched, missing = match_items(irt, pub.drop("choices"), spec, items.drop("choices"))
+    assert dict(zip(matched["item_id"], matched["measure"])) == {"2": 0.2} and sorted(missing) == ["0", "1"]
+    # through the command: a stop that lists them with the reason, or (allow_unmatched) a drop that lists them
+    irt.write_parquet(tmp_path / "irt.parquet")
+    items.write_parquet(tmp_path / "items.parquet")
+    pub.drop("choices").write_csv(tmp_path / "pub.csv")
+    args = ["published-difficulty", "--irt-items", str(tmp_path / "irt.parquet"), "--item-table",
+            str(tmp_path / "items.parquet"), "--output", str(tmp_path / "p.parquet")]
+    file_spec = {**spec, "source": "file", "path": str(tmp_path / "pub.csv")}
+    assert main(args + ["--spec", json.dumps(file_spec)]) == 2
+    err = capsys.readouterr().err
+    assert "twin question" in err and "'0', '1'" in err and "allow_unmatched" in err
+    assert main(args + ["--spec", json.dumps({**file_spec, "allow_unmatched": True})]) == 0
+    assert "twin question" in capsys.readouterr().out
+    assert pl.read_parquet(tmp_path / "p.parquet")["item_id"].to_list() == ["2"]
+
+
+def test_infinite_published_values_are_refused_naming_the_rows(tmp_path, capsys):
+    ids, _ = _write_case(tmp_path, [0.05, 0.5, 0.95])
+    path = tmp_path / "published.csv"
+    path.write_text(path.read_text().replace(",0.5\n", ",inf\n").replace(",0.95\n", ",-inf\n"))
+    spec = {"source": "file", "path": str(path)}
+    assert main(["published-difficulty", "--spec", json.dumps(spec), "--irt-items", str(tmp_path / "irt.parquet"),
+                 "--output", str(tmp_path / "p.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "infinite" in err and "row 1 (id 'i01': inf)" in err and "row 2 (id 'i02': -inf)" in err
+    assert not (tmp_path / "p.parquet").exists()
+
+
+def test_spec_problems_at_parse_time():
+    """The checks that need no file, for the parse-time checks (issue 26): each names its key."""
+    def problems(published, items=None):
+        return spec_problems("arc", {"items": items or {"source": "hub"}, "bins": {"by": "published", "published": published}})
+
+    assert problems({"source": "hub", "hub_id": "BatsResearch/Cross-Difficulty", "config": "arc", "match": "question"}) == []
+    assert problems({"source": "file", "path": "data/pub.csv"}) == []
+    [p] = problems({"source": "file"})  # was a KeyError in the rule's input function
+    assert p.startswith("datasets.arc.bins.published.path: required with source: file")
+    [p] = problems({"source": "file", "path": "data/{x}.csv"})
+    assert p.startswith("datasets.arc.bins.published.path: 'data/{x}.csv' holds '{'") and "wildcard" in p
+    [p] = problems({"source": "hub"})
+    assert p.startswith("datasets.arc.bins.published.hub_id: required")
+    [p] = problems({"source": "file", "path": "p.csv", "match": "question"}, {"source": "none"})
+    assert "items.source is none" in p
+    assert "needs datasets.arc.bins.published" in spec_problems("arc", {"bins": {"by": "published"}})[0]
+    assert spec_problems("arc", {"bins": {"by": "irt"}}) == []
+
+
+def _card_rows():
+    """ARC rows in the card's layout (BatsResearch/Cross-Difficulty, config arc: ARC's own fields + 1pl_diff,
+    1pl_quantile): native ids, a twin stem kept twice (options differ), one item the card lacks."""
+    def row(native, question, texts, key, q):
+        return {"id": native, "question": question, "choices": {"text": texts, "label": ["A", "B", "C", "D"][:len(texts)]},
+                "answerKey": key, "1pl_diff": (q - 0.5) * 4, "1pl_quantile": q}
+
+    return [row("Mercury_7175875", "Which gas do plants take in?", ["oxygen", "carbon dioxide", "helium"], "B", 0.05),
+            row("Mercury_SC_401", "What is  the  boiling point of water at sea level?", ["50 C", "100 C"], "B", 0.35),
+            row("MCAS_2004_9_11", "Which of these is a mammal?", ["shark", "whale", "trout"], "B", 0.65),
+            row("MCAS_2004_9_12", "Which of these is a mammal?", ["bat", "eagle", "frog"], "A", 0.95)]
+
+
+def test_documented_example_matches_a_file_in_the_cards_layout(tmp_path, monkeypatch, capsys):
+    """config/README.md's example, as written (issue 26): match by question text against the adapter's item ids
+    (row positions), twin stems told apart by their options, the card's missing item dropped and listed."""
+    import re
+
+    import datasets
+    import yaml
+
+    from conftest import REPO
+    from crossdiff.config import validate
+
+    text = (REPO / "config" / "README.md").read_text()
+    example = yaml.safe_load(re.search(r"E\.g\. `(\{by: published, published: .*?\}\})`", text).group(1))
+    assert example["published"]["match"] == "question" and example["published"]["config"] == "arc"
+    cfg = validate({"datasets": {"arc": {"items": {"source": "hub", "adapter": "arc"},
+                                         "responses": {"source": "simulated"}, "bins": example}}})
+    spec = cfg["datasets"]["arc"]["bins"]["published"]
+    card = tmp_path / "card" / "arc"
+    card.mkdir(parents=True)
+    pl.DataFrame(_card_rows()).write_parquet(card / "train-00000-of-00001.parquet")
+    real = datasets.load_dataset
+
+    def local_card(path, name=None, split=None, revision=None, **kw):
+        assert (path, name, split) == ("BatsResearch/Cross-Difficulty", "arc", "train")
+        return real("parquet", data_files={"train": str(card / "train-*.parquet")}, split=split)
+
+    monkeypatch.setattr(datasets, "load_dataset", local_card)
+    # the arc adapter's items: item ids are the leaderboard's doc ids (row positions), not the card's ids
+    items = pl.DataFrame({"item_id": ["0", "1", "2", "3", "4"],
+                          "question": ["Which gas do plants take in?", "What is the boiling point of water at sea level?",
+                                       "Which of these is a mammal?", "Which of these is a mammal?", "Not on the card?"],
+                          "choices": [json.dumps(c) for c in (["oxygen", "carbon dioxide", "helium"], ["50 C", "100 C"],
+                                                              ["bat", "eagle", "frog"], ["shark", "whale", "trout"],
+                                                              ["x", "y"])]})
+    items.write_parquet(tmp_path / "items.parquet")
+    _irt(items["item_id"].to_list(), [0.0, 1.0, 2.0, 3.0, 4.0]).write_parquet(tmp_path / "irt.parquet")
+    assert main(["published-difficulty", "--spec", json.dumps(spec), "--irt-items", str(tmp_path / "irt.parquet"),
+                 "--item-table", str(tmp_path / "items.parquet"), "--output", str(tmp_path / "pub.parquet")]) == 0
+    out = capsys.readouterr().out
+    assert "dropping 1 unmatched item(s): question not in the published table: '4'" in out
+    got = pl.read_parquet(tmp_path / "pub.parquet")
+    assert dict(zip(got["item_id"], got["measure"])) == {"0": 0.05, "1": 0.35, "2": 0.95, "3": 0.65}
+    # and the rows without allow_unmatched: a stop naming the item
+    strict = json.dumps({**spec, "allow_unmatched": False})
+    assert main(["published-difficulty", "--spec", strict, "--irt-items", str(tmp_path / "irt.parquet"),
+                 "--item-table", str(tmp_path / "items.parquet"), "--output", str(tmp_path / "p2.parquet")]) == 2
+    assert "'4'" in capsys.readouterr().err
 
 
 def test_hub_source_loads_a_local_copy_in_the_cards_layout(tmp_path):

@@ -7,14 +7,31 @@ it as ``Yeganeh/Cross-Difficulty``) with the benchmark's own fields plus ``1pl_d
 reads such a table -- from the hub (``datasets.load_dataset``) or a local CSV/TSV/parquet/JSONL file in
 the same schema -- takes one numeric ``column`` from it and matches its rows to crossdiff's items:
 
-* ``match: id``: the table's ``key`` column equals crossdiff's ``item_id`` (as text);
-* ``match: question``: the table's ``key`` column (e.g. ``question``) equals the item table's
-  ``question`` (surrounding whitespace ignored).
+* ``match: id``: the table's ``key`` column (default ``id``) equals crossdiff's ``item_id`` (as text);
+* ``match: question``: the table's ``key`` column (default ``question``) equals the item table's
+  ``question``, whitespace runs collapsed. This is how the card's rows meet an adapter's items: the
+  card's ``id`` is the benchmark's native id (ARC: ``Mercury_7175875``), while crossdiff's item ids are
+  the leaderboard's doc ids (row positions). A question text that several items share, or several
+  published rows share (ARC's twin stems: the same question with other options), is told apart by the
+  options when both sides carry them (the item table's ``choices``, the card's ``choices.text`` or
+  ``options``); twins that still cannot be told apart get no value (never one picked at random): they are
+  listed as unmatched with the reason.
 
 Items of the IRT table without a published value are listed and are an error unless
-``allow_unmatched: true`` (they are then dropped from the bins, and the log names them). Rows of the
-published table matching no item are only counted (the card covers whole benchmarks). A key that
-occurs twice in the published table is an error (the match would be ambiguous).
+``allow_unmatched: true`` (they are then dropped from the bins, and the log names them with the
+reason). Rows of the published table matching no item are only counted (the card covers whole
+benchmarks; its ARC config holds 1,170 rows for the leaderboard's 1,172 ARC-Challenge items, so ARC
+needs ``allow_unmatched: true``). Under ``match: id`` a key that occurs twice in the published table is
+an error (the match would be ambiguous). A value of +-inf is an error naming the rows; an empty value
+(null/NaN) is "no published value".
+
+The documented example (config/README.md), ARC by question text::
+
+    bins: {by: published, published: {source: hub, hub_id: BatsResearch/Cross-Difficulty, config: arc,
+                                       column: 1pl_quantile, match: question, allow_unmatched: true}}
+
+:func:`spec_problems` holds the checks that need no file (a ``file`` source without ``path``, a path
+Snakemake would read as a wildcard, ...), for the workflow to run when it parses the config.
 
 Output (``crossdiff published-difficulty``): ``item_id``, ``measure`` (the published value), and
 ``published_key``. ``crossdiff make-bins --by published`` then bins by ``measure`` with either rule:
@@ -31,6 +48,8 @@ difficulty with the authors' value (Spearman, same-bin share, cross table).
 from __future__ import annotations
 
 import argparse
+import json
+import math
 
 import numpy as np
 import polars as pl
@@ -40,6 +59,50 @@ from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, require_columns, write_parquet
 
 RULES = ("equal", "quantile")
+
+
+MATCHES = ("id", "question")
+
+
+def key_of(spec: dict) -> str:
+    """The published column matched: ``key`` when given, else ``id`` (match: id) or ``question`` (match: question)."""
+    return spec.get("key") or ("question" if spec.get("match", "id") == "question" else "id")
+
+
+def spec_problems(name: str, dataset: dict) -> list[str]:
+    """Problems of ``datasets.<name>.bins.published`` that need no file (cheap, pure: for the parse-time checks).
+
+    ``dataset`` is the validated ``datasets.<name>`` entry; an empty list when ``bins.by`` is not ``published``."""
+    bins = dataset.get("bins") or {}
+    if bins.get("by") != "published":
+        return []
+    where = f"datasets.{name}.bins.published"
+    spec = bins.get("published")
+    if not spec:
+        return [f"datasets.{name}.bins.by = 'published' needs {where} (source: file with path, or source: hub "
+                "with hub_id and config; column, match, rule)"]
+    problems = []
+    source = spec.get("source", "file")
+    if source == "file":
+        path = spec.get("path")
+        if not path:
+            problems.append(f"{where}.path: required with source: file (a CSV/TSV/parquet/JSONL file in the card's "
+                            f"schema); or source: hub with hub_id: BatsResearch/Cross-Difficulty and config")
+        elif "{" in str(path) or "}" in str(path):
+            problems.append(f"{where}.path: {path!r} holds '{{' or '}}', which Snakemake reads as a wildcard in an "
+                            f"input path; rename the file or folder")
+    elif source == "hub":
+        if not spec.get("hub_id"):
+            problems.append(f"{where}.hub_id: required with source: hub (e.g. BatsResearch/Cross-Difficulty)")
+    else:
+        problems.append(f"{where}.source = {source!r}; expected 'file' or 'hub'")
+    if spec.get("match", "id") not in MATCHES:
+        problems.append(f"{where}.match = {spec.get('match')!r}; expected one of {list(MATCHES)}")
+    elif spec.get("match") == "question" and (dataset.get("items") or {}).get("source") == "none":
+        problems.append(f"{where}.match = 'question' needs an item table (a question column); items.source is none")
+    if spec.get("rule", "quantile") not in RULES:
+        problems.append(f"{where}.rule = {spec.get('rule')!r}; expected one of {list(RULES)}")
+    return problems
 
 
 def describe(spec: dict) -> str:
@@ -69,34 +132,117 @@ def load_published(spec: dict) -> pl.DataFrame:
     return pl.from_arrow(ds.data.table)
 
 
-def match_published(irt_items: pl.DataFrame, table: pl.DataFrame, spec: dict, item_table: pl.DataFrame | None = None,
-                    where: str = "published table") -> tuple[pl.DataFrame, list[str]]:
-    """``item_id, measure, published_key`` for every matched IRT item, and the unmatched item ids."""
-    column, key, how = spec.get("column", "1pl_quantile"), spec.get("key", "id"), spec.get("match", "id")
+def _text(value) -> str:
+    """Question text for matching: surrounding whitespace dropped, inner whitespace runs collapsed."""
+    return " ".join(str(value).split())
+
+
+def _options(value) -> tuple[str, ...] | None:
+    """An item's or a card row's options as a tuple of normalised texts (None when absent): a JSON list
+    (the item table's ``choices``), a list, or a struct with ``text`` (the card's ARC ``choices``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    if isinstance(value, dict):
+        value = value.get("text")
+    if isinstance(value, (list, tuple)):
+        return tuple(_text(v) for v in value)
+    return None
+
+
+def _infinite_rows(table: pl.DataFrame, column: str, key: str, where: str) -> None:
+    values = table[column].cast(pl.Float64)
+    bad = [i for i, v in enumerate(values.to_list()) if v is not None and math.isinf(v)]
+    if bad:
+        keys = table[key].cast(pl.Utf8).to_list()
+        listed = ", ".join(f"row {i} ({key} {keys[i]!r}: {values[i]})" for i in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        raise CrossdiffError(f"{where}: column {column!r} holds {len(bad)} infinite value(s): {listed}; expected finite "
+                             f"numbers (an empty cell means no published value)")
+
+
+def match_items(irt_items: pl.DataFrame, table: pl.DataFrame, spec: dict, item_table: pl.DataFrame | None = None,
+                where: str = "published table") -> tuple[pl.DataFrame, dict[str, str]]:
+    """``item_id, measure, published_key`` for every matched IRT item, and {unmatched item id: reason}."""
+    column, key, how = spec.get("column", "1pl_quantile"), key_of(spec), spec.get("match", "id")
+    if how not in MATCHES:
+        raise CrossdiffError(f"bins.published.match = {how!r}; expected 'id' or 'question'")
     require_columns(table, [key, column], where, f"published difficulty table (key {key!r}, column {column!r})")
     if not table.schema[column].is_numeric():
         raise CrossdiffError(f"{where}: column {column!r} is {table.schema[column]}; expected numbers")
-    pub = table.select(pl.col(key).cast(pl.Utf8).str.strip_chars().alias("published_key"),
-                       pl.col(column).cast(pl.Float64).alias("measure"))
-    dup = pub.filter(pl.col("published_key").is_duplicated())
-    if dup.height:
-        raise CrossdiffError(f"{where}: key {key!r} is not unique, e.g. {dup['published_key'].unique()[:3].to_list()}; "
-                             "expected one row per item")
-    items = irt_items.select(pl.col("item_id").cast(pl.Utf8))
+    _infinite_rows(table, column, key, where)
+    keys = table[key].cast(pl.Utf8).to_list()
+    values = [None if v is None or math.isnan(v) else float(v) for v in table[column].cast(pl.Float64).to_list()]
+    ids = irt_items["item_id"].cast(pl.Utf8).to_list()
+    matched: dict[str, tuple[float | None, str]] = {}
+    missing: dict[str, str] = {}
     if how == "id":
-        items = items.with_columns(pl.col("item_id").alias("published_key"))
-    elif how == "question":
+        norm = [None if k is None else k.strip() for k in keys]
+        dup = sorted({k for k in norm if k is not None and norm.count(k) > 1})
+        if dup:
+            raise CrossdiffError(f"{where}: key {key!r} is not unique, e.g. {dup[:3]}; expected one row per item")
+        by_key = dict(zip(norm, values))
+        for iid in ids:
+            if iid in by_key:
+                matched[iid] = (by_key[iid], iid)
+            else:
+                missing[iid] = f"no row with {key} {iid!r}"
+    else:
         if item_table is None:
             raise CrossdiffError("bins.published.match = 'question' needs the dataset's item table (a question column)")
         require_columns(item_table, ["item_id", "question"], "item table", "item table (bins.published.match: question)")
-        q = item_table.select(pl.col("item_id").cast(pl.Utf8), pl.col("question").cast(pl.Utf8).str.strip_chars()
-                              .alias("published_key"))
-        items = items.join(q, on="item_id", how="left")
-    else:
-        raise CrossdiffError(f"bins.published.match = {how!r}; expected 'id' or 'question'")
-    out = items.join(pub, on="published_key", how="left")
-    missing = out.filter(pl.col("measure").is_null() | pl.col("measure").is_nan())
-    return out.filter(~pl.col("item_id").is_in(missing["item_id"].implode())), missing["item_id"].to_list()
+        item_rows = {str(r["item_id"]): r for r in item_table.to_dicts()}
+        opt_col = next((c for c in ("choices", "options") if c in table.columns), None)
+        opt_values = table[opt_col].to_list() if opt_col else []
+        rows_by_q: dict[str, list[int]] = {}
+        for i, k in enumerate(keys):
+            if k is not None:
+                rows_by_q.setdefault(_text(k), []).append(i)
+        items_by_q: dict[str, list[str]] = {}
+        for iid in ids:
+            row = item_rows.get(iid)
+            if row is None or row.get("question") is None:
+                missing[iid] = "not in the item table" if row is None else "no question text"
+                continue
+            items_by_q.setdefault(_text(row["question"]), []).append(iid)
+        for q, group in items_by_q.items():
+            rows = rows_by_q.get(q, [])
+            if not rows:
+                for iid in group:
+                    missing[iid] = "question not in the published table"
+                continue
+            if len(group) == 1 and len(rows) == 1:
+                matched[group[0]] = (values[rows[0]], q)
+                continue
+            # twins: the same question on several items and/or several published rows; options tell them apart
+            row_opts = {i: _options(opt_values[i]) if opt_col else None for i in rows}
+            for iid in group:
+                mine = _options(item_rows[iid].get("choices"))
+                hits = [i for i in rows if mine is not None and row_opts[i] == mine]
+                rivals = [j for j in group if j != iid and mine is not None and _options(item_rows[j].get("choices")) == mine]
+                if len(hits) == 1 and not rivals:
+                    matched[iid] = (values[hits[0]], q)
+                else:
+                    missing[iid] = (f"twin question: {len(group)} item(s) ({', '.join(group[:4])}) and {len(rows)} "
+                                    f"published row(s) share it, and their options do not tell them apart")
+    for iid, (value, _) in list(matched.items()):
+        if value is None:
+            del matched[iid]
+            missing[iid] = f"empty {column!r}"
+    out = pl.DataFrame({"item_id": list(matched), "measure": [v for v, _ in matched.values()],
+                        "published_key": [k for _, k in matched.values()]},
+                       schema={"item_id": pl.Utf8, "measure": pl.Float64, "published_key": pl.Utf8})
+    return out, missing
+
+
+def match_published(irt_items: pl.DataFrame, table: pl.DataFrame, spec: dict, item_table: pl.DataFrame | None = None,
+                    where: str = "published table") -> tuple[pl.DataFrame, list[str]]:
+    """``item_id, measure, published_key`` for every matched IRT item, and the unmatched item ids."""
+    matched, missing = match_items(irt_items, table, spec, item_table, where)
+    return matched, list(missing)
 
 
 def quantile_bin(q: np.ndarray, n_bins: int) -> np.ndarray:
@@ -150,13 +296,17 @@ def run(args: argparse.Namespace) -> None:
     table = load_published(spec)
     item_table = read_table(args.item_table, "item table") if args.item_table else None
     where = describe(spec)
-    matched, missing = match_published(irt, table, spec, item_table, where)
-    print(f"{where}: {matched.height} of {irt.height} items matched by {spec.get('match', 'id')}; "
-          f"{table.height - matched.height} published rows match no item")
+    matched, missing = match_items(irt, table, spec, item_table, where)
+    print(f"{where}: {matched.height} of {irt.height} items matched by {spec.get('match', 'id')} "
+          f"({key_of(spec)!r}); {table.height - matched.height} published rows match no item")
     if missing:
-        listed = ", ".join(map(repr, missing[:20])) + (" ..." if len(missing) > 20 else "")
+        by_reason: dict[str, list[str]] = {}
+        for iid, why in missing.items():
+            by_reason.setdefault(why, []).append(iid)
+        listed = "; ".join(f"{why}: " + ", ".join(map(repr, ids[:20])) + (" ..." if len(ids) > 20 else "")
+                           for why, ids in by_reason.items())
         if not spec.get("allow_unmatched", False):
-            raise CrossdiffError(f"{where}: {len(missing)} item(s) have no published {spec.get('column', '1pl_quantile')!r}: "
-                                 f"{listed}; set bins.published.allow_unmatched: true to drop them")
+            raise CrossdiffError(f"{where}: {len(missing)} item(s) have no published {spec.get('column', '1pl_quantile')!r} "
+                                 f"({listed}); set bins.published.allow_unmatched: true to drop them")
         print(f"dropping {len(missing)} unmatched item(s): {listed}")
     write_parquet(matched.sort("item_id"), args.output)

@@ -6,7 +6,7 @@ import os
 
 from crossdiff.errors import CrossdiffError
 from crossdiff.evaluate.decoding import VLLM_ARGS
-from crossdiff.prompts.format import CHAT_TEMPLATE_KWARGS
+from crossdiff.prompts.chat import CHAT_TEMPLATE_KWARGS, template_kwargs
 
 
 def visible_gpus() -> int:
@@ -22,8 +22,9 @@ def visible_gpus() -> int:
         return 0
 
 
-def vllm_model_args(model_path, s: dict, n_gpus: int) -> dict:
-    """lm-eval ``VLLM`` keyword arguments from evaluation settings and the job's GPU count."""
+def vllm_model_args(model_path, s: dict, n_gpus: int, adapter=None, lora_rank: int | None = None) -> dict:
+    """lm-eval ``VLLM`` keyword arguments from evaluation settings and the job's GPU count; with ``adapter`` (a
+    QLoRA fine-tune's unmerged LoRA adapter, crossdiff.finetune.qlora) vLLM applies it (``lora_local_path``)."""
     if n_gpus < 1:
         raise CrossdiffError("evaluation settings.backend is 'vllm' but this job sees no GPU "
                              "(resources.evaluate.gpu must be >= 1; CUDA_VISIBLE_DEVICES is empty)")
@@ -53,8 +54,13 @@ def vllm_model_args(model_path, s: dict, n_gpus: int) -> dict:
             **VLLM_ARGS}  # the model's generation_config.json never changes the decoding
     if s["max_model_len"] or s["max_length"]:
         args["max_model_len"] = int(s["max_model_len"] or s["max_length"])
+    if adapter is not None:
+        from crossdiff.finetune.qlora import vllm_lora_rank
+
+        args["lora_local_path"] = str(adapter)
+        args["max_lora_rank"] = vllm_lora_rank(lora_rank or 16)
     extra = dict(s["model_args"])
-    args["chat_template_args"].update(extra.pop("chat_template_args", None) or {})
+    args["chat_template_args"] = template_kwargs(extra.pop("chat_template_args", None))  # the fixed date_string stays
     clash = sorted(set(extra) & set(args))
     if clash:
         raise CrossdiffError(f"evaluation settings.model_args repeats {clash}; set them with their own keys")
@@ -67,7 +73,7 @@ def hf_model_kwargs(s: dict) -> dict:
     auto and no ``max_length``, ``auto_batch_max_length`` bounds it (prompt + generated tokens; longer contexts
     are cut from the left by lm-eval)."""
     kwargs = dict(s["model_args"])
-    kwargs["chat_template_args"] = {**CHAT_TEMPLATE_KWARGS, **(kwargs.get("chat_template_args") or {})}
+    kwargs["chat_template_args"] = template_kwargs(kwargs.get("chat_template_args"))  # the fixed date_string stays
     if s["max_length"]:
         kwargs["max_length"] = s["max_length"]
     elif s["batch_size"] == "auto" and "max_length" not in kwargs:

@@ -51,6 +51,8 @@ def report(model_path, fields: dict, backend: str) -> str:
 def neutralize_hf(lm, model_path) -> dict:
     """Give the hf model behind an lm-eval ``HFLM`` a neutral generation config; returns what it overrode."""
     model = lm.model
+    if hasattr(model, "get_base_model"):  # a peft model (QLoRA): its generate() runs the base model's
+        model = model.get_base_model()
     fields = overridden_fields(getattr(model, "generation_config", None))
     model.generation_config = neutral_generation_config(getattr(model, "generation_config", None))
     print(report(model_path, fields, "hf"))

@@ -34,6 +34,7 @@ import yaml
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, write_json, write_jsonl, write_text
+from crossdiff.prompts.chat import lm_eval_renderer
 from crossdiff.prompts.format import PromptFormat
 from crossdiff.study.methods import ks_of  # noqa: F401  (study.icl.k: the methods table's)
 
@@ -123,10 +124,11 @@ def evaluate_icl(model, test_tasks: list, items_path, bins_path, ks: list[int], 
     """Every (k, train bin, test bin) ICL cell of one model with ONE model load; returns the result records.
 
     ``outdir/icl-k{k}-train{b}/bin{t}.json`` (+ per-sample logs) for each test task folder of bin t."""
-    from crossdiff.evaluate.run import evaluate_model, load_lm, read_task, resolve_settings
+    from crossdiff.evaluate.run import check_scorers, evaluate_model, load_lm, read_task, resolve_settings
 
     metas = [read_task(t) for t in test_tasks]
     s = resolve_settings(settings)
+    check_scorers(metas)  # before the model loads
     lm = load_lm(model, s)
     written = []
     with tempfile.TemporaryDirectory(prefix="crossdiff-icl-") as tmp:
@@ -181,8 +183,7 @@ def rendered_contexts(task_dir, seed: int = 1234, tokenizer=None) -> dict[str, s
     if chat:
         kwargs = {"apply_chat_template": True, "fewshot_as_multiturn": True,
                   "system_instruction": fmt.instruction.strip() or None,
-                  "chat_template": lambda messages, add_generation_prompt=True: tokenizer.apply_chat_template(
-                      messages, tokenize=False, add_generation_prompt=add_generation_prompt)}
+                  "chat_template": lm_eval_renderer(tokenizer)}  # what the evaluation's lm-eval model renders
     with tempfile.TemporaryDirectory(prefix="crossdiff-icl-ctx-") as tmp:
         _prepared_include_dir([meta], Path(tmp))
         task = get_task_dict([name], TaskManager(include_path=tmp, include_defaults=False))[name]

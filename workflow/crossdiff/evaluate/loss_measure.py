@@ -3,7 +3,8 @@
 The measure of an item is the base model's mean per-token negative log-likelihood (nats) of the item's
 TRAINING target (the completion that fine-tuning learns, :meth:`PromptFormat.sft_record`) given its
 training prompt, tokenized as TRL's SFTTrainer tokenizes it: with the chat template when the format and
-the tokenizer use one (system + user turns, the assistant turn is the target), else the plain prompt and
+the tokenizer use one (system + user turns, the assistant turn is the target; rendered by
+:func:`crossdiff.prompts.chat.render_chat` with training's fixed ``date_string``), else the plain prompt and
 completion with the tokenizer's EOS appended to the completion (SFTTrainer appends it, and it is trained
 on). The completion tokens are those after the common prefix of the prompt's and the full example's
 token ids (TRL's rule). Every item of the dataset's IRT table is scored in ONE model load, in batches
@@ -26,6 +27,7 @@ import polars as pl
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, require_columns, write_parquet
+from crossdiff.prompts.chat import render_chat
 from crossdiff.prompts.format import PromptFormat
 
 PREFIX = "loss:"
@@ -55,9 +57,9 @@ def tokenize_example(tokenizer, record: dict, fmt: PromptFormat) -> tuple[list[i
     """(token ids of prompt + target, number of prompt tokens) of one :meth:`sft_record` row, as TRL trains it."""
     chat = fmt.use_chat(tokenizer)
     ex = fmt.training_example(record, chat)
-    if chat:
-        prompt = _ids(tokenizer.apply_chat_template(ex["prompt"], tokenize=True, add_generation_prompt=True))
-        full = _ids(tokenizer.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=True))
+    if chat:  # rendered as training renders it: the fixed date_string (crossdiff.prompts.chat)
+        prompt = render_chat(tokenizer, ex["prompt"], add_generation_prompt=True, tokenize=True)
+        full = render_chat(tokenizer, ex["prompt"] + ex["completion"], tokenize=True)
     else:
         completion = ex["completion"]
         eos = getattr(tokenizer, "eos_token", None)

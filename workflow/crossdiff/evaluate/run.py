@@ -60,6 +60,8 @@ from crossdiff.errors import CrossdiffError
 from crossdiff.io import atomic_path, write_json, write_jsonl, write_text
 from crossdiff.evaluate.backends import hf_model_kwargs, visible_gpus, vllm_model_args  # noqa: F401 - part of this module's API
 from crossdiff.evaluate.decoding import model_generation_fields, neutralize_hf, report
+from crossdiff.finetune.qlora import eval_paths
+from crossdiff.prompts.chat import install as install_chat_renderer
 from crossdiff.prompts.format import PromptFormat
 from crossdiff.prompts.math_check import uses_math, verdicts
 
@@ -171,6 +173,26 @@ def validate_settings(s: dict, complete: bool = True) -> dict:
     return s
 
 
+def check_scorers(tasks: list[dict]) -> None:
+    """Refuse, before any model loads, task folders whose scoring cannot run here: lm-eval's IFEval checkers
+    of sentence counts (items with such instructions under the ``crossdiff_ifeval`` filter; any lm-eval IFEval
+    task) without nltk's ``punkt_tab`` data, which would otherwise be a raw LookupError after the whole
+    generation pass."""
+    import json
+
+    from crossdiff.items.ifeval import check_punkt, needs_punkt, uses_ifeval
+
+    for m in tasks:
+        where = f"{m.get('dir', m.get('task'))}: IFEval scoring"
+        if "ifeval" in str(m.get("lm_eval_task") or ""):
+            check_punkt(where)
+        elif uses_ifeval(m.get("prompt")):
+            data = Path(m["dir"]) / "data.jsonl"
+            rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()] if data.exists() else []
+            if needs_punkt(r.get("instruction_id_list") or "[]" for r in rows):
+                check_punkt(where)
+
+
 def load_lm(model_path, s: dict):
     """Construct the lm-eval model object once (and count it)."""
     global MODEL_LOADS
@@ -185,6 +207,11 @@ def load_lm(model_path, s: dict):
     dtype = s["dtype"]
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    # a QLoRA fine-tune: its dequantised base (bf16 on disk) with the LoRA adapter applied, unmerged
+    base, adapter, manifest = eval_paths(model_path)
+    if adapter is not None and s["dtype"] in ("float16", "half"):
+        raise CrossdiffError(f"{model_path}: a QLoRA fine-tune's base is the dequantised NF4 weights in bfloat16; "
+                             f"evaluate.dtype {s['dtype']!r} would round them: use auto, bfloat16 or float32")
     kwargs = hf_model_kwargs(s)
     t0 = time.time()
     if s["backend"] == "vllm":
@@ -195,10 +222,10 @@ def load_lm(model_path, s: dict):
                                  "(pip install -r envs/requirements-gpu.txt)")
         from lm_eval.models.vllm_causallms import VLLM
 
-        args = vllm_model_args(model_path, s, visible_gpus())
+        args = vllm_model_args(base, s, visible_gpus(), adapter=adapter, lora_rank=(manifest or {}).get("r"))
         device, dtype = f"cuda x{args['tensor_parallel_size'] * args['data_parallel_size']}", args["dtype"]
         lm = VLLM(**args)
-        print(report(model_path, model_generation_fields(model_path), "vllm: generation_config='vllm'"))
+        print(report(base, model_generation_fields(base), "vllm: generation_config='vllm'"))
     else:
         from lm_eval.models.huggingface import HFLM
 
@@ -206,14 +233,19 @@ def load_lm(model_path, s: dict):
             raise CrossdiffError(f"{model_path}: model directory not found")
         from huggingface_hub.errors import HFValidationError
 
+        if adapter is not None:
+            kwargs["peft"] = adapter  # lm-eval's HFLM: PeftModel.from_pretrained on the base (adapter kept in fp32)
         try:
-            lm = HFLM(pretrained=str(model_path), device=device, dtype=dtype, batch_size=s["batch_size"], **kwargs)
+            lm = HFLM(pretrained=str(base), device=device, dtype=dtype, batch_size=s["batch_size"], **kwargs)
         except (OSError, HFValidationError) as exc:  # like finetune: a bad id or path is the user's to fix
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             offline = " (HF_HUB_OFFLINE=1: a hub id must already be in the local cache)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
             raise CrossdiffError(f"{model_path}: cannot load model/tokenizer: {first}{offline}") from None
         neutralize_hf(lm, model_path)  # the model's generation_config.json must not change the decoding
+    install_chat_renderer(lm)  # lm-eval's chat path renders through crossdiff.prompts.chat (training's date_string)
     MODEL_LOADS += 1
+    if adapter is not None:
+        print(f"QLoRA fine-tune: base {base} ({dtype}) + LoRA adapter {adapter} (r {manifest.get('r')}), unmerged")
     print(f"loaded model {model_path} ({s['backend']}, {device}, {dtype}) in {time.time() - t0:.1f} s; "
           f"loaded model {MODEL_LOADS} time(s) in this process")
     return lm
@@ -277,6 +309,7 @@ def evaluate_model(
         raise CrossdiffError("no task folders to evaluate")
     s = resolve_settings(settings)
     tasks = [read_task(d) for d in task_dirs]
+    check_scorers(tasks)  # before the model loads: a scorer that cannot run fails now, not after generation
     if any(m.get("kind") == "lm_eval_task" for m in tasks):  # items.source lm_eval_task
         from crossdiff.evaluate.lm_eval_task import evaluate_bins
 

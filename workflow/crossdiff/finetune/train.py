@@ -2,7 +2,8 @@
 
 Loss is on completion tokens only (``completion_only_loss=True``). Full fine-tuning by default;
 ``lora`` switches to a peft LoRA adapter merged (``merge_and_unload``) before saving, so evaluation
-always loads a plain model.
+loads a plain model; except QLoRA (``quantization: nf4``), saved unmerged as the dequantised base plus the
+adapter (crossdiff.finetune.qlora), which evaluation applies through peft / vLLM's LoRA.
 
 Precision (see settings.py): the model is loaded with fp32 parameters; on a GPU the forward and
 backward run in bf16 (Trainer ``bf16=True`` = torch autocast; under FSDP the engine's mixed
@@ -345,15 +346,27 @@ def train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s,
         model = trainer.accelerator.unwrap_model(trainer.model)
     else:
         model = trainer.accelerator.unwrap_model(trainer.model)
-        if s.get("quantization"):  # QLoRA: adapters merged into a bf16 copy of the dequantised base
-            state_dict = qlora.merged_state_dict(model)
-            model = qlora.plain_base(model)
+        if s.get("quantization"):  # QLoRA: saved unmerged (base/ + adapter/), see crossdiff.finetune.qlora
+            state_dict = None
         else:
             if s["lora"]:
                 model = model.merge_and_unload()
             state_dict = model.state_dict()
     metrics = None
-    if _is_main():
+    if _is_main() and state_dict is None:  # QLoRA: the dequantised base (bf16, exact) and the fp32 adapter
+        with atomic_path(output, directory=True) as tmp:
+            manifest = qlora.save_for_evaluation(model, tokenizer, tmp)
+            weights = {"share_changed": manifest["share_changed_fp32"], "share_changed_bf16": None,
+                       "share_changed_bf16_merge": manifest["share_changed_bf16_merge"], "warnings": [],
+                       "note": "QLoRA: saved unmerged (base/ = the dequantised NF4 base, adapter/ = the LoRA adapter); "
+                               "share_changed counts the adapted layers' weights W + s*B@A changes in fp32"}
+            metrics = assemble_metrics(
+                model_path=model_path, train_path=train_path, rows=rows, trainer=trainer, resume=resume, wall=wall,
+                n_tokens_epoch=n_tokens_epoch, start_epoch=start_epoch, s=s, fmt=fmt, runtime=runtime,
+                weights=weights, param_dtype=param_dtype, optim_dtype=optim_dtype, lengths=lengths,
+            )
+            write_json(metrics, Path(tmp) / "train_metrics.json")
+    elif _is_main():
         weights = changed_share(state_dict, model_dir)
         dtype = torch.bfloat16 if runtime["save_dtype"] == "bf16" else torch.float32
         weights["warnings"] = bf16_save_warnings(weights, runtime["save_dtype"])

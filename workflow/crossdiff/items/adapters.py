@@ -36,7 +36,7 @@ from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import iter_jsonl, write_parquet
 from crossdiff.items.gpqa import GPQA_PROMPT, gpqa_item, gpqa_rows
-from crossdiff.items.ifeval import IFEVAL_PROMPT, ifeval_item, ifeval_rows
+from crossdiff.items.ifeval import IFEVAL_PROMPT, LEADERBOARD_HUB_ID, ifeval_item, ifeval_rows
 
 BBH_SUBTASKS = (
     "boolean_expressions", "causal_judgement", "date_understanding", "disambiguation_qa",
@@ -238,7 +238,8 @@ ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
     # options as the leaderboard scored them: from its details docs (crossdiff.items.gpqa)
     Adapter("gpqa_extended", "Idavidrein/gpqa", ("gpqa_extended",), "train", gpqa_item, GPQA_PROMPT, rows=gpqa_rows),
     # the training target needs items.solutions (column model_solution); evaluation: lm-eval's checkers
-    Adapter("ifeval", "google/IFEval", (None,), "train", ifeval_item, IFEVAL_PROMPT, rows=ifeval_rows),
+    # the dataset leaderboard_ifeval loads (its row order = the leaderboard's doc ids), not google/IFEval's copy
+    Adapter("ifeval", LEADERBOARD_HUB_ID, (None,), "train", ifeval_item, IFEVAL_PROMPT, rows=ifeval_rows),
 )}
 
 

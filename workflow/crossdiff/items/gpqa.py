@@ -15,6 +15,12 @@ order of preference, from:
    own ``preprocess`` applied) shuffled by ``random.Random(f"gpqa/{doc_id}")``. Deterministic, but
    not the leaderboard's order: a model is then trained and scored on other option letters than the
    ones its leaderboard correctness was measured on. Without that key raw rows are an error.
+
+Checked, each a CrossdiffError naming the file and the record (or row): a details record without ``doc`` or an
+integer ``doc_id``; doc ids repeated or missing (listed); an option that is null or empty (never scored as the
+text "None"), or two options of one item with the same text; and the size: the leaderboard's GPQA-Extended has
+546 docs, so a file with another number (an lm-eval ``--limit`` run, another subset) is refused unless
+``items.allow_partial: true``.
 """
 
 from __future__ import annotations
@@ -34,18 +40,41 @@ def _words(s: str) -> int:
     return len(str(s).split())
 
 
+def option_problem(choices: list, names: list[str] | None = None) -> str | None:
+    """Why an item's four options cannot be scored (a missing/null option, or two equal ones), else None.
+    ``names`` label them in the message (default: ``option 1 (A)`` ..)."""
+    names = names or [f"option {i} ({LETTERS[i - 1]})" for i in range(1, 5)]
+    if len(choices) != 4:
+        return f"{len(choices)} options; expected 4"
+    for name, c in zip(names, choices):
+        if c is None or (isinstance(c, float) and c != c):
+            return f"{name} is null; expected the option's text"
+        if not str(c).strip():
+            return f"{name} is empty; expected the option's text"
+    texts = [" ".join(str(c).split()) for c in choices]
+    dup = sorted({t for t in texts if texts.count(t) > 1})
+    if dup:
+        which = " and ".join(n for n, t in zip(names, texts) if t == dup[0])
+        return f"{which} are the same text {dup[0]!r}; a multiple-choice item needs four different options"
+    return None
+
+
 def gpqa_item(row: dict, _sub) -> dict:
     """One item from a processed doc (choice1..4 + ``(X)`` answer) or the authors' card row (options + letter)."""
     if "choice1" in row:
-        choices = [str(row[f"choice{i}"]) for i in range(1, 5)]
+        choices = [row.get(f"choice{i}") for i in range(1, 5)]
         answer = str(row["answer"]).strip().strip("()")
         question = row.get("Question", row.get("question"))
     elif "options" in row:
-        choices = [str(c) for c in row["options"]]
+        choices = list(row["options"] or [])
         answer = str(row["answer"]).strip().strip("()")
         question = row["question"]
     else:
         raise KeyError("choice1")
+    problem = option_problem(choices)
+    if problem:
+        raise ValueError(problem)
+    choices = [str(c) for c in choices]
     if question is None:
         raise KeyError("Question")
     if answer not in LETTERS[:len(choices)]:
@@ -67,6 +96,10 @@ def _seeded(rows: list[dict]) -> list[dict]:
 
     out = []
     for index, row in enumerate(rows):
+        raw = [row.get("Correct Answer")] + [row.get(f"Incorrect Answer {i}") for i in (1, 2, 3)]
+        problem = option_problem(raw, ["Correct Answer"] + [f"Incorrect Answer {i}" for i in (1, 2, 3)])
+        if problem:
+            raise CrossdiffError(f"row {index}: {problem}")
         correct = preprocess(row["Correct Answer"])
         options = [preprocess(row[f"Incorrect Answer {i}"]) for i in (1, 2, 3)] + [correct]
         random.Random(f"gpqa/{index}").shuffle(options)
@@ -75,29 +108,63 @@ def _seeded(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _details_docs(rows: list[dict], where: str) -> list[dict]:
+    """The docs of a details samples file in doc-id order; every record and doc id checked, problems named."""
+    rows = list(rows)
+    bad = []
+    for n, r in enumerate(rows, 1):
+        if not isinstance(r, dict) or not isinstance(r.get("doc"), dict):
+            bad.append(f"record {n} has no 'doc' object" + (f" (doc_id {r.get('doc_id')!r})" if isinstance(r, dict) else ""))
+        elif isinstance(r.get("doc_id"), str) and r["doc_id"].strip().isdigit():
+            rows[n - 1] = {**r, "doc_id": int(r["doc_id"])}
+        elif isinstance(r.get("doc_id"), bool) or not isinstance(r.get("doc_id"), int):
+            bad.append(f"record {n} has doc_id {r.get('doc_id')!r}; expected an integer")
+    if bad:
+        raise CrossdiffError(f"{where}: {len(bad)} gpqa details record(s) unusable: {'; '.join(bad[:5])}"
+                             f"{' ...' if len(bad) > 5 else ''} (each record is one lm-eval sample: doc_id and doc)")
+    ids = [r["doc_id"] for r in rows]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise CrossdiffError(f"{where}: gpqa details doc id(s) {dup[:5]}{' ...' if len(dup) > 5 else ''} occur more "
+                             f"than once (a file written once per filter holds each doc twice); expected each doc once")
+    missing = sorted(set(range(max(ids) + 1)) - set(ids))
+    negative = sorted(i for i in ids if i < 0)
+    if missing or negative:
+        raise CrossdiffError(f"{where}: gpqa details doc ids are not 0..{len(ids) - 1} once each: "
+                             + (f"doc id(s) {missing[:10]}{' ...' if len(missing) > 10 else ''} missing" if missing else
+                                f"negative doc id(s) {negative[:5]}"))
+    docs = []
+    for r in sorted(rows, key=lambda r: r["doc_id"]):
+        problem = option_problem([r["doc"].get(f"choice{i}") for i in range(1, 5)]) if "choice1" in r["doc"] else None
+        if problem:
+            n = rows.index(r) + 1
+            raise CrossdiffError(f"{where}: record {n} (doc_id {r['doc_id']}): {problem}")
+        docs.append(r["doc"])
+    return docs
+
+
 def gpqa_rows(rows: list[dict], settings: dict, where: str) -> list[dict]:
-    """Rows in doc-id order with the options as scored (module docstring); raw rows need ``option_order: seeded``."""
+    """Rows in doc-id order with the options as scored (module docstring); raw rows need ``option_order: seeded``.
+    A source with other than the benchmark's 546 docs is refused unless ``allow_partial`` (a test, a subset)."""
     if not rows:
         return rows
-    if "doc" in rows[0]:  # a details samples file
-        try:
-            ordered = sorted(rows, key=lambda r: int(r["doc_id"]))
-        except (KeyError, TypeError, ValueError):
-            raise CrossdiffError(f"{where}: gpqa details records need an integer doc_id beside doc") from None
-        ids = [int(r["doc_id"]) for r in ordered]
-        if ids != list(range(len(ids))):
-            dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-            raise CrossdiffError(f"{where}: gpqa details doc ids are not 0..{len(ids) - 1} once each "
-                                 f"(duplicated e.g. {dup}; a file written once per filter holds each doc twice)")
-        return [r["doc"] for r in ordered]
+    if any(isinstance(r, dict) and "doc" in r for r in rows):  # a details samples file
+        rows = _details_docs(rows, where)
+    elif not ("choice1" in rows[0] or "options" in rows[0]) and settings.get("option_order") != "seeded":
+        raise CrossdiffError(
+            f"{where}: raw GPQA rows carry no option order, and the leaderboard's (lm-eval's global-random shuffle) "
+            f"cannot be recomputed: set items.path to a leaderboard details file samples_leaderboard_gpqa_extended_*.jsonl "
+            f"(its docs hold the scored choice1..4), or items.option_order: seeded for crossdiff's own fixed order")
+    if len(rows) != N_ITEMS and not settings.get("allow_partial"):
+        raise CrossdiffError(f"{where}: {len(rows)} gpqa_extended doc(s), but leaderboard_gpqa_extended has {N_ITEMS} "
+                             f"(a run with --limit, another GPQA subset, or a cut file?); take a complete file, or set "
+                             f"items.allow_partial: true to use these {len(rows)} on purpose")
     if "choice1" in rows[0] or "options" in rows[0]:
         return rows
-    if settings.get("option_order") == "seeded":
+    try:
         return _seeded(rows)
-    raise CrossdiffError(
-        f"{where}: raw GPQA rows carry no option order, and the leaderboard's (lm-eval's global-random shuffle) "
-        f"cannot be recomputed: set items.path to a leaderboard details file samples_leaderboard_gpqa_extended_*.jsonl "
-        f"(its docs hold the scored choice1..4), or items.option_order: seeded for crossdiff's own fixed order")
+    except CrossdiffError as exc:
+        raise CrossdiffError(f"{where}: {exc}") from None
 
 
 # The authors' format (train/utils.py process_gpqa_extended_example; eval/cross_difficulty/gpqa_extended.yaml:

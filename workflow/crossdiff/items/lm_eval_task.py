@@ -287,23 +287,23 @@ def prompt_format(items_settings: dict, prompt: dict | None) -> dict:
             "lm_eval_task": {k: v for k, v in items_settings.items() if k != "solutions"}, **prompt}
 
 
-def describe_evaluation(settings: dict, item: dict, tokenizer=None) -> dict:
-    """What lm-eval sends the model for one item (show-prompt): its context (chat-rendered with
-    ``tokenizer`` as lm-eval's hf model does when items.chat_template is on) and its requests."""
+def describe_evaluation(settings: dict, item: dict, tokenizer=None, render=None) -> dict:
+    """What lm-eval sends the model for one item (show-prompt): its context (chat-rendered by ``render``, the
+    lm-eval renderer of ``tokenizer`` that evaluation installs, crossdiff.prompts.chat.lm_eval_renderer, when
+    items.chat_template is on) and its requests."""
     tasks = load_tasks(settings)
     task = tasks.get(item["subtask"])
     if task is None:
         raise CrossdiffError(f"item {item['item_id']!r}: lm-eval task {item['subtask']!r} not in {sorted(tasks)}")
     chat, multiturn, system_instruction = chat_settings(settings)
-    render = None
+    if not chat:
+        render = None
     if chat:
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise CrossdiffError("items.chat_template is true: pass --tokenizer (a model whose tokenizer has a chat "
                                  "template) to show the evaluation request")
-
-        def render(messages, add_generation_prompt=True):  # as lm-eval's HFLM.apply_chat_template
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                                 continue_final_message=not add_generation_prompt)
+        if render is None:
+            raise CrossdiffError("describe_evaluation: pass render (crossdiff.prompts.chat.lm_eval_renderer(tokenizer))")
     doc = dict(task.eval_docs[int(item["doc_id"])])
     shots = task.config.num_fewshot or 0
     ctx = task.fewshot_context(doc, shots, system_instruction=system_instruction, apply_chat_template=chat,

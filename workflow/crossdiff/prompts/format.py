@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from crossdiff.errors import CrossdiffError
+from crossdiff.prompts import chat as _chat
 from crossdiff.prompts import scoring as _scoring
 
 SCORINGS = ("generation", "multiple_choice")
@@ -35,10 +36,8 @@ CHECKERS = ("exact", "math")
 MC_METRICS = ("acc", "acc_norm")
 NO_COMPLETION = ("error", "drop")
 
-#: variables every chat template is rendered with, in training and evaluation alike: Llama 3.x templates
-#: write today's date into the system header unless ``date_string`` is given, so a fine-tune and its
-#: evaluation on different days would see different prompts. The date is the templates' own fallback.
-CHAT_TEMPLATE_KWARGS = {"date_string": "26 Jul 2024"}
+#: variables every chat template is rendered with (crossdiff.prompts.chat, which renders every chat template)
+CHAT_TEMPLATE_KWARGS = _chat.CHAT_TEMPLATE_KWARGS
 
 
 @dataclass(frozen=True)
@@ -302,8 +301,9 @@ class PromptFormat:
         prompt = [{"role": "user", "content": record["user"]}]
         if record.get("system"):
             prompt.insert(0, {"role": "system", "content": record["system"]})
+        # TRL renders conversational examples itself, with these variables: those of crossdiff.prompts.chat
         return {"prompt": prompt, "completion": [{"role": "assistant", "content": record["assistant"]}],
-                "chat_template_kwargs": dict(CHAT_TEMPLATE_KWARGS)}
+                "chat_template_kwargs": _chat.template_kwargs()}
 
     def render_prompt(self, item: dict, tokenizer=None) -> str:
         """The exact text fed to the model at evaluation (chat-rendered when the chat template applies)."""
@@ -312,7 +312,7 @@ class PromptFormat:
         messages = [{"role": "user", "content": self.user_text(item)}]
         if self.instruction.strip():
             messages.insert(0, {"role": "system", "content": self.instruction.strip()})
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **CHAT_TEMPLATE_KWARGS)
+        return _chat.render_chat(tokenizer, messages, add_generation_prompt=True)
 
     def render_training(self, item: dict, tokenizer=None) -> tuple[str, str]:
         """(prompt, completion) exactly as training sees them (chat-rendered when the chat template applies)."""
@@ -320,8 +320,8 @@ class PromptFormat:
         if not self.use_chat(tokenizer):
             return record["prompt"], record["completion"]
         ex = self.training_example(record, chat=True)
-        prompt = tokenizer.apply_chat_template(ex["prompt"], tokenize=False, add_generation_prompt=True, **CHAT_TEMPLATE_KWARGS)
-        full = tokenizer.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=False, **CHAT_TEMPLATE_KWARGS)
+        prompt = _chat.render_chat(tokenizer, ex["prompt"], add_generation_prompt=True)
+        full = _chat.render_chat(tokenizer, ex["prompt"] + ex["completion"])
         if not full.startswith(prompt):
             raise CrossdiffError("the chat template renders the prompt differently with and without the answer; "
                                  "cannot split training text into prompt and completion")

@@ -139,7 +139,10 @@ def describe_lm_eval_task(fmt: PromptFormat, item: dict, tokenizer=None, output:
                                  f"items.source lm_eval_task")
     chat = fmt.use_chat(tokenizer)
     train_prompt, train_completion = fmt.render_training(item, tokenizer)
-    evaluation = describe_evaluation(fmt.lm_eval_task, item, tokenizer)
+    from crossdiff.prompts.chat import lm_eval_renderer
+
+    render = lm_eval_renderer(tokenizer) if tokenizer is not None else None
+    evaluation = describe_evaluation(fmt.lm_eval_task, item, tokenizer, render)
     return {"item_id": str(item["item_id"]), "chat_template": chat, "scoring": "lm_eval_task",
             "training": {"prompt": train_prompt, "completion": train_completion}, "evaluation": evaluation}
 

@@ -16,6 +16,7 @@ import polars as pl
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import atomic_path, read_table, require_columns, write_csv, write_parquet
+from crossdiff.items.ifeval import doc_checker
 from crossdiff.responses.importers import read_source
 from crossdiff.responses.matching import match_rows, read_keyed_rows
 
@@ -121,13 +122,15 @@ def filter_hint(dropped: pl.DataFrame) -> str:
 
 def build(source: str, path, settings: dict, filters: dict, items_path=None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     match_on = settings.get("match_items_on")
+    items = read_table(items_path, "item table") if items_path else None
+    # IFEval: each sample's doc must be the prompt of the item with its doc id (crossdiff.items.ifeval)
+    doc_check = doc_checker(items) if items is not None else None
     # the collector keeps per-row fields (choices, gold, full prompt) that tell twin items apart
-    raw = read_keyed_rows(path) if match_on and source == "leaderboard" else read_source(source, path, settings)
+    raw = read_keyed_rows(path) if match_on and source == "leaderboard" else read_source(source, path, settings, doc_check)
     if raw.height == 0:
         raise CrossdiffError(f"{path}: no responses found")
     if match_on and not items_path:
         raise CrossdiffError(f"responses.match_items_on = {match_on!r} needs an item table (datasets.<name>.items)")
-    items = read_table(items_path, "item table") if items_path else None
     matching, twin_dropped = None, []
     if match_on:
         raw, twin_dropped, matching = match_rows(raw, items, match_on, path, items_path,

@@ -125,9 +125,10 @@ def _item(label: str, key) -> str:
     return f"{label}/{key}" if label else str(key)
 
 
-def extract_v2(path: Path, label: str, s: Settings) -> list[tuple[str, int]]:
+def extract_v2(path: Path, label: str, s: Settings, doc_check=None) -> list[tuple[str, int]]:
+    """(item id, correct) pairs of a v2 samples file; ``doc_check`` (IFEval) checks each sample's doc."""
     try:
-        pairs = read_samples_file(path, s.metric, s.threshold, s.item_key, s.filter)
+        pairs = read_samples_file(path, s.metric, s.threshold, s.item_key, s.filter, doc_check=doc_check if not label else None)
     except CrossdiffError as exc:
         first = next(iter_samples(path), (0, {}))[1] if path.is_file() else {}
         if isinstance(first, dict) and first and s.metric not in first:
@@ -160,6 +161,15 @@ def check_file(keys: list, label: str, fname: str, s: Settings, expected: dict |
     if missing:
         raise ModelFailed("missing_doc_ids", f"{where}: doc ids {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
                                              f"missing ({len(missing)} in all; the file carries ids the items lack)")
+
+
+def doc_check_for(items_path):
+    """The IFEval doc check of an item table (:func:`crossdiff.items.ifeval.doc_checker`), or None."""
+    if not items_path:
+        return None
+    from crossdiff.items.ifeval import doc_checker
+
+    return doc_checker(read_table(items_path, "item table"))
 
 
 def expected_keys(items_path, s: Settings) -> dict | None:

@@ -237,11 +237,13 @@ def iter_samples(path):
 
 
 def read_samples_file(path, metric: str = "acc", threshold: float = 0.5, item_key: str = "doc_id",
-                      want_filter: str | None = None) -> list[tuple[str, int]]:
+                      want_filter: str | None = None, doc_check=None) -> list[tuple[str, int]]:
     """(item id, correct) pairs of one lm-eval ``--log_samples`` JSONL file.
 
     ``item_key`` is a dotted path into the sample (``doc_id``, ``doc.id``); a sample is correct when
     its ``metric`` >= ``threshold``. Samples carrying several lm-eval filters need ``want_filter``.
+    ``doc_check(item, doc, where)``, when given, checks each sample's ``doc`` against the item table's item
+    (IFEval: :func:`crossdiff.items.ifeval.doc_checker`) and raises on another prompt.
     """
     out: list[tuple[str, int]] = []
     filters_seen: set = set()
@@ -258,6 +260,8 @@ def read_samples_file(path, metric: str = "acc", threshold: float = 0.5, item_ke
         if metric not in rec:
             avail = [k for k in rec.get("metrics", []) if k in rec] or sorted(k for k, v in rec.items() if isinstance(v, (int, float)))
             raise CrossdiffError(f"{path}: line {n}: metric {metric!r} not in sample; available: {', '.join(map(str, avail)) or 'none'}")
+        if doc_check is not None:
+            doc_check(item, rec.get("doc"), f"{path}: line {n}")
         out.append((str(item), correctness(rec[metric], metric, threshold, f"{path}: line {n}")))
     named = filters_seen - {None}
     if want_filter is None and len(named) > 1:
@@ -303,7 +307,7 @@ def _lm_eval_subtask_files(root: Path, task: str | None) -> dict[str, dict[str, 
     return {m: {sub: max(fs, key=_run_time) for sub, fs in subs.items()} for m, subs in out.items()}
 
 
-def read_lm_eval_samples(root, settings: dict) -> pl.DataFrame:
+def read_lm_eval_samples(root, settings: dict, doc_check=None) -> pl.DataFrame:
     root = Path(root)
     if settings.get("subtasks"):  # item ids <subtask>/<doc_id>, the ids of the bbh, math and musr adapters
         files = [(model, sub, f) for model, subs in _lm_eval_subtask_files(root, settings.get("task")).items()
@@ -313,7 +317,8 @@ def read_lm_eval_samples(root, settings: dict) -> pl.DataFrame:
     models, items, correct = [], [], []
     for model, sub, f in files:
         pairs = read_samples_file(f, settings.get("metric", "acc"), float(settings.get("threshold", 0.5)),
-                                  settings.get("item_key", "doc_id"), settings.get("filter"))
+                                  settings.get("item_key", "doc_id"), settings.get("filter"),
+                                  doc_check=doc_check if sub is None else None)
         ids = [i for i, _ in pairs]
         if len(set(ids)) < len(ids):  # several blocks of one doc id set: never mixed silently
             dup = next(i for i, n in Counter(ids).items() if n > 1)
@@ -329,11 +334,11 @@ def read_lm_eval_samples(root, settings: dict) -> pl.DataFrame:
                         schema={"model_id": pl.Utf8, "item_id": pl.Utf8, "correct": pl.Int8})
 
 
-def read_source(source: str, path, settings: dict) -> pl.DataFrame:
+def read_source(source: str, path, settings: dict, doc_check=None) -> pl.DataFrame:
     if source in ("simulated", "leaderboard"):  # both already in the canonical long form
         return read_long(path)
     if source == "table":
         return read_table_source(path, settings)
     if source == "lm_eval_samples":
-        return read_lm_eval_samples(path, settings)
+        return read_lm_eval_samples(path, settings, doc_check)
     raise CrossdiffError(f"unknown responses source {source!r}; expected simulated, leaderboard, table or lm_eval_samples")

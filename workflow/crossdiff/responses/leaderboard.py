@@ -42,7 +42,7 @@ from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, write_csv, write_json, write_parquet
 from crossdiff.responses.collect_plan import plan, print_plan
-from crossdiff.responses.details import check_file, choose_files, expected_keys, extract_v1, extract_v2
+from crossdiff.responses.details import check_file, choose_files, doc_check_for, expected_keys, extract_v1, extract_v2
 from crossdiff.responses.details import select_files  # noqa: F401 - re-exported: the collector's API as before the split
 from crossdiff.responses.hub import (classify, dedupe_models, download, list_files, models_from_contents,
                                      read_models_list, scrub)
@@ -61,7 +61,8 @@ _after_model_hook = None
 ROW_SCHEMA = {"item_id": pl.Utf8, "correct": pl.Int8, "row": pl.Int64, **{c: pl.Utf8 for c in V1_ROW_FIELDS}}
 
 
-def collect_model(model_id: str, s: Settings, api, token, cache_dir: Path, expected: dict | None = None) -> dict:
+def collect_model(model_id: str, s: Settings, api, token, cache_dir: Path, expected: dict | None = None,
+                  doc_check=None) -> dict:
     """Download and extract one model; return its manifest record (raises ModelFailed)."""
     repo = repo_for(model_id, s)
     mdir = cache_dir / slugify(model_id)
@@ -78,7 +79,7 @@ def collect_model(model_id: str, s: Settings, api, token, cache_dir: Path, expec
             else:
                 local = download(repo, f, s, mdir, token)
                 downloaded += 1
-            got = (extract_v2 if s.version == "v2" else extract_v1)(local, label, s)
+            got = extract_v2(local, label, s, doc_check) if s.version == "v2" else extract_v1(local, label, s)
             check_file([r[0].rpartition("/")[2] if label else r[0] for r in got], label, f.rsplit("/", 1)[-1], s, expected)
             rows += got
     except Exception as exc:  # noqa: BLE001
@@ -118,6 +119,7 @@ def collect(s: Settings, models: list[str] | None, cache_dir, manifest_path, out
                              f"leaderboard's own order, not the dataset's, so row positions are not item ids; set "
                              f"item_key: example and match_items_on: question (or use no item table)")
     expected = expected_keys(items_path, s)
+    doc_check = doc_check_for(items_path)  # IFEval: each sample's doc is the item's prompt (else the model fails, named)
     key = collection_key(s, expected)
 
     def offline_check():
@@ -159,7 +161,7 @@ def collect(s: Settings, models: list[str] | None, cache_dir, manifest_path, out
         started = utc_now()
         t0 = time.monotonic()
         try:
-            rec = collect_model(m, s, api, token, cache_dir, expected)
+            rec = collect_model(m, s, api, token, cache_dir, expected, doc_check)
             rec.update(status="done")
         except ModelFailed as exc:
             rec = {"repo": _safe_repo(m, s), "status": "failed", "error_kind": exc.kind, "error": scrub(str(exc), token)}

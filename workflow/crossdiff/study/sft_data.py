@@ -16,6 +16,7 @@ from crossdiff.bins.holdout import bin_items, training_part
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, require_columns, write_jsonl
+from crossdiff.prompts.chat import render_chat
 from crossdiff.prompts.format import PromptFormat
 
 
@@ -29,11 +30,10 @@ def make_sft_data(items_path, bins_path, b: int, output: str | os.PathLike, prom
 
 def _token_lengths(tokenizer, example: dict, chat: bool) -> tuple[int, int]:
     """(prompt tokens, prompt+completion tokens) of one TRL example, tokenized the way SFTTrainer does."""
-    if chat:
-        kw = example.get("chat_template_kwargs") or {}
-        prompt = tokenizer.apply_chat_template(example["prompt"], tokenize=True, add_generation_prompt=True, **kw)
-        full = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=True, **kw)
-        prompt, full = (x["input_ids"] if isinstance(x, dict) or hasattr(x, "keys") else x for x in (prompt, full))
+    if chat:  # the example's chat_template_kwargs are the fixed ones: crossdiff.prompts.chat renders both
+        kw = example.get("chat_template_kwargs") or None
+        prompt = render_chat(tokenizer, example["prompt"], add_generation_prompt=True, tokenize=True, extra=kw)
+        full = render_chat(tokenizer, example["prompt"] + example["completion"], tokenize=True, extra=kw)
     else:
         completion = example["completion"]
         eos = getattr(tokenizer, "eos_token", None)
