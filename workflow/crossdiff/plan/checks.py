@@ -32,7 +32,7 @@ def design_problems(plan) -> list[str]:
 
 def bins_problems(plan) -> list[str]:
     """bins.by names: a configured model (zero_shot:/loss:), a published table, an item-table column."""
-    from crossdiff.bins import measures
+    from crossdiff.bins import measures, published
 
     problems = []
     for name in plan.datasets:
@@ -43,20 +43,11 @@ def bins_problems(plan) -> list[str]:
         except CrossdiffError as exc:
             problems.append(str(exc))
         if by == "published":
-            spec = bins.get("published")
-            if not spec:
-                problems.append(f"datasets.{name}.bins.by = 'published' needs datasets.{name}.bins.published "
-                                "(source: file with path, or source: hub with hub_id/config; column, key, match, rule)")
-            elif spec["source"] == "file" and not spec.get("path"):
-                problems.append(f"datasets.{name}.bins.published.source = 'file' needs a path (the published table)")
-            elif spec["source"] == "hub" and not spec.get("hub_id"):
-                problems.append(f"datasets.{name}.bins.published.source = 'hub' needs a hub_id")
-            elif spec["rule"] == "quantile" and (bins.get("cutoffs") or plan.config["bins"]["scheme"] != "equal"):
+            problems += published.spec_problems(name, plan.dataset(name))
+            spec = bins.get("published") or {}
+            if spec.get("rule") == "quantile" and (bins.get("cutoffs") or plan.config["bins"]["scheme"] != "equal"):
                 problems.append(f"datasets.{name}.bins.published.rule = 'quantile' is the authors' own cut; it cannot be "
                                 "combined with bins.cutoffs or bins.scheme quantiles (use rule: equal with them)")
-            elif spec["match"] == "question" and not plan.items_table(name):
-                problems.append(f"datasets.{name}.bins.published.match = 'question' needs an item table; "
-                                "items.source is none")
         elif by != "irt" and measures.parse(by) is None and not plan.items_table(name):
             problems.append(f"datasets.{name}.bins.by = {by!r} bins by an item-table column, but items.source is "
                             "none; give the dataset an item table or use by: irt")
@@ -158,6 +149,13 @@ def icl_min_train_items(plan, name: str) -> int | None:
     return max(methods.ks_of(plan.icl(name)))
 
 
+def item_problems(plan) -> list[str]:
+    """What the benchmarks' own checks can tell before any job: IFEval's checkers need nltk's punkt_tab."""
+    from crossdiff.items import ifeval
+
+    return ifeval.study_problems(plan.config)
+
+
 def problems(plan) -> list[str]:
     """Every problem of the configuration that can be found before any job runs."""
     out = inputs.brace_problems(plan.config)
@@ -167,6 +165,7 @@ def problems(plan) -> list[str]:
     out += finetune_problems(plan)
     out += evaluate_problems(plan)
     out += icl_problems(plan)
+    out += item_problems(plan)
     return out
 
 

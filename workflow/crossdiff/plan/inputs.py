@@ -165,7 +165,6 @@ def brace_problems(config: dict) -> list[str]:
             check(f"datasets.{name}.items.overrides (data file)", p)
         check(f"datasets.{name}.responses.path", r.get("path"))
         check(f"datasets.{name}.responses.models_list", r.get("models_list"))
-        check(f"datasets.{name}.bins.published.path", (d["bins"].get("published") or {}).get("path"))
     for i, m in enumerate(config["models"]):
         if is_local_model(m):
             check(f"models[{i}].id", m["id"])
