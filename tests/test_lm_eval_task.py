@@ -89,14 +89,14 @@ def test_errors_name_the_reason(env, tmp_path):
 
     bleu = settings_for("sums_gen", env["data"])
     bleu["overrides"]["metric_list"] = [{"metric": "bleu", "aggregation": "bleu", "higher_is_better": True}]
-    with pytest.raises(CrossdiffError, match="not scored 0/1 per sample.*threshold"):
+    with pytest.raises(CrossdiffError, match="corpus-level score"):  # threshold or not: tests/test_lm_eval_task_checks.py
         load_task_items(bleu)
     shuffled = settings_for("sums_mc", env["data"])
     shuffled["overrides"]["process_docs"] = lambda ds: ds.shuffle()  # unseeded: another order each load
     with pytest.raises(CrossdiffError, match="different order"):
         load_task_items(shuffled)
     missing = settings_for("sums_mc", tmp_path / "nope.jsonl")
-    with pytest.raises(CrossdiffError, match="cannot build.*overrides"):
+    with pytest.raises(CrossdiffError, match="nope.jsonl.*no such file"):
         load_task_items(missing)
 
 
@@ -155,6 +155,14 @@ def test_bin_scores_equal_simple_evaluate(env, tmp_path, task, metric):
                    if s["filter"] == metric.split(",")[1]}
         logged = [json.loads(x) for x in outs[b].with_name(f"eval{b}.samples.jsonl").read_text().splitlines()]
         assert {int(r["item_id"]): r["correct"] for r in logged} == per_doc
+        if task == "sums_mc":  # the chosen option (issue 26): its index and text, as lm-eval's acc chooses it
+            lls = {s["doc_id"]: [r[0] for r in s["filtered_resps"]] for s in ref["samples"][task]}
+            for r in logged:
+                d = int(r["item_id"])
+                assert r["prediction"] == max(range(len(lls[d])), key=lambda i: lls[d][i])
+                assert r["prediction_text"] == sums_rows()[d]["options"][r["prediction"]]
+                assert r["loglikelihoods"] == pytest.approx(lls[d], abs=1e-4)  # other batches: float noise
+                assert r["correct"] == int(r["prediction"] == sums_rows()[d]["label"])
         assert json.loads(outs[b].read_text())["value"] == record["value"]
 
 

@@ -277,9 +277,11 @@ def test_readme_config_runs(tmp_path):
     snakemake(wd, "--cores", "2", "results/sft/mytask/bin0.jsonl", "results/bins/mytask/bins.parquet", timeout=300)
     items = pl.read_parquet(wd / "results/items/mytask.parquet")
     bins = pl.read_parquet(wd / "results/bins/mytask/bins.parquet")
+    test = [json.loads(x) for x in (REPO / "tests/fixtures/lm_eval_tasks/arc_easy/test.jsonl").read_text().splitlines()]
     assert items.height == 40 and items["item_id"].to_list() == [str(i) for i in range(40)]
+    assert items["id"].to_list() == [r["id"] for r in test]  # lm-eval's own arc_easy, on the local copy
     assert set(bins["item_id"]) == set(items["item_id"]) and bins["bin"].n_unique() == 3
     sft = [json.loads(x) for x in (wd / "results/sft/mytask/bin0.jsonl").read_text().splitlines()]
-    assert sft and all(r["prompt"].startswith("Question: ") for r in sft)
+    assert sft and all(r["prompt"].startswith("Question: What is ") for r in sft)
     proc = crossdiff_cli("show-prompt", "--directory", str(wd), "--dataset", "mytask", "--item", "3")
-    assert proc.returncode == 0 and "lm-eval task sums_mc, doc 3" in proc.stdout, proc.stderr
+    assert proc.returncode == 0 and "lm-eval task arc_easy, doc 3" in proc.stdout, proc.stderr

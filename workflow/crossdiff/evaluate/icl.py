@@ -19,6 +19,11 @@ One model load scores every (b, t, k) cell of a model (:func:`evaluate_icl`: one
 over all test bins, the same model object). Result folders: ``results/eval/{model}/{dataset}/icl-k{k}-train{b}/``;
 result JSONs carry ``train_bin: "icl-k{k}-{b}"``, which ``aggregate`` turns into ``method: icl-k{k}`` and
 train bin b. The zero-shot cell is the k = 0 row of every method.
+
+A dataset of ``items.source: lm_eval_task`` goes through lm-eval's own few-shot path instead
+(:func:`crossdiff.evaluate.lm_eval_task.evaluate_icl_bins`): the task's config with ``num_fewshot: k`` and bin b's
+training docs as its few-shot pool, demonstrations rendered by the task's own ``doc_to_text`` /
+``target_delimiter`` / ``doc_to_target`` (its SFT text), drawn per test doc (seed and the doc's hash).
 """
 
 from __future__ import annotations
@@ -129,6 +134,12 @@ def evaluate_icl(model, test_tasks: list, items_path, bins_path, ks: list[int], 
     metas = [read_task(t) for t in test_tasks]
     s = resolve_settings(settings)
     check_scorers(metas)  # before the model loads
+    if any(m.get("kind") == "lm_eval_task" for m in metas):  # items.source lm_eval_task: lm-eval's own few-shot path
+        from crossdiff.evaluate.lm_eval_task import evaluate_icl_bins, icl_pools
+
+        pools = icl_pools(metas, items_path, bins_path, ks, train_bins)  # checked before the model loads
+        cells = [(k, b, eval_label(k, b), result_label(k, b)) for k in ks for b in train_bins]
+        return evaluate_icl_bins(load_lm(model, s), metas, pools, cells, outdir, s, model, model_name, seed)
     lm = load_lm(model, s)
     written = []
     with tempfile.TemporaryDirectory(prefix="crossdiff-icl-") as tmp:

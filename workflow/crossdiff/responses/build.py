@@ -17,7 +17,7 @@ from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import atomic_path, read_table, require_columns, write_csv, write_parquet
 from crossdiff.items.ifeval import doc_checker
-from crossdiff.responses.importers import read_source
+from crossdiff.responses.importers import key_by_doc_hash, read_source
 from crossdiff.responses.matching import match_rows, read_keyed_rows
 
 DROPPED_SCHEMA = {"kind": pl.Utf8, "id": pl.Utf8, "reason": pl.Utf8, "detail": pl.Utf8}
@@ -131,6 +131,12 @@ def build(source: str, path, settings: dict, filters: dict, items_path=None) -> 
         raise CrossdiffError(f"{path}: no responses found")
     if match_on and not items_path:
         raise CrossdiffError(f"responses.match_items_on = {match_on!r} needs an item table (datasets.<name>.items)")
+    items = read_table(items_path, "item table") if items_path else None
+    hash_join = {}
+    if "doc_hash" in raw.columns:  # lm-eval samples: joined by content where the item table has lm-eval's hash too
+        if items is not None and "doc_hash" in items.columns:
+            raw, hash_join = key_by_doc_hash(raw, items, items_path)
+        raw = raw.select("model_id", "item_id", "correct")
     matching, twin_dropped = None, []
     if match_on:
         raw, twin_dropped, matching = match_rows(raw, items, match_on, path, items_path,
@@ -164,6 +170,8 @@ def build(source: str, path, settings: dict, filters: dict, items_path=None) -> 
     }
     if matching is not None:
         stats["matching"] = matching
+    if hash_join:
+        stats["doc_hash_join"] = hash_join
     return df, dropped_df, stats
 
 
@@ -185,6 +193,10 @@ def run(args: argparse.Namespace) -> None:
         print(f"rows matched to items: {m['rows_by_id']} by native id, {m['rows_by_text']} by text, "
               f"{m['rows_twin_resolved']} twins resolved ({m['twins_resolved_by']}), {m['rows_twin_dropped']} "
               f"twin rows dropped ({m['twin_items_dropped']} items; listed in {args.dropped})")
+    if stats.get("doc_hash_join"):
+        h = stats["doc_hash_join"]
+        print(f"lm-eval samples joined to items by doc_hash: {h['by_doc_hash']} ({h['doc_id_differs']} logged under "
+              f"another doc id than their doc's item), {h['without_hash']} without a hash joined by id")
     left_out = dropped.filter(pl.col("reason") == "subtask_not_in_items")
     if left_out.height:
         print(f"responses of {left_out.height} subtask(s) the item table leaves out dropped: "

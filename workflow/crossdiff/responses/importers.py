@@ -237,13 +237,14 @@ def iter_samples(path):
 
 
 def read_samples_file(path, metric: str = "acc", threshold: float = 0.5, item_key: str = "doc_id",
-                      want_filter: str | None = None, doc_check=None) -> list[tuple[str, int]]:
+                      want_filter: str | None = None, doc_check=None, hashes: list | None = None) -> list[tuple[str, int]]:
     """(item id, correct) pairs of one lm-eval ``--log_samples`` JSONL file.
 
     ``item_key`` is a dotted path into the sample (``doc_id``, ``doc.id``); a sample is correct when
     its ``metric`` >= ``threshold``. Samples carrying several lm-eval filters need ``want_filter``.
     ``doc_check(item, doc, where)``, when given, checks each sample's ``doc`` against the item table's item
     (IFEval: :func:`crossdiff.items.ifeval.doc_checker`) and raises on another prompt.
+    ``hashes``, when given, receives each returned sample's ``doc_hash`` (None where it has none), in order.
     """
     out: list[tuple[str, int]] = []
     filters_seen: set = set()
@@ -263,6 +264,8 @@ def read_samples_file(path, metric: str = "acc", threshold: float = 0.5, item_ke
         if doc_check is not None:
             doc_check(item, rec.get("doc"), f"{path}: line {n}")
         out.append((str(item), correctness(rec[metric], metric, threshold, f"{path}: line {n}")))
+        if hashes is not None:
+            hashes.append(rec.get("doc_hash") if isinstance(rec.get("doc_hash"), str) else None)
     named = filters_seen - {None}
     if want_filter is None and len(named) > 1:
         raise CrossdiffError(f"{path}: samples carry several lm-eval filters ({', '.join(sorted(map(str, named)))}); "
@@ -314,11 +317,14 @@ def read_lm_eval_samples(root, settings: dict, doc_check=None) -> pl.DataFrame:
                  for sub, f in sorted(subs.items())]
     else:
         files = [(model, None, f) for model, f in _lm_eval_files(root, settings.get("task")).items()]
-    models, items, correct = [], [], []
+    models, items, correct, hashes, sources = [], [], [], [], []
     for model, sub, f in files:
+        file_hashes: list = []
         pairs = read_samples_file(f, settings.get("metric", "acc"), float(settings.get("threshold", 0.5)),
                                   settings.get("item_key", "doc_id"), settings.get("filter"),
-                                  doc_check=doc_check if sub is None else None)
+                                  doc_check=doc_check if sub is None else None, hashes=file_hashes)
+        hashes += file_hashes
+        sources += [str(f)] * len(pairs)
         ids = [i for i, _ in pairs]
         if len(set(ids)) < len(ids):  # several blocks of one doc id set: never mixed silently
             dup = next(i for i, n in Counter(ids).items() if n > 1)
@@ -330,8 +336,54 @@ def read_lm_eval_samples(root, settings: dict, doc_check=None) -> pl.DataFrame:
         models += [model] * len(pairs)
         items += [i if sub is None else f"{sub}/{i}" for i, _ in pairs]
         correct += [c for _, c in pairs]
-    return pl.DataFrame({"model_id": models, "item_id": items, "correct": correct},
-                        schema={"model_id": pl.Utf8, "item_id": pl.Utf8, "correct": pl.Int8})
+    df = pl.DataFrame({"model_id": models, "item_id": items, "correct": correct},
+                      schema={"model_id": pl.Utf8, "item_id": pl.Utf8, "correct": pl.Int8})
+    if any(h is not None for h in hashes):  # lm-eval's doc_hash: build() keys the join with the items by it
+        df = df.with_columns(pl.Series("doc_hash", hashes, dtype=pl.Utf8), pl.Series("samples_file", sources, dtype=pl.Utf8))
+    return df
+
+
+def key_by_doc_hash(raw: pl.DataFrame, items: pl.DataFrame, items_path) -> tuple[pl.DataFrame, dict]:
+    """Responses of ``lm_eval_samples`` joined to the items by lm-eval's content hash of the doc (``doc_hash``,
+    lm_eval/evaluator.py:655-662; the lm_eval_task item table keeps the same hash) where both sides have one: a
+    sample keeps its item id when that item has its hash, else takes the one item that has it (another doc order
+    than the items'; counted); a hash no item has stops the import naming the samples file (other data than the
+    item table's). Samples without a hash keep their id. Returns (model_id, item_id, correct) and counts."""
+    if "doc_hash" not in raw.columns:
+        return raw, {}
+    known = items.select(pl.col("item_id").cast(pl.Utf8), pl.col("doc_hash").cast(pl.Utf8)).drop_nulls()
+    raw = raw.with_row_index("_row")
+    hashed = raw.filter(pl.col("doc_hash").is_not_null())
+    exact = hashed.join(known, on=["item_id", "doc_hash"], how="semi")
+    rest = hashed.join(exact.select("_row"), on="_row", how="anti")
+    stats = {"by_doc_hash": hashed.height, "doc_id_differs": rest.height, "without_hash": raw.height - hashed.height}
+    if rest.height:
+        cands = known.group_by("doc_hash").agg(pl.col("item_id").alias("cands"))
+        rest = rest.join(cands, on="doc_hash", how="left")
+        unknown = rest.filter(pl.col("cands").is_null())
+        if unknown.height:
+            r = unknown.row(0, named=True)
+            n_files = unknown["samples_file"].n_unique()
+            raise CrossdiffError(
+                f"{r['samples_file']}: the sample logged as item {r['item_id']!r} has doc_hash {r['doc_hash']}, which no "
+                f"item of {items_path} has ({unknown.height} such sample(s) in {n_files} file(s)): the samples are of "
+                f"other docs than the item table's lm-eval task (another dataset version, split, or process_docs); "
+                f"run lm-eval on the task and data the items come from")
+        new_ids = {}
+        for r in rest.iter_rows(named=True):
+            options = r["cands"]
+            if len(options) > 1 and "/" in r["item_id"]:  # identical docs: prefer the sample's own subtask
+                options = [o for o in options if o.split("/", 1)[0] == r["item_id"].split("/", 1)[0]] or options
+            if len(options) > 1:
+                raise CrossdiffError(f"{r['samples_file']}: the sample logged as item {r['item_id']!r} has the doc_hash of "
+                                     f"several items of {items_path} ({', '.join(sorted(options)[:4])}), none of them its "
+                                     f"own id: which one it answers is unknown; run lm-eval on the items' task")
+            new_ids[r["_row"]] = options[0]
+        remap = pl.DataFrame({"_row": list(new_ids), "_new": list(new_ids.values())},
+                             schema={"_row": pl.UInt32, "_new": pl.Utf8})
+        raw = (raw.join(remap, on="_row", how="left")
+               .with_columns(pl.coalesce("_new", "item_id").alias("item_id")).drop("_new"))
+    return raw.sort("_row").select("model_id", "item_id", "correct"), stats
 
 
 def read_source(source: str, path, settings: dict, doc_check=None) -> pl.DataFrame:
