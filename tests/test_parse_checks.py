@@ -8,7 +8,7 @@ import json
 import polars as pl
 import pytest
 
-from conftest import make_workdir, snakemake
+from conftest import REPO, make_workdir, snakemake
 from crossdiff.config import deep_merge, validate
 from crossdiff.errors import CrossdiffError
 from crossdiff.plan.checks import problems
@@ -118,3 +118,19 @@ def test_every_problem_is_reported_at_once():
         check(Plan(config(study={"methods": ["icl"], "icl": {"k": 40}, "seeds": [1, 2]})))
     text = str(exc.value)
     assert "study.icl.k = 40" in text and "study.seeds" in text and text.count("\n  - ") >= 2
+
+
+def test_an_lm_eval_generation_longer_than_a_local_models_context_stops_the_dry_run(tmp_path):
+    model = tmp_path / "small_model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llama", "max_position_embeddings": 256}))
+    cfg = {"datasets": {"g": {"items": {"source": "lm_eval_task", "task": "sums_gen",
+                                        "include_path": str(REPO / "tests/fixtures/lm_eval_tasks"),
+                                        "overrides": {"generation_kwargs": {"max_gen_toks": 300, "until": ["\n"]}}},
+                              "responses": {"source": "simulated", "n_models": 40}}},
+           "models": [{"id": str(model)}], "bins": {"n_bins": 2},
+           "resources": {"finetune": {"gpu": 0}, "evaluate": {"gpu": 0}}}
+    wd = make_workdir(tmp_path / "wd", json.dumps(cfg))
+    proc = snakemake(wd, "-n", "--cores", "1", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "max_gen_toks" in out and "256" in out, out[-3000:]

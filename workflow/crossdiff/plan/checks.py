@@ -150,10 +150,42 @@ def icl_min_train_items(plan, name: str) -> int | None:
 
 
 def item_problems(plan) -> list[str]:
-    """What the benchmarks' own checks can tell before any job: IFEval's checkers need nltk's punkt_tab."""
-    from crossdiff.items import ifeval
+    """What the benchmarks' own checks can tell before any job: an lm-eval task's section (its overrides, shots,
+    splits, ICL), a generation longer than a model's context (where its config.json is on disk), IFEval's
+    checkers and nltk's punkt_tab."""
+    from crossdiff.items import ifeval, lm_eval_task
 
-    return ifeval.study_problems(plan.config)
+    problems = ifeval.study_problems(plan.config)
+    for name in plan.datasets:
+        items = plan.dataset(name)["items"]
+        problems += lm_eval_task.parse_problems(name, items, plan.study["methods"])
+        if items["source"] != "lm_eval_task" or name not in plan.study_datasets():
+            continue
+        for slug, m in plan.models.items():
+            cfg = local_model_config(plan, slug)
+            if cfg is not None:
+                problems += lm_eval_task.context_problems(
+                    cfg, lm_eval_task.declared_max_gen_toks(items), model=m["id"], dataset=name,
+                    max_length=plan.evaluate(name, slug)["max_length"])
+    return problems
+
+
+def local_model_config(plan, slug: str) -> dict | None:
+    """A model's config.json when it is on disk (a local directory, or the memory plan's cache); no download."""
+    import json
+    from pathlib import Path
+
+    m = plan.models[slug]
+    if m["build"]:
+        return None
+    for p in (Path(m["id"]) / "config.json",
+              Path(plan.config["resources"]["model_config_cache"]) / (m["id"].replace("/", "--") + ".json")):
+        if p.is_file():
+            try:
+                return json.loads(p.read_text())
+            except (OSError, ValueError):
+                return None  # the memory plan names the unreadable file
+    return None
 
 
 def problems(plan) -> list[str]:
