@@ -117,7 +117,7 @@ def test_dag_plans_one_icl_job_per_model_and_dataset(tmp_path):
     wd = make_workdir(tmp_path, ICL.replace("LOCKS", str(tmp_path / "locks")))
     proc = snakemake(wd, "-n", "-p", "--cores", "1")
     jobs = planned_jobs(proc)
-    assert jobs["evaluate_icl"] == 1 and jobs["finetune"] == 3 and jobs["plot_results_icl"] == 1
+    assert jobs["evaluate_icl"] == 1 and jobs["finetune"] == 3 and jobs["plot_results_method"] == 1
     out = proc.stdout + proc.stderr
     assert "crossdiff evaluate-icl --model results/models/tiny --model-name tiny" in out
     assert "--k 2 --train-bins 0 1 2 --seed 3" in out

@@ -57,38 +57,39 @@ rule plot_results:
         + "--outdir results/figures/{wildcards.dataset} > {log:q} 2>&1"
 
 
-# study.methods: icl. The ICL cells' heatmaps (one method icl-k<k>), beside SFT's
-rule plot_results_icl:
+# every method other than sft (crossdiff.study.methods: icl-k<k>, ...): its cells' heatmaps in a folder of
+# its own label, beside SFT's
+rule plot_results_method:
     input:
         "results/tables/results.parquet",
     output:
         accuracy=report(
             expand(
-                "results/figures/{{dataset}}/icl-k{{k}}/{model}/accuracy.png",
+                "results/figures/{{dataset}}/{{label}}/{model}/accuracy.png",
                 model=MODELS,
             ),
             caption="../report/accuracy_heatmap.rst",
             category="Results",
-            subcategory="{dataset} ICL k={k}",
+            subcategory="{dataset} {label}",
         ),
         gain=report(
             expand(
-                "results/figures/{{dataset}}/icl-k{{k}}/{model}/gain.png", model=MODELS
+                "results/figures/{{dataset}}/{{label}}/{model}/gain.png", model=MODELS
             ),
             caption="../report/gain_heatmap.rst",
             category="Results",
-            subcategory="{dataset} ICL k={k}",
+            subcategory="{dataset} {label}",
         ),
-        gap="results/figures/{dataset}/icl-k{k}/gain_vs_gap.png",
-        zero_shot="results/figures/{dataset}/icl-k{k}/zero_shot.png",
+        gap="results/figures/{dataset}/{label}/gain_vs_gap.png",
+        zero_shot="results/figures/{dataset}/{label}/zero_shot.png",
     log:
-        "logs/plot_results/{dataset}-icl-k{k}.log",
+        "logs/plot_results/{dataset}-{label}.log",
     wildcard_constraints:
-        k=r"\d+",
+        label=study_methods.other_labels_pattern(),
     shell:
-        "crossdiff plot-results --table {input:q} --dataset {wildcards.dataset} --method icl-k{wildcards.k} "
+        "crossdiff plot-results --table {input:q} --dataset {wildcards.dataset} --method {wildcards.label:q} "
         + ("--show-diagonal " if config["bins"]["holdout_fraction"] > 0 else "")
-        + "--outdir results/figures/{wildcards.dataset}/icl-k{wildcards.k} > {log:q} 2>&1"
+        + "--outdir results/figures/{wildcards.dataset}/{wildcards.label} > {log:q} 2>&1"
 
 
 # study.train_sizes: accuracy over (train bin, n) per test bin and overall; best train bin per n

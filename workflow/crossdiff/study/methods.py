@@ -125,6 +125,11 @@ def trained_pattern(pattern: str) -> str:
     return f"(?:(?:{'|'.join(alts)})-)?(?:{pattern})" if alts else pattern
 
 
+def other_labels_pattern() -> str:
+    """A regex of every results-table label but sft's (the heatmap rule of the other methods)."""
+    return "|".join(f"(?:{m.label})" for m in METHODS.values() if m.name != "sft")
+
+
 def figure_dir(label: str) -> str:
     """The heatmaps' sub-folder of a method label under ``results/figures/<dataset>/``: '' for sft."""
     return "" if label == "sft" else f"{label}/"
