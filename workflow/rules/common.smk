@@ -15,7 +15,9 @@ import crossdiff.bins.measures as bin_measures
 from crossdiff.plan.settings import Plan
 
 PLAN = Plan(config)
-plan_checks.check(PLAN)  # every problem found before any job runs, whatever resources.memory_check says
+plan_checks.check(
+    PLAN
+)  # every problem found before any job runs, whatever resources.memory_check says
 
 DATASETS = PLAN.datasets
 MODELS = PLAN.models
@@ -242,9 +244,8 @@ def trained_eval_labels(name):
     return [
         l
         for l in eval_labels(name)
-        if l != "zero-shot" and study_methods.method_of_label(
-            study_methods.split_label(l)[0]
-        ).trains
+        if l != "zero-shot"
+        and study_methods.method_of_label(study_methods.split_label(l)[0]).trains
     ]
 
 

@@ -8,6 +8,8 @@ rule finetune:
         model=finetuned_model_output(),
     log:
         "logs/finetune/{model}/{dataset}/{run}.log",
+    wildcard_constraints:
+        run=study_methods.trained_pattern(design.RUN_PATTERN, train_rule="finetune"),
     threads: lambda wc: finetune_resources(wc.model)["threads"]
     resources:
         gpu=lambda wc: finetune_resources(wc.model)["gpu"],

@@ -21,7 +21,8 @@ def finetune_gpu_prefix():
 
 def check_finetune_memory():
     """The GPU memory / host RAM plan of every GPU fine-tune (crossdiff.plan.checks.memory_plan; the other
-    settings checks already ran on the resolved settings). Returns {model: planned host mem_mb}."""
+    settings checks already ran on the resolved settings). Returns {model: planned host mem_mb}.
+    """
     from snakemake.exceptions import WorkflowError
 
     from crossdiff.errors import CrossdiffError

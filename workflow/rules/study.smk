@@ -38,7 +38,9 @@ rule make_train_set:
 rule attach_model_solutions:
     input:
         item_table=lambda wc: items_table(wc.dataset),
-        solutions=lambda wc: plan_inputs.model_solution_files(MODELS[wc.model], wc.dataset),
+        solutions=lambda wc: plan_inputs.model_solution_files(
+            MODELS[wc.model], wc.dataset
+        ),
     output:
         "results/items/{dataset}/solutions-{model}.parquet",
     log:

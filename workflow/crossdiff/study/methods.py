@@ -38,11 +38,15 @@ class Method:
     about: str        #: one line for the report and the docs
     #: settings the method puts over the config's finetune layers (a trainer variant, e.g. a loss type)
     finetune: dict | None = field(default=None, hash=False, compare=False)
+    #: trained methods: the rule that trains a run (the ``finetune`` rule for TRL SFT and its loss variants; a
+    #: trainer of its own gets its own rule, whose ``{run}`` wildcard :func:`trained_pattern` keeps apart)
+    train_rule: str | None = None
 
 
 METHODS: dict[str, Method] = {
     "sft": Method("sft", True, "sft", "evaluate_checkpoint", True,
-                  "a fine-tune per train bin (TRL SFT; crossdiff.finetune), scored on every test bin"),
+                  "a fine-tune per train bin (TRL SFT; crossdiff.finetune), scored on every test bin",
+                  train_rule="finetune"),
     "icl": Method("icl", False, r"icl-k\d+", "evaluate_icl", False,
                   "the base model with k demonstrations from the train bin (crossdiff.evaluate.icl)"),
 }
@@ -118,10 +122,12 @@ def split_run(run: str) -> tuple[str, str]:
     return "sft", str(run)
 
 
-def trained_pattern(pattern: str) -> str:
+def trained_pattern(pattern: str, train_rule: str | None = None) -> str:
     """A design label regex (:data:`crossdiff.study.designs.RUN_PATTERN`, ``EVAL_PATTERN``) with the optional
-    ``<method>-`` prefix of the trained methods other than sft (the rules' wildcard constraints)."""
-    alts = [re.escape(m.name) for m in METHODS.values() if m.trains and m.name != "sft"]
+    ``<method>-`` prefix of the trained methods other than sft (the rules' wildcard constraints); with
+    ``train_rule``, only the methods that rule trains (sft's own prefix is none, so it needs sft's rule)."""
+    alts = [re.escape(m.name) for m in METHODS.values() if m.trains and m.name != "sft"
+            and (train_rule is None or m.train_rule == train_rule)]
     return f"(?:(?:{'|'.join(alts)})-)?(?:{pattern})" if alts else pattern
 
 
