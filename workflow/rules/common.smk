@@ -1,4 +1,4 @@
-# Helpers of every rule file. The study plan (crossdiff.plan) is built once from the validated config:
+# Helpers of every rules file. The study plan (crossdiff.plan) is built once from the validated config;
 # each job's resolved settings (crossdiff.plan.settings), the files a config names (crossdiff.plan.inputs),
 # and every check before work (crossdiff.plan.checks). Functions here only turn it into paths, inputs and
 # shell arguments; they hold no settings logic of their own.
