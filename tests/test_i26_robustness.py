@@ -51,3 +51,99 @@ def test_error_line_without_a_traceback_is_the_last_line_that_is_not_a_bar(tmp_p
     assert error_line(log) == "only progress"
     log.write_text("[00:05] a line that merely starts with a time\n")
     assert error_line(log) == "[00:05] a line that merely starts with a time"
+
+
+# ------------------------------------------------------------------ a broken config.json at the dry run
+QWEN_SMALL = {"model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 8960, "num_attention_heads": 12,
+              "num_hidden_layers": 28, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True}
+
+
+@pytest.mark.parametrize("text,expected", [
+    ('{"hidden_size": 1536, "num_attention_he', r"config\.json is not readable JSON"),
+    ('{"hidden_size": "big", "num_attention_heads": 12, "num_hidden_layers": 28, "vocab_size": 10}',
+     r"'hidden_size' is 'big': not a positive integer"),
+    ('{"hidden_size": 1536, "num_attention_heads": 12, "num_hidden_layers": 28}', r"'vocab_size' is not set"),
+    ('{"hidden_size": 1536, "num_attention_heads": 0, "num_hidden_layers": 28, "vocab_size": 10}',
+     r"'num_attention_heads' is 0: not a positive integer"),
+    ('[1, 2]', r"holds list, expected a JSON object"),
+])
+def test_dry_run_model_configs_name_the_model_the_file_and_the_field(tmp_path, text, expected):
+    """plan_check.model_configs (what the dry run calls): a local model directory's config.json."""
+    from crossdiff.finetune.plan_check import check_models, model_configs
+    from crossdiff.finetune.settings import resolve_settings
+
+    model = tmp_path / "my-model"
+    model.mkdir()
+    (model / "config.json").write_text(text)
+    with pytest.raises(CrossdiffError, match=expected) as info:
+        model_configs([str(model)], tmp_path / "cache")
+    assert f"model {model}: {model / 'config.json'}" in str(info.value)
+    s = resolve_settings({"per_device_train_batch_size": 1, "max_length": 512})
+    with pytest.raises(CrossdiffError, match=expected):
+        check_models({"m": {"id": str(model)}}, s, lambda m: {"gpu": 1, "mem_mb": 64000, "gpu_mem_gb": 80},
+                     tmp_path / "cache")
+
+
+def test_broken_cached_config_names_the_cache_file_and_how_to_refresh_it(tmp_path):
+    import json
+
+    from crossdiff.finetune.plan_check import model_configs
+
+    (tmp_path / "org--good.json").write_text(json.dumps(QWEN_SMALL))
+    (tmp_path / "org--bad.json").write_text(json.dumps({k: v for k, v in QWEN_SMALL.items() if k != "vocab_size"}))
+    with pytest.raises(CrossdiffError) as info:
+        model_configs(["org/good", "org/bad"], tmp_path)
+    msg = str(info.value)
+    assert f"model org/bad: {tmp_path / 'org--bad.json'}: 'vocab_size' is not set" in msg
+    assert f"delete {tmp_path / 'org--bad.json'}" in msg and "org/good" not in msg
+
+
+def test_broken_config_in_the_hf_cache_is_named(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from crossdiff.finetune.plan_check import model_configs
+
+    broken = tmp_path / "hf" / "config.json"
+    broken.parent.mkdir()
+    broken.write_text('{"hidden_size": 15')
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: str(broken))
+    with pytest.raises(CrossdiffError, match=rf"model org/m: {broken} is not readable JSON"):
+        model_configs(["org/m"], tmp_path / "cache", timeout=5)
+    assert not (tmp_path / "cache").exists()  # nothing broken is cached
+
+
+def test_check_model_names_the_model_of_a_config_without_vocab_size():
+    from crossdiff.finetune.plan_check import check_model
+    from crossdiff.finetune.settings import resolve_settings
+
+    s = resolve_settings({"per_device_train_batch_size": 1, "max_length": 512})
+    cfg = {k: v for k, v in QWEN_SMALL.items() if k != "vocab_size"}
+    problems, mem = check_model("org/m", cfg, s, {"gpu": 1, "mem_mb": 64000, "gpu_mem_gb": 80})
+    assert problems == ["model org/m: config.json: 'vocab_size' is not set (config.json needs it for the memory plan)"]
+    assert mem is None
+
+
+def test_snakemake_dry_run_with_a_truncated_config_json_names_the_file(tmp_path):
+    from conftest import make_workdir, snakemake
+
+    model = tmp_path / "models" / "m"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text('{"hidden_size": 1536, "num_hid')
+    wf = make_workdir(tmp_path / "wf", f"""
+datasets:
+  tiny:
+    items: {{source: synthetic, n_items: 40, max_ops: 2, max_digits: 2, seed: 1}}
+    responses: {{source: simulated, n_models: 30, seed: 2}}
+irt: {{engine: fast, stability: {{seeds: [], engines: []}}}}
+bins: {{n_bins: 2}}
+models:
+  - id: {model}
+    resources: {{gpu: 1}}
+resources:
+  finetune: {{gpu: 0, gpu_mem_gb: 80}}
+""")
+    proc = snakemake(wf, "-n", check=False, timeout=300)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"model {model}: {model / 'config.json'} is not readable JSON" in text, text[-3000:]
+    assert "JSONDecodeError" not in text
