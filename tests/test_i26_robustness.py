@@ -147,3 +147,81 @@ resources:
     assert proc.returncode != 0
     assert f"model {model}: {model / 'config.json'} is not readable JSON" in text, text[-3000:]
     assert "JSONDecodeError" not in text
+
+
+# ------------------------------------------------------------------ device: cuda on a host without CUDA
+@pytest.fixture
+def no_cuda(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def _no_cuda_message(key):
+    return rf"{key} is 'cuda' but this host has no CUDA device.*set {key}: auto .* or cpu"
+
+
+def test_finetune_device_cuda_without_cuda_stops_before_reading_or_loading(tmp_path, no_cuda):
+    """The paths do not exist: the device error comes first, before the data or the model is touched."""
+    from crossdiff.finetune.run import finetune
+
+    with pytest.raises(CrossdiffError, match=_no_cuda_message("finetune.device")):
+        finetune(tmp_path / "no-model", tmp_path / "no.jsonl", tmp_path / "out", settings={"device": "cuda"})
+    assert not (tmp_path / "out.work").exists()
+
+
+@pytest.mark.parametrize("entry", ["evaluate", "icl", "zero_shot", "loss"])
+def test_evaluate_device_cuda_without_cuda_stops_before_any_model_loads(tmp_path, no_cuda, entry):
+    from crossdiff.evaluate import loss_measure, run
+
+    loads = (run.MODEL_LOADS, loss_measure.MODEL_LOADS)
+    s = {"device": "cuda"}
+    with pytest.raises(CrossdiffError, match=_no_cuda_message("evaluate.device")):
+        if entry == "evaluate":
+            run.evaluate_model(tmp_path / "m", [tmp_path / "task"], [tmp_path / "o.json"], s)
+        elif entry == "icl":
+            from crossdiff.evaluate.icl import evaluate_icl
+
+            evaluate_icl(tmp_path / "m", [tmp_path / "task"], tmp_path / "i.parquet", tmp_path / "b.parquet", [1], [0],
+                         tmp_path / "out", s)
+        elif entry == "zero_shot":
+            from crossdiff.evaluate.zero_shot import score_all_items
+
+            score_all_items(tmp_path / "i.parquet", tmp_path / "irt.parquet", tmp_path / "m", tmp_path / "o.parquet",
+                            "d", settings=s)
+        else:
+            loss_measure.loss_table(tmp_path / "i.parquet", tmp_path / "irt.parquet", tmp_path / "m",
+                                    tmp_path / "o.parquet", settings=s)
+    assert (run.MODEL_LOADS, loss_measure.MODEL_LOADS) == loads
+
+
+def test_irt_device_cuda_without_cuda_names_the_key(no_cuda):
+    import numpy as np
+
+    from crossdiff.irt.base import IrtSettings
+    from crossdiff.irt.engines import fit_engine
+
+    Y = (np.random.default_rng(0).random((20, 10)) < 0.5).astype(float)
+    for engine in ("fast", "py-irt-compatible"):
+        with pytest.raises(CrossdiffError, match=_no_cuda_message("irt.device")):
+            fit_engine(Y, np.ones_like(Y, dtype=bool), IrtSettings(engine=engine, device="cuda"))
+    assert fit_engine(Y, np.ones_like(Y, dtype=bool), IrtSettings(engine="fast", device="auto")).difficulty.shape == (10,)
+
+
+def test_fit_irt_command_with_device_cuda_fails_at_start(tmp_path, no_cuda):
+    import argparse
+
+    from crossdiff.irt.fit import run
+
+    args = argparse.Namespace(responses=str(tmp_path / "missing.parquet"), settings={"device": "cuda"},
+                              items_out="a", models_out="b", heldout_out="c", summary_out="d", progress=False)
+    with pytest.raises(CrossdiffError, match=_no_cuda_message("irt.device")):
+        run(args)
+
+
+def test_device_values():
+    from crossdiff.compute import device_for
+
+    assert device_for("cpu", "k") == "cpu"
+    with pytest.raises(CrossdiffError, match=r"k is 'tpu'; expected one of auto, cpu, cuda"):
+        device_for("tpu", "k")

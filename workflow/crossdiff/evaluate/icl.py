@@ -132,10 +132,12 @@ def evaluate_icl(model, test_tasks: list, items_path, bins_path, ks: list[int], 
     """Every (k, train bin, test bin) ICL cell of one model with ONE model load; returns the result records.
 
     ``outdir/icl-k{k}-train{b}/bin{t}.json`` (+ per-sample logs) for each test task folder of bin t."""
+    from crossdiff.compute import require_device
     from crossdiff.evaluate.run import evaluate_model, load_lm, read_task, resolve_settings
 
-    metas = [read_task(t) for t in test_tasks]
     s = resolve_settings(settings)
+    require_device(s["device"], "evaluate.device")  # at job start, before any model loads
+    metas = [read_task(t) for t in test_tasks]
     lm = load_lm(model, s)
     written = []
     with tempfile.TemporaryDirectory(prefix="crossdiff-icl-") as tmp:

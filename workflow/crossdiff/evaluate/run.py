@@ -56,6 +56,7 @@ from pathlib import Path
 import yaml
 
 from crossdiff.cli import json_arg
+from crossdiff.compute import require_device
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import atomic_path, write_json, write_jsonl, write_text
 from crossdiff.evaluate.backends import hf_model_kwargs, visible_gpus, vllm_model_args  # noqa: F401 - part of this module's API
@@ -161,12 +162,10 @@ def load_lm(model_path, s: dict):
     global MODEL_LOADS
     from crossdiff.hub import offline_env
 
-    offline_env(model_path)
-    import torch
+    from crossdiff.compute import device_for
 
-    device = s["device"]
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    offline_env(model_path)
+    device = device_for(s["device"], "evaluate.device")  # cuda without CUDA: stop before loading
     dtype = s["dtype"]
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
@@ -261,6 +260,8 @@ def evaluate_model(
     if not task_dirs:
         raise CrossdiffError("no task folders to evaluate")
     s = resolve_settings(settings)
+    if lm is None:
+        require_device(s["device"], "evaluate.device")  # at job start, before any model loads
     tasks = [read_task(d) for d in task_dirs]
     if any(m.get("kind") == "lm_eval_task" for m in tasks):  # items.source lm_eval_task
         from crossdiff.evaluate.lm_eval_task import evaluate_bins

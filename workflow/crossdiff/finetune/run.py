@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from crossdiff.cli import json_arg
+from crossdiff.compute import require_device
 from crossdiff.errors import CrossdiffError
 from crossdiff.finetune.checkpoints import fingerprint, in_worker, last_complete_checkpoint, prepare_work_dir
 from crossdiff.finetune.owner import owned
@@ -68,6 +69,7 @@ def finetune(
 ) -> dict | None:
     """Train, save the final model atomically into ``output``; returns the metrics dict (rank 0)."""
     s = resolve_settings(settings)
+    require_device(s["device"], "finetune.device")  # before anything is read or loaded
     fmt = PromptFormat.from_config(prompt)
     s = {**s, "max_length": fmt.max_length or s["max_length"]}  # a benchmark's own limit (prompt.max_length)
     rows = read_sft_jsonl(train_path)
@@ -113,6 +115,7 @@ def _finetune_owned(model_path, train_path, output, work_dir, s, fmt, rows, call
 def worker(args: argparse.Namespace) -> None:
     """One rank of a distributed job (started by launch_ranks): the launcher prepared the work dir."""
     s = resolve_settings(args.settings)
+    require_device(s["device"], "finetune.device")
     fmt = PromptFormat.from_config(args.prompt)
     s = {**s, "max_length": fmt.max_length or s["max_length"]}
     rows = read_sft_jsonl(args.train)

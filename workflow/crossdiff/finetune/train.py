@@ -31,13 +31,10 @@ from crossdiff.study.sft_data import check_lengths
 
 
 def choose_device(s: dict) -> str:
-    import torch
+    """cpu or cuda for ``finetune.device``; cuda on a host without CUDA is an error naming the key."""
+    from crossdiff.compute import device_for
 
-    if s["device"] == "cpu":
-        return "cpu"
-    if s["device"] == "cuda" and not torch.cuda.is_available():
-        raise CrossdiffError("finetune settings.device is 'cuda' but no CUDA device is available")
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if device_for(s["device"], "finetune.device").startswith("cuda") else "cpu"
 
 
 def _fsdp_args(s: dict, grad_ckpt: bool) -> dict:
