@@ -225,3 +225,92 @@ def test_device_values():
     assert device_for("cpu", "k") == "cpu"
     with pytest.raises(CrossdiffError, match=r"k is 'tpu'; expected one of auto, cpu, cuda"):
         device_for("tpu", "k")
+
+
+# ------------------------------------------------------------------ a refused second trainer and the survivor's log
+TRAINER = """
+import sys
+from crossdiff.finetune.owner import owned
+with owned(sys.argv[1]):
+    print("survivor: step 1", flush=True)
+    sys.stdin.readline()                      # the test says when to go on
+    print("survivor: step 2, saved", flush=True)
+"""
+
+
+def _start_trainer(work, log):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
+    with open(log, "w") as out:  # the rule's "> {log} 2>&1"
+        proc = subprocess.Popen([sys.executable, "-c", TRAINER, str(work)], stdin=subprocess.PIPE, stdout=out,
+                                stderr=subprocess.STDOUT, env=env, text=True)
+    deadline = time.monotonic() + 60
+    while "step 1" not in (log.read_text() if log.exists() else ""):  # waits for the trainer's own line
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    return proc
+
+
+def test_refused_second_trainer_leaves_the_survivors_log(tmp_path):
+    """The rerun's job: Snakemake deletes logs/.../bin0.log before the command (as it does for every log:
+    file), the refused trainer writes its error to a new bin0.log. The survivor's whole log stays readable
+    under <work>.log, which the refusal names."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    work = tmp_path / "bin0.work"
+    log = tmp_path / "logs" / "bin0.log"
+    log.parent.mkdir()
+    survivor = _start_trainer(work, log)
+    kept = tmp_path / "bin0.work.log"
+    assert kept.is_file() and os.path.samefile(kept, log)
+    log.unlink()  # what Snakemake does before the rerun's job
+    train = tmp_path / "bin0.jsonl"
+    train.write_text(json.dumps({"prompt": "1+1=", "completion": "2"}) + "\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow"), "HF_HUB_OFFLINE": "1"}
+    with open(log, "w") as out:
+        refused = subprocess.run([sys.executable, "-m", "crossdiff.cli", "finetune", "--model", "no-model", "--train",
+                                  str(train), "--output", str(tmp_path / "bin0"), "--settings", '{"max_steps": 1}'],
+                                 stdout=out, stderr=subprocess.STDOUT, env=env, timeout=120)
+    assert refused.returncode != 0
+    from crossdiff.runtime.failures import error_line
+
+    line = error_line(log)
+    assert "in use by a running trainer" in line and f"its output goes on in {kept}" in line, line
+    survivor.communicate("go\n", timeout=60)
+    assert survivor.returncode == 0
+    assert kept.read_text() == "survivor: step 1\nsurvivor: step 2, saved\n"
+    # the next owner finds the survivor's log and keeps it as the previous one
+    log2 = tmp_path / "logs" / "bin0.next.log"
+    nxt = _start_trainer(work, log2)
+    nxt.communicate("go\n", timeout=60)
+    previous = tmp_path / "bin0.work.previous.log"
+    assert previous.read_text() == "survivor: step 1\nsurvivor: step 2, saved\n"
+    assert f"{previous}: the log of an earlier trainer" in log2.read_text()
+    # a trainer whose job log kept its name leaves no second name behind
+    assert not kept.exists() and log2.read_text().endswith("survivor: step 2, saved\n")
+
+
+def test_snakemake_deletes_a_jobs_log_before_its_command(tmp_path):
+    """The premise of the second name: even an appending rule could not keep the old log."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.log").write_text("the running trainer's lines\n")
+    (tmp_path / "Snakefile").write_text('rule a:\n    output: "out.txt"\n    log: "logs/a.log"\n'
+                                        '    shell: "echo refused >> {log}; touch {output}"\n')
+    snakemake = Path(sys.executable).parent / "snakemake"
+    subprocess.run([str(snakemake), "--cores", "1", "-q"], cwd=tmp_path, capture_output=True, timeout=120, check=True)
+    assert (tmp_path / "logs" / "a.log").read_text() == "refused\n"
