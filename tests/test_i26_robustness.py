@@ -314,3 +314,47 @@ def test_snakemake_deletes_a_jobs_log_before_its_command(tmp_path):
     snakemake = Path(sys.executable).parent / "snakemake"
     subprocess.run([str(snakemake), "--cores", "1", "-q"], cwd=tmp_path, capture_output=True, timeout=120, check=True)
     assert (tmp_path / "logs" / "a.log").read_text() == "refused\n"
+
+
+# ------------------------------------------------------------------ the summary paragraph's wording
+def _summary_row(**values):
+    row = {"model": "m", "dataset": "d", "diagonal": "included", "resample": "items", "n_cells": 9, "n_boot": 100,
+           "best_within_near_gap": 2, "n_test_bins": 3}
+    for k, v in values.items():
+        row.update({k: v, f"{k}_lo": v - 0.01, f"{k}_hi": v + 0.01})  # intervals that exclude 0
+    return row
+
+
+def test_icl_paragraph_speaks_of_in_context_cells_and_of_losses_that_deepen():
+    from crossdiff.results.summary_report import paragraph
+
+    row = _summary_row(slope=-0.05, near_gain=-0.02, far_gain=-0.09, easy_to_hard=-0.03, hard_to_easy=-0.08,
+                       asymmetry=0.05)
+    text = paragraph({**row, "method": "icl-k2"}, 0.95, 1, ["method"])
+    assert "(method=icl-k2)" in text
+    assert "fine-tuned" not in text and "fade" not in text and "transfers better" not in text
+    assert "over 9 in-context cells (2 demonstrations from the train bin in each prompt, no fine-tuning)" in text
+    assert "losses deepen as the gap grows." in text
+    assert "within 1 bin(s) of the demonstrations' bin" in text and "Demonstrations from easier bins" in text
+    assert "easy-to-hard hurts less." in text and "The best demonstration bin lies" in text
+    # the same numbers for fine-tuning: the method's words, the same sign-true verbs
+    sft = paragraph({**row, "method": "sft"}, 0.95, 1, ["method"])
+    assert "over 9 fine-tuned cells" in sft and "losses deepen as the gap grows." in sft
+    assert "Training on easier bins than the test bin (easy-to-hard) gains" in sft
+
+
+@pytest.mark.parametrize("slope,near,far,expected", [
+    (-0.04, 0.10, 0.02, "gains fade as the gap grows."),
+    (-0.04, 0.10, -0.02, "gains near the diagonal fade and turn into losses as the gap grows."),
+    (-0.04, -0.01, -0.10, "losses deepen as the gap grows."),
+    (0.04, 0.01, 0.10, "gains grow with the gap."),
+    (0.04, -0.10, -0.01, "losses shrink as the gap grows."),
+    (0.04, -0.05, 0.03, "losses near the diagonal turn into gains as the gap grows."),
+])
+def test_trend_words_follow_the_signs(slope, near, far, expected):
+    from crossdiff.results.summary_report import paragraph
+
+    row = _summary_row(slope=slope, near_gain=near, far_gain=far, easy_to_hard=0.05, hard_to_easy=0.01, asymmetry=0.04)
+    text = paragraph({**row, "method": "icl-k1"}, 0.95, 1)
+    assert expected in text and "1 demonstration from the train bin" in text
+    assert "easy-to-hard transfers better." in text
