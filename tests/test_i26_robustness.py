@@ -358,3 +358,87 @@ def test_trend_words_follow_the_signs(slope, near, far, expected):
     text = paragraph({**row, "method": "icl-k1"}, 0.95, 1)
     assert expected in text and "1 demonstration from the train bin" in text
     assert "easy-to-hard transfers better." in text
+
+
+# ------------------------------------------------------------------ the same seed gives the same bytes
+PIPELINE = """
+import json, sys
+from pathlib import Path
+from crossdiff.models.tiny import build_base_model
+from crossdiff.finetune.run import finetune
+out = Path(sys.argv[1])
+build_base_model(out / "base", None, {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
+                                      "warmup_problems": 300, "warmup_steps": 4, "batch_size": 16, "eval_items": 0})
+(out / "train.jsonl").write_text("".join(json.dumps({"prompt": f"{i}+{i}=", "completion": str(2 * i)}) + "\\n"
+                                         for i in range(24)))
+finetune(out / "base", out / "train.jsonl", out / "ft", settings={"max_steps": 1, "per_device_train_batch_size": 8,
+                                                                 "device": "cpu", "learning_rate": 1e-3,
+                                                                 "warmup_ratio": 0.0})
+import torch
+print("threads", torch.get_num_threads(), "deterministic", torch.are_deterministic_algorithms_enabled())
+"""
+
+
+def test_two_builds_and_a_fine_tune_step_are_byte_identical(tmp_path):
+    """Two processes (different hash seeds, no OMP_NUM_THREADS: the fixed default, not the core count)
+    build the tiny model and fine-tune it one step: the same weights, byte for byte."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    outs = []
+    for i, hash_seed in enumerate(("1", "2")):
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        env.update(PYTHONPATH=str(REPO / "workflow"), PYTHONHASHSEED=hash_seed, HF_HUB_OFFLINE="1")
+        out = tmp_path / f"run{i}"
+        proc = subprocess.run([sys.executable, "-c", PIPELINE, str(out)], env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "threads 2 deterministic True" in proc.stdout, proc.stdout[-2000:]
+        outs.append(out)
+    for name in ("base/model.safetensors", "base/tokenizer.json", "ft/model.safetensors"):
+        a, b = ((o / name).read_bytes() for o in outs)
+        assert a == b, f"{name} differs between two runs of the same seed"
+    base = (outs[0] / "base/model.safetensors").read_bytes()
+    assert (outs[0] / "ft/model.safetensors").read_bytes() != base  # the step changed the weights
+
+
+def test_job_threads_never_come_from_the_core_count(monkeypatch):
+    from crossdiff import compute
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os_module(), "cpu_count", lambda: 64)
+    assert compute.job_threads() == compute.DEFAULT_THREADS == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert compute.job_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")
+    assert compute.job_threads() == 2
+
+
+def os_module():
+    import os
+
+    return os
+
+
+def test_cli_fixes_the_threads_of_every_job(tmp_path):
+    """`crossdiff <command>` with no OMP_NUM_THREADS: the job and what it starts get 2 threads, tokenizers none."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TOKENIZERS_PARALLELISM")}
+    env["PYTHONPATH"] = str(REPO / "workflow")
+    code = ("import os, sys; from crossdiff.cli import COMMANDS, main; "
+            "COMMANDS['probe'] = ('crossdiff_probe', 'x'); sys.exit(main(['probe']))")
+    (tmp_path / "crossdiff_probe.py").write_text(
+        "import os\ndef add_arguments(p): pass\n"
+        "def run(a):\n    import torch\n    print(os.environ['OMP_NUM_THREADS'], os.environ['TOKENIZERS_PARALLELISM'], "
+        "torch.get_num_threads())\n")
+    env["PYTHONPATH"] += os.pathsep + str(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["2", "false", "2"], proc.stderr[-2000:]

@@ -84,10 +84,11 @@ def load_model(model_path, settings: dict | None = None):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from crossdiff.compute import device_for
+    from crossdiff.compute import deterministic_torch, device_for
 
     s = settings or {}
     device = device_for(s.get("device", "auto"), "evaluate.device")
+    deterministic_torch(device)
     dtype = s.get("dtype", "auto")
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"

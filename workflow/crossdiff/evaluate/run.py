@@ -162,10 +162,11 @@ def load_lm(model_path, s: dict):
     global MODEL_LOADS
     from crossdiff.hub import offline_env
 
-    from crossdiff.compute import device_for
+    from crossdiff.compute import deterministic_torch, device_for
 
     offline_env(model_path)
     device = device_for(s["device"], "evaluate.device")  # cuda without CUDA: stop before loading
+    deterministic_torch(device)
     dtype = s["dtype"]
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"

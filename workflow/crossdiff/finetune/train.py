@@ -20,6 +20,7 @@ import os
 import time
 from pathlib import Path
 
+from crossdiff.compute import deterministic_torch
 from crossdiff.errors import CrossdiffError
 from crossdiff.finetune import qlora
 from crossdiff.finetune.checkpoints import completion_callback, last_complete_checkpoint
@@ -176,6 +177,7 @@ def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFo
     from trl import SFTConfig, SFTTrainer
 
     device = choose_device(s)
+    deterministic_torch(device)  # fixed CPU threads (not the core count); deterministic kernels on the CPU
     on_gpu = device == "cuda"
     prec = precision_plan(s, on_gpu, on_gpu and torch.cuda.is_bf16_supported())
     grad_ckpt = on_gpu and s["gradient_checkpointing"] in (True, "auto")
