@@ -50,7 +50,7 @@ TIMING_KEYS = {"wall_seconds", "seconds", "runtime_s", "eval_seconds", "started"
 
 def _strip(obj):
     if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in TIMING_KEYS and not k.endswith("_seconds")}
+        return {k: _strip(v) for k, v in obj.items() if k not in TIMING_KEYS and "seconds" not in k}
     if isinstance(obj, list):
         return [_strip(v) for v in obj]
     return obj
