@@ -21,7 +21,10 @@ Errors carry the ``X-Error-Code`` header the real Hub sends (``RepoNotFound``, `
 Fault injection per repo (:class:`FakeRepo`): ``fail_first`` requests answered 500, then normal;
 ``rate_limit_first`` requests answered 429 with ``Retry-After``; ``gated`` (anonymous -> 401,
 a token without access -> 403, both ``X-Error-Code: GatedRepo``); ``delay`` seconds before a
-file body is sent. Missing repos answer 404 ``RepoNotFound``.
+file body is sent; ``hold``: the first request for one of its files (HEAD or GET) is held without
+an answer, ``hub.holding`` is set, and once the test calls ``hub.release()`` the connection is closed
+unanswered (nothing counted): a test can kill a client at exactly that point, with no timing race.
+Missing repos answer 404 ``RepoNotFound``.
 
 Counting: ``hub.downloads[(repo, path)]`` counts file bodies sent completely (GET 200), and
 ``hub.requests`` logs ``(method, path, status)`` for every request. The server never records
@@ -51,6 +54,7 @@ class FakeRepo:
     rate_limit_first: int = 0    # answer this many requests with 429 first
     retry_after: int = 1
     delay: float = 0.0           # seconds before a file body is sent
+    hold: bool = False           # hold the first file request unanswered until hub.release()
     sha: str = ""
     _seen: int = field(default=0, repr=False)
 
@@ -78,6 +82,8 @@ class FakeHub:
         self.downloads: Counter = Counter()
         self.requests: list[tuple[str, str, int]] = []
         self.lock = threading.Lock()
+        self.holding = threading.Event()    # set while a repo's ``hold`` request waits
+        self._released = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -88,7 +94,12 @@ class FakeHub:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
+    def release(self) -> None:
+        """Let a held request go (it is closed unanswered)."""
+        self._released.set()
+
     def close(self) -> None:
+        self._released.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -244,6 +255,8 @@ class FakeHub:
         if repo is None:
             return
         _, filename = tail[len("resolve/"):].split("/", 1)
+        if self._held(h, repo):
+            return
         data = repo.files.get(filename)
         if data is None:
             return self._error(h, method, 404, "EntryNotFound", f"{filename} does not exist on main",
@@ -257,6 +270,17 @@ class FakeHub:
         self._send(h, method, 200, data, {"X-Repo-Commit": repo.sha, "ETag": f'"{_git_oid(data)}"',
                                           "Content-Type": "application/octet-stream"},
                    delay=repo.delay, count_key=(repo_id, filename))
+
+    def _held(self, h, repo: FakeRepo) -> bool:
+        """The repo's first file request with ``hold``: wait for release(), then close unanswered."""
+        with self.lock:
+            hold, repo.hold = repo.hold, False
+        if not hold:
+            return False
+        self.holding.set()
+        self._released.wait(timeout=120)
+        h.close_connection = True
+        return True
 
     def _cdn(self, h, method, rest):
         org, name, sha256 = rest.split("/", 2)

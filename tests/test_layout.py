@@ -13,7 +13,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "workflow" / "crossdiff"
 
 # The shared core, then the stages in DAG order. A module may import the core, its own stage and
 # earlier stages, never a later stage.
-CORE = {"crossdiff", "crossdiff.cli", "crossdiff.config", "crossdiff.io", "crossdiff.errors", "crossdiff.slugs", "crossdiff.hub"}
+CORE = {"crossdiff", "crossdiff.cli", "crossdiff.config", "crossdiff.io", "crossdiff.errors", "crossdiff.slugs", "crossdiff.hub",
+        "crossdiff.compute"}
 STAGES = ["items", "responses", "irt", "bins", "prompts", "study", "models", "finetune", "evaluate", "results", "runtime",
           "plan"]
 

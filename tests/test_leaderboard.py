@@ -250,20 +250,25 @@ def run_cli(tmp_path, hub, settings, models, extra_env=None, wait=True):
 
 
 def test_kill_and_resume_downloads_nothing_twice(tmp_path):
+    """The kill lands at a fixed point, whatever the load: the hub holds the first file request of the third
+    model unanswered (one worker, so nothing else moves), the test waits for the manifest to record the first
+    two models, then kills. Nothing is half-downloaded, so nothing may be downloaded twice."""
     models = [f"org{i}/m{i}" for i in range(6)]
-    repos = dict(v2_repo(m, {NEW: {s: answers_for(m, s) for s in SUBTASKS}}, delay=0.0 if i < 1 else 0.25)
-                 for i, m in enumerate(models))
+    repos = dict(v2_repo(m, {NEW: {s: answers_for(m, s) for s in SUBTASKS}}, hold=i == 2) for i, m in enumerate(models))
     settings = {**V2_SETTINGS, "concurrency": 1}
     with FakeHub(repos) as hub:
         proc = run_cli(tmp_path, hub, settings, models, wait=False)
         man = tmp_path / "manifest.jsonl"
-        deadline = time.time() + 60
-        while time.time() < deadline and not (man.exists() and read_manifest(man)):
+        assert hub.holding.wait(timeout=120), proc.communicate(timeout=10)
+        deadline = time.monotonic() + 120  # the first two models' records: appended independently of the held request
+        while len(read_manifest(man) if man.exists() else {}) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, "the manifest never recorded two models"
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        proc.wait(timeout=30)
+        hub.release()
         first = read_manifest(man)
-        assert 1 <= len(first) < len(models), "the kill should land mid-run"
+        assert sorted(first) == models[:2]
         assert not (tmp_path / "out.parquet").exists()
 
         done = run_cli(tmp_path, hub, settings, models)

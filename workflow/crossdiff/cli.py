@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crossdiff: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
     module_name, help_ = COMMANDS[name]
+    from crossdiff.compute import fixed_threads
+
+    fixed_threads()  # before torch/numpy load: threads from OMP_NUM_THREADS or a fixed default, never the core count
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"crossdiff {name}", description=help_)
     module.add_arguments(parser)

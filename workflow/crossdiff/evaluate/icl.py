@@ -129,10 +129,12 @@ def evaluate_icl(model, test_tasks: list, items_path, bins_path, ks: list[int], 
     """Every (k, train bin, test bin) ICL cell of one model with ONE model load; returns the result records.
 
     ``outdir/icl-k{k}-train{b}/bin{t}.json`` (+ per-sample logs) for each test task folder of bin t."""
+    from crossdiff.compute import require_device
     from crossdiff.evaluate.run import check_scorers, evaluate_model, load_lm, read_task, resolve_settings
 
-    metas = [read_task(t) for t in test_tasks]
     s = resolve_settings(settings)
+    require_device(s["device"], "evaluate.device")  # at job start, before any model loads
+    metas = [read_task(t) for t in test_tasks]
     check_scorers(metas)  # before the model loads
     if any(m.get("kind") == "lm_eval_task" for m in metas):  # items.source lm_eval_task: lm-eval's own few-shot path
         from crossdiff.evaluate.lm_eval_task import evaluate_icl_bins, icl_pools

@@ -84,10 +84,11 @@ def load_model(model_path, settings: dict | None = None):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from crossdiff.compute import deterministic_torch, device_for
+
     s = settings or {}
-    device = s.get("device", "auto")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device_for(s.get("device", "auto"), "evaluate.device")
+    deterministic_torch(device)
     dtype = s.get("dtype", "auto")
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
@@ -138,7 +139,9 @@ def loss_table(items_path, irt_path, model, output, prompt: dict | None = None, 
                model_name: str | None = None) -> pl.DataFrame:
     """Score every IRT item's training target with one model load; write and return the measure table."""
     from crossdiff.bins.holdout import bin_items
+    from crossdiff.compute import require_device
 
+    require_device((settings or {}).get("device"), "evaluate.device")  # at job start, before any model loads
     irt = read_table(irt_path, "IRT item table")
     require_columns(irt, ["item_id"], irt_path, "IRT item table")
     s = settings or {}

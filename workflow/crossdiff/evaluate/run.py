@@ -56,6 +56,7 @@ from pathlib import Path
 import yaml
 
 from crossdiff.cli import json_arg
+from crossdiff.compute import require_device
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import atomic_path, write_json, write_jsonl, write_text
 from crossdiff.evaluate.backends import hf_model_kwargs, visible_gpus, vllm_model_args  # noqa: F401 - part of this module's API
@@ -198,12 +199,11 @@ def load_lm(model_path, s: dict):
     global MODEL_LOADS
     from crossdiff.hub import offline_env
 
-    offline_env(model_path)
-    import torch
+    from crossdiff.compute import deterministic_torch, device_for
 
-    device = s["device"]
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    offline_env(model_path)
+    device = device_for(s["device"], "evaluate.device")  # cuda without CUDA: stop before loading
+    deterministic_torch(device)
     dtype = s["dtype"]
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
@@ -308,6 +308,8 @@ def evaluate_model(
     if not task_dirs:
         raise CrossdiffError("no task folders to evaluate")
     s = resolve_settings(settings)
+    if lm is None:
+        require_device(s["device"], "evaluate.device")  # at job start, before any model loads
     tasks = [read_task(d) for d in task_dirs]
     check_scorers(tasks)  # before the model loads: a scorer that cannot run fails now, not after generation
     if any(m.get("kind") == "lm_eval_task" for m in tasks):  # items.source lm_eval_task

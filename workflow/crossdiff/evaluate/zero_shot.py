@@ -62,8 +62,10 @@ def measure_table(samples: list[dict], item_ids: list[str], path="samples") -> p
 
 def score_all_items(items_path, irt_path, model, output, dataset: str, prompt: dict | None = None,
                     settings: dict | None = None, model_name: str | None = None) -> pl.DataFrame:
+    from crossdiff.compute import require_device
     from crossdiff.evaluate.run import evaluate_model, make_task, samples_path
 
+    require_device((settings or {}).get("device"), "evaluate.device")  # at job start, before any model loads
     irt = read_table(irt_path, "IRT item table")
     require_columns(irt, ["item_id"], irt_path, "IRT item table")
     ids = sorted(irt["item_id"].cast(pl.Utf8).to_list())

@@ -65,22 +65,41 @@ def _get(cfg: dict, *names, default=None):
             return cfg[n]
     if default is not None:
         return default
-    raise CrossdiffError(f"model config.json: none of {list(names)} is set (needed for the memory plan)")
+    which = repr(names[0]) if len(names) == 1 else "none of " + ", ".join(map(repr, names))
+    raise CrossdiffError(f"{which} is not set (config.json needs it for the memory plan)")
+
+
+def _size(cfg: dict, *names, default=None) -> int:
+    """A positive integer size of config.json (the first of ``names`` that is set), else a CrossdiffError
+    naming the field and its value."""
+    value = _get(cfg, *names, default=default)
+    name = next((n for n in names if cfg.get(n) is not None), names[0])
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        n = int(value)
+    except (TypeError, ValueError):
+        raise CrossdiffError(f"{name!r} is {value!r}: not a positive integer") from None
+    if n <= 0:
+        raise CrossdiffError(f"{name!r} is {value!r}: not a positive integer")
+    return n
 
 
 def shape(cfg: dict) -> dict:
-    """The sizes that matter, from a config.json dict (text_config of multimodal configs)."""
-    cfg = cfg.get("text_config", cfg)
-    h = int(_get(cfg, "hidden_size", "n_embd", "d_model"))
-    heads = int(_get(cfg, "num_attention_heads", "n_head"))
+    """The sizes that matter, from a config.json dict (text_config of multimodal configs). A size
+    missing or not a positive integer is a CrossdiffError naming the field."""
+    if isinstance(cfg.get("text_config"), dict):
+        cfg = cfg["text_config"]
+    h = _size(cfg, "hidden_size", "n_embd", "d_model")
+    heads = _size(cfg, "num_attention_heads", "n_head")
     return {
         "hidden": h,
-        "layers": int(_get(cfg, "num_hidden_layers", "n_layer")),
+        "layers": _size(cfg, "num_hidden_layers", "n_layer"),
         "heads": heads,
-        "kv_heads": int(_get(cfg, "num_key_value_heads", default=heads)),
-        "head_dim": int(cfg.get("head_dim") or h // heads),
-        "intermediate": int(_get(cfg, "intermediate_size", "n_inner", default=4 * h)),
-        "vocab": int(_get(cfg, "vocab_size")),
+        "kv_heads": _size(cfg, "num_key_value_heads", default=heads),
+        "head_dim": _size(cfg, "head_dim") if cfg.get("head_dim") else h // heads,
+        "intermediate": _size(cfg, "intermediate_size", "n_inner", default=4 * h),
+        "vocab": _size(cfg, "vocab_size"),
         "tied": bool(cfg.get("tie_word_embeddings", False)),
         "qkv_bias": bool(cfg.get("attention_bias", cfg.get("model_type") in ("qwen2",))),
     }
@@ -174,7 +193,7 @@ def read_config(model_ref, model_dir=None) -> dict | None:
     not a number) is a CrossdiffError naming the model and the file."""
     for d in (model_dir, model_ref):
         if d is not None and (Path(str(d)) / "config.json").is_file():
-            return _checked_config(model_ref, Path(str(d)) / "config.json")
+            return load_config_file(model_ref, Path(str(d)) / "config.json")
     if model_ref is None or Path(str(model_ref)).exists():
         return None
     try:
@@ -185,24 +204,32 @@ def read_config(model_ref, model_dir=None) -> dict | None:
             path = hf_hub_download(str(model_ref), "config.json")
     except Exception:  # offline, gated, unknown: the check happens again when the job starts
         return None
-    return _checked_config(model_ref, Path(path))
+    return load_config_file(model_ref, Path(path))
 
 
-def _checked_config(model_ref, path: Path) -> dict:
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CrossdiffError(f"model {model_ref}: {path} is not readable JSON ({exc}); expected the model's "
-                             "config.json (re-download or rebuild the model)") from None
+def config_problem(model_ref, cfg, where) -> str | None:
+    """None when ``cfg`` (the parsed config.json at ``where``) has every size the plan needs; else
+    one line naming the model, the file and the field."""
     if not isinstance(cfg, dict):
-        raise CrossdiffError(f"model {model_ref}: {path} holds {type(cfg).__name__}, expected a JSON object")
+        return f"model {model_ref}: {where} holds {type(cfg).__name__}, expected a JSON object (the model's config.json)"
     try:
         shape(cfg)
     except CrossdiffError as exc:
-        raise CrossdiffError(f"model {model_ref}: {path}: {exc}") from None
-    except (TypeError, ValueError, ZeroDivisionError) as exc:
-        raise CrossdiffError(f"model {model_ref}: {path}: a size is not a positive integer ({exc}); expected "
-                             "hidden_size, num_attention_heads, num_hidden_layers, vocab_size as integers") from None
+        return f"model {model_ref}: {where}: {exc}"
+    return None
+
+
+def load_config_file(model_ref, path: Path, hint: str = "re-download or rebuild the model") -> dict:
+    """The parsed, checked config.json at ``path``: a CrossdiffError naming the model and the file when it
+    is not JSON (truncated, not UTF-8) or lacks a size (and which)."""
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise CrossdiffError(f"model {model_ref}: {path} is not readable JSON ({exc}); expected the model's "
+                             f"config.json ({hint})") from None
+    msg = config_problem(model_ref, cfg, path)
+    if msg:
+        raise CrossdiffError(f"{msg} ({hint})")
     return cfg
 
 

@@ -5,12 +5,13 @@ memory plan fits, and the job's host RAM (``mem_mb``) covers the host plan.
 ``config.json`` of hub models: a local directory, the crossdiff cache (``<cache_dir>/<org>--<name>.json``,
 written on the first successful look-up), the HF cache, then ONE download attempt per model and
 invocation, all models at once, bounded by ``timeout`` seconds in all (none with HF_HUB_OFFLINE=1). With no route to the hub the
-dry run thus costs at most ``timeout`` per uncached model, not minutes of retries.
+dry run thus costs at most ``timeout`` per uncached model, not minutes of retries. A config.json that is
+not JSON, or lacks a size the plan needs (or holds one that is not a positive integer), stops the dry run
+with the model, the file and the field named (``memory_plan.load_config_file``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -24,6 +25,8 @@ LOOKUP_TIMEOUT = 5.0
 
 
 def _download(model_id: str, box: dict) -> None:
+    from crossdiff.finetune.memory_plan import load_config_file
+
     try:
         from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
@@ -31,7 +34,10 @@ def _download(model_id: str, box: dict) -> None:
         if not isinstance(path, str) and os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("1", "true", "yes"):
             path = hf_hub_download(model_id, "config.json", etag_timeout=box["timeout"])
         if isinstance(path, str):
-            box["cfg"] = json.loads(Path(path).read_text())
+            box["cfg"] = load_config_file(model_id, Path(path), hint=f"the HF cache's copy: delete {path} to "
+                                          "download it again")
+    except CrossdiffError as exc:
+        box["broken"] = str(exc)
     except Exception as exc:  # offline, gated, unknown: said in one line by the caller
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         box["error"] = f"{type(exc).__name__}: {first[:100]}" if first else type(exc).__name__
@@ -39,30 +45,44 @@ def _download(model_id: str, box: dict) -> None:
 
 def model_configs(model_ids, cache_dir, timeout: float = LOOKUP_TIMEOUT) -> dict:
     """{model id: (config.json dict, None) or (None, why it was skipped)}. Uncached models are looked up
-    concurrently, so the whole call waits at most ``timeout`` seconds."""
-    out, pending = {}, {}
+    concurrently, so the whole call waits at most ``timeout`` seconds. A config.json that cannot be
+    planned from (not JSON, a size missing or not a positive integer) is a CrossdiffError naming the model,
+    the file and the field (all such files at once)."""
+    from crossdiff.finetune.memory_plan import load_config_file
+
+    out, pending, broken = {}, {}, []
     for model_id in dict.fromkeys(model_ids):
         local = Path(model_id) / "config.json"
         cached = Path(cache_dir) / (model_id.replace("/", "--") + ".json")
-        if local.is_file():
-            out[model_id] = (json.loads(local.read_text()), None)
-        elif cached.is_file():
-            out[model_id] = (json.loads(cached.read_text()), None)
-        else:
-            box = {"timeout": timeout}
-            worker = threading.Thread(target=_download, args=(model_id, box), daemon=True)  # never waited for beyond the deadline
-            worker.start()
-            pending[model_id] = (worker, box, cached)
+        try:
+            if local.is_file():
+                out[model_id] = (load_config_file(model_id, local), None)
+                continue
+            if cached.is_file():
+                out[model_id] = (load_config_file(model_id, cached, hint="crossdiff's copy of the hub's "
+                                                  f"config.json: delete {cached} to look it up again"), None)
+                continue
+        except CrossdiffError as exc:
+            broken.append(str(exc))
+            continue
+        box = {"timeout": timeout}
+        worker = threading.Thread(target=_download, args=(model_id, box), daemon=True)  # never waited for beyond the deadline
+        worker.start()
+        pending[model_id] = (worker, box, cached)
     deadline = time.monotonic() + timeout
     for model_id, (worker, box, cached) in pending.items():
         worker.join(max(0.0, deadline - time.monotonic()))
-        if "cfg" in box:
+        if "broken" in box:
+            broken.append(box["broken"])
+        elif "cfg" in box:
             write_json(box["cfg"], cached)
             out[model_id] = (box["cfg"], None)
         elif worker.is_alive():
             out[model_id] = (None, f"no answer from the hub within {timeout:g} s")
         else:
             out[model_id] = (None, box.get("error") or "HF_HUB_OFFLINE=1 and not in the HF cache")
+    if broken:
+        raise CrossdiffError("\n".join(broken))
     return out
 
 
@@ -73,7 +93,7 @@ def model_config(model_id: str, cache_dir, timeout: float = LOOKUP_TIMEOUT) -> t
 
 def check_model(model_id: str, cfg: dict | None, s: dict, res: dict) -> tuple[list[str], int | None]:
     """(problems, planned host RAM in MB or None) for one model's fine-tune on ``res['gpu']`` GPUs."""
-    from crossdiff.finetune.memory_plan import fit_message, host_plan, settings_plan
+    from crossdiff.finetune.memory_plan import config_problem, fit_message, host_plan, settings_plan
     from crossdiff.finetune.settings import accumulation_steps, world_size
     from crossdiff.finetune.train import engine_for
 
@@ -86,6 +106,10 @@ def check_model(model_id: str, cfg: dict | None, s: dict, res: dict) -> tuple[li
         problems.append(f"model {model_id} on {n} GPU(s): {exc} (models[].resources.gpu or finetune settings)")
         return problems, None
     if cfg is None:
+        return problems, None
+    bad = config_problem(model_id, cfg, "config.json")
+    if bad:
+        problems.append(bad)
         return problems, None
     msg = fit_message(model_id, settings_plan(cfg, s, n), res["gpu"], res["gpu_mem_gb"],
                       replan=lambda g: settings_plan(cfg, s, g))

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from crossdiff.cli import json_arg
+from crossdiff.compute import require_device
 from crossdiff.errors import CrossdiffError
 from crossdiff.finetune.checkpoints import fingerprint, in_worker, last_complete_checkpoint, prepare_work_dir
 from crossdiff.finetune.owner import owned
@@ -72,6 +73,7 @@ def finetune(
     prompt.max_length included), so nothing is merged here; a standalone call's missing keys are filled by the
     same function (:func:`resolve_settings`). ``prompt`` only renders the text."""
     s = resolve_settings(settings)
+    require_device(s["device"], "finetune.device")  # before anything is read or loaded
     fmt = PromptFormat.from_config(prompt)
     rows = read_sft_jsonl(train_path)
     output = Path(output)
@@ -116,6 +118,7 @@ def _finetune_owned(model_path, train_path, output, work_dir, s, fmt, rows, call
 def worker(args: argparse.Namespace) -> None:
     """One rank of a distributed job (started by launch_ranks): the launcher prepared the work dir."""
     s = resolve_settings(args.settings)  # complete: resolved by the launcher's job
+    require_device(s["device"], "finetune.device")
     fmt = PromptFormat.from_config(args.prompt)
     rows = read_sft_jsonl(args.train)
     n = int(os.environ.get("WORLD_SIZE", "1"))

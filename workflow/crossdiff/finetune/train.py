@@ -21,6 +21,7 @@ import os
 import time
 from pathlib import Path
 
+from crossdiff.compute import deterministic_torch
 from crossdiff.errors import CrossdiffError
 from crossdiff.finetune import qlora
 from crossdiff.finetune.checkpoints import completion_callback, last_complete_checkpoint
@@ -32,13 +33,10 @@ from crossdiff.study.sft_data import check_lengths
 
 
 def choose_device(s: dict) -> str:
-    import torch
+    """cpu or cuda for ``finetune.device``; cuda on a host without CUDA is an error naming the key."""
+    from crossdiff.compute import device_for
 
-    if s["device"] == "cpu":
-        return "cpu"
-    if s["device"] == "cuda" and not torch.cuda.is_available():
-        raise CrossdiffError("finetune settings.device is 'cuda' but no CUDA device is available")
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if device_for(s["device"], "finetune.device").startswith("cuda") else "cpu"
 
 
 def _fsdp_args(s: dict, grad_ckpt: bool) -> dict:
@@ -159,6 +157,7 @@ def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFo
     from trl import SFTConfig, SFTTrainer
 
     device = choose_device(s)
+    deterministic_torch(device)  # fixed CPU threads (not the core count); deterministic kernels on the CPU
     on_gpu = device == "cuda"
     prec = precision_plan(s, on_gpu, on_gpu and torch.cuda.is_bf16_supported())
     grad_ckpt = on_gpu and s["gradient_checkpointing"] in (True, "auto")

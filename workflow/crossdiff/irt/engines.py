@@ -6,6 +6,7 @@ import importlib
 
 import numpy as np
 
+from crossdiff.compute import require_device
 from crossdiff.errors import CrossdiffError
 from crossdiff.irt.base import EngineResult, IrtSettings
 
@@ -17,6 +18,7 @@ ENGINES = {
 
 
 def fit_engine(Y: np.ndarray, observed: np.ndarray, settings: IrtSettings, progress: bool = False) -> EngineResult:
+    require_device(settings.device, "irt.device")  # before any work (the planning host may have no GPU)
     if settings.engine not in ENGINES:
         raise CrossdiffError(f"irt.engine = {settings.engine!r}; expected one of {', '.join(ENGINES)}")
     name = ENGINES[settings.engine]

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from crossdiff.cli import json_arg
+from crossdiff.compute import require_device
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import read_table, require_columns, write_json, write_parquet
 from crossdiff.irt.base import EngineResult, IrtSettings
@@ -143,6 +144,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    require_device(dict(args.settings).get("device"), "irt.device")  # at job start, before reading anything
     df = read_table(args.responses, "response matrix")
     require_columns(df, ["model_id", "item_id", "correct"], args.responses, "response matrix")
     if df.height == 0:

@@ -258,6 +258,9 @@ def build_base_model(
     offline_env()
     import torch
 
+    from crossdiff.compute import deterministic_torch
+
+    deterministic_torch("cpu")  # fixed threads, deterministic kernels: the same seed gives the same bytes
     s = _settings(settings)
     fmt = PromptFormat.from_config(prompt)
     t0 = time.time()

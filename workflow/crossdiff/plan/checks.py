@@ -162,30 +162,35 @@ def item_problems(plan) -> list[str]:
         if items["source"] != "lm_eval_task" or name not in plan.study_datasets():
             continue
         for slug, m in plan.models.items():
-            cfg = local_model_config(plan, slug)
+            cfg, bad = local_model_config(plan, slug)
+            problems += [bad] if bad else []
             if cfg is not None:
                 problems += lm_eval_task.context_problems(
                     cfg, lm_eval_task.declared_max_gen_toks(items), model=m["id"], dataset=name,
                     max_length=plan.evaluate(name, slug)["max_length"])
-    return problems
+    return list(dict.fromkeys(problems))
 
 
-def local_model_config(plan, slug: str) -> dict | None:
-    """A model's config.json when it is on disk (a local directory, or the memory plan's cache); no download."""
+def local_model_config(plan, slug: str) -> tuple[dict | None, str | None]:
+    """(A model's config.json when it is on disk: a local directory, or the memory plan's cache; no download,
+    or None) and the problem of an unreadable one (named whatever resources.memory_check says)."""
     import json
     from pathlib import Path
 
     m = plan.models[slug]
     if m["build"]:
-        return None
+        return None, None
     for p in (Path(m["id"]) / "config.json",
               Path(plan.config["resources"]["model_config_cache"]) / (m["id"].replace("/", "--") + ".json")):
         if p.is_file():
             try:
-                return json.loads(p.read_text())
-            except (OSError, ValueError):
-                return None  # the memory plan names the unreadable file
-    return None
+                cfg = json.loads(p.read_text())
+            except (OSError, ValueError) as exc:
+                return None, f"{plan.model_key(slug)}: {p} is not readable JSON ({exc}); expected the model's config.json"
+            if not isinstance(cfg, dict):
+                return None, f"{plan.model_key(slug)}: {p} holds {type(cfg).__name__}, expected a JSON object"
+            return cfg, None
+    return None, None
 
 
 def problems(plan) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,60 @@ def _excludes_zero(row: dict, key: str) -> bool:
     return lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0)
 
 
+_ICL = re.compile(r"^icl-k(\d+)$")
+
+
+def _words(method) -> dict:
+    """The paragraph's nouns for a method: fine-tuning (sft and any other training method) or in-context
+    learning (``icl-k<k>``: k demonstrations drawn from the train bin, no weights changed)."""
+    m = _ICL.match(str(method or ""))
+    if m:
+        k = int(m.group(1))
+        return {"cells": f"in-context cells ({k} demonstration{'s' if k != 1 else ''} from the train bin in each "
+                         "prompt, no fine-tuning)",
+                "source": "the demonstrations' bin", "easier": "Demonstrations from easier bins than the test bin",
+                "harder": "demonstrations from harder ones", "gain": "gain", "best": "The best demonstration bin"}
+    return {"cells": "fine-tuned cells", "source": "the training bin",
+            "easier": "Training on easier bins than the test bin", "harder": "training on harder ones",
+            "gain": "gains", "best": "The best training bin"}
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _trend(slope: float, near, far) -> str:
+    """What a slope clearly below or above 0 means, in the words the gains' signs call for (a negative
+    gain is a loss: it does not "fade", it deepens or shrinks)."""
+    if not (_finite(near) and _finite(far)):
+        return "the gain falls as the gap grows." if slope < 0 else "the gain rises as the gap grows."
+    if slope < 0:
+        if near > 0:
+            return ("gains fade as the gap grows." if far > 0
+                    else "gains near the diagonal fade and turn into losses as the gap grows.")
+        return "losses deepen as the gap grows."
+    if near >= 0:
+        return "gains grow with the gap."
+    return ("losses shrink as the gap grows." if far <= 0
+            else "losses near the diagonal turn into gains as the gap grows.")
+
+
+def _direction(row: dict) -> str:
+    """Which direction does better, in the words the signs call for."""
+    if row["asymmetry"] > 0:
+        better, gain = "easy-to-hard", row["easy_to_hard"]
+    else:
+        better, gain = "hard-to-easy", row["hard_to_easy"]
+    if _finite(gain) and gain <= 0:
+        return f"{better} hurts less."
+    return f"{better} transfers better."
+
+
 def paragraph(row: dict, confidence: float, near_gap: int, group_by: list[str] | None = None) -> str:
-    """One group's numbers in a few plain sentences."""
+    """One group's numbers in a few plain sentences, worded for the group's method (``row['method']``:
+    fine-tuning or in-context learning) and for the signs of its numbers."""
     name = f"**{row['model']}** on **{row['dataset']}**"
+    words = _words(row.get("method"))
     extra = [f"{k}={row[k]}" for k in group_by or []]
     if "train_size" in row and "train_size" not in (group_by or []):  # one paragraph per study.train_sizes entry
         n = row["train_size"]
@@ -37,24 +89,24 @@ def paragraph(row: dict, confidence: float, near_gap: int, group_by: list[str] |
     diag = ("the diagonal included" if row["diagonal"] == "included"
             else "the diagonal left out (its train and test items are the same)")
     how = "test items resampled" if row["resample"] == "items" else "cells resampled"
-    s = [f"{name}{' (' + ', '.join(extra) + ')' if extra else ''}: over {row['n_cells']} fine-tuned cells ({diag}; "
+    s = [f"{name}{' (' + ', '.join(extra) + ')' if extra else ''}: over {row['n_cells']} {words['cells']} ({diag}; "
          f"{row['n_boot']} bootstrap resamples, {how}), the gain over zero-shot changes by "
          f"{_ci(row, 'slope', confidence)} per bin of train/test difficulty gap"]
     if _excludes_zero(row, "slope"):
-        s[-1] += ": gains " + ("fade as the gap grows." if row["slope"] < 0 else "grow with the gap.")
+        s[-1] += ": " + _trend(row["slope"], row.get("near_gain"), row.get("far_gain"))
     else:
         s[-1] += ": the interval includes 0, so no clear trend with the gap."
-    s.append(f"Mean gain within {near_gap} bin(s) of the training bin: {_ci(row, 'near_gain', confidence)}; "
+    s.append(f"Mean gain within {near_gap} bin(s) of {words['source']}: {_ci(row, 'near_gain', confidence)}; "
              f"farther away: {_ci(row, 'far_gain', confidence)}.")
-    asym = (f"Training on easier bins than the test bin (easy-to-hard) gains {_ci(row, 'easy_to_hard', confidence)} on "
-            f"average, training on harder ones (hard-to-easy) {_ci(row, 'hard_to_easy', confidence)}; "
+    asym = (f"{words['easier']} (easy-to-hard) {words['gain']} {_ci(row, 'easy_to_hard', confidence)} on "
+            f"average, {words['harder']} (hard-to-easy) {_ci(row, 'hard_to_easy', confidence)}; "
             f"the asymmetry (easy-to-hard minus hard-to-easy) is {_ci(row, 'asymmetry', confidence)}")
     if _excludes_zero(row, "asymmetry"):
-        asym += ", " + ("easy-to-hard transfers better." if row["asymmetry"] > 0 else "hard-to-easy transfers better.")
+        asym += ", " + _direction(row)
     else:
         asym += ", no clear direction."
     s.append(asym)
-    s.append(f"The best training bin lies within {near_gap} bin(s) of the test bin for "
+    s.append(f"{words['best']} lies within {near_gap} bin(s) of the test bin for "
              f"{row['best_within_near_gap']} of {row['n_test_bins']} test bins.")
     return " ".join(s)
 

@@ -3,8 +3,10 @@
 Every rule sends its command's output to its own log file, so on the console Snakemake shows only
 "Error in rule X ... log: PATH (check log file(s) for error details)". This module reads
 Snakemake's main log for those blocks, takes the error line out of each failed job's log (the
-``crossdiff <command>: error: ...`` line, or the last line of a Python traceback) and prints one
-line per failed job, with the log to read for the rest.
+``crossdiff <command>: error: ...`` line, or the exception line of the last Python traceback) and
+prints one line per failed job, with the log to read for the rest. Progress bars (tqdm's
+carriage-return updates, ``50%|#####     | 5/10 [00:01<00:01, 4.2it/s]``) are never taken for the
+error: a bar printed after a traceback, or glued in front of it, is skipped.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ _ERROR_IN_RULE = re.compile(r"^Error in rule (\S+?):\s*$")
 _FIELD = re.compile(r"^\s{4}(\w+): (.*)$")
 _CLI_ERROR = re.compile(r"^crossdiff [\w-]+: error: ")
 _MAX_CHARS = 600
+# tqdm's bar ("50%|#####     |") and its bracket ("[00:01<00:01, 4.21it/s]", "[00:00, 12.3 examples/s]")
+_BAR = re.compile(r"\d{1,3}%\|")
+_BRACKET = re.compile(r"\[(?:\d+:)?\d{1,2}:\d{2}(?:<[^\]\[,]*)?,[^\]\[]*/[^\]\[]*\]")
 # Snakemake's RuleException just before a job's "Error in rule" block carries the shell's status
 _STATUS = re.compile(r"(?:returned non-zero exit status (-?\d+)|died with <Signals\.(\w+): \d+>)\.?\s*$")
 
@@ -78,23 +83,49 @@ def failed_jobs(main_log: str) -> list[FailedJob]:
     return list(unique.values())
 
 
+def without_progress(segment: str) -> str:
+    """``segment`` without a tqdm progress bar: "" when it is one, the text after it when a bar was
+    left unfinished in front of other output (a crash mid-bar glues the traceback to it)."""
+    last = None
+    for last in _BRACKET.finditer(segment):
+        pass
+    if last is not None:
+        return segment[last.end():].strip()
+    return "" if _BAR.search(segment) else segment.rstrip()
+
+
+def log_lines(text: str) -> list[str]:
+    """The non-empty lines of a log as a terminal would leave them, progress bars left out: each
+    carriage-return update is its own segment, and segments that are progress bars are dropped."""
+    out = []
+    for raw in text.split("\n"):
+        for segment in raw.split("\r"):
+            line = without_progress(segment)
+            if line.strip():
+                out.append(line)
+    return out
+
+
 def error_line(log_path: str | Path, workdir: str | Path = ".") -> str:
-    """The line of a job log that says what went wrong."""
+    """The line of a job log that says what went wrong: the last ``crossdiff <command>: error:``
+    line, else the exception line of the last traceback, else the last line that is not a
+    progress bar."""
     p = Path(log_path)
     if not p.is_absolute():
         p = Path(workdir) / p
     try:
-        lines = [line.rstrip() for line in p.read_text(errors="replace").splitlines()]
+        lines = log_lines(p.read_text(errors="replace"))
     except OSError as exc:
         return f"(log not readable: {exc.strerror or exc})"
-    lines = [line for line in lines if line.strip()]
     if not lines:
         return "(the log is empty)"
     cli = [line for line in lines if _CLI_ERROR.match(line)]
+    tracebacks = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
     if cli:
         line = cli[-1]
-    elif any(line.startswith("Traceback (most recent call last)") for line in lines):
-        line = next((x for x in reversed(lines) if not x.startswith((" ", "\t"))), lines[-1])
+    elif tracebacks:
+        after = lines[tracebacks[-1] + 1:]
+        line = next((x for x in after if not x.startswith((" ", "\t"))), lines[-1])
     else:
         line = lines[-1]
     return line if len(line) <= _MAX_CHARS else line[:_MAX_CHARS] + " ..."
