@@ -134,3 +134,11 @@ def test_an_lm_eval_generation_longer_than_a_local_models_context_stops_the_dry_
     proc = snakemake(wd, "-n", "--cores", "1", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "max_gen_toks" in out and "256" in out, out[-3000:]
+
+
+def test_a_truncated_local_config_json_is_named_even_with_memory_check_off(tmp_path):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama", "hidden_si')
+    out = found(models=[{"id": str(model)}], resources={"memory_check": "off"})
+    assert any(str(model / "config.json") in p and "not readable JSON" in p for p in out), out

@@ -156,17 +156,20 @@ def item_problems(plan) -> list[str]:
     from crossdiff.items import ifeval, lm_eval_task
 
     problems = ifeval.study_problems(plan.config)
+    configs = {}
+    for slug in plan.models if plan.study_datasets() else []:
+        cfg, bad = local_model_config(plan, slug)  # a broken one is named whatever resources.memory_check says
+        problems += [bad] if bad else []
+        configs[slug] = cfg
     for name in plan.datasets:
         items = plan.dataset(name)["items"]
         problems += lm_eval_task.parse_problems(name, items, plan.study["methods"])
         if items["source"] != "lm_eval_task" or name not in plan.study_datasets():
             continue
-        for slug, m in plan.models.items():
-            cfg, bad = local_model_config(plan, slug)
-            problems += [bad] if bad else []
+        for slug, cfg in configs.items():
             if cfg is not None:
                 problems += lm_eval_task.context_problems(
-                    cfg, lm_eval_task.declared_max_gen_toks(items), model=m["id"], dataset=name,
+                    cfg, lm_eval_task.declared_max_gen_toks(items), model=plan.models[slug]["id"], dataset=name,
                     max_length=plan.evaluate(name, slug)["max_length"])
     return list(dict.fromkeys(problems))
 
@@ -186,9 +189,10 @@ def local_model_config(plan, slug: str) -> tuple[dict | None, str | None]:
             try:
                 cfg = json.loads(p.read_text())
             except (OSError, ValueError) as exc:
-                return None, f"{plan.model_key(slug)}: {p} is not readable JSON ({exc}); expected the model's config.json"
+                return None, (f"model {m['id']}: {p} is not readable JSON ({exc}); expected the model's config.json "
+                              f"({plan.model_key(slug).split(' ')[0]}.id)")
             if not isinstance(cfg, dict):
-                return None, f"{plan.model_key(slug)}: {p} holds {type(cfg).__name__}, expected a JSON object"
+                return None, f"model {m['id']}: {p} holds {type(cfg).__name__}, expected a JSON object (the model's config.json)"
             return cfg, None
     return None, None
 
