@@ -122,8 +122,9 @@ def test_planned_jobs_are_the_product_of_sets_sizes_and_seeds(tmp_path):
     }
     out = proc.stdout + proc.stderr
     assert "--train-bins 0 1 2 --size 8 --order easy_to_hard" in out
-    assert "--output results/finetune/tiny/mini/set-up-n8-seed2 --settings '{\"learning_rate\": 0.0005" in out
-    assert '"seed": 2, "shuffle": false' in out
+    line = next(x for x in out.splitlines() if "--output results/finetune/tiny/mini/set-up-n8-seed2 --settings" in x)
+    settings = json.loads(line.split("--settings '")[1].split("'")[0])  # the run's resolved settings, complete
+    assert (settings["learning_rate"], settings["seed"], settings["shuffle"]) == (0.0005, 2, False)
     assert "--holdout-fraction 0.2 --holdout-seed 0" in out
 
 
@@ -135,7 +136,7 @@ def test_default_paths_unchanged_without_designs(tmp_path):
         assert f"--train results/sft/mini/bin{b}.jsonl --output results/finetune/tiny/mini/bin{b} " in out
         assert f"--train-bin {b} " in out and f"results/eval/tiny/mini/train{b}/bin0.json" in out
     assert "make_train_set" not in out and "--holdout-fraction" not in out and "--show-diagonal" not in out
-    assert '"shuffle"' not in out and "size_difficulty" not in out
+    assert '"shuffle": false' not in out and '"shuffle": true' in out and "size_difficulty" not in out
 
 
 E2E = STUDY.replace("bins: {n_bins: 3}", """bins: {n_bins: 3, holdout_fraction: 0.2}

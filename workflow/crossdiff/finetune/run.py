@@ -71,10 +71,13 @@ def finetune(
 
     The workflow passes every job's complete settings, resolved at parse time (:mod:`crossdiff.plan.settings`,
     prompt.max_length included), so nothing is merged here; a standalone call's missing keys are filled by the
-    same function (:func:`resolve_settings`). ``prompt`` only renders the text."""
+    same function (:func:`resolve_settings`), with the prompt's max_length where the settings have none, as the
+    resolver's layers order them."""
+    fmt = PromptFormat.from_config(prompt)
+    if fmt.max_length and "max_length" not in (settings or {}):  # a standalone call: the resolver's layer order
+        settings = {**(settings or {}), "max_length": fmt.max_length}
     s = resolve_settings(settings)
     require_device(s["device"], "finetune.device")  # before anything is read or loaded
-    fmt = PromptFormat.from_config(prompt)
     rows = read_sft_jsonl(train_path)
     output = Path(output)
     work_dir = Path(work_dir) if work_dir else _default_work_dir(output)

@@ -76,8 +76,9 @@ def check_lengths(trainer, rows: list[dict], fmt: PromptFormat, max_length: int 
         raise CrossdiffError(
             f"{len(empty)} of {len(rows)} training example(s) have no completion token left within max_length "
             f"{max_length} (their prompt alone is that long), e.g. item(s) {empty[:5]}; longest example "
-            f"{longest} tokens. Raise the dataset's prompt.max_length (finetune.max_length applies only where that "
-            f"is null), shorten the prompt, or set "
+            f"{longest} tokens. Raise max_length (datasets.<name>.finetune.max_length or models[].finetune.max_length, "
+            f"which win over the dataset's prompt.max_length; `crossdiff resolve` shows the value used), shorten the "
+            f"prompt, or set "
             f"prompt.on_no_completion: drop to leave them out")
     # SFTTrainer itself leaves out examples without completion tokens; a different count means this
     # tokenization differs from TRL's for some example: said loudly, and recorded, not fatal
