@@ -142,7 +142,7 @@ def model_content_id(model_dir) -> dict:
     return out
 
 
-def fingerprint(model_dir, rows, s: dict, prompt: dict, n_processes: int) -> str:
+def fingerprint(model_dir, rows, s: dict, prompt: dict, n_processes: int, nodes: int = 1) -> str:
     payload = json.dumps(
         {
             "model": model_content_id(model_dir),
@@ -150,6 +150,8 @@ def fingerprint(model_dir, rows, s: dict, prompt: dict, n_processes: int) -> str
             "settings": {k: v for k, v in s.items() if k not in NOT_FINGERPRINTED},
             "processes": n_processes,  # sharded checkpoints only load with the same world size
             "prompt": prompt,
+            # and the same layout: hybrid sharding's replicas are the nodes (one node: the fingerprint as before)
+            **({"nodes": nodes} if nodes > 1 else {}),
         },
         sort_keys=True,
         default=str,

@@ -18,9 +18,10 @@ import sys
 from crossdiff.errors import CrossdiffError
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` ("" = every interface: a rendezvous other nodes connect to)."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
@@ -35,11 +36,15 @@ def _die_with_parent() -> None:
         pass
 
 
-def launch_command(n: int, model, train, output, work_dir, s: dict, prompt: dict, port: int | None = None) -> list[str]:
+def launch_command(n: int, model, train, output, work_dir, s: dict, prompt: dict, port: int | None = None, *,
+                   machines: int = 1, machine_rank: str = "0", address: str = "127.0.0.1") -> list[str]:
+    """``accelerate launch`` of the ``n`` ranks of a job (all its nodes'). ``machines`` > 1: this is the launcher
+    of node ``machine_rank`` (crossdiff.finetune.multinode), static rendezvous at ``address:port`` on node 0."""
+    nodes = ["--machine_rank", str(machine_rank), "--rdzv_backend", "static"] if machines > 1 else []
     return [
         sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", str(n), "--num_machines", "1",
-        "--main_process_ip", "127.0.0.1", "--main_process_port", str(port or free_port()),
+        "--multi_gpu", "--num_processes", str(n), "--num_machines", str(machines), *nodes,
+        "--main_process_ip", address, "--main_process_port", str(port or free_port()),
         "--mixed_precision", "no",  # precision is set by the Trainer (bf16 compute, fp32 master)
         "--dynamo_backend", "no",
         "-m", "crossdiff.cli", "finetune", "--worker",
@@ -53,6 +58,14 @@ def launch_ranks(n: int, model, train, output, work_dir, s: dict, prompt: dict) 
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     print(f"launching {n} ranks: accelerate launch --multi_gpu --num_processes {n} ...", flush=True)
+    rc = run_forwarding_signals(cmd, env)
+    if rc != 0:
+        raise CrossdiffError(f"distributed fine-tune ({n} ranks) failed with exit status {rc}; see the log above")
+
+
+def run_forwarding_signals(cmd: list[str], env: dict) -> int:
+    """Run ``cmd`` (a launcher: accelerate, or srun starting one per node), forwarding SIGTERM/SIGINT to it and
+    killing it with this process; returns its exit status."""
     proc = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
 
     def forward(signum, frame):
@@ -66,5 +79,4 @@ def launch_ranks(n: int, model, train, output, work_dir, s: dict, prompt: dict) 
             signal.signal(sig, handler)
         if proc.poll() is None:
             proc.kill()
-    if rc != 0:
-        raise CrossdiffError(f"distributed fine-tune ({n} ranks) failed with exit status {rc}; see the log above")
+    return rc

@@ -40,6 +40,12 @@ loads. With FSDP2 and ``cpu_ram_efficient_loading`` only rank 0 loads (crossdiff
 ACCELERATE_USE_FSDP for transformers; the other ranks start on the meta device); otherwise (single
 GPU, DDP) every rank does. Plus 4 GB per rank for the interpreter, CUDA host state and the data.
 
+Several nodes (``resources nodes`` N x ``gpu`` G, crossdiff.finetune.multinode): FSDP2 shards over all
+N x G ranks (``sharding: fsdp``), or with ``sharding: hybrid`` over the G ranks of one node (each node holds
+a full replica of the sharded state: ``/ G``, not ``/ (N x G)``); activations, logits and the gathered
+units are per GPU whatever the node count. Host RAM is per node (sbatch ``--mem`` is per node): node 0 holds
+the rank-0 loader and its G ranks, every other node G ranks; planned as node 0's.
+
 This is a plan, not a measurement: it is meant to be conservative to within ~15%, which is what
 decides whether a configuration can run at all (``benchmarks/sft_throughput.py`` measures the peak).
 """
@@ -138,11 +144,13 @@ def qlora_state_bytes(cfg: dict, r: int = 16) -> float:
 
 def plan(cfg: dict, *, gpus: int = 1, batch: int = 1, seq: int = 4096, master: str = "fp32",
          optimizer: str = "adamw_torch", checkpointing: bool = True, liger: bool = False, lora: bool = False,
-         quantization: str | None = None, lora_r: int = 16) -> dict:
-    """Peak memory per GPU (bytes, with a breakdown) of one full fine-tune."""
+         quantization: str | None = None, lora_r: int = 16, shard_over: int | None = None) -> dict:
+    """Peak memory per GPU (bytes, with a breakdown) of one full fine-tune on ``gpus`` ranks whose sharded
+    state is split over ``shard_over`` of them (default all; hybrid sharding: one node's)."""
     sh = shape(cfg)
     p = param_count(cfg)
-    n = max(1, int(gpus))
+    ranks = max(1, int(gpus))
+    n = ranks if shard_over is None else max(1, min(ranks, int(shard_over)))
     eight_bit = "8bit" in optimizer
     if quantization == "nf4":  # QLoRA: one process, the whole 4-bit model on its GPU
         state = qlora_state_bytes(cfg, lora_r)
@@ -158,7 +166,7 @@ def plan(cfg: dict, *, gpus: int = 1, batch: int = 1, seq: int = 4096, master: s
         root = sh["vocab"] * sh["hidden"] * (1 if sh["tied"] else 2) + sh["hidden"]
         # one GPU: autocast's bf16 weight copies; FSDP2: two decoder layers in flight + the root unit
         # gathered in bf16 with its bf16 gradient
-        compute = 2 * p if n == 1 else 2 * 2 * layer_params(sh) + (2 + 2) * root
+        compute = 2 * p if ranks == 1 else 2 * 2 * layer_params(sh) + (2 + 2) * root
     h, L, i, kvd = sh["hidden"], sh["layers"], sh["intermediate"], sh["kv_heads"] * sh["head_dim"]
     tokens = batch * seq
     per_layer_full = tokens * (18 * h + 4 * i + 4 * kvd) * 2
@@ -167,7 +175,8 @@ def plan(cfg: dict, *, gpus: int = 1, batch: int = 1, seq: int = 4096, master: s
     total = (state + compute + acts + logits) * FRAGMENTATION + CONTEXT_BYTES
     return {
         "params": p,
-        "gpus": n,
+        "gpus": ranks,
+        "shard_over": n,
         "weights_grads_optimizer_gb": state / GB,
         "compute_copy_gb": compute / GB,
         "activations_gb": acts / GB,
@@ -233,48 +242,61 @@ def load_config_file(model_ref, path: Path, hint: str = "re-download or rebuild 
     return cfg
 
 
-def settings_plan(cfg: dict, s: dict, gpus: int, on_gpu: bool = True) -> dict:
-    """plan() for resolved finetune settings (crossdiff.finetune.settings)."""
+def settings_plan(cfg: dict, s: dict, gpus: int, on_gpu: bool = True, nodes: int = 1) -> dict:
+    """plan() for resolved finetune settings (crossdiff.finetune.settings) on ``gpus`` ranks in all, spread
+    over ``nodes`` nodes (``sharding: hybrid`` then shards within a node)."""
+    from crossdiff.finetune.settings import shard_size
+
     ckpt = s.get("gradient_checkpointing", "auto") in (True, "auto") if on_gpu else False
+    shard = shard_size({"sharding": s.get("sharding", "fsdp")}, max(1, int(gpus)), nodes)
     return plan(
         cfg, gpus=gpus, batch=s.get("per_device_train_batch_size", 8), seq=s.get("max_length", 1024),
         master=s.get("master_weights", "fp32"), optimizer=s.get("optim", "adamw_torch"), checkpointing=ckpt,
         liger=bool(s.get("use_liger_kernel")), lora=bool(s.get("lora")),
-        quantization=s.get("quantization"), lora_r=int((s.get("lora") or {}).get("r", 16)),
+        quantization=s.get("quantization"), lora_r=int((s.get("lora") or {}).get("r", 16)), shard_over=shard,
     )
 
 
-def fit_message(model, est: dict, gpus: int, gpu_mem_gb: float, replan=None) -> str | None:
+def fit_message(model, est: dict, gpus: int, gpu_mem_gb: float, replan=None, nodes: int = 1,
+                replan_nodes=None) -> str | None:
     """None when the plan fits ``gpus`` GPUs of ``gpu_mem_gb``; else what does not fit and what to change.
-    ``replan(g)``: the plan on g GPUs; more GPUs are suggested only when that plan fits."""
+    ``replan(g)``: the plan on g GPUs; more GPUs are suggested only when that plan fits. ``nodes``: the job's
+    nodes (``gpus`` is then GPUs per node); ``replan_nodes(k)``: the plan on k nodes, suggested when it fits."""
     if est["total_gb"] <= gpu_mem_gb:
         return None
+    nodes = max(1, int(nodes or 1))
     more = [g for g in (2, 4, 8, 16) if g > gpus]
     if replan is None:  # from the estimate alone (no config to re-plan with): suggest g GPUs only when the
         # sharded state takes at most 60% of a GPU, leaving room for activations, logits and FSDP's
         # gathered units, which the estimate cannot re-derive
         def replan(g):
-            return {"total_gb": est["weights_grads_optimizer_gb"] * est["gpus"] / g * FRAGMENTATION / 0.6}
+            return {"total_gb": est["weights_grads_optimizer_gb"] * est.get("shard_over", est["gpus"]) / g * FRAGMENTATION / 0.6}
     hint_gpus = next((g for g in more if replan(g)["total_gb"] <= gpu_mem_gb), None)
+    hint_nodes = None
+    if replan_nodes is not None:
+        hint_nodes = next((k for k in (2, 4, 8, 16, 32, 64) if k > nodes and replan_nodes(k)["total_gb"] <= gpu_mem_gb), None)
     hints = []
     if hint_gpus:
         hints.append(f"give it more GPUs (models[].resources.gpu: {hint_gpus})")
-    elif more:
+    elif more and not hint_nodes:
         hints.append(f"more GPUs alone do not help (not even {more[-1]}: activations and logits stay per GPU)")
+    if hint_nodes:
+        hints.append(f"spread it over more nodes (models[].resources.nodes: {hint_nodes} with gpu: {gpus}; SLURM only)")
     hints.append("lower finetune.per_device_train_batch_size (raise global_batch_size's accumulation) or max_length")
     hints.append("turn on finetune.gradient_checkpointing")
     hints.append("or set models[].resources.gpu_mem_gb to your GPUs' real memory")
     return (
-        f"model {model}: the fine-tune needs about {est['total_gb']:.0f} GB per GPU on {gpus} GPU(s) "
+        f"model {model}: the fine-tune needs about {est['total_gb']:.0f} GB per GPU on "
+        f"{f'{nodes} nodes x ' if nodes > 1 else ''}{gpus} GPU(s) "
         f"({est['params'] / 1e9:.2f}B parameters: weights+gradients+optimizer {est['weights_grads_optimizer_gb']:.0f} GB, "
         f"activations {est['activations_gb']:.0f} GB, logits {est['logits_gb']:.0f} GB per GPU) but a GPU has "
         f"{gpu_mem_gb:g} GB (resources gpu_mem_gb). To fit: " + "; ".join(hints)
     )
 
 
-def check_before_training(model_ref, model_dir, s: dict, n_processes: int) -> None:
+def check_before_training(model_ref, model_dir, s: dict, n_processes: int, nodes: int = 1) -> None:
     """At the start of a job on GPUs: stop at once when the plan cannot fit (CROSSDIFF_GPU_MEM_GB or the
-    device's own memory)."""
+    device's own memory). ``nodes``: the nodes the ``n_processes`` ranks span."""
     import os
 
     try:
@@ -288,8 +310,13 @@ def check_before_training(model_ref, model_dir, s: dict, n_processes: int) -> No
     cfg = read_config(model_ref, model_dir)
     if cfg is None:
         return
-    msg = fit_message(model_ref, settings_plan(cfg, s, n_processes), n_processes, mem,
-                      replan=lambda g: settings_plan(cfg, s, g))
+    if nodes > 1:
+        per_node = max(1, n_processes // nodes)
+        msg = fit_message(model_ref, settings_plan(cfg, s, n_processes, nodes=nodes), per_node, mem, nodes=nodes,
+                          replan_nodes=lambda k: settings_plan(cfg, s, k * per_node, nodes=k))
+    else:
+        msg = fit_message(model_ref, settings_plan(cfg, s, n_processes), n_processes, mem,
+                          replan=lambda g: settings_plan(cfg, s, g))
     if msg:
         raise CrossdiffError(msg)
 

@@ -92,13 +92,15 @@ def model_config(model_id: str, cache_dir, timeout: float = LOOKUP_TIMEOUT) -> t
 
 
 def check_model(model_id: str, cfg: dict | None, s: dict, res: dict) -> tuple[list[str], int | None]:
-    """(problems, planned host RAM in MB or None) for one model's fine-tune on ``res['gpu']`` GPUs."""
+    """(problems, planned host RAM in MB or None) for one model's fine-tune on ``res['gpu']`` GPUs per node on
+    ``res['nodes']`` nodes (default 1): GPU memory per rank over all N x G ranks, host RAM per node."""
     from crossdiff.finetune.memory_plan import config_problem, fit_message, host_plan, settings_plan
     from crossdiff.finetune.settings import accumulation_steps, world_size
     from crossdiff.finetune.train import engine_for
 
     problems = []
-    n = world_size(s, res["gpu"])
+    nodes = max(1, int(res.get("nodes") or 1))
+    n = world_size(s, res["gpu"] * nodes)
     try:
         accumulation_steps(s, n)
         engine = engine_for(s, n, on_gpu=True)
@@ -111,11 +113,14 @@ def check_model(model_id: str, cfg: dict | None, s: dict, res: dict) -> tuple[li
     if bad:
         problems.append(bad)
         return problems, None
-    msg = fit_message(model_id, settings_plan(cfg, s, n), res["gpu"], res["gpu_mem_gb"],
-                      replan=lambda g: settings_plan(cfg, s, g))
+    per_node = max(1, n // nodes)
+    msg = fit_message(model_id, settings_plan(cfg, s, n, nodes=nodes), res["gpu"], res["gpu_mem_gb"],
+                      replan=(lambda g: settings_plan(cfg, s, g)) if nodes == 1 else None, nodes=nodes,
+                      replan_nodes=None if s["quantization"] else (lambda k: settings_plan(cfg, s, k * per_node, nodes=k)))
     if msg:
         problems.append(msg)
-    host = host_plan(cfg, ranks=n, rank0_loading=engine == "fsdp2" and bool(s["cpu_ram_efficient_loading"]),
+    # per node (sbatch --mem is per node): node 0 holds the loading rank 0 and its per_node ranks
+    host = host_plan(cfg, ranks=per_node, rank0_loading=engine == "fsdp2" and bool(s["cpu_ram_efficient_loading"]),
                      lora=bool(s["lora"]))
     return problems, host["mem_mb"]
 

@@ -66,6 +66,7 @@ def finetune(
     prompt: dict | None = None,
     callbacks=(),
     gpus: int | None = None,
+    nodes: int = 1,
 ) -> dict | None:
     """Train, save the final model atomically into ``output``; returns the metrics dict (rank 0).
 
@@ -83,7 +84,7 @@ def finetune(
     work_dir = Path(work_dir) if work_dir else _default_work_dir(output)
     with owned(work_dir):  # one trainer per work directory (a live owner is an error naming it)
         try:
-            return _finetune_owned(model_path, train_path, output, work_dir, s, fmt, rows, callbacks, gpus)
+            return _finetune_owned(model_path, train_path, output, work_dir, s, fmt, rows, callbacks, gpus, nodes)
         except BaseException:
             _remove_if_unused(work_dir)
             raise
@@ -95,12 +96,21 @@ def _remove_if_unused(work_dir: Path) -> None:
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _finetune_owned(model_path, train_path, output, work_dir, s, fmt, rows, callbacks, gpus) -> dict | None:
+def _finetune_owned(model_path, train_path, output, work_dir, s, fmt, rows, callbacks, gpus, nodes=1) -> dict | None:
     n = world_size(s, gpus)
+    nodes = max(1, int(nodes or 1))
     model_dir = resolve_model_dir(model_path)
-    fp = fingerprint(model_dir, rows, s, fmt.to_config(), n)
-    prepare_work_dir(work_dir, output, fp, {"model": str(model_path), "train": str(train_path), "processes": n})
-    if n > 1:
+    fp = fingerprint(model_dir, rows, s, fmt.to_config(), n, nodes)
+    prepare_work_dir(work_dir, output, fp, {"model": str(model_path), "train": str(train_path), "processes": n,
+                                            **({"nodes": nodes} if nodes > 1 else {})})
+    if nodes > 1:  # one SLURM job of several nodes: one launcher per node through srun
+        from crossdiff.finetune.multinode import launch_nodes
+
+        launch_nodes(n, nodes, model_path, train_path, output, work_dir, s, fmt.to_config())
+        metrics = None
+        if not (output / "train_metrics.json").is_file():
+            raise CrossdiffError(f"{output}: the {n} ranks on {nodes} nodes ended without saving the model")
+    elif n > 1:
         from crossdiff.finetune.launch import launch_ranks
 
         launch_ranks(n, model_path, train_path, output, work_dir, s, fmt.to_config())
@@ -136,7 +146,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", help="checkpoint directory (default: OUTPUT.work); kept across reruns for resume")
     p.add_argument("--settings", type=json_arg, default={}, help="JSON object of training settings (see settings.py)")
     p.add_argument("--prompt", type=json_arg, default={}, help="JSON object: the dataset's prompt format")
-    p.add_argument("--gpus", type=int, default=None, help="GPUs of this job (num_processes 'auto' uses them)")
+    p.add_argument("--gpus", type=int, default=None, help="GPUs of this job, all its nodes' (num_processes 'auto' uses them)")
+    p.add_argument("--nodes", type=int, default=1, help="nodes of this SLURM job: > 1 starts one launcher per node "
+                   "through srun (crossdiff.finetune.multinode)")
     p.add_argument("--metrics-copy", help="also write train_metrics.json here (it stays when the model is deleted)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
@@ -152,7 +164,8 @@ def run(args: argparse.Namespace) -> None:
             raise CrossdiffError("--worker is internal: ranks are started by 'crossdiff finetune' itself")
         worker(args)
         return
-    metrics = finetune(args.model, args.train, args.output, args.work_dir, args.settings, args.prompt, gpus=args.gpus)
+    metrics = finetune(args.model, args.train, args.output, args.work_dir, args.settings, args.prompt, gpus=args.gpus,
+                       nodes=args.nodes)
     if args.metrics_copy:
         from crossdiff.io import write_json
 

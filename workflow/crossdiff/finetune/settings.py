@@ -42,7 +42,10 @@ device                         "auto"       "auto" (cuda if available), "cuda" o
 num_processes                  "auto"       processes of one job: "auto" = its GPUs (>= 1); an
                                             integer > 1 on CPU runs gloo ranks (tests)
 sharding                       "fsdp"       engine for num_processes > 1: "fsdp" (FSDP2
-                                            FULL_SHARD, fp32 sharded master) or "ddp" (replicated)
+                                            FULL_SHARD, fp32 sharded master) or "ddp" (replicated);
+                                            "hybrid" = FSDP2 hybrid sharding on a multi-node job
+                                            (resources nodes > 1): shard within a node, replicate
+                                            across nodes (on one node: as "fsdp")
 cpu_ram_efficient_loading      true         FSDP: only rank 0 reads the weights
 logging_steps                  1
 save_steps                     50           checkpoint every N optimizer steps
@@ -162,7 +165,7 @@ def validate_settings(s: dict, complete: bool = True) -> dict:
         "device": ("auto", "cuda", "cpu"),
         "master_weights": ("fp32", "bf16"),
         "save_dtype": ("auto", "bf16", "fp32"),
-        "sharding": ("fsdp", "ddp"),
+        "sharding": ("fsdp", "ddp", "hybrid"),
         "bf16": ("auto", True, False),
         "gradient_checkpointing": ("auto", True, False),
     }
@@ -189,10 +192,19 @@ def validate_settings(s: dict, complete: bool = True) -> dict:
 
 
 def world_size(s: dict, gpus: int | None = None) -> int:
-    """Processes of the job: the setting, or (auto) the GPUs it was given, at least 1."""
+    """Processes of the job: the setting, or (auto) the GPUs it was given (all its nodes'), at least 1."""
     if s["num_processes"] != "auto":
         return int(s["num_processes"])
     return max(1, int(gpus or 0))
+
+
+def shard_size(s: dict, n_processes: int, nodes: int = 1) -> int:
+    """Over how many ranks FSDP2 shards the weights, gradients and optimizer state: all of them, or with
+    ``sharding: hybrid`` on several nodes the ranks of one node (replicated across the nodes)."""
+    nodes = max(1, int(nodes or 1))
+    if s["sharding"] == "hybrid" and nodes > 1:
+        return max(1, n_processes // nodes)
+    return max(1, n_processes)
 
 
 def accumulation_steps(s: dict, n_processes: int) -> int:
@@ -241,9 +253,9 @@ def engine_for(s: dict, n_processes: int, on_gpu: bool) -> str:
         raise CrossdiffError(f"finetune settings.quantization {s['quantization']!r} (QLoRA) runs one process per "
                              f"job, not {n_processes}: give the job one GPU (models[].resources.gpu: 1) or "
                              "num_processes: 1")
-    if s["sharding"] == "fsdp" and (on_gpu or asked):
+    if s["sharding"] in ("fsdp", "hybrid") and (on_gpu or asked):
         if s["lora"]:
-            raise CrossdiffError("finetune settings: lora with sharding 'fsdp' is not supported; use sharding: ddp")
+            raise CrossdiffError(f"finetune settings: lora with sharding {s['sharding']!r} is not supported; use sharding: ddp")
         if is_bnb_optimizer(s["optim"]):
             raise CrossdiffError(f"finetune settings.optim {s['optim']!r} (bitsandbytes) does not work with FSDP2 "
                                  "(bitsandbytes#1633): use adamw_torch, or sharding: ddp")

@@ -58,10 +58,14 @@ def _fsdp_args(s: dict, grad_ckpt: bool) -> dict:
     }
 
 
-def sft_config_kwargs(s: dict, work_dir, *, engine: str, on_gpu: bool, prec: dict, grad_ckpt: bool, accum: int) -> dict:
+def sft_config_kwargs(s: dict, work_dir, *, engine: str, on_gpu: bool, prec: dict, grad_ckpt: bool, accum: int,
+                      env=None) -> dict:
     """SFTConfig's arguments for resolved settings (tests build a real SFTConfig from them under the pinned
-    transformers/TRL: a renamed field fails there, not on the first GPU)."""
-    extra = _fsdp_args(s, grad_ckpt) if engine == "fsdp2" else {}
+    transformers/TRL: a renamed field fails there, not on the first GPU). ``env``: the rank's environment
+    (default os.environ), whose torchrun variables give ``sharding: hybrid`` its nodes (crossdiff.finetune.multinode)."""
+    from crossdiff.finetune.multinode import parallelism_config_kwargs
+
+    extra = {**_fsdp_args(s, grad_ckpt), **parallelism_config_kwargs(s, env)} if engine == "fsdp2" else {}
     return dict(
         output_dir=str(work_dir),
         num_train_epochs=s["num_train_epochs"],
@@ -163,6 +167,8 @@ def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFo
     grad_ckpt = on_gpu and s["gradient_checkpointing"] in (True, "auto")
     engine = engine_for(s, n_processes, on_gpu)
     accum = accumulation_steps(s, n_processes)
+    from crossdiff.finetune.multinode import nodes_of_launch
+
     # the config first: with FSDP it tells transformers (FSDP_CPU_RAM_EFFICIENT_LOADING) that only
     # rank 0 reads the weights
     config = SFTConfig(**sft_config_kwargs(s, work_dir, engine=engine, on_gpu=on_gpu, prec=prec,
@@ -220,6 +226,8 @@ def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFo
         "chat_template": chat,
         "engine": engine,
         "world_size": n_processes,
+        "nodes": nodes_of_launch(),
+        "sharding": s["sharding"] if engine == "fsdp2" else engine,
         "gradient_accumulation_steps": accum,
         "global_batch_size": s["per_device_train_batch_size"] * accum * n_processes,
         "rank0_loading": engine == "fsdp2" and bool(s["cpu_ram_efficient_loading"]),
@@ -250,6 +258,15 @@ def mean_train_loss(history: list[dict]) -> float | None:
             weight += n
             prev = int(h["step"])
     return total / weight if weight else None
+
+
+def _mesh_of(trainer) -> dict | None:
+    """FSDP2's device mesh (dimension name -> size, e.g. {"dp_replicate": 2, "dp_shard": 2} under hybrid
+    sharding), None without one."""
+    mesh = getattr(trainer.accelerator, "torch_device_mesh", None)
+    if mesh is None or not getattr(mesh, "mesh_dim_names", None):
+        return None
+    return {str(name): int(size) for name, size in zip(mesh.mesh_dim_names, mesh.shape)}
 
 
 def _is_main() -> bool:
@@ -315,7 +332,9 @@ def train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s,
     from crossdiff.finetune.memory_plan import check_before_training
 
     # each rank checks its own GPU (in the rank, so the launcher never opens a CUDA context)
-    check_before_training(model_path, model_dir, s, n_processes)
+    from crossdiff.finetune.multinode import nodes_of_launch
+
+    check_before_training(model_path, model_dir, s, n_processes, nodes_of_launch())
     resume = last_complete_checkpoint(work_dir)
     trainer, tokenizer, runtime = build_trainer(model_dir, rows, work_dir, s, fmt, callbacks, n_processes)
     lengths = check_lengths(trainer, rows, fmt, s["max_length"])  # truncation counts; error or drop if no completion
@@ -338,6 +357,7 @@ def train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s,
         trainer.train(resume_from_checkpoint=resume)
     wall = time.time() - t0
 
+    runtime["device_mesh"] = _mesh_of(trainer)
     param_dtype = str(next(trainer.model.parameters()).dtype).replace("torch.", "")
     optim_dtype = optimizer_state_dtype(trainer.optimizer)
     if runtime["engine"] == "fsdp2":

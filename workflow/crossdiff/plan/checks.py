@@ -78,7 +78,8 @@ def finetune_problems(plan) -> list[str]:
                 problems.append(str(exc))
                 continue
             res = plan.resources("finetune", slug)
-            problems += [f"{plan.finetune_where(name, slug)}: {p}" for p in launch_problems(shared, res["gpu"])]
+            problems += [f"{plan.finetune_where(name, slug)}: {p}"
+                         for p in launch_problems(shared, res["gpu"] * int(res.get("nodes") or 1))]
             problems += _seed_problems(plan, name, slug, runs)
     return list(dict.fromkeys(problems))
 
@@ -207,6 +208,7 @@ def problems(plan) -> list[str]:
     out += evaluate_problems(plan)
     out += icl_problems(plan)
     out += item_problems(plan)
+    out += nodes_problems(plan)
     return out
 
 
@@ -242,3 +244,59 @@ def memory_plan(plan) -> dict:
         for slug, mb in mem.items():
             planned[slug] = max(planned.get(slug, 0), mb)
     return planned
+
+
+# ------------------------------------------------------------------------------ several nodes per fine-tune
+def nodes_where(plan, slug: str) -> str:
+    """The config key that sets a model's node count (its own, else resources.finetune)."""
+    own = (plan.models[slug].get("resources") or {}).get("nodes")
+    return f"{plan.model_key(slug).split(' ')[0]}.resources.nodes" if own is not None else "resources.finetune.nodes"
+
+
+def multinode_models(plan) -> dict[str, int]:
+    """{model slug: nodes} of the models whose fine-tunes span several nodes (none when nothing trains)."""
+    if not (plan.trained_methods() and plan.study_datasets()):
+        return {}
+    return {slug: int(plan.resources("finetune", slug).get("nodes") or 1) for slug in plan.models
+            if int(plan.resources("finetune", slug).get("nodes") or 1) > 1}
+
+
+def nodes_problems(plan) -> list[str]:
+    """Multi-node fine-tunes (resources nodes > 1) that cannot run: settings that do not split over N x G ranks
+    (crossdiff.finetune.multinode.topology_problems), and evaluation asked to span nodes (it runs on one)."""
+    from crossdiff.finetune.multinode import topology_problems
+
+    problems = []
+    if int(plan.config["resources"]["evaluate"].get("nodes") or 1) > 1:
+        problems.append("resources.evaluate.nodes: evaluation runs on one node (one model per job); only "
+                        "fine-tuning spans nodes (resources.finetune.nodes, models[].resources.nodes)")
+    for slug, nodes in multinode_models(plan).items():
+        res = plan.resources("finetune", slug)
+        for name in plan.study_datasets():
+            try:
+                s = plan.finetune(name, slug)
+            except CrossdiffError:
+                continue  # named by finetune_problems
+            problems += [f"{nodes_where(plan, slug)} = {nodes} ({plan.finetune_where(name, slug)}): {p}"
+                         for p in topology_problems(s, res["gpu"], nodes)]
+    return list(dict.fromkeys(problems))
+
+
+def executor_problems(plan, executor: str | None) -> list[str]:
+    """A fine-tune on several nodes runs as one SLURM job of N nodes (snakemake's SLURM executor); any other
+    executor (a workstation's local one) is refused. ``executor`` None (not known: snakemake's Python API): no
+    refusal here, the job refuses at start outside a SLURM allocation (crossdiff.finetune.multinode)."""
+    from crossdiff.runtime.executor import SLURM
+
+    many = multinode_models(plan)
+    if not many or executor is None or executor in SLURM:
+        return []
+    return [f"{nodes_where(plan, slug)} = {nodes} ({plan.models[slug]['id']}): a fine-tune on several nodes runs "
+            f"only as one SLURM job (snakemake --profile profiles/slurm), but this run's executor is {executor!r} "
+            "(a workstation); set nodes: 1 here, or run on SLURM" for slug, nodes in many.items()]
+
+
+def check_executor(plan, executor: str | None) -> None:
+    found = executor_problems(plan, executor)
+    if found:
+        raise CrossdiffError("the configuration cannot run as it stands:\n  - " + "\n  - ".join(found))
