@@ -258,7 +258,7 @@ def settings_plan(cfg: dict, s: dict, gpus: int, on_gpu: bool = True, nodes: int
 
 
 def fit_message(model, est: dict, gpus: int, gpu_mem_gb: float, replan=None, nodes: int = 1,
-                replan_nodes=None) -> str | None:
+                replan_nodes=None, first_hints=()) -> str | None:
     """None when the plan fits ``gpus`` GPUs of ``gpu_mem_gb``; else what does not fit and what to change.
     ``replan(g)``: the plan on g GPUs; more GPUs are suggested only when that plan fits. ``nodes``: the job's
     nodes (``gpus`` is then GPUs per node); ``replan_nodes(k)``: the plan on k nodes, suggested when it fits."""
@@ -275,10 +275,10 @@ def fit_message(model, est: dict, gpus: int, gpu_mem_gb: float, replan=None, nod
     hint_nodes = None
     if replan_nodes is not None:
         hint_nodes = next((k for k in (2, 4, 8, 16, 32, 64) if k > nodes and replan_nodes(k)["total_gb"] <= gpu_mem_gb), None)
-    hints = []
+    hints = list(first_hints)
     if hint_gpus:
         hints.append(f"give it more GPUs (models[].resources.gpu: {hint_gpus})")
-    elif more and not hint_nodes:
+    elif more and not hint_nodes and not first_hints:
         hints.append(f"more GPUs alone do not help (not even {more[-1]}: activations and logits stay per GPU)")
     if hint_nodes:
         hints.append(f"spread it over more nodes (models[].resources.nodes: {hint_nodes} with gpu: {gpus}; SLURM only)")

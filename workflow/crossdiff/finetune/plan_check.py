@@ -114,9 +114,16 @@ def check_model(model_id: str, cfg: dict | None, s: dict, res: dict) -> tuple[li
         problems.append(bad)
         return problems, None
     per_node = max(1, n // nodes)
+    first = []
+    if s["sharding"] == "hybrid" and nodes > 1:
+        full = settings_plan(cfg, {**s, "sharding": "fsdp"}, n, nodes=nodes)
+        if full["total_gb"] <= res["gpu_mem_gb"]:
+            first.append(f"use finetune.sharding: fsdp (about {full['total_gb']:.0f} GB per GPU: sharded over all "
+                         f"{n} GPUs; hybrid shards over one node's {per_node}, every node holding the whole state)")
     msg = fit_message(model_id, settings_plan(cfg, s, n, nodes=nodes), res["gpu"], res["gpu_mem_gb"],
                       replan=(lambda g: settings_plan(cfg, s, g)) if nodes == 1 else None, nodes=nodes,
-                      replan_nodes=None if s["quantization"] else (lambda k: settings_plan(cfg, s, k * per_node, nodes=k)))
+                      replan_nodes=None if s["quantization"] else (lambda k: settings_plan(cfg, s, k * per_node, nodes=k)),
+                      first_hints=first)
     if msg:
         problems.append(msg)
     # per node (sbatch --mem is per node): node 0 holds the loading rank 0 and its per_node ranks
