@@ -12,14 +12,14 @@ rule finetune:
         run=study_methods.trained_pattern(design.RUN_PATTERN, train_rule="finetune"),
     threads: lambda wc: finetune_resources(wc.model)["threads"]
     resources:
+        # resources nodes > 1: nodes, tasks, mpi, slurm_extra (finetune_common.smk)
+        **finetune_multinode_resources(),
         gpu=lambda wc: finetune_job_gpus(wc.model),
         # ONE SLURM task holding all the job's GPUs (its command starts the ranks): 0 keeps the
         # slurm plugin from adding --ntasks-per-gpu even when a profile sets `tasks`
         tasks_per_gpu=0,
         mem_mb=lambda wc, attempt: finetune_mem_mb(wc.model) * attempt,
         runtime=lambda wc, attempt: finetune_resources(wc.model)["runtime"] * attempt,
-        # resources nodes > 1: nodes, tasks, mpi, slurm_extra (finetune_common.smk)
-        **finetune_multinode_resources(),
     params:
         **gpu_params(),
         base=lambda wc: shlex.quote(base_model_ref(wc.model)),

@@ -90,7 +90,8 @@ def _if_multinode(value):
 def profile_gpu_model():
     """The gpu_model the profile (or --set-resources / --default-resources) gives the finetune rule: sbatch
     refuses a typed --gpus=<model>:N beside an untyped --gpus-per-node=G ("Invalid GRES specification (with
-    and without type identification)", measured on SLURM 22.05), so --gpus-per-node takes the same type."""
+    and without type identification)", measured on SLURM 22.05), so --gpus-per-node takes the same type.
+    """
     settings = workflow.resource_settings
     for res in (
         (settings.overwrite_resources or {}).get("finetune"),
