@@ -39,11 +39,12 @@ Hessian (eigenvalues raised where it is not positive definite):
    the bounds of c and d, the Newton direction on the free parameters, the step scaled **as a whole** to
    at most 2 (b), 1 (log a), 0.25 (c, d) and to at most half the way to 0 or 1 for an asymptote with a
    Beta prior, then projected onto the bounds; items whose objective got worse halve their step, as the
-   rows. Items still far from their optimum (Newton decrement > 0.1) while the others are not (at most
-   5% of them) iterate alone on their own columns;
+   rows. The items still far from their optimum (Newton decrement > 0.1; at most the slowest 5%)
+   then iterate alone on their own columns;
 3. the directions that leave the likelihood unchanged (theta and b shifted together; theta, b scaled
    by k and a by 1/k) are set to their prior optimum in closed form, then the hyperparameters.
-Once the decrement is below 0.5 the steps are over-relaxed by 1.3 (the backtracking still applies).
+Once 95% of the abilities and items have a decrement below 0.5 the steps are over-relaxed by 1.3 (the
+backtracking still applies).
 Every accepted step lowers the objective (up to float rounding): it is monotone.
 
 Stopping rule, checked after every sweep at the current point: the Newton decrement of every ability
@@ -79,7 +80,7 @@ STEP_CAP = np.array([2.0, 1.0, 0.25, 0.25])  # whole-step scaling: largest move 
 THETA_CAP = 2.0
 HALVINGS = 10
 REFINE_DEC = 0.1  # items whose Newton decrement exceeds this after a sweep get extra iterations alone ...
-REFINE_SHARE = 0.05  # ... when they are at most this share of the items
+REFINE_SHARE = 0.05  # ... at most this share of the items
 REFINE_ITERS = 20
 BARRIER_FRACTION = 0.5
 OMEGA = 1.3  # over-relaxation of the ability and item steps once the decrement is below SOR_BELOW
@@ -457,6 +458,67 @@ class _Fit:
         return dec_t, dec_i, g_t, pg
 
 
+def _optimise(F: _Fit, theta, X, gtol: float, ftol: float, max_iter: int, progress: bool, label: str):
+    """Gauss-Seidel sweeps from (theta, X) until the stopping rule or ``max_iter`` sweeps (module docstring)."""
+    N = X.shape[0]
+    row, col = F.stats(theta, X, False)
+    H = None
+    pending = None
+    obj_prev, obj_change = None, float("inf")
+    it, converged = 0, False
+    history = []
+    while True:
+        if pending is not None:  # the item step of the last sweep: back off where the objective rose
+            X0, p, alpha, before = pending
+            X = F.check_items(theta, X0, p, alpha, row, col, before)
+            F.X = X
+        obj = F.objective(theta, X, row)
+        dec_t, dec_i, g_t, pg = F.criterion(theta, X, row, col, H)
+        crit = float(max(dec_t.max(initial=0.0), dec_i.max(initial=0.0)))
+        if obj_prev is not None:
+            obj_change = obj_prev - obj
+        history.append(obj)
+        if progress:
+            print(f"[fast {label}] sweep {it}: objective {obj:.6f} change {obj_change:.3g} "
+                  f"max Newton decrement {crit:.3g}", flush=True)
+        if it > 0 and crit <= gtol and abs(obj_change) <= ftol * max(1.0, abs(obj)):
+            converged = True
+            break
+        if it >= max_iter:
+            break
+        it += 1
+        obj_prev = obj
+        F.invariances(theta, X, row)
+        if F.hier:
+            F.update_hyper(X)
+        # abilities
+        # over-relax once most parameters are in the Newton region (a few slow items are refined alone)
+        bulk = max(np.quantile(dec_t, 0.95) if dec_t.size else 0.0, np.quantile(dec_i, 0.95) if dec_i.size else 0.0)
+        omega = OMEGA if bulk < SOR_BELOW else 1.0
+        step = np.clip(omega * (row[:, 0] - theta) / F.theta_curvature(row), -THETA_CAP, THETA_CAP)
+        before = row[:, 2] + 0.5 * theta**2
+        row, col = F.stats(theta + step, X, True)
+        theta = F.check_rows(theta, step, row, col, before)
+        # items
+        G, H = F.item_grad_info(X, col)
+        p, alpha = F.direction(X, G, H, omega)
+        before = col[IDX["NLL"]] + F.item_prior(X)
+        trial = F.trial(X, p, alpha)
+        dec_now = F.decrement(X, G, H)
+        hard = np.flatnonzero(dec_now > REFINE_DEC)
+        if hard.size > REFINE_SHARE * N:  # the slowest REFINE_SHARE of the items
+            hard = hard[np.argsort(-dec_now[hard])[:int(REFINE_SHARE * N)]]
+        if hard.size:  # the slow items: iterate them alone, then take the result as their step
+            trial[hard] = F.refine(theta, X, hard, col)
+            p[hard] = (trial[hard] - X[hard])[:, F.free]
+            alpha[hard] = 1.0
+        pending = (X, p, alpha, before)
+        row, col = F.stats(theta, trial, False)
+
+    return theta, X, {"iterations": it, "converged": converged, "criterion": crit, "objective": obj,
+                      "objective_change": obj_change, "history": history, "g_t": g_t, "pg": pg}
+
+
 def fit(Y: np.ndarray, observed: np.ndarray, settings: IrtSettings, progress: bool = False,
         n_options=None) -> EngineResult:
     """Converged MAP of the 3PL / 4PL / standard 4PL; see the module docstring."""
@@ -482,55 +544,9 @@ def fit(Y: np.ndarray, observed: np.ndarray, settings: IrtSettings, progress: bo
     X[:, F.free] = np.clip(X[:, F.free], F.lo, F.hi)
     F.X = X
     gtol, ftol = settings.gtol, settings.tol
-
-    row, col = F.stats(theta, X, False)
-    H = None
-    pending = None
-    obj_prev, obj_change = None, float("inf")
-    it, converged = 0, False
-    history = []
-    while True:
-        if pending is not None:  # the item step of the last sweep: back off where the objective rose
-            X0, p, alpha, before = pending
-            X = F.check_items(theta, X0, p, alpha, row, col, before)
-            F.X = X
-        obj = F.objective(theta, X, row)
-        dec_t, dec_i, g_t, pg = F.criterion(theta, X, row, col, H)
-        crit = float(max(dec_t.max(initial=0.0), dec_i.max(initial=0.0)))
-        if obj_prev is not None:
-            obj_change = obj_prev - obj
-        history.append(obj)
-        if progress:
-            print(f"[fast {model}] sweep {it}: objective {obj:.6f} change {obj_change:.3g} "
-                  f"max Newton decrement {crit:.3g}", flush=True)
-        if it > 0 and crit <= gtol and abs(obj_change) <= ftol * max(1.0, abs(obj)):
-            converged = True
-            break
-        if it >= settings.max_iter:
-            break
-        it += 1
-        obj_prev = obj
-        F.invariances(theta, X, row)
-        if F.hier:
-            F.update_hyper(X)
-        # abilities
-        omega = OMEGA if crit < SOR_BELOW else 1.0
-        step = np.clip(omega * (row[:, 0] - theta) / F.theta_curvature(row), -THETA_CAP, THETA_CAP)
-        before = row[:, 2] + 0.5 * theta**2
-        row, col = F.stats(theta + step, X, True)
-        theta = F.check_rows(theta, step, row, col, before)
-        # items
-        G, H = F.item_grad_info(X, col)
-        p, alpha = F.direction(X, G, H, omega)
-        before = col[IDX["NLL"]] + F.item_prior(X)
-        trial = F.trial(X, p, alpha)
-        hard = np.flatnonzero(F.decrement(X, G, H) > REFINE_DEC)
-        if 0 < hard.size <= REFINE_SHARE * N:  # the few slow items: iterate them alone, then as one step
-            trial[hard] = F.refine(theta, X, hard, col)
-            p[hard] = (trial[hard] - X[hard])[:, F.free]
-            alpha[hard] = 1.0
-        pending = (X, p, alpha, before)
-        row, col = F.stats(theta, trial, False)
+    theta, X, state = _optimise(F, theta, X, gtol, ftol, settings.max_iter, progress, model)
+    it, converged, crit, obj, obj_change, history, g_t, pg = (state[k] for k in (
+        "iterations", "converged", "criterion", "objective", "objective_change", "history", "g_t", "pg"))
 
     # the information at the returned point: standard errors
     row_f, col_f = F.stats(theta, X, True)

@@ -162,16 +162,35 @@ def load_kernel():
             if ok:
                 try:
                     lib = ctypes.CDLL(str(out))
+                    P, I64, I, D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
                     fn = lib.crossdiff_cells
-                    fn.restype = ctypes.c_int
-                    fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 6 + \
-                        [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+                    fn.restype = I
+                    fn.argtypes = [P, I64, I64] + [P] * 6 + [I, I, P, P]
+                    lib.crossdiff_sweep_1pl.restype = I
+                    lib.crossdiff_sweep_1pl.argtypes = [P, I64, I64, P, P, P, D, D, P, D, I, P, P, P]
+                    lib.crossdiff_softplus_1pl.restype = I
+                    lib.crossdiff_softplus_1pl.argtypes = [P, I64, I64, P, P, I, P]
+                    _LIB["lib"] = lib
                     if lib.crossdiff_cells_ncol() != len(COLUMNS):
                         fn, how = None, f"{out}: column layout differs from crossdiff.irt.cells"
-                except OSError as exc:
+                except (OSError, AttributeError) as exc:
                     fn, how = None, f"{out}: {exc}"
         _LIB.update(fn=fn, how=how)
         return fn, how
+
+
+def load_library():
+    """The compiled library (ctypes), or None (see :func:`load_kernel`)."""
+    fn, _ = load_kernel()
+    return _LIB.get("lib") if fn is not None else None
+
+
+def kernel_choice() -> str:
+    """``CROSSDIFF_IRT_KERNEL``: auto (C where it compiles, else the fallback), c (C or an error), numpy."""
+    choice = (os.environ.get("CROSSDIFF_IRT_KERNEL") or "auto").lower()
+    if choice not in ("auto", "c", "numpy"):
+        raise ValueError(f"CROSSDIFF_IRT_KERNEL={choice!r}: expected auto, c or numpy")
+    return choice
 
 
 def c_stats(fn, code, theta, a, b, c, d, col_info=True, threads=1):

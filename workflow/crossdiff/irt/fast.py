@@ -43,6 +43,7 @@ import time
 
 import numpy as np
 
+from crossdiff.irt import cells
 from crossdiff.irt.base import EngineResult, IrtSettings, check_matrix
 
 HYPER_SD = 1.0e6  # py-irt's prior scale for every hierarchical location mu
@@ -75,19 +76,30 @@ class _Fit:
         self.device = device
         self.model = settings.model
         self.hier = settings.priors == "hierarchical"
+        self.threads = settings.threads or max(1, min(2, os.cpu_count() or 1))
         M, N = Y.shape
         self.M, self.N = M, N
-        yo = (Y.astype(bool) & observed)
-        self.n_row = observed.sum(1).astype(np.float64)
-        self.n_col = observed.sum(0).astype(np.float64)
-        self.s_row = yo.sum(1).astype(np.float64)
-        self.s_col = yo.sum(0).astype(np.float64)
+        yo = np.not_equal(Y, 0)
+        yo &= observed
+        self.n_row = np.count_nonzero(observed, axis=1).astype(np.float64)
+        self.n_col = np.count_nonzero(observed, axis=0).astype(np.float64)
+        self.s_row = np.count_nonzero(yo, axis=1).astype(np.float64)
+        self.s_col = np.count_nonzero(yo, axis=0).astype(np.float64)
         self.observed = observed
         self.yo = yo
         self.any_missing = not observed.all()
-        # float32 0/1 mask (multiplying by it is cheaper than masked_fill_ with a bool mask) and, for the
-        # 2PL, the observed responses as float32: the GEMMs below read them directly
-        self.mask_t = torch.from_numpy(observed).to(device=device, dtype=torch.float32) if self.any_missing else None
+        # 1PL on CPU: the fused C sweep of crossdiff.irt.cells (one pass, the cell codes as its only matrix)
+        self.lib = None
+        if self.model == "1pl" and device.type == "cpu" and cells.kernel_choice() != "numpy":
+            self.lib = cells.load_library()
+            if self.lib is None and cells.kernel_choice() == "c":
+                raise RuntimeError(f"the C kernel of crossdiff.irt.cells is unavailable: {cells.load_kernel()[1]}")
+        self.kernel = "C" if self.lib is not None else "torch"
+        self.code = cells.code_matrix(Y, observed) if self.lib is not None else None
+        # torch: float32 0/1 mask (multiplying by it is cheaper than masked_fill_ with a bool mask) and, for
+        # the 2PL, the observed responses as float32: the GEMMs below read them directly
+        self.mask_t = (torch.from_numpy(observed).to(device=device, dtype=torch.float32)
+                       if self.any_missing and self.lib is None else None)
         self.yo_t = torch.from_numpy(yo).to(device=device, dtype=torch.float32) if self.model == "2pl" else None
         # at most GEMM_ROWS rows per block: the float32 GEMM sums over a block's rows (then float64 across blocks)
         rows = max(1, min(GEMM_ROWS, (1 << 26 if device.type == "cuda" else BLOCK_CELLS) // max(N, 1)))
@@ -146,6 +158,29 @@ class _Fit:
         return t.double().cpu().numpy()
 
     # -- sweeps ------------------------------------------------------------------------------
+    def sweep_1pl_c(self):
+        """:meth:`sweep_1pl` in one fused C pass (crossdiff_sweep_1pl in ``_cells.c``)."""
+        p_ = self.p
+        d_theta, h = np.empty(self.M), np.empty(self.M)
+        cols = np.empty((3, self.N))
+        b32 = self.b.astype(np.float32)
+        regular = self.model_regular.view(np.uint8)
+        if self.lib.crossdiff_sweep_1pl(self.code.ctypes.data, self.M, self.N, self.theta.ctypes.data, b32.ctypes.data,
+                                        self.s_row.ctypes.data, float(p_["tau_theta"]), float(p_["mu_theta"]),
+                                        regular.ctypes.data, MAX_STEP, self.threads, d_theta.ctypes.data,
+                                        h.ctypes.data, cols.ctypes.data) != 0:
+            raise MemoryError("crossdiff.irt.fast: the C sweep could not allocate its column sums")
+        self.h_theta = h
+        col_p, col_w, col_dp = cols
+        self.theta += d_theta
+        g = -(col_p + col_dp - self.s_col) + p_["tau_b"] * (self.b - p_["mu_b"])
+        h_b = col_w + p_["tau_b"]
+        d_b = np.clip(-g / h_b, -MAX_STEP, MAX_STEP) * self.item_regular
+        self.b += d_b
+        self.h_b = h_b
+        self.var_b = 1.0 / h_b
+        return d_theta, d_b
+
     def sweep_1pl(self):
         """Ability Newton step, then difficulty Newton step at the linearised new abilities.
 
@@ -329,7 +364,13 @@ class _Fit:
         a = np.exp(self.eta) if two else np.ones(self.N)
         theta_t, b_t, a_t = self._t(self.theta), self._t(self.b), self._t(a)
         nll = 0.0
-        for blk in self.blocks:
+        if self.lib is not None:
+            rows = np.empty(self.M)
+            b32 = self.b.astype(np.float32)
+            self.lib.crossdiff_softplus_1pl(self.code.ctypes.data, self.M, self.N, self.theta.ctypes.data,
+                                            b32.ctypes.data, self.threads, rows.ctypes.data)
+            nll = float(rows.sum())
+        for blk in (self.blocks if self.lib is None else []):
             r = blk.stop - blk.start
             x = self.work[:r, 0]
             if two:
@@ -380,7 +421,8 @@ def fit(Y: np.ndarray, observed: np.ndarray, settings: IrtSettings, progress: bo
     try:
         with torch.no_grad():
             state = _Fit(Y, observed, settings, torch, _device(settings, torch))
-            sweep = state.sweep_1pl if settings.model == "1pl" else state.sweep_2pl
+            sweep = state.sweep_2pl if settings.model == "2pl" else (
+                state.sweep_1pl_c if state.lib is not None else state.sweep_1pl)
             converged, crit, it = False, float("inf"), 0
             for it in range(1, settings.max_iter + 1):
                 d_theta, d_item = sweep()
@@ -406,6 +448,7 @@ def fit(Y: np.ndarray, observed: np.ndarray, settings: IrtSettings, progress: bo
         "objective": float(objective),
         "objective_name": "negative log posterior (constants of the fixed priors dropped)",
         "device": str(state.device),
+        "kernel": state.kernel,
         "wall_s": time.perf_counter() - start,
         "extreme_items": {"all_correct": state.xi_correct.tolist(), "all_wrong": state.xi_wrong.tolist()},
         "extreme_models": {"all_correct": state.xm_correct.tolist(), "all_wrong": state.xm_wrong.tolist()},
