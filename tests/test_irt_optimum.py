@@ -332,3 +332,18 @@ def test_calibration_figure_draws_standard_4pl_curves():
         want = asymptotes(expit(1.5 * (x - row["difficulty"])), None, "4pl-standard", row["guess"], row["ceiling"])
         np.testing.assert_allclose(y, want)
         assert y.min() >= row["guess"] - 1e-12 and y.max() <= row["ceiling"] + 1e-12
+
+
+def test_fast_1pl_c_sweep_and_torch_sweep_agree(monkeypatch):
+    """The 1PL's fused C sweep and its torch fallback reach the same optimum."""
+    from crossdiff.irt import fast
+
+    Y, obs, truth = simulate("1pl", 150, 120, missing=0.3, seed=12)
+    c = fast.fit(Y, obs, IrtSettings())
+    monkeypatch.setenv("CROSSDIFF_IRT_KERNEL", "numpy")
+    t = fast.fit(Y, obs, IrtSettings())
+    assert c.info["kernel"] == "C" and t.info["kernel"] == "torch"
+    assert c.info["converged"] and t.info["converged"]
+    np.testing.assert_allclose(c.difficulty, t.difficulty, atol=2e-5)
+    np.testing.assert_allclose(c.ability, t.ability, atol=2e-5)
+    assert c.info["objective"] == pytest.approx(t.info["objective"], rel=1e-7)
