@@ -32,7 +32,7 @@ def fit_engine(Y: np.ndarray, observed: np.ndarray, settings: IrtSettings, progr
     name = ENGINES[settings.engine]
     kwargs = {}
     if settings.engine == "fast" and settings.model in ASYMPTOTE_MODELS:
-        name = "crossdiff.irt.asymptote"  # the fast engine's 3PL/4PL/standard 4PL (projected Fisher scoring)
+        name = "crossdiff.irt.asymptote"  # the fast engine's 3PL/4PL/standard 4PL (projected Newton sweeps)
         kwargs["n_options"] = n_options
     module = importlib.import_module(name)
     try:
