@@ -32,7 +32,7 @@ int crossdiff_cells_ncol(void) { return NCOL; }
 static inline __attribute__((always_inline)) void one_row(
     const uint8_t *restrict ci, int64_t N, float th, const float *restrict a, const float *restrict b,
     const float *restrict c, const float *restrict g, const float *restrict omd, float *restrict acc,
-    double *restrict out, const int col_info) {
+    double *restrict out, const int col_info, const int row_info) {
   double rg = 0.0, rh = 0.0, rn = 0.0, ro = 0.0;
   const float th2 = th * th;
   float *restrict aG0 = acc + G0 * N, *restrict aG1 = acc + G1 * N, *restrict aGC = acc + GC * N;
@@ -60,10 +60,12 @@ static inline __attribute__((always_inline)) void one_row(
     const float qgs2 = q * g[j] * ss * (sb - s);
     const float vdx2 = v * dx * dx;
     const float a2 = a[j] * a[j];
-    rg += (double)(sx * a[j]);
-    rh += (double)(m * iPP * dx * dx * a2);
     rn += (double)nll;
-    ro += (double)((vdx2 - qgs2) * a2);
+    if (row_info) {
+      rg += (double)(sx * a[j]);
+      rh += (double)(m * iPP * dx * dx * a2);
+      ro += (double)((vdx2 - qgs2) * a2);
+    }
     aG0[j] += sx;
     aG1[j] += sx * th;
     aGC[j] += q * sb;
@@ -99,7 +101,7 @@ static inline __attribute__((always_inline)) void one_row(
 static inline __attribute__((always_inline)) void four_rows(
     const uint8_t *restrict code, int64_t N, const double *theta, const float *restrict a,
     const float *restrict b, const float *restrict c, const float *restrict g, const float *restrict omd,
-    float *restrict acc, double *restrict out, const int col_info) {
+    float *restrict acc, double *restrict out, const int col_info, const int row_info) {
   const uint8_t *restrict c0 = code + 0 * N; const float th0 = (float)theta[0]; const uint8_t *restrict c1 = code + 1 * N; const float th1 = (float)theta[1]; const uint8_t *restrict c2 = code + 2 * N; const float th2 = (float)theta[2]; const uint8_t *restrict c3 = code + 3 * N; const float th3 = (float)theta[3];
   double rg0 = 0.0, rh0 = 0.0, rn0 = 0.0, ro0 = 0.0, rg1 = 0.0, rh1 = 0.0, rn1 = 0.0, ro1 = 0.0, rg2 = 0.0, rh2 = 0.0, rn2 = 0.0, ro2 = 0.0, rg3 = 0.0, rh3 = 0.0, rn3 = 0.0, ro3 = 0.0;
   float *restrict aG0 = acc + G0 * N; float *restrict aG1 = acc + G1 * N; float *restrict aGC = acc + GC * N; float *restrict aGD = acc + GD * N; float *restrict aNLL = acc + NLL * N; float *restrict aH0 = acc + H0 * N; float *restrict aH1 = acc + H1 * N; float *restrict aH2 = acc + H2 * N; float *restrict aHC0 = acc + HC0 * N; float *restrict aHC1 = acc + HC1 * N; float *restrict aHD0 = acc + HD0 * N; float *restrict aHD1 = acc + HD1 * N; float *restrict aHCC = acc + HCC * N; float *restrict aHDD = acc + HDD * N; float *restrict aHCD = acc + HCD * N; float *restrict aS0 = acc + S0 * N; float *restrict aS1 = acc + S1 * N; float *restrict aS2 = acc + S2 * N; float *restrict aT0 = acc + T0 * N; float *restrict aT1 = acc + T1 * N;
@@ -119,10 +121,12 @@ static inline __attribute__((always_inline)) void four_rows(
       const float nll = -m * logf(y > 0.0f ? P : Pb);
       const float ss = s * sb, dx = g[j] * ss, sx = q * dx, v = q * q;
       const float qgs2 = q * g[j] * ss * (sb - s), vdx2 = v * dx * dx;
-      rg0 += (double)(sx * a[j]);
-      rh0 += (double)(m * iPP * dx * dx * a2);
       rn0 += (double)nll;
-      ro0 += (double)((vdx2 - qgs2) * a2);
+      if (row_info) {
+        rg0 += (double)(sx * a[j]);
+        rh0 += (double)(m * iPP * dx * dx * a2);
+        ro0 += (double)((vdx2 - qgs2) * a2);
+      }
       G0s += sx; G1s += sx * th0; GCs += q * sb; GDs += q * s; NLLs += nll;
       if (col_info) {
         const float vdx = v * dx, qss = q * ss;
@@ -144,10 +148,12 @@ static inline __attribute__((always_inline)) void four_rows(
       const float nll = -m * logf(y > 0.0f ? P : Pb);
       const float ss = s * sb, dx = g[j] * ss, sx = q * dx, v = q * q;
       const float qgs2 = q * g[j] * ss * (sb - s), vdx2 = v * dx * dx;
-      rg1 += (double)(sx * a[j]);
-      rh1 += (double)(m * iPP * dx * dx * a2);
       rn1 += (double)nll;
-      ro1 += (double)((vdx2 - qgs2) * a2);
+      if (row_info) {
+        rg1 += (double)(sx * a[j]);
+        rh1 += (double)(m * iPP * dx * dx * a2);
+        ro1 += (double)((vdx2 - qgs2) * a2);
+      }
       G0s += sx; G1s += sx * th1; GCs += q * sb; GDs += q * s; NLLs += nll;
       if (col_info) {
         const float vdx = v * dx, qss = q * ss;
@@ -169,10 +175,12 @@ static inline __attribute__((always_inline)) void four_rows(
       const float nll = -m * logf(y > 0.0f ? P : Pb);
       const float ss = s * sb, dx = g[j] * ss, sx = q * dx, v = q * q;
       const float qgs2 = q * g[j] * ss * (sb - s), vdx2 = v * dx * dx;
-      rg2 += (double)(sx * a[j]);
-      rh2 += (double)(m * iPP * dx * dx * a2);
       rn2 += (double)nll;
-      ro2 += (double)((vdx2 - qgs2) * a2);
+      if (row_info) {
+        rg2 += (double)(sx * a[j]);
+        rh2 += (double)(m * iPP * dx * dx * a2);
+        ro2 += (double)((vdx2 - qgs2) * a2);
+      }
       G0s += sx; G1s += sx * th2; GCs += q * sb; GDs += q * s; NLLs += nll;
       if (col_info) {
         const float vdx = v * dx, qss = q * ss;
@@ -194,10 +202,12 @@ static inline __attribute__((always_inline)) void four_rows(
       const float nll = -m * logf(y > 0.0f ? P : Pb);
       const float ss = s * sb, dx = g[j] * ss, sx = q * dx, v = q * q;
       const float qgs2 = q * g[j] * ss * (sb - s), vdx2 = v * dx * dx;
-      rg3 += (double)(sx * a[j]);
-      rh3 += (double)(m * iPP * dx * dx * a2);
       rn3 += (double)nll;
-      ro3 += (double)((vdx2 - qgs2) * a2);
+      if (row_info) {
+        rg3 += (double)(sx * a[j]);
+        rh3 += (double)(m * iPP * dx * dx * a2);
+        ro3 += (double)((vdx2 - qgs2) * a2);
+      }
       G0s += sx; G1s += sx * th3; GCs += q * sb; GDs += q * s; NLLs += nll;
       if (col_info) {
         const float vdx = v * dx, qss = q * ss;
@@ -220,21 +230,30 @@ static inline __attribute__((always_inline)) void four_rows(
 
 static void rows_range(const uint8_t *code, int64_t r0, int64_t r1, int64_t N, const double *theta,
                        const float *a, const float *b, const float *c, const float *g, const float *omd,
-                       int col_info, int ncol, float *acc, double *dacc, double *row_out) {
+                       int mode, int ncol, float *acc, double *dacc, double *row_out) {
   int pending = 0;
   memset(acc, 0, sizeof(float) * ncol * N);
   for (int64_t i = r0; i < r1;) {
     int step = 1;
+    const double *th = theta + i;
+    double *out = row_out + 4 * i;
+    const uint8_t *ci = code + i * N;
     if (i + 4 <= r1 && pending + 4 <= FLUSH) {
-      if (col_info)
-        four_rows(code + i * N, N, theta + i, a, b, c, g, omd, acc, row_out + 4 * i, 1);
-      else
-        four_rows(code + i * N, N, theta + i, a, b, c, g, omd, acc, row_out + 4 * i, 0);
       step = 4;
-    } else if (col_info)
-      one_row(code + i * N, N, (float)theta[i], a, b, c, g, omd, acc, row_out + 4 * i, 1);
-    else
-      one_row(code + i * N, N, (float)theta[i], a, b, c, g, omd, acc, row_out + 4 * i, 0);
+      switch (mode) {
+        case 1: four_rows(ci, N, th, a, b, c, g, omd, acc, out, 1, 0); break;
+        case 2: four_rows(ci, N, th, a, b, c, g, omd, acc, out, 0, 1); break;
+        case 3: four_rows(ci, N, th, a, b, c, g, omd, acc, out, 1, 1); break;
+        default: four_rows(ci, N, th, a, b, c, g, omd, acc, out, 0, 0);
+      }
+    } else {
+      switch (mode) {
+        case 1: one_row(ci, N, (float)*th, a, b, c, g, omd, acc, out, 1, 0); break;
+        case 2: one_row(ci, N, (float)*th, a, b, c, g, omd, acc, out, 0, 1); break;
+        case 3: one_row(ci, N, (float)*th, a, b, c, g, omd, acc, out, 1, 1); break;
+        default: one_row(ci, N, (float)*th, a, b, c, g, omd, acc, out, 0, 0);
+      }
+    }
     i += step;
     pending += step;
     if (pending >= FLUSH || i == r1) {
@@ -247,11 +266,13 @@ static void rows_range(const uint8_t *code, int64_t r0, int64_t r1, int64_t N, c
   }
 }
 
-/* Returns 0, or -1 when memory ran out. a, b, c, g (= d - c), omd (= 1 - d) are float32 per column. */
+/* Returns 0, or -1 when memory ran out. a, b, c, g (= d - c), omd (= 1 - d) are float32 per column.
+ * mode: bit 0 = the column information sums (H0 .. T1), bit 1 = the row gradient and informations
+ * (row_out[:, 0], [1], [3]; else 0). The row objective and G0 .. NLL are always computed. */
 int crossdiff_cells(const uint8_t *code, int64_t M, int64_t N, const double *theta, const float *a,
-                    const float *b, const float *c, const float *g, const float *omd, int col_info,
+                    const float *b, const float *c, const float *g, const float *omd, int mode,
                     int nthreads, double *row_out, double *col_out) {
-  const int ncol = col_info ? NCOL : NCOL_GRAD;
+  const int ncol = (mode & 1) ? NCOL : NCOL_GRAD;
   if (nthreads < 1) nthreads = 1;
   if (nthreads > M) nthreads = M > 0 ? (int)M : 1;
   double *dacc = calloc((size_t)nthreads * ncol * N, sizeof(double));
@@ -266,7 +287,7 @@ int crossdiff_cells(const uint8_t *code, int64_t M, int64_t N, const double *the
 #endif
   for (int t = 0; t < nthreads; t++) {
     const int64_t r0 = M * t / nthreads, r1 = M * (t + 1) / nthreads;
-    rows_range(code, r0, r1, N, theta, a, b, c, g, omd, col_info, ncol, acc + (size_t)t * ncol * N,
+    rows_range(code, r0, r1, N, theta, a, b, c, g, omd, mode, ncol, acc + (size_t)t * ncol * N,
                dacc + (size_t)t * ncol * N, row_out);
   }
   memset(col_out, 0, sizeof(double) * NCOL * N);

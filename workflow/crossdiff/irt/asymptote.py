@@ -169,8 +169,8 @@ class _Fit:
         return float(row[:, 2].sum() + 0.5 * theta @ theta + self.item_prior(X).sum() + self.hyper_terms())
 
     # -- passes --------------------------------------------------------------------------------
-    def stats(self, theta, X, col_info, rows=None, cols=None):
-        return self.cells.stats(theta, np.exp(X[:, 1]), X[:, 0], X[:, 2], X[:, 3], col_info, rows, cols)
+    def stats(self, theta, X, col_info, rows=None, cols=None, row_info=True):
+        return self.cells.stats(theta, np.exp(X[:, 1]), X[:, 0], X[:, 2], X[:, 3], col_info, rows, cols, row_info)
 
     def item_grad_info(self, X, col, with_info=True, idx=None):
         """Objective gradient (n, k) and Hessian (n, k, k) over the free item parameters.
@@ -283,13 +283,13 @@ class _Fit:
             if idx.size == 0:
                 break
             self.counts["row_halvings"] += idx.size
-            old_r, old_c = self.stats(theta0 + cur, self.X, True, rows=idx)
+            old_r, old_c = self.stats(theta0 + cur, self.X, True, rows=idx, row_info=False)
             if h == HALVINGS:
                 cur[idx] = 0.0
                 self.counts["rows_reverted"] += idx.size
             else:
                 cur[idx] /= 2
-            new_r, new_c = self.stats(theta0 + cur, self.X, True, rows=idx)
+            new_r, new_c = self.stats(theta0 + cur, self.X, True, rows=idx, row_info=False)
             col += new_c - old_c
             row[idx] = new_r
             if h == HALVINGS:
@@ -352,7 +352,7 @@ class _Fit:
             todo = np.arange(live.size)
             for _h in range(HALVINGS):
                 T = self.trial(Xs[live[todo]], p[todo], alpha[todo])
-                _, c_new = self.stats(theta, self._with(X, idx[live[todo]], T), True, cols=idx[live[todo]])
+                _, c_new = self.stats(theta, self._with(X, idx[live[todo]], T), True, cols=idx[live[todo]], row_info=False)
                 new = c_new[IDX["NLL"]] + self.item_prior(T, idx[live[todo]])
                 ok = new <= obj[live[todo]] + self.cells.eps * (1 + np.abs(obj[live[todo]]))
                 good = live[todo[ok]]
@@ -497,7 +497,7 @@ def _optimise(F: _Fit, theta, X, gtol: float, ftol: float, max_iter: int, progre
         omega = OMEGA if bulk < SOR_BELOW else 1.0
         step = np.clip(omega * (row[:, 0] - theta) / F.theta_curvature(row), -THETA_CAP, THETA_CAP)
         before = row[:, 2] + 0.5 * theta**2
-        row, col = F.stats(theta + step, X, True)
+        row, col = F.stats(theta + step, X, True, row_info=False)  # the items' pass: rows need only their objective
         theta = F.check_rows(theta, step, row, col, before)
         # items
         G, H = F.item_grad_info(X, col)

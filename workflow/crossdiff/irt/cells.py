@@ -197,7 +197,7 @@ def kernel_choice() -> str:
     return choice
 
 
-def c_stats(fn, code, theta, a, b, c, d, col_info=True, threads=1):
+def c_stats(fn, code, theta, a, b, c, d, col_info=True, threads=1, row_info=True):
     M, N = code.shape
     code = np.ascontiguousarray(code, dtype=np.uint8)
     theta = np.ascontiguousarray(theta, dtype=np.float64)
@@ -205,7 +205,8 @@ def c_stats(fn, code, theta, a, b, c, d, col_info=True, threads=1):
     row = np.empty((M, 4))
     col = np.empty((len(COLUMNS), N))
     ptr = [v.ctypes.data for v in (code, theta, *f32)]
-    if fn(ptr[0], M, N, *ptr[1:], int(bool(col_info)), int(threads), row.ctypes.data, col.ctypes.data) != 0:
+    mode = (1 if col_info else 0) | (2 if row_info else 0)
+    if fn(ptr[0], M, N, *ptr[1:], mode, int(threads), row.ctypes.data, col.ctypes.data) != 0:
         raise MemoryError("crossdiff.irt.cells: the C kernel could not allocate its column sums")
     return row, col
 
@@ -228,8 +229,10 @@ class Cells:
         # float32 cells: relative rounding of a row / column sum, for objective comparisons
         self.eps = 3.0e-7 if self.fn is not None else 1.0e-12
 
-    def stats(self, theta, a, b, c, d, col_info=True, rows=None, cols=None):
+    def stats(self, theta, a, b, c, d, col_info=True, rows=None, cols=None, row_info=True):
         """Row and column sums at these parameters, over ``rows`` x ``cols`` (index arrays; None = all).
+        ``row_info=False``: the rows' gradient and informations may be left out (the C kernel skips them;
+        the row objective is always there).
 
         ``theta`` is indexed like the full row set and ``a, b, c, d`` like the full column set; the
         result covers the selected rows / columns only, in their order.
@@ -243,5 +246,5 @@ class Cells:
         if code.size == 0:
             return np.zeros((code.shape[0], 4)), np.zeros((len(COLUMNS), code.shape[1]))
         if self.fn is not None:
-            return c_stats(self.fn, code, theta, a, b, c, d, col_info, self.threads)
+            return c_stats(self.fn, code, theta, a, b, c, d, col_info, self.threads, row_info)
         return numpy_stats(code, theta, a, b, c, d, col_info)
