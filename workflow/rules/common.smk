@@ -123,6 +123,15 @@ def irt_settings():
     return {k: v for k, v in config["irt"].items() if k != "stability"}
 
 
+def irt_item_table(name):
+    """The item table for fit_irt when its options counts centre a floor prior (the fast engine's 3pl
+    and 4pl-standard with irt.guess_prior_weight > 0), else []."""
+    irt = config["irt"]
+    if irt["model"] in ("3pl", "4pl-standard") and irt["guess_prior_weight"] > 0:
+        return items_table(name)
+    return []
+
+
 def difficulty_targets(name):
     out = [
         f"results/responses/{name}.parquet",
