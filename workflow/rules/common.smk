@@ -464,7 +464,9 @@ def extra_measure_table(name, spec):
 
 def extra_measure_tables(name):
     """The per-item tables of the entries that have a job of their own (workflow/rules/measures.smk)."""
-    return [t for t in (extra_measure_table(name, s) for s in extra_measures(name)) if t]
+    return [
+        t for t in (extra_measure_table(name, s) for s in extra_measures(name)) if t
+    ]
 
 
 def extra_measure_args(name):
