@@ -6,6 +6,9 @@ the measure): the items are also binned by IRT difficulty (same equal-size rule,
 difficulty, the share of items in the same bin under both, the share within one bin, the mean
 absolute bin difference, and the number of distinct measure values. The figure shows the measure
 against IRT difficulty and the bin-by-bin cross table.
+
+With ``--measure SPEC=TABLE`` / ``--column SPEC`` (``datasets.<name>.bins.measures``, crossdiff.bins.measure_set)
+the table has one row per measure (bins.by's, then each entry in order) and the figure one row of panels each.
 """
 
 from __future__ import annotations

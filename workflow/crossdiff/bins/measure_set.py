@@ -20,7 +20,6 @@ Which measure cuts the study's bins does not change: ``bins.by`` alone.
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 
 from crossdiff.bins import measures as table_measures

@@ -20,7 +20,9 @@ choice's text of a multiple-choice format, else ``answer``.
 crossdiff scores every item of the dataset's IRT table in ONE model load, batched (``evaluate.batch_size``), with
 right padding and an attention mask, so a batched value equals the item scored alone. Where crossdiff differs:
 their batches are left-padded with the model's own position ids (equal for rotary models such as Llama, whose
-attention sees only relative positions; not for absolute-position models), their Llama runs load 8-bit weights
+attention sees only relative positions; not for absolute-position models), their attention mask hides every
+token equal to the pad id (the EOS when the tokenizer has no pad: the BOS too where BOS = EOS, GPT-2 style;
+crossdiff attends to every token of the sequence), their Llama runs load 8-bit weights
 (crossdiff: ``evaluate.dtype``), and they also average the raw scores over four 7B models (``answer_prob_avg``;
 crossdiff: one model per measure, several side by side with ``bins.measures``).
 
