@@ -149,6 +149,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--truth", help="true item parameters (simulated data)")
     p.add_argument("--measure", action="append", default=[], metavar="NAME=TABLE",
                    help="spearman: a per-item measure table (item_id, measure), e.g. loss:tiny=loss_measure.parquet")
+    p.add_argument("--column", action="append", default=[], metavar="SPEC",
+                   help="spearman: an item-table measure (bins.measures), e.g. length:solution")
     p.add_argument("--title", default="")
     p.add_argument("--output", required=True)
 
@@ -186,6 +188,14 @@ def run(args: argparse.Namespace) -> None:
             require_columns(m, ["item_id", "measure"], path, "measure table")
             m = m.select(pl.col("item_id").cast(pl.Utf8), pl.col("measure").cast(pl.Float64).alias(name))
             items = m if items is None else items.with_columns(pl.col("item_id").cast(pl.Utf8)).join(m, on="item_id", how="left")
+        for spec in args.column:  # bins.measures read from the item table (crossdiff.bins.measure_set)
+            from crossdiff.bins.measure_set import column_values
+
+            if items is None:
+                raise CrossdiffError(f"--column {spec!r} needs the item table (--items)")
+            if spec not in items.columns:
+                m = column_values(items, spec, args.items).rename({"measure": spec})
+                items = items.with_columns(pl.col("item_id").cast(pl.Utf8)).join(m, on="item_id", how="left")
         fig = spearman(irt_items, items, t)
     else:
         fig = truth(irt_items, _need(args, "truth"), t)

@@ -67,6 +67,11 @@ class Plan:
             return self.dataset(name)["items"]["path"]
         return None
 
+    def extra_measures(self, name: str) -> list[str]:
+        """``datasets.<name>.bins.measures``: measures shown beside IRT difficulty and bins.by
+        (crossdiff.bins.measure_set; checked by crossdiff.plan.checks.measure_list_problems)."""
+        return list(self.dataset(name)["bins"].get("measures") or [])
+
     def own_solutions(self, slug: str, name: str):
         """The model's own solutions source for a dataset (models[].solutions.<name>), or None."""
         return (self.models[slug].get("solutions") or {}).get(name)
