@@ -21,6 +21,8 @@ class Measure:
     rule: str     #: the Snakemake rule that writes the table
     table: str    #: its file under results/bins/{dataset}/
     about: str    #: what the measure is (logs, docs)
+    #: ``<prefix>:avg`` is allowed too: the mean over the models its own settings name (bins.mdl.models)
+    avg: bool = False
 
 
 MEASURES: dict[str, Measure] = {
@@ -28,6 +30,9 @@ MEASURES: dict[str, Measure] = {
                          "the base model's zero-shot error (1 - correct; crossdiff.evaluate.zero_shot)"),
     "loss": Measure("loss", "loss_measure", "loss_measure.parquet",
                     "the base model's mean NLL of the training target (crossdiff.evaluate.loss_measure)"),
+    "mdl": Measure("mdl", "mdl_measure", "mdl_measure.parquet",
+                   "Hase et al.'s MDL: 1 - the mean gold-option probability of models fitted on n items "
+                   "(crossdiff.evaluate.mdl)", avg=True),
 }
 
 
@@ -45,6 +50,8 @@ def check_by(dataset: str, by: str, models) -> None:
     if found is None:
         return
     m, slug = found
+    if m.avg and slug == "avg":
+        return
     if slug not in models:
         raise CrossdiffError(
             f"datasets.{dataset}.bins.by = {by!r}: no model with slug {slug!r}; "

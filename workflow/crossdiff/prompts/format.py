@@ -68,6 +68,7 @@ class PromptFormat:
     max_length: int | None = None
     on_no_completion: str = "error"
     lm_eval_task: dict | None = None  # items.source lm_eval_task: evaluation runs that task's own config
+    candidates: dict | None = None  # generation: the options of probe / mdl / multiple_choice loss (prompts/options.py)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -152,6 +153,10 @@ class PromptFormat:
             raise CrossdiffError(f"{where}.on_no_completion: expected one of {NO_COMPLETION}, got {self.on_no_completion!r}")
         if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2):
             raise CrossdiffError(f"{where}.max_length: expected an integer >= 2 or null, got {self.max_length!r}")
+        if self.candidates is not None:
+            from crossdiff.prompts.options import check_candidates
+
+            check_candidates(self.candidates, f"{where}.candidates")
         if self.metrics is not None:
             allowed = ("exact_match",) if self.scoring == "generation" else MC_METRICS
             bad = [m for m in self.metrics if m not in allowed]
