@@ -157,8 +157,11 @@ def mdl_table(hidden: dict[str, str], irt_path, output, settings: dict, probe: d
     from crossdiff.evaluate.hidden import read_states
     from crossdiff.evaluate.probe import validate_settings as check_probe
 
+    from crossdiff.compute import deterministic_torch
+
     s = validate_settings(dict(settings))
     probe = check_probe(dict(probe), "study.probe (datasets.<name>.probe)")
+    deterministic_torch("cpu")
     irt = read_table(irt_path, "IRT item table")
     require_columns(irt, ["item_id"], irt_path, "IRT item table")
     ids = sorted(irt["item_id"].cast(pl.Utf8).to_list())

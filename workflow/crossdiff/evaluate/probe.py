@@ -242,7 +242,10 @@ def probe_cells(hidden_path, items_path, bins_path, test_tasks: list, train_bins
     from crossdiff.bins.holdout import bin_items, training_part
     from crossdiff.evaluate.hidden import option_mask, read_states
 
+    from crossdiff.compute import deterministic_torch
+
     s = validate_settings(dict(settings))
+    deterministic_torch("cpu")  # the job's threads (OMP_NUM_THREADS), deterministic kernels
     H = read_states(hidden_path)
     X = features(H["states"])
     mask = option_mask(H["n_options"], X.shape[1])

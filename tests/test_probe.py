@@ -1,0 +1,114 @@
+"""Linear probes as Hase et al. 2024 (crossdiff.evaluate.probe): their fit against a direct computation of its
+definition (models/probes.py), perfect accuracy on separable states, the option sets of generation items
+(crossdiff.prompts.options) and the hidden states of the tiny model (crossdiff.evaluate.hidden)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from crossdiff.errors import CrossdiffError
+from crossdiff.evaluate import probe
+from crossdiff.evaluate.hidden import layer_indices
+from crossdiff.prompts.format import PromptFormat
+from crossdiff.prompts.options import candidate_values, option_sequences, options
+
+
+def separable(n_items=120, n_opt=4, dim=16, seed=0):
+    """States whose gold option is the one with the largest projection on a hidden direction."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n_items, n_opt, dim)).astype(np.float32)
+    direction = rng.normal(size=dim)
+    gold = rng.integers(0, n_opt, size=n_items)
+    X[np.arange(n_items), gold] += 3.0 * direction / np.linalg.norm(direction) * 4  # a clear margin
+    return X, np.ones((n_items, n_opt), dtype=bool), gold
+
+
+def test_probe_is_perfect_on_linearly_separable_states():
+    X, mask, gold = separable()
+    s = probe.resolve_settings({})
+    fitted = probe.fit_probe(X[:80], mask[:80], gold[:80], s, seed=1)
+    p = probe.predict(fitted, X[80:], mask[80:])
+    assert (p.argmax(axis=1) == gold[80:]).mean() == 1.0
+    assert np.allclose(p.sum(axis=1), 1.0)
+
+
+def direct_fit(X, mask, gold, s, w0):
+    """Their loop in numpy (probes.py:183-322 with MultipleChoiceClassifier and the supervised loss): z-scores,
+    scores = Z w, softmax over options, loss -mean log p(gold) + l2 ||w||_2, clip the gradient norm, SGD, and the
+    linear schedule over epochs / 0.9 steps."""
+    rows = X[mask].astype(np.float64)
+    mean, std = rows.mean(0), rows.std(0, ddof=1)
+    Z = (X - mean) / std
+    w = w0.astype(np.float64).copy()
+    T = s["epochs"] / 0.9
+    n = len(gold)
+    for step in range(s["epochs"]):
+        sc = Z @ w
+        sc = sc - sc.max(1, keepdims=True)
+        p = np.exp(sc) / np.exp(sc).sum(1, keepdims=True)
+        onehot = np.eye(X.shape[1])[gold]
+        g = np.einsum("io,iof->f", p - onehot, Z) / n + s["l2"] * w / np.linalg.norm(w)
+        norm = np.linalg.norm(g)
+        if norm > s["max_grad_norm"]:
+            g = g * s["max_grad_norm"] / (norm + 1e-6)
+        w = w - s["lr"] * max(0.0, (T - step) / T) * g
+    return w
+
+
+def test_fit_equals_a_direct_computation_of_their_definition():
+    import torch
+
+    X, mask, gold = separable(n_items=40, n_opt=3, dim=6, seed=3)
+    X = X + np.random.default_rng(4).normal(scale=2.0, size=X.shape).astype(np.float32)  # not separable: loss moves
+    s = probe.resolve_settings({"epochs": 7})
+    fitted = probe.fit_probe(X, mask, gold, s, seed=11)
+    gen = torch.Generator().manual_seed(11)
+    bound = 1 / math.sqrt(X.shape[-1])
+    w0 = (torch.rand((1, X.shape[-1]), generator=gen) * 2 * bound - bound).numpy().reshape(-1)
+    expect = direct_fit(X, mask, gold, s, w0)
+    assert np.allclose(fitted["weight"], expect, atol=2e-6), (fitted["weight"], expect)
+    # the lr schedule's last step is 10% + one step of the original (theirs: T = epochs / 0.9)
+    assert probe._lr_factor("10-percent", 100)(100) == pytest.approx(0.1)
+
+
+def test_masked_options_never_win_and_settings_are_checked():
+    X, mask, gold = separable(n_items=30, n_opt=4, dim=8, seed=5)
+    mask[:, 3] = False
+    gold = np.minimum(gold, 2)
+    fitted = probe.fit_probe(X, mask, gold, probe.resolve_settings({"epochs": 5}), seed=0)
+    p = probe.predict(fitted, X, mask)
+    assert (p[:, 3] == 0).all() and np.allclose(p.sum(1), 1)
+    with pytest.raises(CrossdiffError, match="study.probe.lr_decay"):
+        probe.resolve_settings({"lr_decay": "cosine"})
+    with pytest.raises(CrossdiffError, match="study.probe: unknown key"):
+        probe.resolve_settings({"epoch": 3})
+    with pytest.raises(CrossdiffError, match=r"study.probe.n_train = 50: train bin 2 has only 3"):
+        probe.draw(["a", "b", "c"], 50, np.random.default_rng(0), "train bin 2")
+
+
+def test_layers_as_theirs():
+    # Llama-2-7B: 33 hidden states (embeddings + 32 layers) -> 17 and 32 (their LM_utils.py:162-166)
+    assert layer_indices("middle_and_last", 33) == [17, 32]
+    assert layer_indices("middle_and_last", 81) == [41, 80]  # 70B
+    assert layer_indices("last", 5) == [4] and layer_indices([0, 2], 5) == [0, 2]
+    with pytest.raises(CrossdiffError, match=r"layer\(s\) \[9\] out of range"):
+        layer_indices([9], 5)
+
+
+def test_generation_items_get_a_seeded_candidate_set():
+    fmt = PromptFormat.from_config({})  # the embedded default's: generation, target " {answer}"
+    item = {"item_id": "x1", "question": "What is 2 + 3?", "answer": "5"}
+    texts, gold = options(fmt, item)
+    assert len(texts) == 4 and texts[gold] == " 5" and texts == sorted(texts, key=lambda t: int(t))
+    assert options(fmt, item) == (texts, gold)  # the same options in every job
+    values = [candidate_values(f"i{k}", 10, {"n": 4, "max_offset": 5}) for k in range(200)]
+    assert all(len(set(v)) == 4 and 10 in v and all(abs(x - 10) <= 5 for x in v) for v in values)
+    assert len({v.index(10) for v in values}) == 4  # the gold is not always at the same position
+    with pytest.raises(CrossdiffError, match="is not an integer"):
+        options(fmt, {**item, "answer": "five"})
+    with pytest.raises(CrossdiffError, match="prompt.candidates"):
+        PromptFormat.from_config({"candidates": {"n": 12, "max_offset": 2}})
+    mc = PromptFormat.from_config({"scoring": "multiple_choice"})
+    ctx, conts, g, chat = option_sequences(mc, {"item_id": "m", "question": "q?", "choices": ["a", "b"], "answer": "b"})
+    assert conts == [" a", " b"] and g == 1 and not chat and ctx.startswith("Question: q?")
