@@ -112,3 +112,53 @@ def test_generation_items_get_a_seeded_candidate_set():
     mc = PromptFormat.from_config({"scoring": "multiple_choice"})
     ctx, conts, g, chat = option_sequences(mc, {"item_id": "m", "question": "q?", "choices": ["a", "b"], "answer": "b"})
     assert conts == [" a", " b"] and g == 1 and not chat and ctx.startswith("Question: q?")
+
+
+# ------------------------------------------------------------------ settings through the resolver, checks at parse
+def _config(**over):
+    from crossdiff.config import deep_merge, validate
+
+    base = {"datasets": {"d": {"items": {"source": "synthetic", "n_items": 60},
+                               "responses": {"source": "simulated"}}},
+            "models": [{"id": "m", "build": "tiny"}, {"id": "n", "build": "tiny"}], "bins": {"n_bins": 3},
+            "study": {"methods": ["probe"], "probe": {"n_train": 10}},
+            "resources": {"finetune": {"gpu": 0}, "evaluate": {"gpu": 0}}}
+    return validate(deep_merge(base, over))
+
+
+def _found(**over):
+    from crossdiff.plan.checks import problems
+    from crossdiff.plan.settings import Plan
+
+    return problems(Plan(_config(**over)))
+
+
+def test_probe_and_mdl_settings_resolve_per_dataset():
+    from crossdiff.plan.settings import Plan
+
+    plan = Plan(_config(datasets={"d": {"probe": {"epochs": 7, "layers": [1]},
+                                        "bins": {"by": "mdl:avg", "mdl": {"n_grid": [5]}}}},
+                        bins={"mdl": {"n_bootstrap": 2, "variant": "decoding"}}))
+    s = plan.probe("d")
+    assert (s["epochs"], s["layers"], s["n_train"], s["lr"], s["l2"]) == (7, [1], 10, 0.05, 1.0)
+    m = plan.mdl("d")
+    assert m == {"variant": "decoding", "n_grid": [5], "n_bootstrap": 2, "folds": 5, "models": ["m", "n"], "seed": 0}
+    one = Plan(_config(datasets={"d": {"bins": {"by": "mdl:n"}}}))
+    assert one.mdl("d")["models"] == ["n"] and one.mdl("d")["n_grid"] == [5, 20, 80, 340, 900]
+
+
+def test_probe_and_mdl_problems_are_found_at_parse():
+    assert not _found()
+    out = _found(study={"probe": {"n_train": 50}})  # 60 items in 3 bins: 20 training items per bin
+    assert any("study.probe.n_train = 50 (datasets.d)" in p and "at most 20" in p for p in out), out
+    out = _found(datasets={"d": {"bins": {"by": "mdl:zz"}}})
+    assert any("no model with slug 'zz'" in p for p in out), out
+    out = _found(datasets={"d": {"bins": {"by": "mdl:avg", "mdl": {"models": ["m", "q"]}}}})
+    assert any("bins.mdl.models: ['q'] are not model slugs" in p for p in out), out
+    out = _found(datasets={"e": {"items": {"source": "none"}, "responses": {"source": "simulated"},
+                                 "bins": {"by": "mdl:m"}}})
+    assert any("datasets.e.bins.by = 'mdl:m': items.source 'none'" in p for p in out), out
+    out = _found(finetune={"objective": "multiple_choice"}, study={"methods": ["sft"]},
+                 datasets={"e": {"items": {"source": "lm_eval_task", "task": "arc_easy"},
+                                 "responses": {"source": "simulated"}}})
+    assert any("objective 'multiple_choice' needs each item's answer options" in p for p in out), out

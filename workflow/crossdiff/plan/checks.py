@@ -209,7 +209,7 @@ def problems(plan) -> list[str]:
     out += item_problems(plan)
     from crossdiff.plan import probe_checks  # probes, MDL, the multiple-choice objective (Hase et al., issue 27)
 
-    out += probe_checks.problems(plan)
+    out += probe_checks.problems(plan, max_train_items)
     return out
 
 

@@ -9,9 +9,8 @@ from crossdiff.errors import CrossdiffError
 NO_OPTIONS = ("lm_eval_task", "none")
 
 
-def probe_problems(plan) -> list[str]:
-    from crossdiff.plan.checks import max_train_items
-
+def probe_problems(plan, max_train_items) -> list[str]:
+    """``max_train_items(plan, name)``: crossdiff.plan.checks' bound on a train bin's training items."""
     if "probe" not in plan.study["methods"]:
         return []
     problems = []
@@ -82,5 +81,5 @@ def objective_problems(plan) -> list[str]:
     return list(dict.fromkeys(problems))
 
 
-def problems(plan) -> list[str]:
-    return probe_problems(plan) + mdl_problems(plan) + objective_problems(plan)
+def problems(plan, max_train_items) -> list[str]:
+    return probe_problems(plan, max_train_items) + mdl_problems(plan) + objective_problems(plan)

@@ -222,7 +222,8 @@ class Plan:
             s["models"] = sorted(self.models)
         unknown = [m for m in s["models"] if m not in self.models]
         if unknown:
-            raise CrossdiffError(f"{where}.models: {unknown} are not model slugs; expected some of {sorted(self.models)}")
+            raise CrossdiffError(f"{where}: bins.mdl.models: {unknown} are not model slugs; expected some of "
+                                 f"{sorted(self.models)}")
         return s
 
     def summary(self) -> dict:
