@@ -5,20 +5,6 @@
 # MDL makes no cycle.
 
 
-def probe_states_json(name):
-    """The settings the hidden states depend on (layers, token): other probe settings rerun no forward pass."""
-    s = PLAN.probe(name)
-    return cli_json({k: s[k] for k in ("layers", "token")})
-
-
-def mdl_models(name):
-    return PLAN.mdl(name)["models"]
-
-
-def hidden_file(model, name):
-    return f"results/probe/{model}/{name}/hidden.npz"
-
-
 rule probe_states:
     input:
         base=base_model_input,
@@ -37,7 +23,10 @@ rule probe_states:
         **gpu_params(),
         base=lambda wc: shlex.quote(base_model_ref(wc.model)),
         prompt=lambda wc: prompt_json(wc.dataset),
-        probe=lambda wc: probe_states_json(wc.dataset),
+        # only what the states depend on: other probe settings rerun no forward pass
+        probe=lambda wc: cli_json(
+            {k: PLAN.probe(wc.dataset)[k] for k in ("layers", "token")}
+        ),
         settings=eval_settings,
     shell:
         "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
@@ -51,7 +40,10 @@ rule probe_states:
 # or the zero-shot one (variant decoding), averaged over bins.mdl.models
 rule mdl_measure:
     input:
-        hidden=lambda wc: [hidden_file(m, wc.dataset) for m in mdl_models(wc.dataset)],
+        hidden=lambda wc: [
+            f"results/probe/{m}/{wc.dataset}/hidden.npz"
+            for m in PLAN.mdl(wc.dataset)["models"]
+        ],
         irt="results/irt/{dataset}/items.parquet",
     output:
         "results/bins/{dataset}/mdl_measure.parquet",
@@ -63,7 +55,8 @@ rule mdl_measure:
         runtime=lambda wc, attempt: config["resources"]["evaluate"]["runtime"] * attempt,
     params:
         hidden=lambda wc: " ".join(
-            shlex.quote(f"{m}={hidden_file(m, wc.dataset)}") for m in mdl_models(wc.dataset)
+            shlex.quote(f"{m}=results/probe/{m}/{wc.dataset}/hidden.npz")
+            for m in PLAN.mdl(wc.dataset)["models"]
         ),
         settings=lambda wc: cli_json(PLAN.mdl(wc.dataset)),
         probe=lambda wc: cli_json(PLAN.probe(wc.dataset)),

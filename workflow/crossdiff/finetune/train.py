@@ -3,7 +3,9 @@
 Loss is on completion tokens only (``completion_only_loss=True``). Full fine-tuning by default;
 ``lora`` switches to a peft LoRA adapter merged (``merge_and_unload``) before saving, so evaluation
 loads a plain model; except QLoRA (``quantization: nf4``), saved unmerged as the dequantised base plus the
-adapter (crossdiff.finetune.qlora), which evaluation applies through peft / vLLM's LoRA.
+adapter (crossdiff.finetune.qlora), which evaluation applies through peft / vLLM's LoRA; ``quantization: int8``
+likewise. ``objective: multiple_choice`` trains Hase et al.'s loss over the options instead
+(crossdiff.finetune.mc_objective: pre-tokenised option sequences, its own collator and ``compute_loss``).
 
 Precision (see settings.py): the model is loaded with fp32 parameters; on a GPU the forward and
 backward run in bf16 (Trainer ``bf16=True`` = torch autocast; under FSDP the engine's mixed

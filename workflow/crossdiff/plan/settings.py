@@ -264,6 +264,10 @@ def run(args) -> None:
             out[f"{name} x {m['id']}"] = {"finetune": plan.finetune(name, slug, args.run),
                                           "evaluate": plan.evaluate(name, slug),
                                           "resources.finetune": plan.resources("finetune", slug)}
+            if "probe" in plan.study["methods"] or plan.dataset(name)["bins"]["by"].startswith("mdl:"):
+                out[f"{name} x {m['id']}"]["probe"] = plan.probe(name)
+            if plan.dataset(name)["bins"]["by"].startswith("mdl:"):
+                out[f"{name} x {m['id']}"]["bins.mdl"] = plan.mdl(name)
     if not out:
         raise CrossdiffError("no (dataset, model) pair matches --dataset/--model")
     print(json.dumps(out, indent=2, sort_keys=True))

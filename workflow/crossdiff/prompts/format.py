@@ -11,8 +11,9 @@ rendering (``instruction``, ``template``, ``train_template``, ``target``, ``targ
 ``option_template``, ``labels_field``, ``choices_field``, ``choice_template``, ``option_labels``,
 ``chat_template``), scoring in lm-eval's vocabulary (``scoring``, ``stop``, ``max_gen_toks``,
 ``answer_regex``/``checker`` or ``filters`` + ``primary_filter``, ``reference``, ``ignore_case``,
-``ignore_punctuation``, ``regexes_to_ignore``, ``metrics``) and training limits (``max_length``,
-``on_no_completion``). Placeholders: any item column, plus ``{options}`` (the option lines) and
+``ignore_punctuation``, ``regexes_to_ignore``, ``metrics``), training limits (``max_length``,
+``on_no_completion``) and a generation item's answer options for the option-scoring methods (``candidates``:
+:mod:`crossdiff.prompts.options`). Placeholders: any item column, plus ``{options}`` (the option lines) and
 ``{gold_label}`` (the gold option's label) when the item has choices.
 
 For multiple choice the gold is ``answer``: either the text of one choice or, when it is not a
