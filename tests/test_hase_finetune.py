@@ -54,6 +54,14 @@ def test_the_configs_keys_win_over_the_preset_and_int8_picks_8bit_adam(level):
     assert {k: api[k] for k in ("learning_rate", "lora", "optim")} == {k: s[k] for k in ("learning_rate", "lora", "optim")}
 
 
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_objective_resolves_at_every_level_and_the_run_carries_it(level):
+    plan = Plan(config(**LEVELS[level]({"objective": "multiple_choice"})))
+    assert plan.finetune("d", "m")["objective"] == "multiple_choice"
+    assert plan.finetune("d", "m", "bin1")["objective"] == "multiple_choice"  # a run's settings (method, design)
+    assert Plan(config()).finetune("d", "m")["objective"] == "sft"
+
+
 def test_unknown_preset_objective_or_quantization_is_refused_naming_the_key():
     with pytest.raises(CrossdiffError, match="preset"):
         config(finetune={"preset": "kordi"})
