@@ -162,3 +162,54 @@ def test_probe_and_mdl_problems_are_found_at_parse():
                  datasets={"e": {"items": {"source": "lm_eval_task", "task": "arc_easy"},
                                  "responses": {"source": "simulated"}}})
     assert any("objective 'multiple_choice' needs each item's answer options" in p for p in out), out
+
+
+def test_cells_without_held_out_items_never_score_a_training_item(tmp_path):
+    """bins.holdout_fraction 0: a bin's training items are its test items, so its diagonal cell is cross-fitted
+    (each fold scored by probes drawn from the other folds); off-diagonal cells use one probe per bootstrap."""
+    import json
+
+    import polars as pl
+
+    from crossdiff.evaluate.hidden import write_states
+
+    X, mask, gold = separable(n_items=60, n_opt=3, dim=8, seed=7)
+    ids = [f"i{k:02d}" for k in range(60)]
+    write_states(tmp_path / "hidden.npz", ids, [3] * 60, gold, X[:, :, None, :], np.zeros((60, 3)), [1], {"model": "t"})
+    pl.DataFrame({"item_id": ids, "question": ids, "answer": ["1"] * 60}).write_parquet(tmp_path / "items.parquet")
+    pl.DataFrame({"item_id": ids, "bin": [k // 20 for k in range(60)]}).write_parquet(tmp_path / "bins.parquet")
+    tasks = []
+    for t in range(3):
+        d = tmp_path / f"task{t}"
+        d.mkdir()
+        (d / "task.json").write_text(json.dumps({"dataset": "d", "bin": t, "task": f"x_bin{t}"}))
+        (d / "data.jsonl").write_text("".join(json.dumps({"item_id": i}) + "\n" for i in ids[20 * t:20 * t + 20]))
+        tasks.append(d)
+    s = probe.resolve_settings({"n_train": 12, "n_bootstrap": 2})
+    out = probe.probe_cells(tmp_path / "hidden.npz", tmp_path / "items.parquet", tmp_path / "bins.parquet", tasks,
+                            [0, 1, 2], tmp_path / "eval", s, "t")
+    assert len(out) == 9 and all(r["value"] == 1.0 for r in out)  # separable: every cell perfect
+    with pytest.raises(CrossdiffError, match="a fold's probe draws from 16 items; lower n_train"):
+        probe.probe_cells(tmp_path / "hidden.npz", tmp_path / "items.parquet", tmp_path / "bins.parquet", tasks,
+                          [0], tmp_path / "eval2", {**s, "n_train": 17}, "t")
+    # the draws: a diagonal fold's training items are never its own test items
+    from crossdiff.evaluate import probe as P
+
+    seen = []
+    real = P._fit
+
+    def spy(X_, mask_, gold_, rows, s_, key):
+        seen.append((tuple(key), set(rows.tolist())))
+        return real(X_, mask_, gold_, rows, s_, key)
+
+    P._fit = spy
+    try:
+        probe.probe_cells(tmp_path / "hidden.npz", tmp_path / "items.parquet", tmp_path / "bins.parquet", tasks[:1],
+                          [0], tmp_path / "eval3", {**s, "n_bootstrap": 1}, "t")
+    finally:
+        P._fit = real
+    assert len(seen) == 5  # five folds of bin 0's 20 test items
+    order = np.random.default_rng([0, 0, 0, 1]).permutation(20)  # the fold assignment (seed, bin, bootstrap, 1)
+    for key, rows in seen:
+        fold = set(order[key[3] - 2::5].tolist())
+        assert len(rows) == 12 and rows <= set(range(20)) and not rows & fold, (key, rows, fold)

@@ -93,9 +93,10 @@ def validate_settings(s: dict, where: str = "study.probe") -> dict:
     n = s["n_train"]
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise CrossdiffError(f"{where}.n_train: expected null (every training item) or an integer >= 1, got {n!r}")
-    for key, low in (("lr", 0), ("l2", -1), ("max_grad_norm", 0)):
+    for key in ("lr", "l2", "max_grad_norm"):
         v = s[key]
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > low or (key == "l2" and v < 0):
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if not number or v < 0 or (v == 0 and key != "l2"):
             raise CrossdiffError(f"{where}.{key}: expected a number {'>= 0' if key == 'l2' else '> 0'}, got {v!r}")
     if s["lr_decay"] not in LR_DECAYS:
         raise CrossdiffError(f"{where}.lr_decay: expected one of {list(LR_DECAYS)}, got {s['lr_decay']!r}")
@@ -240,9 +241,8 @@ def probe_cells(hidden_path, items_path, bins_path, test_tasks: list, train_bins
                 settings: dict, model_name: str | None = None) -> list[dict]:
     """Every (train bin, test bin) probe cell of one model from its hidden-state file (module doc)."""
     from crossdiff.bins.holdout import bin_items, training_part
-    from crossdiff.evaluate.hidden import option_mask, read_states
-
     from crossdiff.compute import deterministic_torch
+    from crossdiff.evaluate.hidden import option_mask, read_states
 
     s = validate_settings(dict(settings))
     deterministic_torch("cpu")  # the job's threads (OMP_NUM_THREADS), deterministic kernels
@@ -264,10 +264,11 @@ def probe_cells(hidden_path, items_path, bins_path, test_tasks: list, train_bins
             if both and both != set(ids) | set(pools[b]):
                 raise CrossdiffError(f"bin {b}'s training items and {meta['dir']}'s test items overlap partly "
                                      f"({len(both)} shared); remake the bins and task folders")
-            if both and s["n_train"] is not None and s["n_train"] > len(ids) - -(-len(ids) // OVERLAP_FOLDS):
+            smallest_pool = len(ids) - math.ceil(len(ids) / OVERLAP_FOLDS)  # the pool beside the largest fold
+            if both and s["n_train"] is not None and s["n_train"] > smallest_pool:
                 raise CrossdiffError(f"study.probe.n_train = {s['n_train']}: bin {b} trains and tests on the same "
                                      f"{len(ids)} items (no bins.holdout_fraction), so a fold's probe draws from "
-                                     f"{len(ids) - -(-len(ids) // OVERLAP_FOLDS)} items; lower n_train")
+                                     f"{smallest_pool} items; lower n_train")
         draw(pools[b], s["n_train"], np.random.default_rng(0), f"train bin {b}")  # too few: stop before any fit
     rows_idx = lambda ids: np.array([row_of[i] for i in ids], dtype=np.int64)  # noqa: E731
     written = []
