@@ -76,6 +76,11 @@ def test_other_probe_settings_rerun_no_forward_pass(study):
     assert "probe_states" not in jobs and jobs.get("evaluate_probe") == 1 and jobs.get("mdl_measure") == 1, jobs
 
 
+def test_an_mdl_table_listed_beside_bins_by_reuses_the_states(study):
+    jobs = planned_jobs(snakemake(study, "-n", "--cores", "1", "results/bins/mini/measures/mdl/avg.parquet"))
+    assert jobs == {"mdl_measure_listed": 1}, jobs  # mdl:avg over every model: the one hidden-state file there is
+
+
 def test_mdl_equals_a_direct_computation_of_their_definition(study):
     from crossdiff.evaluate.hidden import option_mask, read_states
     from crossdiff.evaluate.probe import features, fit_probe, predict, resolve_settings

@@ -66,6 +66,30 @@ rule mdl_measure:
         "--probe {params.probe} --output {output:q} > {log:q} 2>&1"
 
 
+# The same table for an MDL measure listed beside bins.by (datasets.<d>.bins.measures: mdl:<slug> / mdl:avg;
+# crossdiff.bins.measures' per-measure path results/bins/<d>/measures/mdl/<slug>.parquet)
+use rule mdl_measure as mdl_measure_listed with:
+    input:
+        hidden=lambda wc: [
+            f"results/probe/{m}/{wc.dataset}/hidden.npz"
+            for m in PLAN.mdl(wc.dataset, f"mdl:{wc.mdl}")["models"]
+        ],
+        irt="results/irt/{dataset}/items.parquet",
+    output:
+        "results/bins/{dataset}/measures/mdl/{mdl}.parquet",
+    log:
+        "logs/mdl_measure/{dataset}/{mdl}.log",
+    wildcard_constraints:
+        mdl="|".join(re.escape(m) for m in [*MODELS, "avg"]),
+    params:
+        hidden=lambda wc: " ".join(
+            shlex.quote(f"{m}=results/probe/{m}/{wc.dataset}/hidden.npz")
+            for m in PLAN.mdl(wc.dataset, f"mdl:{wc.mdl}")["models"]
+        ),
+        settings=lambda wc: cli_json(PLAN.mdl(wc.dataset, f"mdl:{wc.mdl}")),
+        probe=lambda wc: cli_json(PLAN.probe(wc.dataset)),
+
+
 # study.methods: probe. One probe per (train bin, bootstrap) on the model's hidden states, scored on every test
 # bin's items: every (train bin, test bin) cell of a model in one job (no model load)
 if "probe" in config["study"]["methods"]:

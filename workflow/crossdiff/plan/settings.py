@@ -208,14 +208,15 @@ class Plan:
         return validate_settings(s, f"probe settings of datasets.{name} (study.probe < datasets.{name}.probe)")
 
     @functools.cache
-    def mdl(self, name: str) -> dict:
-        """The complete, validated MDL settings of a dataset, ``models`` resolved to slugs (crossdiff.evaluate.mdl)."""
+    def mdl(self, name: str, by: str | None = None) -> dict:
+        """The complete, validated MDL settings of a dataset, ``models`` resolved to slugs (crossdiff.evaluate.mdl)
+        from ``by`` (default: the dataset's bins.by; another ``mdl:<slug>`` / ``mdl:avg``: a measure listed beside it)."""
         from crossdiff.evaluate.mdl import AVG, DEFAULTS, PREFIX, validate_settings
 
         where = f"MDL settings of datasets.{name} (bins.mdl < datasets.{name}.bins.mdl)"
         s = deep_merge(DEFAULTS, self.config["bins"].get("mdl"), self.dataset(name)["bins"].get("mdl"))
         s = validate_settings(s, where)
-        by = self.dataset(name)["bins"]["by"]
+        by = self.dataset(name)["bins"]["by"] if by is None else by
         if by.startswith(PREFIX) and by[len(PREFIX):] != AVG:
             s["models"] = [by[len(PREFIX):]]
         elif s["models"] is None:
