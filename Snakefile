@@ -89,6 +89,7 @@ include: "workflow/rules/finetune_common.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/measures.smk"
+include: "workflow/rules/probe.smk"
 include: "workflow/rules/results.smk"
 
 

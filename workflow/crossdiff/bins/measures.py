@@ -21,6 +21,8 @@ class Measure:
     rule: str     #: the Snakemake rule that writes the table
     table: str    #: its file under results/bins/{dataset}/
     about: str    #: what the measure is (logs, docs)
+    #: ``<prefix>:avg`` is allowed too: the mean over the models its own settings name (bins.mdl.models)
+    avg: bool = False
 
 
 MEASURES: dict[str, Measure] = {
@@ -33,6 +35,9 @@ MEASURES: dict[str, Measure] = {
                            "the base model's summed NLL of the answer text, empty prompt (crossdiff.evaluate.text_prob)"),
     "question_prob": Measure("question_prob", "text_prob_measure", "measures/question_prob/{model}.parquet",
                              "the base model's summed NLL of the question, empty prompt (crossdiff.evaluate.text_prob)"),
+    "mdl": Measure("mdl", "mdl_measure", "mdl_measure.parquet",
+                   "Hase et al.'s MDL: 1 - the mean gold-option probability of models fitted on n items "
+                   "(crossdiff.evaluate.mdl)", avg=True),
 }
 
 
@@ -50,6 +55,8 @@ def check_by(dataset: str, by: str, models) -> None:
     if found is None:
         return
     m, slug = found
+    if m.avg and slug == "avg":
+        return
     if slug not in models:
         raise CrossdiffError(
             f"datasets.{dataset}.bins.by = {by!r}: no model with slug {slug!r}; "

@@ -216,6 +216,9 @@ def problems(plan) -> list[str]:
     out += evaluate_problems(plan)
     out += icl_problems(plan)
     out += item_problems(plan)
+    from crossdiff.plan import probe_checks  # probes, MDL, the multiple-choice objective (Hase et al., issue 27)
+
+    out += probe_checks.problems(plan, max_train_items)
     return out
 
 
