@@ -189,6 +189,13 @@ class Plan:
             raise CrossdiffError(f"evaluation settings of {where} (evaluate < datasets.{name}.evaluate < "
                                  f"models[].evaluate): {exc}") from None
 
+    def estimate(self) -> dict:
+        """``resources.estimate`` over crossdiff's defaults (:data:`crossdiff.plan.estimate.DEFAULTS`): the cost
+        model of ``crossdiff estimate`` and the dry run's summary."""
+        from crossdiff.plan.estimate import DEFAULTS
+
+        return deep_merge(DEFAULTS, self.config["resources"].get("estimate"))
+
     def summary(self) -> dict:
         """``summary`` for the CLI: ``diagonal: auto`` resolved (include the diagonal only when each bin's
         held-out items are its test items, i.e. bins.holdout_fraction > 0)."""
