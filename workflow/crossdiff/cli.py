@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "summarize": ("crossdiff.results.summary", "the answer in numbers: slope of gain on |gap|, asymmetry, best train bin"),
     "gpu-run": ("crossdiff.runtime.gpus", "run a command on its own GPU(s) (locks locally; pass-through under SLURM)"),
     "resolve": ("crossdiff.plan.settings", "print each (dataset, model) fine-tune's and evaluation's resolved settings"),
+    "partial-results": ("crossdiff.results.partial", "results so far: progress, heatmaps with missing cells marked, the summary on what exists"),
     "estimate": ("crossdiff.plan.estimate", "the study's cost before it runs: tokens, GPU-hours and disk per model x dataset x method"),
 }
 

@@ -1,0 +1,64 @@
+# Results while the study runs (crossdiff.results.partial): `snakemake results/partial/progress.csv` writes
+# results/partial/ (progress per model x dataset x method, heatmaps with the missing cells hatched, the
+# summary on the cells that exist), all labelled partial.
+#
+# The rule has NO input on the evaluation cells: it lists the planned cells (from the plan) that exist when
+# it runs, so asking for it schedules no evaluation or fine-tune, locks none of their files (it runs beside
+# a running study) and leaves every output of the main DAG as it was (it writes only under
+# results/partial/). Its `state` param is a fingerprint of the planned cells that exist (path, size,
+# mtime of each result and its per-sample log): a cell written, changed or removed since the last build
+# makes the next request rebuild it (Snakemake's params trigger, on by default); with nothing new the
+# request finds it up to date.
+import hashlib as _hashlib
+import os as _os
+
+
+localrules:
+    partial_results,
+
+
+def partial_planned():
+    """The planned cells, compactly: models, each dataset's evaluation labels, the test bins."""
+    return {
+        "n_bins": N_BINS,
+        "models": list(MODELS),
+        "datasets": {d: list(eval_labels(d)) for d in study_datasets()},
+        "root": "results/eval",
+    }
+
+
+def partial_state(wildcards):
+    h = _hashlib.sha256()
+    for f in all_eval_results():
+        for path in (f, f[: -len(".json")] + ".samples.jsonl"):
+            try:
+                st = _os.stat(path)
+            except OSError:
+                continue
+            h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+rule partial_results:
+    output:
+        progress="results/partial/progress.csv",
+        table="results/partial/table.csv",
+        summary="results/partial/summary.csv",
+        best="results/partial/best_train_bin.csv",
+        text="results/partial/summary.txt",
+        figures=directory("results/partial/figures"),
+    log:
+        "logs/partial_results.log",
+    params:
+        planned=lambda wc: cli_json(partial_planned()),
+        settings=lambda wc: cli_json(
+            {
+                "aggregate": config["aggregate"],
+                "summary": summary_settings(),
+                "show_diagonal": config["bins"]["holdout_fraction"] > 0,
+            }
+        ),
+        state=partial_state,
+    shell:
+        "crossdiff partial-results --planned {params.planned} --settings {params.settings} "
+        "--outdir results/partial > {log:q} 2>&1"
