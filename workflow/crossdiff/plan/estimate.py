@@ -84,6 +84,8 @@ DEFAULTS = {
     "chars_per_token": 4.0,
     "chat_overhead_tokens": 30,
     "generation": "max_gen_toks",
+    "startup_s": 120,
+    "io_gbps": 1.0,
     "measured": None,
 }
 GENERATION = ("max_gen_toks", "target")
@@ -135,12 +137,14 @@ def resolve_settings(settings: dict | None) -> dict:
     unknown = sorted(set(s) - set(DEFAULTS))
     if unknown:
         raise CrossdiffError(f"resources.estimate: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
-    for key in ("mfu", "peak_tflops", "decode_batch", "hbm_tbps", "chars_per_token"):
+    for key in ("mfu", "peak_tflops", "decode_batch", "hbm_tbps", "chars_per_token", "io_gbps"):
         if not isinstance(s[key], (int, float)) or isinstance(s[key], bool) or s[key] <= 0:
             raise CrossdiffError(f"resources.estimate.{key} = {s[key]!r}: expected a positive number")
     for key in ("mfu", "eval_mfu", "decode_mfu"):
         if s[key] is not None and not (isinstance(s[key], (int, float)) and 0 < s[key] <= 1):
             raise CrossdiffError(f"resources.estimate.{key} = {s[key]!r}: expected a fraction in (0, 1] (or null)")
+    if not isinstance(s["startup_s"], (int, float)) or isinstance(s["startup_s"], bool) or s["startup_s"] < 0:
+        raise CrossdiffError(f"resources.estimate.startup_s = {s['startup_s']!r}: expected a number of seconds >= 0")
     if s["generation"] not in GENERATION:
         raise CrossdiffError(f"resources.estimate.generation = {s['generation']!r}: expected one of {list(GENERATION)}")
     return s
@@ -548,7 +552,8 @@ def dataset_profile(ctx: Context, name: str, slug: str) -> dict:
 
 # ------------------------------------------------------------------------------------------ the estimate
 def _disk(cfg: dict, s: dict, on_gpu: bool, examples: float, gpus: int) -> dict:
-    """Bytes of the saved model and of the checkpoints a run keeps at its peak (module docstring)."""
+    """Bytes of the saved model, of one checkpoint, how many are written, kept at the peak and after success
+    (module docstring)."""
     from crossdiff.finetune.memory_plan import lora_param_count, param_count
 
     p = param_count(cfg)
@@ -572,33 +577,40 @@ def _disk(cfg: dict, s: dict, on_gpu: bool, examples: float, gpus: int) -> dict:
     saves = int(steps // s["save_steps"]) if s["save_steps"] else 0
     at_once = min(saves, int(s["save_total_limit"] or saves) + 1) if saves else 0
     kept = min(saves, int(s["save_total_limit"] or saves)) if s.get("keep_checkpoints") else 0
-    return {"model": model, "ckpt_peak": at_once * ckpt, "ckpt_kept": kept * ckpt, "steps": steps, "batch": batch}
+    return {"model": model, "ckpt": ckpt, "saves": saves, "ckpt_peak": at_once * ckpt, "ckpt_kept": kept * ckpt,
+            "steps": steps, "batch": batch}
+
+
+def _weight_bytes(cfg: dict) -> float:
+    """Bytes of a model's weights as stored (what a job reads): its config's dtype, bf16 unless fp32."""
+    from crossdiff.finetune.memory_plan import param_count
+
+    dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
+    return param_count(cfg) * (4 if "32" in dtype else 2)
 
 
 def estimate(plan, *, tokenize: bool = False, lookup: bool = False, model_configs: dict | None = None,
              measured=None, overrides: dict | None = None, cache_path: Path | None = TOKEN_CACHE) -> dict:
-    """The study's cost: {"rows", "totals", "assumptions", "missing"} (module docstring)."""
+    """The study's cost: {"rows", "totals", "assumptions", "missing", "storage"} (module docstring)."""
     from crossdiff.finetune.memory_plan import param_count
-    from crossdiff.study import designs, methods
+    from crossdiff.study import methods
 
     ctx = Context(plan, tokenize=tokenize, lookup=lookup, model_configs=model_configs, cache_path=cache_path)
     if overrides:
         ctx.s = resolve_settings({**ctx.s, **{k: v for k, v in overrides.items() if v is not None}})
     s = ctx.s
-    measured_path = measured or s["measured"]
-    backend = "hf"
     names = plan.study_datasets()
-    if names:
-        backend = plan.evaluate(names[0], next(iter(plan.models)))["backend"]
+    backend = plan.evaluate(names[0], next(iter(plan.models)))["backend"] if names else "hf"
+    measured_path = measured or s["measured"]
     got = read_measured(measured_path, backend) if measured_path else None
     speed = effective(s, got)
-    configs = ctx.configs()
+    io = float(s["io_gbps"]) * GB
+    configs = ctx.configs() if names else {}
     rows, missing = [], []
     for slug, (cfg, why) in configs.items():
-        if cfg is None and names:
+        if cfg is None:
             missing.append(f"params of {plan.models[slug]['id']}: {why}")
-    ev = plan.resources("evaluate")
-    eval_gpus = max(1, int(ev["gpu"]))
+    eval_gpus = max(1, int(plan.resources("evaluate")["gpu"]))
     storage = plan.config["storage"]
     for name in names:
         for slug, m in plan.models.items():
@@ -608,31 +620,37 @@ def estimate(plan, *, tokenize: bool = False, lookup: bool = False, model_config
             if "why" in prof:
                 missing.append(f"{name} x {m['id']}: {prof['why']}")
                 continue
-            gen_key = "decode" if s["generation"] == "max_gen_toks" else "target"
-
-            def eval_seconds(prefill_per_item: float, n_jobs: int) -> tuple[float, float | None]:
-                decode = prof[gen_key] if not prof["multiple_choice"] else 0
-                tokens = n_jobs * prof["n_test"] * (prefill_per_item + decode)
-                if params is None:
-                    return tokens, None
-                sec = n_jobs * prof["n_test"] * 2 * params * (prefill_per_item / speed["prefill"] + decode / speed["decode"])
-                return tokens, sec
-
             res = plan.resources("finetune", slug)
-            gpus = max(1, int(res["gpu"])) * int(res.get("nodes", 1) or 1)
-            tok_z, sec_z = eval_seconds(prof["prefill"], 1)
-            rows.append(_row(m["id"], name, "zero-shot", 0, 0, 0, None, None, gpus, 1, tok_z, sec_z, eval_gpus, None, 0, 0))
+            gpus = max(1, int(res["gpu"])) * int(res.get("nodes", 1) or 1)  # nodes: multi-node fine-tunes
+            load_s = _weight_bytes(cfg) / io if cfg is not None else 0.0
+
+            def evaluation(row: dict, prefill: float, passes: int, jobs: int) -> dict:
+                """Evaluation passes over every test item: tokens, GPU-hours (both generation lengths)."""
+                decode = {"max_gen_toks": 0 if prof["multiple_choice"] else prof["decode"],
+                          "target": 0 if prof["multiple_choice"] else prof["target"]}
+                gen = decode[s["generation"]]
+                row["eval_passes"] = passes
+                row["eval_tokens"] = round(passes * prof["n_test"] * (prefill + gen))
+                if params is None:
+                    row["eval_gpu_h"] = row["eval_gpu_h_other"] = None
+                else:
+                    sec = {k: passes * prof["n_test"] * 2 * params * (prefill / speed["prefill"] + g / speed["decode"])
+                           for k, g in decode.items()}
+                    row["eval_gpu_h"] = sec[s["generation"]] / 3600
+                    row["eval_gpu_h_other"] = sec[GENERATION[1 - GENERATION.index(s["generation"])]] / 3600
+                    row["overhead_gpu_h"] += jobs * eval_gpus * (float(s["startup_s"]) + load_s) / 3600
+                return row
+
+            rows.append(evaluation(_row(m["id"], name, "zero-shot", gpus, eval_gpus), prof["prefill"], 1, 1))
             for method in plan.methods():
                 for label in methods.labels(method.name, plan.icl(name)):
-                    if not method.trains:  # in-context learning: the base model, one pass per (k, train bin)
+                    row = _row(m["id"], name, label, gpus, eval_gpus)
+                    if not method.trains:  # in-context learning: the base model, one pass per (k, train bin), one job
                         k = int(re.search(r"\d+", label).group()) if re.search(r"\d+", label) else 0
-                        jobs = len(plan.train_bins())
-                        tok_i, sec_i = eval_seconds(prof["prefill"] + k * prof["train_tokens"], jobs)
-                        rows.append(_row(m["id"], name, label, 0, 0, 0, None, None, gpus, jobs, tok_i, sec_i,
-                                         eval_gpus, None, 0, 0))
+                        rows.append(evaluation(row, prof["prefill"] + k * prof["train_tokens"], len(plan.train_bins()), 1))
                         continue
-                    examples = tokens = 0.0
-                    sources, model_b, peak_b, kept_b, flops = set(), 0.0, 0.0, 0.0, 0.0
+                    examples = tokens = flops = overhead = 0.0
+                    sources, model_b, peak_b, kept_b, micro = set(), 0.0, 0.0, 0.0, []
                     for run in plan.runs:
                         full = methods.run_label(method.name, run)
                         st = plan.finetune(name, slug, full)
@@ -650,57 +668,61 @@ def estimate(plan, *, tokenize: bool = False, lookup: bool = False, model_config
                         examples += n
                         tokens += run_tokens
                         sources.add(src)
-                        factor = 4 if (st.get("lora") or st.get("quantization")) else 6
+                        if n:
+                            micro.append(st["per_device_train_batch_size"] * per_epoch / n)
                         if params is not None:
-                            flops += factor * params * run_tokens
+                            flops += (4 if (st.get("lora") or st.get("quantization")) else 6) * params * run_tokens
                             d = _disk(cfg, st, on_gpu=int(res["gpu"]) > 0, examples=n, gpus=gpus)
                             model_b = max(model_b, d["model"])
                             peak_b = max(peak_b, d["ckpt_peak"] + d["model"])
                             kept_b += d["ckpt_kept"] + (0 if storage["delete_finetuned_models"] else d["model"])
-                    jobs = len(plan.runs)
-                    tok_e, sec_e = eval_seconds(prof["prefill"], jobs)
-                    train_sec = flops / speed["train"] if params is not None else None
-                    known = params is not None
-                    rows.append(_row(m["id"], name, label, jobs, examples, tokens, "+".join(sorted(sources)),
-                                     train_sec, gpus, jobs, tok_e, sec_e, eval_gpus, model_b if known else None,
-                                     peak_b if known else None, kept_b if known else None))
+                            overhead += float(s["startup_s"]) + load_s + (d["saves"] * d["ckpt"] + d["model"]) / io
+                    row.update(fine_tunes=len(plan.runs), train_examples=round(examples), train_tokens=round(tokens),
+                               tokens_from="+".join(sorted(sources)),
+                               tokens_per_microbatch=round(statistics.fmean(micro)) if micro else None)
+                    if params is not None:
+                        row.update(train_gpu_h=flops / speed["train"] / 3600, model_gb=model_b / GB,
+                                   peak_gb_per_job=peak_b / GB, kept_gb=kept_b / GB,
+                                   overhead_gpu_h=overhead * gpus / 3600)
+                        row["wall_h_per_job"] = (row["train_gpu_h"] / gpus + overhead / 3600) / len(plan.runs)
+                    rows.append(evaluation(row, prof["prefill"], len(plan.runs), len(plan.runs)))
     ctx.save_cache()
     totals = _totals(rows, storage)
     assumptions = {"training": speed["train_from"], "prefill": speed["prefill_from"], "decoding": speed["decode_from"],
                    "generation": s["generation"], "chars_per_token": s["chars_per_token"],
+                   "overhead": f"{s['startup_s']:g} s per job + reading the model and writing checkpoints and the "
+                               f"saved model at {s['io_gbps']:g} GB/s",
                    "measured": (got or {}).get("notes"), "peak_tflops": s["peak_tflops"], "mfu": s["mfu"]}
     return {"rows": rows, "totals": totals, "assumptions": assumptions, "missing": list(dict.fromkeys(missing)),
             "storage": dict(storage)}
 
 
-def _row(model, dataset, method, fine_tunes, examples, tokens, source, train_sec, gpus, eval_passes, eval_tokens,
-         eval_sec, eval_gpus, model_bytes, peak_bytes, kept_bytes) -> dict:
-    return {"model": model, "dataset": dataset, "method": method, "fine_tunes": fine_tunes,
-            "train_examples": round(examples), "train_tokens": round(tokens), "tokens_from": source,
-            "train_gpu_h": None if train_sec is None else train_sec / 3600, "gpus_per_job": gpus,
-            "train_wall_h_per_job": None if (train_sec is None or not fine_tunes) else train_sec / 3600 / fine_tunes / gpus,
-            "eval_passes": eval_passes, "eval_tokens": round(eval_tokens),
-            "eval_gpu_h": None if eval_sec is None else eval_sec / 3600 * 1.0, "eval_gpus_per_job": eval_gpus,
-            "model_gb": None if model_bytes is None else model_bytes / GB,
-            "peak_gb_per_job": (None if peak_bytes is None else peak_bytes / GB) if fine_tunes else 0.0,
-            "kept_gb": None if kept_bytes is None else kept_bytes / GB}
+def _row(model: str, dataset: str, method: str, gpus: int, eval_gpus: int) -> dict:
+    """A row before its figures: nothing trained, figures that need the parameter count unknown (None)."""
+    return {"model": model, "dataset": dataset, "method": method, "fine_tunes": 0, "train_examples": 0,
+            "train_tokens": 0, "tokens_from": None, "tokens_per_microbatch": None, "train_gpu_h": None,
+            "gpus_per_job": gpus, "wall_h_per_job": None, "eval_passes": 0, "eval_tokens": 0, "eval_gpu_h": None,
+            "eval_gpu_h_other": None, "eval_gpus_per_job": eval_gpus, "overhead_gpu_h": 0.0, "model_gb": None,
+            "peak_gb_per_job": None, "kept_gb": None}
 
 
 def _totals(rows: list[dict], storage: dict) -> dict:
     def total(key):
-        vals = [r[key] for r in rows if r[key] is not None]
-        return sum(vals) if vals else 0.0
+        return sum(r[key] for r in rows if r[key] is not None)
 
     unknown = [f"{r['model']} x {r['dataset']} x {r['method']}" for r in rows
                if (r["train_gpu_h"] is None and r["fine_tunes"]) or r["eval_gpu_h"] is None]
+    micro = [r["tokens_per_microbatch"] for r in rows if r["tokens_per_microbatch"]]
     return {"fine_tunes": sum(r["fine_tunes"] for r in rows), "eval_passes": sum(r["eval_passes"] for r in rows),
             "train_tokens": total("train_tokens"), "train_gpu_h": total("train_gpu_h"),
             "eval_tokens": total("eval_tokens"), "eval_gpu_h": total("eval_gpu_h"),
-            "gpu_h": total("train_gpu_h") + total("eval_gpu_h"),
+            "eval_gpu_h_other": total("eval_gpu_h_other"), "overhead_gpu_h": total("overhead_gpu_h"),
+            "gpu_h": total("train_gpu_h") + total("eval_gpu_h") + total("overhead_gpu_h"),
             "kept_gb": total("kept_gb"), "models_written_gb": sum((r["model_gb"] or 0) * r["fine_tunes"] for r in rows),
             "peak_gb_per_job": max([r["peak_gb_per_job"] for r in rows if r["peak_gb_per_job"] is not None] or [0.0]),
             "delete_finetuned_models": bool(storage.get("delete_finetuned_models")),
-            "rows_without_params": unknown,
+            "rows_without_params": unknown, "known": len(unknown) < len(rows),
+            "tokens_per_microbatch": (min(micro), max(micro)) if micro else None,
             "tokens_from": sorted({r["tokens_from"] for r in rows if r["tokens_from"]})}
 
 
@@ -729,47 +751,64 @@ def _tokens(x) -> str:
 
 
 def format_table(result: dict) -> str:
+    """One markdown row per model x dataset x method ("?" where the model's parameter count is missing)."""
     cols = [("model", "model"), ("dataset", "dataset"), ("method", "method"), ("fine-tunes", "fine_tunes"),
             ("examples", "train_examples"), ("train tokens", "train_tokens"), ("tokens from", "tokens_from"),
-            ("train GPU-h", "train_gpu_h"), ("GPUs/job", "gpus_per_job"), ("h/job", "train_wall_h_per_job"),
-            ("eval passes", "eval_passes"), ("eval tokens", "eval_tokens"), ("eval GPU-h", "eval_gpu_h"),
+            ("tokens/micro-batch", "tokens_per_microbatch"), ("train GPU-h", "train_gpu_h"),
+            ("GPUs/job", "gpus_per_job"), ("h/job", "wall_h_per_job"), ("eval passes", "eval_passes"),
+            ("eval tokens", "eval_tokens"), ("eval GPU-h", "eval_gpu_h"), ("overhead GPU-h", "overhead_gpu_h"),
             ("model GB", "model_gb"), ("peak GB/job", "peak_gb_per_job"), ("kept GB", "kept_gb")]
+    trained_only = {"train_examples", "train_tokens", "tokens_from", "tokens_per_microbatch", "train_gpu_h",
+                    "wall_h_per_job", "model_gb", "peak_gb_per_job", "kept_gb"}
     lines = ["| " + " | ".join(c for c, _ in cols) + " |", "|" + "---|" * len(cols)]
     for r in result["rows"]:
         cells = []
         for _, key in cols:
             v = r[key]
-            if key in ("train_tokens", "eval_tokens"):
-                cells.append(_tokens(v))
-            elif key == "train_examples":
-                cells.append(_num(v, 0) if r["fine_tunes"] else "")
-            elif key in ("train_gpu_h", "train_wall_h_per_job", "model_gb", "peak_gb_per_job") and not r["fine_tunes"]:
+            if key in trained_only and not r["fine_tunes"]:
                 cells.append("")
-            elif isinstance(v, float) or v is None:
-                cells.append(_num(v, 2 if key.endswith("_h") or key.endswith("per_job") else 1))
+            elif key in ("train_tokens", "eval_tokens"):
+                cells.append(_tokens(v))
+            elif v is None:
+                cells.append("?")
+            elif isinstance(v, float):
+                cells.append(_num(v, 2))
             else:
-                cells.append(str(v if v is not None else ""))
+                cells.append(f"{v:,}" if isinstance(v, int) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def format_summary(result: dict, configfile: str = "", short: bool = False) -> str:
+    """The totals in a few lines (the dry run prints them with ``short``)."""
     t, a = result["totals"], result["assumptions"]
-    disk = (f"{_size(t['kept_gb'])} kept at the end" + (" (fine-tuned models deleted once evaluated)"
-                                                        if t["delete_finetuned_models"] else " (every fine-tuned model)")
-            + f"; {_size(t['models_written_gb'])} of models written in all; up to {_size(t['peak_gb_per_job'])} "
-            "per running fine-tune (its checkpoints + model)")
-    part = ">= " if t["rows_without_params"] else ""
+    if not t["known"]:
+        head = "GPU-hours unknown (no model's parameter count)"
+        part = ""
+    else:
+        part = ">= " if t["rows_without_params"] else ""
+        head = f"{part}{t['gpu_h']:,.1f} GPU-h" + (f" ({len(t['rows_without_params'])} row(s) without a parameter "
+                                                     "count left out)" if part else "")
+    other = "as long as the training target" if a["generation"] == "max_gen_toks" else "up to max_gen_toks"
     lines = [
-        f"estimate{' of ' + configfile if configfile else ''}: {t['fine_tunes']} fine-tune(s), {t['eval_passes']} evaluation "
-        f"pass(es) over the test items: {part}{t['gpu_h']:,.1f} GPU-h"
-        + (f" ({len(t['rows_without_params'])} row(s) without a model's parameter count left out)" if part else ""),
-        f"estimate:   training   {part}{t['train_gpu_h']:,.1f} GPU-h, {_tokens(t['train_tokens'])} tokens "
+        f"estimate{' of ' + configfile if configfile else ''}: {t['fine_tunes']} fine-tune(s), {t['eval_passes']} "
+        f"evaluation pass(es) over the test items: {head}",
+        f"estimate:   training   {part}{t['train_gpu_h']:,.1f} GPU-h for {_tokens(t['train_tokens'])} tokens "
         f"(6 x params x tokens at {a['training']}; tokens from {', '.join(t['tokens_from']) or '-'})",
-        f"estimate:   evaluation {part}{t['eval_gpu_h']:,.1f} GPU-h, {_tokens(t['eval_tokens'])} tokens "
-        f"(prefill {a['prefill']}, decoding {a['decoding']}; generations {'up to max_gen_toks' if a['generation'] == 'max_gen_toks' else 'as long as the training target'})",
-        f"estimate:   disk {disk}",
+        f"estimate:   evaluation {part}{t['eval_gpu_h']:,.1f} GPU-h for {_tokens(t['eval_tokens'])} tokens "
+        f"(generations {'up to max_gen_toks' if a['generation'] == 'max_gen_toks' else 'as long as the training target'}; "
+        f"{t['eval_gpu_h_other']:,.1f} GPU-h if {other}; prefill at {a['prefill']}, decoding at {a['decoding']})",
+        f"estimate:   job overhead {part}{t['overhead_gpu_h']:,.1f} GPU-h ({a['overhead']})",
+        f"estimate:   disk {_size(t['kept_gb'])} kept at the end ("
+        + ("fine-tuned models deleted once evaluated" if t["delete_finetuned_models"] else "every fine-tuned model")
+        + f"), {_size(t['models_written_gb'])} of fine-tuned models written, up to {_size(t['peak_gb_per_job'])} "
+        "per running fine-tune (checkpoints + model)",
     ]
+    micro = t["tokens_per_microbatch"]
+    if micro and micro[0] < 2048 and not a["measured"]:
+        lines.append(f"estimate:   note: micro-batches of {micro[0]:,}-{micro[1]:,} tokens (per-device batch x mean "
+                     "example) run below the default MFU's 8192-token sequences: measure it (benchmarks/gpu_check.py, "
+                     "resources.estimate.measured)")
     if result["missing"] and short:
         lines.append(f"estimate:   not counted ({len(result['missing'])}): " + "; ".join(result["missing"][:3])
                      + (" ..." if len(result["missing"]) > 3 else ""))
