@@ -789,19 +789,39 @@ def format_summary(result: dict, configfile: str = "", short: bool = False) -> s
         part = ">= " if t["rows_without_params"] else ""
         head = f"{part}{t['gpu_h']:,.1f} GPU-h" + (f" ({len(t['rows_without_params'])} row(s) without a parameter "
                                                      "count left out)" if part else "")
+    def h(x):
+        return f"{part}{x:,.1f} GPU-h" if t["known"] else "? GPU-h"
+
+    def size(x):
+        return _size(x) if t["known"] else "?"
+
+    gen = "up to max_gen_toks" if a["generation"] == "max_gen_toks" else "as long as the training target"
+    if short:
+        first = (f"{head} (training {h(t['train_gpu_h'])}, evaluation {h(t['eval_gpu_h'])}, job overhead "
+                 f"{h(t['overhead_gpu_h'])}); disk {size(t['kept_gb'])} kept at the end, up to "
+                 f"{size(t['peak_gb_per_job'])} per running fine-tune") if t["known"] else \
+            "GPU-hours and disk need the models' parameter counts (not counted below)"
+        lines = [f"estimate: {t['fine_tunes']} fine-tune(s), {t['eval_passes']} evaluation pass(es): {first}",
+                 f"estimate:   {_tokens(t['train_tokens'])} training tokens (from {', '.join(t['tokens_from']) or '-'}); "
+                 f"training at {a['training']}; generations {gen}"]
+        if result["missing"]:
+            lines.append(f"estimate:   not counted ({len(result['missing'])}): " + "; ".join(result["missing"][:2])
+                         + (" ..." if len(result["missing"]) > 2 else ""))
+        lines.append(f"estimate:   the table per model x dataset x method: crossdiff estimate --configfile "
+                     f"{configfile or 'FILE'}")
+        return "\n".join(lines)
     other = "as long as the training target" if a["generation"] == "max_gen_toks" else "up to max_gen_toks"
     lines = [
         f"estimate{' of ' + configfile if configfile else ''}: {t['fine_tunes']} fine-tune(s), {t['eval_passes']} "
         f"evaluation pass(es) over the test items: {head}",
-        f"estimate:   training   {part}{t['train_gpu_h']:,.1f} GPU-h for {_tokens(t['train_tokens'])} tokens "
+        f"estimate:   training   {h(t['train_gpu_h'])} for {_tokens(t['train_tokens'])} tokens "
         f"(6 x params x tokens at {a['training']}; tokens from {', '.join(t['tokens_from']) or '-'})",
-        f"estimate:   evaluation {part}{t['eval_gpu_h']:,.1f} GPU-h for {_tokens(t['eval_tokens'])} tokens "
-        f"(generations {'up to max_gen_toks' if a['generation'] == 'max_gen_toks' else 'as long as the training target'}; "
-        f"{t['eval_gpu_h_other']:,.1f} GPU-h if {other}; prefill at {a['prefill']}, decoding at {a['decoding']})",
-        f"estimate:   job overhead {part}{t['overhead_gpu_h']:,.1f} GPU-h ({a['overhead']})",
-        f"estimate:   disk {_size(t['kept_gb'])} kept at the end ("
+        f"estimate:   evaluation {h(t['eval_gpu_h'])} for {_tokens(t['eval_tokens'])} tokens (generations {gen}; "
+        f"{h(t['eval_gpu_h_other'])} if {other}; prefill at {a['prefill']}, decoding at {a['decoding']})",
+        f"estimate:   job overhead {h(t['overhead_gpu_h'])} ({a['overhead']})",
+        f"estimate:   disk {size(t['kept_gb'])} kept at the end ("
         + ("fine-tuned models deleted once evaluated" if t["delete_finetuned_models"] else "every fine-tuned model")
-        + f"), {_size(t['models_written_gb'])} of fine-tuned models written, up to {_size(t['peak_gb_per_job'])} "
+        + f"), {size(t['models_written_gb'])} of fine-tuned models written, up to {size(t['peak_gb_per_job'])} "
         "per running fine-tune (checkpoints + model)",
     ]
     micro = t["tokens_per_microbatch"]
@@ -809,11 +829,6 @@ def format_summary(result: dict, configfile: str = "", short: bool = False) -> s
         lines.append(f"estimate:   note: micro-batches of {micro[0]:,}-{micro[1]:,} tokens (per-device batch x mean "
                      "example) run below the default MFU's 8192-token sequences: measure it (benchmarks/gpu_check.py, "
                      "resources.estimate.measured)")
-    if result["missing"] and short:
-        lines.append(f"estimate:   not counted ({len(result['missing'])}): " + "; ".join(result["missing"][:3])
-                     + (" ..." if len(result["missing"]) > 3 else ""))
-    if short:
-        lines.append(f"estimate:   per model x dataset x method: crossdiff estimate --configfile {configfile or 'FILE'}")
     return "\n".join(lines)
 
 
