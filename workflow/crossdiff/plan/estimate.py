@@ -779,6 +779,21 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _grouped(missing: list[str]) -> list[str]:
+    """``params of A: why`` lines with the same reason as one: ``params of A, B (2 models): why``."""
+    by_why, out = {}, []
+    for m in missing:
+        hit = re.match(r"params of (.+?): (.*)$", m)
+        if hit:
+            by_why.setdefault(hit.group(2), []).append(hit.group(1))
+        else:
+            out.append(m)
+    for why, models in by_why.items():
+        n = f" ({len(models)} models)" if len(models) > 1 else ""
+        out.insert(0, f"params of {', '.join(models)}{n}: {why}")
+    return out
+
+
 def format_summary(result: dict, configfile: str = "", short: bool = False) -> str:
     """The totals in a few lines (the dry run prints them with ``short``)."""
     t, a = result["totals"], result["assumptions"]
@@ -805,8 +820,8 @@ def format_summary(result: dict, configfile: str = "", short: bool = False) -> s
                  f"estimate:   {_tokens(t['train_tokens'])} training tokens (from {', '.join(t['tokens_from']) or '-'}); "
                  f"training at {a['training']}; generations {gen}"]
         if result["missing"]:
-            lines.append(f"estimate:   not counted ({len(result['missing'])}): " + "; ".join(result["missing"][:2])
-                         + (" ..." if len(result["missing"]) > 2 else ""))
+            grouped = _grouped(result["missing"])
+            lines.append("estimate:   not counted: " + "; ".join(grouped[:2]) + (" ..." if len(grouped) > 2 else ""))
         lines.append(f"estimate:   the table per model x dataset x method: crossdiff estimate --configfile "
                      f"{configfile or 'FILE'}")
         return "\n".join(lines)
