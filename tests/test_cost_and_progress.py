@@ -68,7 +68,6 @@ def estimated(study):
 
 
 def test_estimate_equals_a_hand_count_of_the_sft_data(study, estimated):
-    import torch  # noqa: F401  (transformers' model classes)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     result, text = estimated

@@ -218,3 +218,12 @@ def test_planned_cells_of_every_method():
     assert got == {("zero-shot", "zero-shot", None, 0), ("zero-shot", "zero-shot", None, 1), ("sft", "0", 0, 0),
                    ("sft", "0", 0, 1), ("icl-k2", "1", 1, 0), ("icl-k2", "1", 1, 1)}
     assert cells[2]["path"] == "results/eval/m/d/train0-seed1/bin0.json"
+
+
+@pytest.mark.parametrize("argv, dry", [(["snakemake", "-n"], True), (["snakemake", "-np", "--cores", "1"], True),
+                                       (["snakemake", "--dry-run"], True), (["snakemake", "-c", "1"], False),
+                                       (["snakemake", "--configfile", "-n.yaml"], False), (["snakemake", "-j8"], False)])
+def test_dry_run_detection(argv, dry):
+    from crossdiff.plan.estimate import is_dry_run
+
+    assert is_dry_run(argv) is dry

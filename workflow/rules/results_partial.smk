@@ -9,34 +9,20 @@
 # mtime of each result and its per-sample log): a cell written, changed or removed since the last build
 # makes the next request rebuild it (Snakemake's params trigger, on by default); with nothing new the
 # request finds it up to date.
-import hashlib as _hashlib
-import os as _os
+import crossdiff.results.partial as results_partial
 
 
 localrules:
     partial_results,
 
 
-def partial_planned():
-    """The planned cells, compactly: models, each dataset's evaluation labels, the test bins."""
-    return {
-        "n_bins": N_BINS,
-        "models": list(MODELS),
-        "datasets": {d: list(eval_labels(d)) for d in study_datasets()},
-        "root": "results/eval",
-    }
-
-
-def partial_state(wildcards):
-    h = _hashlib.sha256()
-    for f in all_eval_results():
-        for path in (f, f[: -len(".json")] + ".samples.jsonl"):
-            try:
-                st = _os.stat(path)
-            except OSError:
-                continue
-            h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+# the planned cells, compactly: models, each dataset's evaluation labels, the test bins
+PARTIAL_PLANNED = {
+    "n_bins": N_BINS,
+    "models": list(MODELS),
+    "datasets": {d: list(eval_labels(d)) for d in study_datasets()},
+    "root": "results/eval",
+}
 
 
 rule partial_results:
@@ -50,7 +36,7 @@ rule partial_results:
     log:
         "logs/partial_results.log",
     params:
-        planned=lambda wc: cli_json(partial_planned()),
+        planned=cli_json(PARTIAL_PLANNED),
         settings=lambda wc: cli_json(
             {
                 "aggregate": config["aggregate"],
@@ -58,7 +44,7 @@ rule partial_results:
                 "show_diagonal": config["bins"]["holdout_fraction"] > 0,
             }
         ),
-        state=partial_state,
+        state=lambda wc: results_partial.fingerprint(PARTIAL_PLANNED),
     shell:
         "crossdiff partial-results --planned {params.planned} --settings {params.settings} "
         "--outdir results/partial > {log:q} 2>&1"

@@ -69,25 +69,12 @@ import math
 import os
 import re
 import statistics
-import sys
 from pathlib import Path
 
 from crossdiff.errors import CrossdiffError
+from crossdiff.plan.settings import ESTIMATE_DEFAULTS as DEFAULTS
+from crossdiff.plan.settings import Plan
 
-DEFAULTS = {
-    "mfu": 0.33,
-    "peak_tflops": 989.0,
-    "eval_mfu": None,
-    "decode_mfu": None,
-    "decode_batch": 16,
-    "hbm_tbps": 3.35,
-    "chars_per_token": 4.0,
-    "chat_overhead_tokens": 30,
-    "generation": "max_gen_toks",
-    "startup_s": 120,
-    "io_gbps": 1.0,
-    "measured": None,
-}
 GENERATION = ("max_gen_toks", "target")
 SAMPLE = 500  # items rendered for a mean (item table or generated benchmark)
 TOKEN_CACHE = Path(".snakemake") / "crossdiff" / "estimate_tokens.json"
@@ -311,7 +298,7 @@ class Context:
                 cfg, why = found[mid]
                 out[slug] = (cfg, "hub config.json (cached)") if cfg is not None else (None, why)
         for slug in pending:
-            out.setdefault(slug, (None, "no local config.json (HF cache or resources.model_config_cache); "
+            out.setdefault(slug, (None, "no config.json in a local directory or resources.model_config_cache; "
                                         "`crossdiff estimate` looks it up once, or give --model-configs"))
         self._cfg = out
         return out
@@ -847,6 +834,15 @@ def format_summary(result: dict, configfile: str = "", short: bool = False) -> s
     return "\n".join(lines)
 
 
+_DRY_RUN_FLAGS = ("-n", "--dry-run", "--dryrun", "--just-print")
+
+
+def is_dry_run(argv) -> bool:
+    """Whether snakemake's command line asks for a dry run: ``-n`` alone or among short flags that take no
+    value (``-np``, ``-pn``), or its long forms."""
+    return any(a in _DRY_RUN_FLAGS or re.fullmatch(r"-[pqFfkr]*n[pqFfkr]*", a) for a in list(argv)[1:])
+
+
 def dry_run_summary(plan, configfile: str = "") -> str:
     """The dry run's few lines: no tokenizer loaded, no hub look-up (the CLI does both), never an error."""
     try:
@@ -879,7 +875,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from crossdiff.config import load
-    from crossdiff.plan.settings import Plan
 
     config_path = os.path.abspath(args.configfile)
     json_path = os.path.abspath(args.json) if args.json else None

@@ -25,7 +25,9 @@ The planned cells come from the workflow's plan (``--planned``, written by the r
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -60,6 +62,20 @@ def planned_cells(planned: dict) -> list[dict]:
                                 "train_bin_index": index, "test_bin": t,
                                 "path": str(root / model / name / label / f"bin{t}.json")})
     return out
+
+
+def fingerprint(planned: dict) -> str:
+    """A digest of the planned cells that exist (each result and its per-sample log: path, size, mtime): the
+    rule's ``state`` param, so a cell written, changed or removed makes the next request rebuild."""
+    h = hashlib.sha256()
+    for c in planned_cells(planned):
+        for path in (c["path"], c["path"][: -len(".json")] + ".samples.jsonl"):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def _done(path: Path) -> bool:
@@ -217,6 +233,3 @@ def run(args: argparse.Namespace) -> None:
           f"{got['figures']} figure(s) in {args.outdir}/figures")
     if got["unreadable"]:
         print(f"{len(got['unreadable'])} result file(s) not readable yet, e.g. {got['unreadable'][0]}")
-
-
-__all__ = ["partial_results", "planned_cells", "progress", "partial_table", "partial_summary"]
