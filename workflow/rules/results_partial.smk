@@ -3,9 +3,10 @@
 # summary on the cells that exist), all labelled partial.
 #
 # The rule has NO input on the evaluation cells: it lists the planned cells (from the plan) that exist when
-# it runs, so asking for it schedules no evaluation or fine-tune, locks none of their files (it runs beside
-# a running study) and leaves every output of the main DAG as it was (it writes only under
-# results/partial/). Its `state` param is a fingerprint of the planned cells that exist (path, size,
+# it runs, so asking for it schedules no evaluation or fine-tune, claims none of their files and leaves
+# every output of the main DAG as it was (it writes only under results/partial/). Beside a running study
+# ask with --nolock: Snakemake removes the whole .snakemake/locks folder when an instance that locked ends,
+# the running study's locks included. Its `state` param is a fingerprint of the planned cells that exist (path, size,
 # mtime of each result and its per-sample log): a cell written, changed or removed since the last build
 # makes the next request rebuild it (Snakemake's params trigger, on by default); with nothing new the
 # request finds it up to date.
