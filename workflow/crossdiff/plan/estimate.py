@@ -603,7 +603,11 @@ def estimate(plan, *, tokenize: bool = False, lookup: bool = False, model_config
         for slug, m in plan.models.items():
             cfg = configs[slug][0]
             params = param_count(cfg) if cfg is not None else None
-            prof = dataset_profile(ctx, name, slug)
+            try:
+                prof = dataset_profile(ctx, name, slug)
+            except Exception as exc:  # an item the prompt format cannot render: named, the other rows go on
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                prof = {"why": f"cannot render its items with the dataset's prompt format ({first[:200]})"}
             if "why" in prof:
                 missing.append(f"{name} x {m['id']}: {prof['why']}")
                 continue
