@@ -280,8 +280,9 @@ class Context:
                     None, f"not built yet ({path.parent}: snakemake {path.parent})")
                 continue
             cfg, bad = local_model_config(self.plan, slug)
-            if cfg is not None and not config_problem(m["id"], cfg, ""):
-                out[slug] = (cfg, "local config.json")
+            if cfg is not None:
+                problem = config_problem(m["id"], cfg, "its local config.json")
+                out[slug] = (None, problem) if problem else (cfg, "local config.json")
             elif bad:
                 out[slug] = (None, bad)
             else:
