@@ -91,6 +91,8 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/measures.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/results.smk"
+include: "workflow/rules/results_partial.smk"
+include: "workflow/rules/plan_estimate.smk"
 
 
 rule all:

@@ -48,6 +48,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe-states": ("crossdiff.evaluate.hidden", "a base model's hidden states of every (item, option) sequence (probes, MDL)"),
     "evaluate-probe": ("crossdiff.evaluate.probe", "linear probes per train bin on a model's hidden states, scored on every test bin"),
     "mdl-measure": ("crossdiff.evaluate.mdl", "Hase et al.'s MDL of every item from models' hidden states (bins.by: mdl:<slug>)"),
+    "partial-results": ("crossdiff.results.partial", "results so far: progress, heatmaps with missing cells marked, the summary on what exists"),
+    "estimate": ("crossdiff.plan.estimate", "the study's cost before it runs: tokens, GPU-hours and disk per model x dataset x method"),
 }
 
 

@@ -21,6 +21,7 @@ mdl            :data:`crossdiff.evaluate.mdl.DEFAULTS` < ``bins.mdl`` < ``datase
 filters        ``filters`` < ``datasets.<d>.filters``
 prompt         the benchmark adapter's format < ``datasets.<d>.prompt``
 resources      ``resources.<stage>`` < ``models[].resources`` (fine-tuning)
+estimate       :data:`ESTIMATE_DEFAULTS` < ``resources.estimate`` (``crossdiff estimate``, the dry run's summary)
 =============  ===========================================================================================
 
 Rules pass a job the resolved section (``--settings JSON``); the job validates it and merges nothing. The
@@ -37,6 +38,23 @@ from crossdiff.config import deep_merge
 from crossdiff.errors import CrossdiffError
 from crossdiff.slugs import slugify
 from crossdiff.study import designs, methods
+
+
+#: ``resources.estimate`` defaults (their sources: :mod:`crossdiff.plan.estimate`, config/README.md)
+ESTIMATE_DEFAULTS = {
+    "mfu": 0.33,
+    "peak_tflops": 989.0,
+    "eval_mfu": None,
+    "decode_mfu": None,
+    "decode_batch": 16,
+    "hbm_tbps": 3.35,
+    "chars_per_token": 4.0,
+    "chat_overhead_tokens": 30,
+    "generation": "max_gen_toks",
+    "startup_s": 120,
+    "io_gbps": 1.0,
+    "measured": None,
+}
 
 
 class Plan:
@@ -231,6 +249,11 @@ class Plan:
             raise CrossdiffError(f"{where}: bins.mdl.models: {unknown} are not model slugs; expected some of "
                                  f"{sorted(self.models)}")
         return s
+
+    def estimate(self) -> dict:
+        """``resources.estimate`` over :data:`ESTIMATE_DEFAULTS`: the cost model of ``crossdiff estimate`` and the
+        dry run's summary (:mod:`crossdiff.plan.estimate`)."""
+        return deep_merge(ESTIMATE_DEFAULTS, self.config["resources"].get("estimate"))
 
     def summary(self) -> dict:
         """``summary`` for the CLI: ``diagonal: auto`` resolved (include the diagonal only when each bin's
