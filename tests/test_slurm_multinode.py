@@ -88,9 +88,16 @@ def _job_record(job_id: str) -> dict[str, str]:
 
 
 def _stray_ranks(workdir: Path) -> list[str]:
-    """Processes still running a rank or launcher of this test's fine-tune."""
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "crossdiff.cli finetune" in line and str(workdir) in line]
+    """Processes still running a rank or launcher of this test's fine-tune (from /proc: a fresh Debian has no ps)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        if "crossdiff.cli finetune" in args and str(workdir) in args:
+            found.append(f"{cmdline.parent.name} {args}")
+    return found
 
 
 def test_two_node_finetune_is_one_slurm_job_and_resumes_after_preemption(two_node_cluster, tmp_path):

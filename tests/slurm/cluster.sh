@@ -15,7 +15,8 @@
 # `up` with another node count restarts the cluster in DIR with the new layout. Processes are ended
 # through the pid files in DIR only.
 #
-# Needs root and Debian's packages: apt-get install -y slurm-wlm munge (SLURM 22.05).
+# Needs root (or passwordless sudo: it re-runs itself through `sudo -n`) and Debian's packages:
+# apt-get install -y slurm-wlm munge (SLURM 22.05).
 # Design (measured, see /work/shared/SLURM-LOCAL.md):
 #   - no accounting database: AccountingStorageType=none, so snakemake's SLURM plugin must query job
 #     states with `slurm-status-command: squeue`; MinJobAge=300 keeps finished jobs in squeue/scontrol
@@ -37,6 +38,11 @@ case "$cmd" in up|down|status) ;; *)
     exit 2 ;;
 esac
 [[ $NODES =~ ^[1-9][0-9]*$ ]] || { echo "cluster.sh: NODES must be a positive integer, got '$NODES'" >&2; exit 2; }
+# the daemons run as root (slurmd starts each job as its user): a user with passwordless sudo (a CI runner
+# that is not root) gets the same cluster through `sudo -n`; its jobs then run as that user
+if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    exec sudo -n CROSSDIFF_SLURM_PARTITION="${CROSSDIFF_SLURM_PARTITION:-debug}" bash "$0" "$cmd" "$DIR" "$NODES"
+fi
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd -P)
 HOST=$(hostname -s)
@@ -165,7 +171,7 @@ EOF
 }
 
 up() {
-    [[ $(id -u) -eq 0 ]] || { log "must run as root (slurmd runs jobs as their users)"; exit 1; }
+    [[ $(id -u) -eq 0 ]] || { log "must run as root, or as a user with passwordless sudo (slurmd runs jobs as their users)"; exit 1; }
     for exe in munged munge slurmctld slurmd sbatch; do
         command -v "$exe" >/dev/null || { log "$exe not found: apt-get install -y slurm-wlm munge"; exit 1; }
     done
@@ -236,6 +242,7 @@ down() {
     if alive "$DIR/run/slurmctld.pid"; then
         # our own jobs first, so that no job step outlives its slurmd
         scancel --user="$(id -un)" 2>/dev/null || true
+        [[ -z ${SUDO_USER:-} ]] || scancel --user="$SUDO_USER" 2>/dev/null || true
         for _ in $(seq 100); do
             [[ -z "$(squeue -h -t RUNNING,PENDING,COMPLETING,CONFIGURING -o %i 2>/dev/null)" ]] && break
             sleep 0.2
