@@ -44,6 +44,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "summarize": ("crossdiff.results.summary", "the answer in numbers: slope of gain on |gap|, asymmetry, best train bin"),
     "gpu-run": ("crossdiff.runtime.gpus", "run a command on its own GPU(s) (locks locally; pass-through under SLURM)"),
     "resolve": ("crossdiff.plan.settings", "print each (dataset, model) fine-tune's and evaluation's resolved settings"),
+    "evaluate-icl-shared": ("crossdiff.evaluate.icl_shared", "ICL as Hase et al. 2024: one demonstration set per bootstrap for every test item (one load)"),
+    "sgr": ("crossdiff.results.sgr", "Supervision Gap Recovered (Hase et al. 2024) per model x dataset x method x test bin, with a figure"),
 }
 
 
