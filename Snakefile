@@ -73,6 +73,7 @@ localrules:
     bin_agreement,
     size_difficulty,
     summarize,
+    sgr,
 
 
 # One rule file per DAG stage, named like the stage (and its crossdiff subpackage):
@@ -89,6 +90,7 @@ include: "workflow/rules/finetune_common.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/results.smk"
+include: "workflow/rules/sgr.smk"
 
 
 rule all:
@@ -96,6 +98,7 @@ rule all:
     input:
         all_targets(),
         summary_targets(),
+        sgr_targets(),
 
 
 # On failure, one line per failed job on the console: the error line of its log (rules send all
