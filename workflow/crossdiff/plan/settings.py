@@ -245,7 +245,8 @@ def run(args) -> None:
                 continue
             out[f"{name} x {m['id']}"] = {"finetune": plan.finetune(name, slug, args.run),
                                           "evaluate": plan.evaluate(name, slug),
-                                          "resources.finetune": plan.resources("finetune", slug)}
+                                          "resources.finetune": plan.resources("finetune", slug),
+                                          **({"icl": plan.icl(name)} if "icl" in plan.study["methods"] else {})}
     if not out:
         raise CrossdiffError("no (dataset, model) pair matches --dataset/--model")
     print(json.dumps(out, indent=2, sort_keys=True))
