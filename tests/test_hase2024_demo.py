@@ -61,8 +61,8 @@ def test_sgr_table_matches_the_results_table(demo):
     sgr = pl.read_csv(demo / "results/tables/sgr.csv")
     assert sorted(set(sgr["method"])) == ["icl-k2", "sft"] and sgr.height == 6
     for r in sgr.iter_rows(named=True):
-        def value(method, train):
-            part = table.filter((pl.col("method") == method) & (pl.col("test_bin") == r["test_bin"])
+        def value(method, train, t=r["test_bin"]):
+            part = table.filter((pl.col("method") == method) & (pl.col("test_bin") == t)
                                 & (pl.col("train_bin") == train))
             assert part.height == 1
             return part["value"][0]

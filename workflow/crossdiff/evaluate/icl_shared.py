@@ -200,9 +200,7 @@ class HasePrompt:
         if not self.cot:
             empty = LABEL_TEMPLATES[self._ids[3]].format("")
             text += empty if empty.startswith("\n") else " " + empty
-        if text.endswith(" "):  # their Llama rule (prompt.py:265-266), applied to every model
-            text = text[:-1]
-        return text
+        return text.removesuffix(" ")  # their Llama rule (prompt.py:265-266), applied to every model
 
     def demo(self, d: dict) -> str:
         return self.example(d["question"], d.get("choices"), d["label"], d.get("reasoning"))
@@ -312,6 +310,18 @@ def build_cells(test_tasks, items_path, bins_path, icl: dict, train_bins: list[i
         if missing:
             raise CrossdiffError(f"{m['dir']}: {len(missing)} test item(s) not in {items_path}, e.g. {missing[:3]}")
         tests[int(m["bin"])] = [example_of(by_id[i], fmt, s) for i in ids]
+    reserved: dict[str, int] = {}
+
+    def reserve(x: dict) -> int:
+        """Tokens the scored continuation needs: the longest option (multiple choice) or max_gen_toks."""
+        if fmt.scoring != "multiple_choice":
+            return int(max_gen_toks or 0)
+        if length is None:
+            return 0
+        if x["item_id"] not in reserved:
+            reserved[x["item_id"]] = max(length(" " + c, False) for c in x["choices"])
+        return reserved[x["item_id"]]
+
     cells = []
     for b in train_bins:
         pool = training_part(bin_items(items_path, bins_path, b))["item_id"].cast(str).to_list()
@@ -337,15 +347,12 @@ def build_cells(test_tasks, items_path, bins_path, icl: dict, train_bins: list[i
                                          "or bins.holdout_fraction")
             for r, demo_ids in enumerate(draws):
                 demos = [example_of(by_id[i], fmt, s) for i in demo_ids]
-                reserve_mc = None
+                skip = set(demo_ids)
                 for t, rows in sorted(tests.items()):
-                    mine = [x for x in rows if x["item_id"] not in set(demo_ids)]
+                    mine = [x for x in rows if x["item_id"] not in skip]
                     prompts, kept = {}, {}
                     for x in mine:
-                        if fmt.scoring == "multiple_choice" and length is not None:
-                            reserve_mc = max(length(" " + c, False) for c in x["choices"])
-                        reserve = reserve_mc if fmt.scoring == "multiple_choice" else (max_gen_toks or 0)
-                        prompts[x["item_id"]], kept[x["item_id"]] = _fit(demos, x, hp, length, limit, reserve or 0)
+                        prompts[x["item_id"]], kept[x["item_id"]] = _fit(demos, x, hp, length, limit, reserve(x))
                     cells.append(Cell(k, b, r, t, list(demo_ids), mine, prompts, kept))
     return cells
 
@@ -395,7 +402,14 @@ def evaluate_shared(model, test_tasks: list, items_path, bins_path, icl: dict, t
     writes ``outdir/icl-k{k}-train{b}/bin{t}.json`` (+ samples) and returns the records."""
     from crossdiff.compute import require_device
     from crossdiff.evaluate.icl import eval_label, result_label
-    from crossdiff.evaluate.run import check_scorers, evaluate_model, load_lm, read_task, resolve_settings, samples_path
+    from crossdiff.evaluate.run import (
+        check_scorers,
+        evaluate_model,
+        load_lm,
+        read_task,
+        resolve_settings,
+        samples_path,
+    )
     from crossdiff.prompts.format import PromptFormat
 
     s = resolve_settings(settings)

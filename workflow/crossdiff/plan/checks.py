@@ -170,8 +170,8 @@ def sgr_problems(plan) -> list[str]:
         return []
     missing = [f"{k} = {spec[k]}" for k in ("easy", "hard") if spec[k] not in plan.train_bins()]
     if missing:
-        return [f"summary.sgr: {', '.join(missing)} is not among study.train_bins {plan.train_bins()}: SGR needs "
-                "the cells trained on both"]
+        return [(f"summary.sgr: {', '.join(missing)} is not among study.train_bins {plan.train_bins()}: SGR needs "
+                 "the cells trained on both")]
     return []
 
 

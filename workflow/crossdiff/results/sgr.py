@@ -308,13 +308,13 @@ def text_rst(df: pl.DataFrame, confidence: float, image=None) -> str:
     names = _level_names(n_test)
     e, h = int(df["easy_bin"][0]), int(df["hard_bin"][0])
     lines = ["Supervision Gap Recovered (Hase et al. 2024)", "--------------------------------------------", "",
-             f"SGR = (easy - unsupervised) / (hard - unsupervised) on each test bin: easy and hard are the cells "
-             f"trained on (or with demonstrations from) train bin {e} and train bin {h}, unsupervised the zero-shot row "
-             "(the base model without training or demonstrations, one baseline for every method, as Hase et al.'s "
-             "analysis copies the zero-shot decoding run into every method's rows). 1 means easy data recovers the "
-             f"whole gain of hard data. {conf}% intervals: paired bootstrap over test items (and, within a cell, its "
-             "runs: demonstration bootstraps or seeds). Where the supervision gap (hard - unsupervised) has an "
-             "interval that includes 0 the ratio is unstable: no SGR interval is given and the row says so.", "",
+             (f"SGR = (easy - unsupervised) / (hard - unsupervised) on each test bin: easy and hard are the cells "
+              f"trained on (or with demonstrations from) train bin {e} and train bin {h}, unsupervised the zero-shot row "
+              "(the base model without training or demonstrations, one baseline for every method, as Hase et al.'s "
+              "analysis copies the zero-shot decoding run into every method's rows). 1 means easy data recovers the "
+              f"whole gain of hard data. {conf}% intervals: paired bootstrap over test items (and, within a cell, its "
+              "runs: demonstration bootstraps or seeds). Where the supervision gap (hard - unsupervised) has an "
+              "interval that includes 0 the ratio is unstable: no SGR interval is given and the row says so."), "",
              ".. list-table::", "   :header-rows: 1", "",
              "   * - model", "     - dataset", "     - method", "     - test bin", "     - unsupervised",
              "     - easy", "     - hard", "     - SGR", f"     - {conf}% CI", "     - note"]
