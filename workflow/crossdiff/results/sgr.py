@@ -8,12 +8,20 @@ nor demonstrations, one baseline for every method, as their analysis copies the 
 linear-probe and LoRA rows (``analysis.Rmd:873-885``). They report it on the hard test level; crossdiff reports
 every test bin.
 
-Interval: their ``bootstrapBminusAoverCminusA`` (``analysis.Rmd:1128-1180``): each replicate resamples the test
-items with replacement, the SAME items for the three cells (paired), and, independently per cell, the cell's runs
-(the shared-ICL protocol's demonstration bootstraps, ``study.seeds``' fine-tunes; one run otherwise); the
-statistic is ``(mean E - mean U) / (mean H - mean U)``; non-finite replicates are dropped; percentile interval at
-``confidence``. A run that did not test an item (a shared-ICL demonstration on its own bin) is left out of that
-item's mean. The point value is the cells' own accuracies from the results table.
+Interval: their ``bootstrapBminusAoverCminusA`` (``analysis.Rmd:1128-1180``), with U, E, H the (test items x
+runs) correctness matrices of the three cells (runs: the shared-ICL protocol's demonstration bootstraps,
+``study.seeds``' fine-tunes; one otherwise; NaN where a run did not test the item, a shared-ICL demonstration on
+its own bin): each replicate resamples the item rows with replacement, the SAME rows for U, E and H (paired,
+``:1152``), and each matrix's run columns on their own (``:1153-1155``); the statistic is
+``mean(E* - U*, na.rm) / mean(H* - U*, na.rm)`` (``:1159``: the mean of the paired differences over the cells
+where both are known, U* broadcast over E*'s runs when U has one run, R's recycling, column k against column k
+when both have as many runs, anything else not conformable as in R); non-finite replicates are dropped
+(``:1163``); percentile interval at ``confidence`` (``:1164-1167``). The point value is their ``SGR_point``
+(``analysis.Rmd:1302``): ``(mean(E, na.rm) - mean(U, na.rm)) / (mean(H, na.rm) - mean(U, na.rm))`` over the
+matrices' known cells, i.e. each cell's accuracy averaged over its runs (the results table's value for every cell
+whose runs test the same items; for a shared-ICL cell on its own bin, the mean of its bootstraps' accuracies,
+``value_mean_over_bootstraps``, as their boot-averaged ``test_acc``). The gap ``hard - unsupervised`` and the
+easy gain get the same paired replicates' intervals.
 
 A denominator near zero makes the ratio meaningless: the supervision gap ``hard - unsupervised`` gets its own
 interval, and when that interval includes 0 the row says so (``sgr_status: gap_interval_includes_0``) and
@@ -117,23 +125,54 @@ def _matrix(runs: dict[str, list[float]], ids: list[str], where: str) -> np.ndar
     return np.array([runs[i] for i in ids], float)
 
 
-def bootstrap_means(matrices: list[np.ndarray], n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """(n_boot,) replicate means of each (items x runs) matrix: one item resample shared by all matrices
-    (paired), each matrix's runs resampled on their own; NaN cells (a run that did not test the item) left out."""
-    n = matrices[0].shape[0]
-    if any(m.shape[0] != n for m in matrices):
+def _resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float) if n > 1 else np.ones((n_boot, 1))
+
+
+def paired_bootstrap(u: np.ndarray, e: np.ndarray, h: np.ndarray, n_boot: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Their ``bootstrapBminusAoverCminusA`` replicates (``analysis.Rmd:1128-1180``): returns (n_boot,) arrays of
+    ``mean(U*)``, ``mean(E*)``, ``mean(H*)``, ``mean(E* - U*, na.rm)`` and ``mean(H* - U*, na.rm)``; U, E, H are
+    (items x runs) matrices with NaN where a run did not test an item. One item resample (with replacement) shared
+    by the three, each matrix's runs resampled on its own. A difference pairs U's single run with every run of the
+    other matrix (R's recycling) or, when both have as many runs, the k-th drawn run of each (R's elementwise
+    subtraction); other shapes are not conformable, as in R."""
+    n = u.shape[0]
+    if e.shape[0] != n or h.shape[0] != n:
         raise CrossdiffError("paired bootstrap: the cells hold different numbers of items")
-    items = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
-    out = []
-    for m in matrices:
-        r = m.shape[1]
-        cols = rng.multinomial(r, np.full(r, 1.0 / r), size=n_boot).astype(float) if r > 1 else np.ones((n_boot, 1))
+    items = _resample_counts(n, n_boot, rng)
+    cols = [_resample_counts(m.shape[1], n_boot, rng) for m in (u, e, h)]
+    means = []
+    for m, c in zip((u, e, h), cols):
         seen = ~np.isnan(m)
-        num = np.einsum("bi,ir,br->b", items, np.where(seen, m, 0.0), cols)
-        den = np.einsum("bi,ir,br->b", items, seen.astype(float), cols)
+        num = np.einsum("bi,ir,br->b", items, np.where(seen, m, 0.0), c)
+        den = np.einsum("bi,ir,br->b", items, seen.astype(float), c)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out.append(num / den)
-    return out
+            means.append(num / den)
+    # U's drawn runs in their drawn order, one per replicate, subtracted from both E* and H* (their A_sample)
+    u_runs = ([rng.permutation(np.repeat(np.arange(u.shape[1]), cols[0][b].astype(int))) for b in range(n_boot)]
+              if u.shape[1] > 1 else None)
+    diffs = []
+    for m, c in ((e, cols[1]), (h, cols[2])):
+        if u.shape[1] == 1:  # U recycled over m's runs: mean over m's drawn cells where both are known
+            seen = ~np.isnan(m) & ~np.isnan(u)
+            d = np.where(seen, m - u, 0.0)
+            num = np.einsum("bi,ir,br->b", items, d, c)
+            den = np.einsum("bi,ir,br->b", items, seen.astype(float), c)
+        elif u.shape[1] == m.shape[1]:  # column k of m* minus column k of U*: draw the runs as index lists
+            num, den = np.zeros(n_boot), np.zeros(n_boot)
+            for b in range(n_boot):
+                mk = np.repeat(np.arange(m.shape[1]), c[b].astype(int))
+                diff = m[:, mk] - u[:, u_runs[b]]
+                seen = ~np.isnan(diff)
+                num[b] = items[b] @ np.where(seen, diff, 0.0).sum(axis=1)
+                den[b] = items[b] @ seen.sum(axis=1)
+        else:
+            raise CrossdiffError(f"paired bootstrap: the zero-shot cell has {u.shape[1]} runs and a trained cell "
+                                 f"{m.shape[1]}: not conformable (their bootstrap subtracts the matrices)")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            diffs.append(num / den)
+    return (*means, *diffs)
 
 
 def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -198,12 +237,12 @@ def compute(table: pl.DataFrame, settings: dict, n_bins: int | None = None, runs
                 mats = [_matrix(u_runs, ids, u_row["result"]), _matrix(get(e_row["result"]), ids, e_row["result"]),
                         _matrix(get(h_row["result"]), ids, h_row["result"])]
                 rng = np.random.default_rng(np.random.SeedSequence([int(s["seed"]), n_group, n_method, t]))
-                u, e, h = bootstrap_means(mats, int(s["n_boot"]), rng)
-                U, E, H = float(u_row["value"]), float(e_row["value"]), float(h_row["value"])
+                u, e, h, e_u, h_u = paired_bootstrap(*mats, int(s["n_boot"]), rng)
+                U, E, H = (float(np.nanmean(m)) for m in mats)  # their SGR_point (analysis.Rmd:1302)
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    boots = (e - u) / (h - u)
+                    boots = e_u / h_u
                 finite = boots[np.isfinite(boots)]
-                gap_lo, gap_hi = _interval(h - u, conf)
+                gap_lo, gap_hi = _interval(h_u, conf)
                 point = sgr(E, H, U)
                 if H - U == 0:
                     status, lo, hi = "zero_gap", math.nan, math.nan
@@ -217,7 +256,7 @@ def compute(table: pl.DataFrame, settings: dict, n_bins: int | None = None, runs
                 for name, rep in (("unsupervised", u), ("easy", e), ("hard", h)):
                     row[f"{name}_lo"], row[f"{name}_hi"] = _interval(rep, conf)
                 row["easy_gain"] = E - U
-                row["easy_gain_lo"], row["easy_gain_hi"] = _interval(e - u, conf)
+                row["easy_gain_lo"], row["easy_gain_hi"] = _interval(e_u, conf)
                 row.update({"gap": H - U, "gap_lo": gap_lo, "gap_hi": gap_hi, "sgr": point, "sgr_lo": lo,
                             "sgr_hi": hi, "sgr_status": status, "n_items": len(ids), "n_runs_easy": mats[1].shape[1],
                             "n_runs_hard": mats[2].shape[1], "n_boot": int(s["n_boot"]), "n_finite": int(finite.size)})
