@@ -89,8 +89,12 @@ include: "workflow/rules/study.smk"
 include: "workflow/rules/finetune_common.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/measures.smk"
+include: "workflow/rules/probe.smk"
 include: "workflow/rules/results.smk"
 include: "workflow/rules/sgr.smk"
+include: "workflow/rules/results_partial.smk"
+include: "workflow/rules/plan_estimate.smk"
 
 
 rule all:

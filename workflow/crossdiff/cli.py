@@ -40,12 +40,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "zero-shot-measure": ("crossdiff.evaluate.zero_shot", "a base model's zero-shot error on every item (bins.by: zero_shot:<slug>)"),
     "evaluate-icl": ("crossdiff.evaluate.icl", "score a base model with k demonstrations from each train bin on every test bin (one load)"),
     "loss-measure": ("crossdiff.evaluate.loss_measure", "a base model's mean NLL of every item's training target (bins.by: loss:<slug>)"),
+    "text-prob-measure": ("crossdiff.evaluate.text_prob", "a base model's summed NLL of every item's answer and question text, empty prompt (bins.by: answer_prob:<slug>, question_prob:<slug>)"),
     "bin-agreement": ("crossdiff.bins.agreement", "agreement of a dataset's measure bins with its IRT bins"),
     "summarize": ("crossdiff.results.summary", "the answer in numbers: slope of gain on |gap|, asymmetry, best train bin"),
     "gpu-run": ("crossdiff.runtime.gpus", "run a command on its own GPU(s) (locks locally; pass-through under SLURM)"),
     "resolve": ("crossdiff.plan.settings", "print each (dataset, model) fine-tune's and evaluation's resolved settings"),
     "evaluate-icl-shared": ("crossdiff.evaluate.icl_shared", "ICL as Hase et al. 2024: one demonstration set per bootstrap for every test item (one load)"),
     "sgr": ("crossdiff.results.sgr", "Supervision Gap Recovered (Hase et al. 2024) per model x dataset x method x test bin, with a figure"),
+    "probe-states": ("crossdiff.evaluate.hidden", "a base model's hidden states of every (item, option) sequence (probes, MDL)"),
+    "evaluate-probe": ("crossdiff.evaluate.probe", "linear probes per train bin on a model's hidden states, scored on every test bin"),
+    "mdl-measure": ("crossdiff.evaluate.mdl", "Hase et al.'s MDL of every item from models' hidden states (bins.by: mdl:<slug>)"),
+    "partial-results": ("crossdiff.results.partial", "results so far: progress, heatmaps with missing cells marked, the summary on what exists"),
+    "estimate": ("crossdiff.plan.estimate", "the study's cost before it runs: tokens, GPU-hours and disk per model x dataset x method"),
 }
 
 

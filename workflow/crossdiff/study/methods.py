@@ -49,6 +49,9 @@ METHODS: dict[str, Method] = {
                   train_rule="finetune"),
     "icl": Method("icl", False, r"icl-k\d+", "evaluate_icl", False,
                   "the base model with k demonstrations from the train bin (crossdiff.evaluate.icl)"),
+    "probe": Method("probe", False, "probe", "evaluate_probe", False,
+                    "a linear probe on the frozen base model's hidden states per train bin, Hase et al. 2024 "
+                    "(crossdiff.evaluate.probe)"),
 }
 
 
