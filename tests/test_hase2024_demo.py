@@ -1,6 +1,6 @@
 """config/designs/hase2024_demo.yaml end to end, at a smaller size: Hase et al. 2024's protocol on the embedded
-default (three quantile levels, shared-demonstration ICL, fine-tuning, SGR) beside Kordi et al.'s summary, with
-the report's front page showing both."""
+default, its design by name (study.protocol: hase2024: three quantile levels, shared-demonstration ICL, linear
+probes, fine-tuning, SGR) beside Kordi et al.'s summary, with the report's front page showing both."""
 
 from __future__ import annotations
 
@@ -35,6 +35,19 @@ def demo(tmp_path_factory):
     return wd
 
 
+def test_the_protocol_by_name_resolves_to_their_design():
+    from crossdiff.config import load
+    from crossdiff.plan.settings import Plan
+
+    plan = Plan(load(REPO / "config/designs/hase2024_demo.yaml"))
+    c = plan.config
+    assert c["study"]["protocol"] == "hase2024" and (c["bins"]["scheme"], c["bins"]["edges"]) == ("quantiles", [0.3, 0.7])
+    assert c["study"]["methods"] == ["sft", "icl", "probe"] and c["finetune"]["preset"] is None  # the design's own
+    icl = plan.icl("arith")
+    assert (icl["protocol"], icl["n_bootstrap"], icl["prompt_id"], icl["k"], icl["seed"]) == ("shared", 5, "0040", 2, 1234)
+    assert plan.sgr()["hard"] == 2
+
+
 def test_three_quantile_levels_and_shared_demonstrations(demo):
     bins = pl.read_parquet(demo / "results/bins/arith/bins.parquet")
     sizes = bins.group_by("bin").len().sort("bin")["len"].to_list()
@@ -59,7 +72,7 @@ def test_three_quantile_levels_and_shared_demonstrations(demo):
 def test_sgr_table_matches_the_results_table(demo):
     table = pl.read_parquet(demo / "results/tables/results.parquet")
     sgr = pl.read_csv(demo / "results/tables/sgr.csv")
-    assert sorted(set(sgr["method"])) == ["icl-k2", "sft"] and sgr.height == 6
+    assert sorted(set(sgr["method"])) == ["icl-k2", "probe", "sft"] and sgr.height == 9
     for r in sgr.iter_rows(named=True):
         def value(method, train, t=r["test_bin"]):
             part = table.filter((pl.col("method") == method) & (pl.col("test_bin") == t)
@@ -68,6 +81,8 @@ def test_sgr_table_matches_the_results_table(demo):
             return part["value"][0]
 
         u, e, h = value("zero-shot", "zero-shot"), value(r["method"], "0"), value(r["method"], "2")
+        # the runs each cell's interval resamples: ICL's demonstration bootstraps, the probes' bootstraps
+        assert r["n_runs_easy"] == r["n_runs_hard"] == {"sft": 1, "icl-k2": 3, "probe": 5}[r["method"]]
         assert (r["unsupervised"], r["easy"], r["hard"]) == pytest.approx((u, e, h))
         if h != u:
             assert r["sgr"] == pytest.approx((e - u) / (h - u))
@@ -78,7 +93,7 @@ def test_sgr_table_matches_the_results_table(demo):
             assert r["sgr_lo"] is None and r["sgr_status"] in ("gap_interval_includes_0", "zero_gap")
     assert (demo / "results/figures/sgr.png").stat().st_size > 10_000
     summary = pl.read_csv(demo / "results/tables/summary.csv")  # Kordi et al.'s numbers, one row per method
-    assert sorted(summary["method"]) == ["icl-k2", "sft"] and summary["slope"].is_not_null().all()
+    assert sorted(summary["method"]) == ["icl-k2", "probe", "sft"] and summary["slope"].is_not_null().all()
 
 
 def test_report_front_page_shows_sgr_beside_the_gain_heatmaps(demo):

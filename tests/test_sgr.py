@@ -200,6 +200,14 @@ def test_runs_of_a_cell_seeds_and_bootstraps(tmp_path):
     c = _write(tmp_path / "icl", "bin0", [0.5, 1.0], runs=[[1, 0], [None, 1]])
     runs = read_runs(c)
     assert runs["i0"] == [1.0, 0.0] and np.isnan(runs["i1"][0]) and runs["i1"][1] == 1.0
+    # a probe cell (crossdiff/evaluate/probe.py): each bootstrap's probe a run
+    d = tmp_path / "probe"
+    d.mkdir()
+    (d / "bin0.samples.jsonl").write_text(
+        json.dumps({"item_id": "i0", "correct": 0.5, "by_bootstrap": [{"correct": 1, "p_gold": 0.7},
+                                                                      {"correct": 0, "p_gold": 0.4}]}) + "\n")
+    (d / "bin0.json").write_text(json.dumps({"samples": "bin0.samples.jsonl"}))
+    assert read_runs(str(d / "bin0.json")) == {"i0": [1.0, 0.0]}
 
 
 def test_missing_cells_and_the_cli(tmp_path):

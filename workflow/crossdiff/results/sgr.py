@@ -91,7 +91,8 @@ def _samples_of(result: Path) -> Path:
 
 def read_runs(result: str) -> dict[str, list[float]]:
     """item_id -> one score per run of a results-table cell: a ';'-joined list of result JSONs (seeds) each of
-    whose samples give ``correct`` or, for shared-protocol ICL, ``correct_by_bootstrap`` (null: not tested)."""
+    whose samples give ``correct`` or, for shared-protocol ICL, ``correct_by_bootstrap`` (null: not tested), for
+    probes ``by_bootstrap`` (one ``{"correct": ...}`` per bootstrap's probe)."""
     out: dict[str, list[float]] = {}
     paths = [Path(p) for p in str(result).split(";")]
     for n_path, p in enumerate(paths):
@@ -106,6 +107,8 @@ def read_runs(result: str) -> dict[str, list[float]]:
             if "item_id" not in row or "correct" not in row:
                 raise CrossdiffError(f"{sp}: line {line}: expected keys 'item_id' and 'correct'")
             runs = row.get("correct_by_bootstrap")
+            if not runs and row.get("by_bootstrap"):  # probe cells: one record per bootstrap's probe
+                runs = [None if x is None else x.get("correct") for x in row["by_bootstrap"]]
             mine[str(row["item_id"])] = ([math.nan if v is None else float(v) for v in runs] if runs
                                          else [float(row["correct"])])
         if n_path and set(mine) != set(out):
