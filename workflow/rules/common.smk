@@ -460,6 +460,17 @@ def all_eval_results(wildcards=None):
     ]
 
 
+def sgr_targets():
+    """summary.sgr's outputs (rule sgr, sgr.smk), or none."""
+    if PLAN.sgr() is None or not study_datasets():
+        return []
+    return [
+        "results/tables/sgr.csv",
+        "results/figures/sgr.png",
+        "results/summary/sgr.rst",
+    ]
+
+
 def dataset_eval_results(wildcards):
     """Every evaluation result of one dataset (all models, zero-shot and every method's cells)."""
     return [

@@ -1,16 +1,6 @@
 # summary.sgr: Supervision Gap Recovered (Hase et al. 2024), per model x dataset x method x test bin, with
 # its paired bootstrap interval, their main figure's layout and the report's front-page section
-# (crossdiff.results.sgr).
-
-
-def sgr_targets():
-    if PLAN.sgr() is None or not study_datasets():
-        return []
-    return [
-        "results/tables/sgr.csv",
-        "results/figures/sgr.png",
-        "results/summary/sgr.rst",
-    ]
+# (crossdiff.results.sgr). Targets: sgr_targets() in common.smk.
 
 
 rule sgr:
