@@ -313,6 +313,8 @@ def figure(df: pl.DataFrame, path, confidence: float = 0.95) -> None:
                 txt = "SGR n/a" if not math.isfinite(_num(r["sgr"])) else f"SGR {r['sgr']:.2f}"
                 if r["sgr_status"] == "gap_interval_includes_0":
                     txt += "\n(gap CI has 0)"
+                elif r["sgr_status"] == "negative_gap":
+                    txt += "\n(hard < zero-shot)"
                 ax.text(r["test_bin"], (top if math.isfinite(top) else 0) + 0.03, txt, ha="center", va="bottom",
                         fontsize=7)
             ax.set_xticks(range(n_test), [names[t] for t in range(n_test)], fontsize=8)
