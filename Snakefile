@@ -73,6 +73,7 @@ localrules:
     bin_agreement,
     size_difficulty,
     summarize,
+    sgr,
 
 
 # One rule file per DAG stage, named like the stage (and its crossdiff subpackage):
@@ -91,6 +92,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/measures.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/results.smk"
+include: "workflow/rules/sgr.smk"
 include: "workflow/rules/results_partial.smk"
 include: "workflow/rules/plan_estimate.smk"
 
@@ -100,6 +102,7 @@ rule all:
     input:
         all_targets(),
         summary_targets(),
+        sgr_targets(),
 
 
 # On failure, one line per failed job on the console: the error line of its log (rules send all

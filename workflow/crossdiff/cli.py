@@ -45,6 +45,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "summarize": ("crossdiff.results.summary", "the answer in numbers: slope of gain on |gap|, asymmetry, best train bin"),
     "gpu-run": ("crossdiff.runtime.gpus", "run a command on its own GPU(s) (locks locally; pass-through under SLURM)"),
     "resolve": ("crossdiff.plan.settings", "print each (dataset, model) fine-tune's and evaluation's resolved settings"),
+    "evaluate-icl-shared": ("crossdiff.evaluate.icl_shared", "ICL as Hase et al. 2024: one demonstration set per bootstrap for every test item (one load)"),
+    "sgr": ("crossdiff.results.sgr", "Supervision Gap Recovered (Hase et al. 2024) per model x dataset x method x test bin, with a figure"),
     "probe-states": ("crossdiff.evaluate.hidden", "a base model's hidden states of every (item, option) sequence (probes, MDL)"),
     "evaluate-probe": ("crossdiff.evaluate.probe", "linear probes per train bin on a model's hidden states, scored on every test bin"),
     "mdl-measure": ("crossdiff.evaluate.mdl", "Hase et al.'s MDL of every item from models' hidden states (bins.by: mdl:<slug>)"),

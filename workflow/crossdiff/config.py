@@ -16,6 +16,7 @@ import yaml
 from crossdiff.errors import CrossdiffError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+PROTOCOLS_PATH = Path(__file__).resolve().parents[1] / "schemas" / "protocols.yaml"
 
 
 def deep_merge(*layers):
@@ -171,9 +172,31 @@ def _resolve_bins(c: dict) -> list[str]:
     return problems
 
 
+def apply_protocol(config: dict) -> dict:
+    """``study.protocol: <name>``: the named protocol's settings (workflow/schemas/protocols.yaml) merged UNDER the
+    config (the config's keys win), and its ``by_adapter`` layer under each dataset of that adapter. Idempotent; a
+    config without a protocol (or naming an unknown one, which the schema then reports) is returned as is."""
+    name = ((config or {}).get("study") or {}).get("protocol") if isinstance(config, dict) else None
+    protocols = yaml.safe_load(PROTOCOLS_PATH.read_text()) if name else {}
+    if name not in protocols:
+        return config
+    layer = copy.deepcopy(protocols[name].get("settings") or {})
+    user_bins = config.get("bins") if isinstance(config.get("bins"), dict) else {}
+    if user_bins.get("scheme", "quantiles") != "quantiles":  # the config's own scheme: none of the protocol's bins
+        layer.pop("bins", None)
+    out = deep_merge(layer, config)
+    for d in (out.get("datasets") or {}).values():
+        adapter = ((d or {}).get("items") or {}).get("adapter") if isinstance(d, dict) else None
+        extra = (protocols[name].get("by_adapter") or {}).get(adapter)
+        if extra:
+            d.update(deep_merge(extra, d))
+    return out
+
+
 def validate(config: dict, schema: dict | None = None, origin: str = "config") -> dict:
-    """Return a validated copy of ``config`` with all defaults filled in."""
+    """Return a validated copy of ``config`` with all defaults filled in (``study.protocol`` applied first)."""
     schema = schema or load_schema()
+    config = apply_protocol(config)
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     lines = [f"{origin}: {_describe(e, schema)}" for e in errors]

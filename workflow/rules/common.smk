@@ -265,8 +265,44 @@ def icl_ks():
     return study_methods.ks_of(config["study"]["icl"])
 
 
-def icl_labels():
-    return [f"icl-k{k}-train{b}" for k in icl_ks() for b in train_bins()]
+def icl_labels(name=None):
+    """The ICL evaluation folders of a dataset (its own k: study.icl < datasets.<d>.icl)."""
+    if name is None:
+        return [f"icl-k{k}-train{b}" for k in icl_ks() for b in train_bins()]
+    if "icl" not in config["study"]["methods"]:
+        return []
+    ks = study_methods.ks_of(PLAN.icl(name))
+    return [f"icl-k{k}-train{b}" for k in ks for b in train_bins()]
+
+
+def icl_rule_groups():
+    """(ICL folders, datasets) per distinct folder list: one evaluate_icl rule each (outputs cannot depend on
+    the dataset wildcard, and k may differ per dataset)."""
+    groups = {}
+    for name in study_datasets():
+        labels = tuple(icl_labels(name))
+        if labels:
+            groups.setdefault(labels, []).append(name)
+    return list(groups.items())
+
+
+def icl_command(name):
+    """The ICL command of a dataset: the per-item protocol (lm-eval's sampler) or Hase et al.'s shared one."""
+    return (
+        "evaluate-icl-shared"
+        if PLAN.icl(name).get("protocol") == "shared"
+        else "evaluate-icl"
+    )
+
+
+def icl_args(name):
+    """The ICL command's own arguments for a dataset (its resolved study.icl, the train bins)."""
+    icl = PLAN.icl(name)
+    bins = " ".join(map(str, train_bins()))
+    if icl.get("protocol") == "shared":
+        return f"--train-bins {bins} --icl {cli_json(icl)}"
+    ks = " ".join(map(str, study_methods.ks_of(icl)))
+    return f"--k {ks} --train-bins {bins} --seed {int(icl['seed'])}"
 
 
 def prompt_of(name):
@@ -421,6 +457,17 @@ def all_eval_results(wildcards=None):
         for model in MODELS
         for train in eval_labels(name)
         for f in eval_outputs(model, name, train)
+    ]
+
+
+def sgr_targets():
+    """summary.sgr's outputs (rule sgr, sgr.smk), or none."""
+    if PLAN.sgr() is None or not study_datasets():
+        return []
+    return [
+        "results/tables/sgr.csv",
+        "results/figures/sgr.png",
+        "results/summary/sgr.rst",
     ]
 
 

@@ -146,10 +146,14 @@ rule loss_measure:
 
 
 # study.methods: icl. The base model with k demonstrations from each train bin's training items, on
-# every test bin's items: every (k, train bin, test bin) cell of a model in one process, one model load
-if icl_ks():
+# every test bin's items: every (k, train bin, test bin) cell of a model in one process, one model load.
+# study.icl.protocol per_item (lm-eval's sampler) or shared (Hase et al. 2024: crossdiff/evaluate/icl_shared.py);
+# one rule per distinct list of ICL folders (k per dataset: datasets.<d>.icl), the first named evaluate_icl.
+for _i, (_icl_labels, _icl_datasets) in enumerate(icl_rule_groups()):
 
-    rule evaluate_icl:
+    rule:
+        name:
+            "evaluate_icl" if _i == 0 else f"evaluate_icl_{_i + 1}"
         input:
             base=base_model_input,
             item_table=model_items_table,  # a model with its own solutions: its demonstrations train targets
@@ -158,16 +162,18 @@ if icl_ks():
         output:
             results=[
                 f"results/eval/{{model}}/{{dataset}}/{label}/bin{t}.json"
-                for label in icl_labels()
+                for label in _icl_labels
                 for t in range(N_BINS)
             ],
             samples=[
                 f"results/eval/{{model}}/{{dataset}}/{label}/bin{t}.samples.jsonl"
-                for label in icl_labels()
+                for label in _icl_labels
                 for t in range(N_BINS)
             ],
         log:
             "logs/evaluate/{model}/{dataset}/icl.log",
+        wildcard_constraints:
+            dataset="|".join(re.escape(d) for d in _icl_datasets),
         threads: config["resources"]["evaluate"]["threads"]
         resources:
             gpu=config["resources"]["evaluate"]["gpu"],
@@ -176,16 +182,16 @@ if icl_ks():
             runtime=lambda wc, attempt: config["resources"]["evaluate"]["runtime"]
             * attempt,
         params:
+            **gpu_params(),
             base=lambda wc: shlex.quote(base_model_ref(wc.model)),
-            ks=" ".join(map(str, icl_ks())),
-            train_bins=" ".join(map(str, train_bins())),
-            seed=config["study"]["icl"]["seed"],
+            command=lambda wc: icl_command(wc.dataset),
+            icl=lambda wc: icl_args(wc.dataset),
             settings=eval_settings,
         shell:
             "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
             + gpu_prefix("evaluate")
-            + "crossdiff evaluate-icl --model {params.base} --model-name {wildcards.model} "
+            + "crossdiff {params.command} --model {params.base} --model-name {wildcards.model} "
             "--tasks {input.tasks:q} --items {input.item_table:q} --bins {input.bins:q} "
-            "--k {params.ks} --train-bins {params.train_bins} --seed {params.seed} "
+            "{params.icl} "
             "--outdir results/eval/{wildcards.model}/{wildcards.dataset} "
             "--settings {params.settings} > {log:q} 2>&1"

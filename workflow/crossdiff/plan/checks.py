@@ -140,6 +140,49 @@ def icl_problems(plan) -> list[str]:
     return problems
 
 
+def shared_icl_problems(plan) -> list[str]:
+    """``study.icl.protocol: shared`` (Hase et al.'s ICL, crossdiff/evaluate/icl_shared.py): its settings at every
+    level, a dataset it cannot render, and k + 1 training items per bin when each bin's items are its test items."""
+    from crossdiff.evaluate.icl_shared import settings_problems
+
+    if "icl" not in plan.study["methods"]:
+        return []
+    problems = []
+    for name in plan.study_datasets():
+        icl = plan.icl(name)
+        problems += settings_problems(icl, f"study.icl (datasets.{name})")
+        if icl.get("protocol") != "shared":
+            continue
+        if plan.dataset(name)["items"]["source"] == "lm_eval_task":
+            problems.append(f"study.icl.protocol = shared (datasets.{name}): an items.source lm_eval_task dataset is "
+                            "rendered by its task's own config; use protocol per_item for it")
+        most = max_train_items(plan, name)
+        try:
+            k = max(methods.ks_of(icl))
+        except CrossdiffError:
+            continue
+        if most is not None and not plan.config["bins"]["holdout_fraction"] and k + 1 > most:
+            problems.append(f"study.icl.k = {k} (datasets.{name}, protocol shared, no bins.holdout_fraction): a bin's "
+                            f"demonstrations leave its own test set, so a bin needs k + 1 items; {name}'s bins hold at "
+                            f"most {most}")
+    return list(dict.fromkeys(problems))
+
+
+def sgr_problems(plan) -> list[str]:
+    """``summary.sgr``: its easy and hard bins exist, differ and are train bins of the study."""
+    try:
+        spec = plan.sgr()
+    except CrossdiffError as exc:
+        return [str(exc)]
+    if spec is None or not plan.study_datasets():
+        return []
+    missing = [f"{k} = {spec[k]}" for k in ("easy", "hard") if spec[k] not in plan.train_bins()]
+    if missing:
+        return [(f"summary.sgr: {', '.join(missing)} is not among study.train_bins {plan.train_bins()}: SGR needs "
+                 "the cells trained on both")]
+    return []
+
+
 def max_train_items(plan, name: str) -> int | None:
     """An upper bound on a train bin's training items known before any job (generated items only)."""
     items = plan.dataset(name)["items"]
@@ -154,7 +197,9 @@ def icl_min_train_items(plan, name: str) -> int | None:
     """The fewest training items every train bin must hold for the study's ICL cells (make_bins checks it)."""
     if "icl" not in plan.study["methods"] or name not in plan.study_datasets():
         return None
-    return max(methods.ks_of(plan.icl(name)))
+    icl = plan.icl(name)
+    own = icl.get("protocol") == "shared" and not plan.config["bins"]["holdout_fraction"]  # demonstrations leave the test set
+    return max(methods.ks_of(icl)) + own
 
 
 def item_problems(plan) -> list[str]:
@@ -216,6 +261,8 @@ def problems(plan) -> list[str]:
     out += finetune_problems(plan)
     out += evaluate_problems(plan)
     out += icl_problems(plan)
+    out += shared_icl_problems(plan)
+    out += sgr_problems(plan)
     out += item_problems(plan)
     from crossdiff.plan import probe_checks  # probes, MDL, the multiple-choice objective (Hase et al., issue 27)
 

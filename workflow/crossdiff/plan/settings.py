@@ -14,7 +14,7 @@ finetune       crossdiff's defaults (:data:`crossdiff.finetune.settings.DEFAULTS
                design (``-seed<s>``: seed; curricula: ``shuffle: false``; :mod:`crossdiff.study.designs`)
 evaluate       :data:`crossdiff.evaluate.run.DEFAULTS` < ``evaluate`` < ``datasets.<d>.evaluate`` <
                ``models[].evaluate``
-icl            ``study.icl`` < ``datasets.<d>.icl``
+icl            ``study.icl`` < ``datasets.<d>.icl`` (k, protocol, n_bootstrap, prompt_id per dataset)
 probe          :data:`crossdiff.evaluate.probe.DEFAULTS` < ``study.probe`` < ``datasets.<d>.probe``
 mdl            :data:`crossdiff.evaluate.mdl.DEFAULTS` < ``bins.mdl`` < ``datasets.<d>.bins.mdl``; ``models``
                resolved from ``bins.by`` (``mdl:<slug>``: that model; ``mdl:avg``: ``models``, null = all)
@@ -258,10 +258,29 @@ class Plan:
     def summary(self) -> dict:
         """``summary`` for the CLI: ``diagonal: auto`` resolved (include the diagonal only when each bin's
         held-out items are its test items, i.e. bins.holdout_fraction > 0)."""
-        s = {k: v for k, v in self.config["summary"].items() if k != "front_figures"}
+        s = {k: v for k, v in self.config["summary"].items() if k not in ("front_figures", "sgr")}
         if s["diagonal"] == "auto":
             s["diagonal"] = "include" if (self.config["bins"].get("holdout_fraction") or 0) > 0 else "exclude"
         return s
+
+
+    def sgr(self) -> dict | None:
+        """``summary.sgr`` for ``crossdiff sgr`` (None: off): the easy and hard train bins as bin numbers (negative
+        ones counted from the last bin), with the summary's seed and confidence."""
+        spec = self.config["summary"].get("sgr")
+        if spec is None:
+            return None
+        bins = {}
+        for key in ("easy", "hard"):
+            b = int(spec.get(key, 0 if key == "easy" else -1))
+            resolved = b + self.n_bins if b < 0 else b
+            if not 0 <= resolved < self.n_bins:
+                raise CrossdiffError(f"summary.sgr.{key} = {b}: not a bin of bins.n_bins = {self.n_bins}")
+            bins[key] = resolved
+        if bins["easy"] == bins["hard"]:
+            raise CrossdiffError(f"summary.sgr: easy and hard are the same bin ({bins['easy']})")
+        return {**bins, "n_boot": int(spec.get("n_boot", 10000)), "seed": self.config["summary"]["seed"],
+                "confidence": self.config["summary"]["confidence"]}
 
 
 def cli_json(obj) -> str:
@@ -292,7 +311,8 @@ def run(args) -> None:
                 continue
             out[f"{name} x {m['id']}"] = {"finetune": plan.finetune(name, slug, args.run),
                                           "evaluate": plan.evaluate(name, slug),
-                                          "resources.finetune": plan.resources("finetune", slug)}
+                                          "resources.finetune": plan.resources("finetune", slug),
+                                          **({"icl": plan.icl(name)} if "icl" in plan.study["methods"] else {})}
             if "probe" in plan.study["methods"] or plan.dataset(name)["bins"]["by"].startswith("mdl:"):
                 out[f"{name} x {m['id']}"]["probe"] = plan.probe(name)
             if plan.dataset(name)["bins"]["by"].startswith("mdl:"):
