@@ -87,6 +87,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/study.smk"
 include: "workflow/rules/finetune_common.smk"
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/grpo.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/results.smk"
 
@@ -96,6 +97,7 @@ rule all:
     input:
         all_targets(),
         summary_targets(),
+        grpo_targets(),
 
 
 # On failure, one line per failed job on the console: the error line of its log (rules send all

@@ -43,6 +43,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bin-agreement": ("crossdiff.bins.agreement", "agreement of a dataset's measure bins with its IRT bins"),
     "summarize": ("crossdiff.results.summary", "the answer in numbers: slope of gain on |gap|, asymmetry, best train bin"),
     "gpu-run": ("crossdiff.runtime.gpus", "run a command on its own GPU(s) (locks locally; pass-through under SLURM)"),
+    "grpo": ("crossdiff.finetune.grpo", "reinforcement learning on one bin: GRPO with verifiable rewards (TRL, resumable)"),
+    "pass-rate-measure": ("crossdiff.evaluate.pass_rate", "a base model's pass rate over k samples of every item (bins.by: pass_rate:<slug>)"),
+    "grpo-diagnostics": ("crossdiff.results.grpo_diagnostics", "GRPO jobs' reward curves and learnable shares: table and figure"),
     "resolve": ("crossdiff.plan.settings", "print each (dataset, model) fine-tune's and evaluation's resolved settings"),
 }
 

@@ -65,6 +65,15 @@ def cut_at(text: str, until) -> str:
     return text
 
 
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """A prompt's token ids as lm-eval's hf model encodes a request (HFLM.tok_encode): the tokenizer's own special
+    tokens, except that a text already starting with the BOS token (a chat template that writes it) gets none."""
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and text.startswith(bos):
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(text)["input_ids"])
+
+
 class Scorer:
     """Prompts and verifiable rewards of a dataset's items, as evaluation renders and scores them.
 
