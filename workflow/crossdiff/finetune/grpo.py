@@ -331,17 +331,19 @@ def _default_work_dir(output: Path) -> Path:
 
 
 def grpo(model_path, train_path, items_path, output, work_dir=None, settings: dict | None = None,
-         prompt: dict | None = None, dataset: str = "items", callbacks=()) -> dict:
+         prompt: dict | None = None, dataset: str = "items", callbacks=(), finetune: dict | None = None) -> dict:
     """Train one GRPO job and save the model atomically into ``output``; returns train_metrics.json's dict.
 
     The workflow passes settings resolved at parse time (:meth:`crossdiff.plan.settings.Plan.grpo`); a standalone
-    call's missing keys are filled by :func:`crossdiff.finetune.grpo_settings.resolve_settings`."""
+    call's missing keys are filled by :func:`crossdiff.finetune.grpo_settings.resolve_settings` (GRPO keys over
+    TRL's defaults over the shared keys of ``finetune``, itself over crossdiff's SFT defaults)."""
     from crossdiff.finetune.grpo_settings import DEFAULTS, SHARED, validate_settings
 
     s = dict(settings or {})
-    complete = set(DEFAULTS) | set(SHARED) <= set(s)
-    s = validate_settings(s) if complete else resolve_settings({k: v for k, v in s.items() if k not in SHARED},
-                                                               {k: v for k, v in s.items() if k in SHARED})
+    if set(DEFAULTS) | set(SHARED) <= set(s):
+        s = validate_settings(s)
+    else:
+        s = resolve_settings(s, finetune)
     scorer = Scorer(prompt, dataset)
     if s["max_completion_length"] is None:
         s["max_completion_length"] = int(scorer.fmt.max_gen_toks)

@@ -224,7 +224,7 @@ def resolve_settings(settings: dict | None, finetune: dict | None = None) -> dic
     from crossdiff.config import deep_merge
     from crossdiff.finetune.settings import resolve_settings as resolve_finetune
 
-    ft = resolve_finetune({k: v for k, v in (finetune or {}).items()})
+    ft = resolve_finetune(dict(finetune or {}))
     shared = {k: ft[k] for k in SHARED}
     return validate_settings(deep_merge(shared, DEFAULTS, dict(settings or {})))
 
