@@ -16,6 +16,7 @@ def _reduced() -> str:
     cfg["datasets"]["arith"]["responses"]["n_models"] = 60
     cfg["models"][0]["build_settings"].update({"hidden_size": 32, "num_layers": 1, "intermediate_size": 64,
                                                "warmup_problems": 200, "warmup_steps": 20})
+    cfg["study"]["train_sizes"] = [8]  # bins of 30 items: 15 to train on
     cfg["finetune"].update({"num_train_epochs": 1})
     cfg["grpo"].update({"max_steps": 3, "num_generations": 4, "per_device_train_batch_size": 16})
     cfg["aggregate"] = {"n_boot": 200}
@@ -35,14 +36,14 @@ def test_sft_and_grpo_side_by_side(study):
     assert sorted(set(table["method"])) == ["grpo", "sft", "zero-shot"]
     for m in ("sft", "grpo"):
         part = table.filter(pl.col("method") == m)
-        assert part.height == 9 and sorted(set(part["train_bin"])) == ["0", "1", "2"]
+        assert part.height == 9 and sorted(set(part["train_bin"])) == ["0-n8", "1-n8", "2-n8"]
         assert part["gain_lo"].null_count() == 0 and ((part["gain_lo"] <= part["gain"]) & (part["gain"] <= part["gain_hi"])).all()
     summary = pl.read_csv(study / "results/tables/summary.csv")
     assert sorted(summary["method"].to_list()) == ["grpo", "sft"]
     for col in ("slope", "near_gain", "far_gain", "asymmetry"):
         assert col in summary.columns, summary.columns
     text = (study / "results/summary/summary.rst").read_text()
-    assert text.index("(method=sft)") < text.index("(method=grpo)")
+    assert text.index("method=sft") < text.index("method=grpo")
     assert text.count("data:image/png") == 2  # SFT's gain heatmap and GRPO's on the front page
     for name in ("tiny-arith/gain.png", "grpo/tiny-arith/gain.png", "grpo/tiny-arith/accuracy.png"):
         assert (study / "results/figures/arith" / name).stat().st_size > 10_000, name
@@ -50,15 +51,16 @@ def test_sft_and_grpo_side_by_side(study):
 
 def test_grpo_jobs_record_their_diagnostics(study):
     diag = pl.read_csv(study / "results/tables/grpo_diagnostics.csv")
-    assert diag["run"].to_list() == ["grpo-bin0", "grpo-bin1", "grpo-bin2"] and (diag["steps"] == 3).all()
+    assert diag["run"].to_list() == ["grpo-bin0-n8", "grpo-bin1-n8", "grpo-bin2-n8"] and (diag["steps"] == 3).all()
     assert (study / "results/figures/grpo_reward_curves.png").stat().st_size > 10_000
     for b in range(3):
-        m = json.loads((study / f"results/finetune/tiny-arith/arith/grpo-bin{b}/train_metrics.json").read_text())
+        m = json.loads((study / f"results/finetune/tiny-arith/arith/grpo-bin{b}-n8/train_metrics.json").read_text())
         assert [c["step"] for c in m["reward_curve"]] == [1, 2, 3] and 0 <= m["learnable_share"] <= 1
-        groups = (study / f"results/finetune/tiny-arith/arith/grpo-bin{b}/reward_groups.jsonl").read_text().splitlines()
+        groups = (study / f"results/finetune/tiny-arith/arith/grpo-bin{b}-n8/reward_groups.jsonl").read_text().splitlines()
         assert len(groups) == 3 * 4  # 3 steps x 4 prompts (16 completions in groups of 4)
-        assert m["settings"]["learning_rate"] == 1e-4 or m["settings"]["learning_rate"] > 0
-    log = (study / "logs/evaluate/tiny-arith/arith/grpo-train1.log").read_text()
+        assert m["n_examples"] == 8 and {json.loads(g)["item_id"] for g in groups} <= set(
+            json.loads(x)["item_id"] for x in (study / f"results/sft/arith/bin{b}-n8.jsonl").read_text().splitlines())
+    log = (study / "logs/evaluate/tiny-arith/arith/grpo-train1-n8.log").read_text()
     assert "loaded model 1 time(s) in this process" in log
 
 

@@ -122,3 +122,64 @@ def test_dry_run_refuses_a_grpo_job_that_cannot_fit(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "crossdiff grpo --model" in out and "--count 1" in out
+
+
+# ------------------------------------------------------------------ the resolver and the checks at parse
+def _plan(**over):
+    from crossdiff.config import deep_merge, validate
+    from crossdiff.plan.settings import Plan
+
+    base = {"datasets": {"d": {"items": {"source": "synthetic", "n_items": 60}, "responses": {"source": "simulated"}}},
+            "models": [{"id": "m", "build": "tiny"}], "bins": {"n_bins": 3}, "study": {"methods": ["sft", "grpo"]},
+            "resources": {"finetune": {"gpu": 0}, "evaluate": {"gpu": 0}}}
+    return Plan(validate(deep_merge(base, over)))
+
+
+def test_grpo_settings_resolve_layer_by_layer_with_the_design_last():
+    plan = _plan(finetune={"seed": 7, "lora": {"r": 8}, "learning_rate": 3e-4},
+                 grpo={"num_generations": 4, "per_device_train_batch_size": 8, "temperature": 0.9},
+                 datasets={"d": {"grpo": {"temperature": 0.7, "beta": 0.01}}},
+                 models=[{"id": "m", "build": "tiny", "grpo": {"beta": 0.02}}],
+                 study={"methods": ["sft", "grpo"], "seeds": [1, 2],
+                        "train_sets": {"up": {"bins": "all", "order": "easy_to_hard"}}})
+    s = plan.grpo("d", "m")
+    assert s["num_generations"] == 4 and s["temperature"] == 0.7 and s["beta"] == 0.02  # model > dataset > top
+    assert s["lora"]["r"] == 8 and s["seed"] == 7  # shared keys from the finetune settings
+    assert s["learning_rate"] == 1e-6  # GRPO's own (TRL's default), not SFT's
+    assert s["max_completion_length"] == 16  # null: the prompt's max_gen_toks (what evaluation generates)
+    run = plan.grpo("d", "m", "grpo-set-up-seed2")
+    assert run["seed"] == 2 and run["shuffle"] is False  # the design: -seed2, a curriculum in file order
+    assert "grpo-bin0-seed1" in plan.finetune_runs() and "grpo-train0-seed1" in plan.eval_labels("d")
+    from crossdiff.plan.checks import problems
+
+    assert problems(plan) == []  # GRPO samples: seeds change a curriculum's GRPO model (not refused for it)
+
+
+@pytest.mark.parametrize("over, pattern", [
+    ({"grpo": {"per_device_train_batch_size": 6, "num_generations": 4}},
+     r"datasets\.d\.grpo < models\[0\]\.grpo\): grpo settings: the generation batch of 6"),
+    ({"datasets": {"d": {"grpo": {"num_generations": 3}}}}, r"not a multiple of num_generations \(3\)"),
+    ({"grpo": {"use_vllm": True}}, r"use_vllm: true, but the job runs on the CPU"),
+    ({"grpo": {"loss_type": "dapo", "lora": {"r": 8}, "quantization": None, "max_completion_length": 0}},
+     r"max_completion_length"),
+    ({"datasets": {"d": {"bins": {"by": "pass_rate:m", "pass_rate": {"k": 0}}}}}, r"k"),
+    ({"datasets": {"d": {"bins": {"by": "pass_rate:m", "pass_rate": {"backend": "vllm"}}}}},
+     r"datasets\.d\.bins\.pass_rate\.backend is 'vllm' but resources\.evaluate\.gpu is 0"),
+    ({"datasets": {"d": {"bins": {"by": "pass_rate:nobody"}}}}, r"no model with slug 'nobody'"),
+])
+def test_checks_at_parse_name_the_key(over, pattern):
+    from crossdiff.errors import CrossdiffError
+    from crossdiff.plan.checks import problems
+
+    try:
+        found = problems(_plan(**over))
+    except CrossdiffError as exc:  # the schema itself (validate) may refuse first
+        found = [str(exc)]
+    assert any(__import__("re").search(pattern, p) for p in found), found
+
+
+def test_pass_rate_settings_resolve_and_default_to_the_prompts_budget():
+    plan = _plan(bins={"n_bins": 3, "pass_rate": {"k": 4, "temperature": 0.8}},
+                 datasets={"d": {"bins": {"by": "pass_rate:m", "pass_rate": {"seed": 9}}}})
+    assert plan.pass_rate("d") == {"k": 4, "temperature": 0.8, "top_p": 1.0, "seed": 9, "max_new_tokens": 16,
+                                   "backend": "auto"}

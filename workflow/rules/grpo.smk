@@ -1,61 +1,10 @@
 # study.methods: grpo (issue 29): one GRPO job per model x dataset x run (crossdiff.finetune.grpo), evaluated on
 # every bin by evaluate_checkpoint like SFT; the pass-rate difficulty (bins.by: pass_rate:<slug>); the GRPO jobs'
 # diagnostics (reward curves, learnable shares) as a table and a figure of the report.
-import crossdiff.plan.grpo_checks as grpo_checks
 
 
 localrules:
     grpo_diagnostics,
-
-
-def grpo_resources(model):
-    """resources.finetune < models[].resources, with one GPU at most: a GRPO job is one process (vLLM colocate
-    shares its GPU; a vLLM server generates elsewhere)."""
-    r = dict(PLAN.resources("finetune", model))
-    r["gpu"] = grpo_checks.grpo_gpus(PLAN, model)
-    return r
-
-
-def check_grpo_memory():
-    """The GPU memory plan of every GPU GRPO job (crossdiff.finetune.grpo_memory): the dry run stops on a plan
-    that does not fit (resources.memory_check). Returns {model: planned host mem_mb}."""
-    from snakemake.exceptions import WorkflowError
-
-    from crossdiff.errors import CrossdiffError
-    from crossdiff.finetune.grpo_memory import study_plan
-
-    try:
-        return study_plan(PLAN)
-    except CrossdiffError as exc:
-        raise WorkflowError(str(exc))
-
-
-GRPO_PLANNED_HOST_MB = check_grpo_memory() if study_datasets() else {}
-
-
-def grpo_mem_mb(model):
-    return max(grpo_resources(model)["mem_mb"], GRPO_PLANNED_HOST_MB.get(model, 0))
-
-
-def grpo_gpu_prefix():
-    if not any(grpo_resources(m)["gpu"] for m in MODELS):
-        return ""
-    return (
-        "crossdiff gpu-run --count {resources.gpu} --devices {params.gpu_devices:q} "
-        "--lock-dir {params.gpu_lock_dir:q} -- "
-    )
-
-
-def grpo_train_data(wildcards):
-    """The run's items in training order: the SFT data file of its design label (a bin, a train set, a
-    subsample, a curriculum); GRPO reads their item ids, the item table gives prompts and rewards."""
-    label = design.sft_label(study_methods.split_run(wildcards.run)[1])
-    return f"results/sft/{wildcards.dataset}/{label}.jsonl"
-
-
-@functools.cache
-def grpo_settings_json(name, model, run):
-    return cli_json(PLAN.grpo(name, model, run))
 
 
 # {run}: grpo-bin<b>, grpo-set-<name>[-n<size>][-seed<s>] (crossdiff.study.designs with the method's prefix)
@@ -71,7 +20,7 @@ rule finetune_grpo:
     log:
         "logs/finetune/{model}/{dataset}/{run}.log",
     wildcard_constraints:
-        run="grpo-(?:" + design.RUN_PATTERN + ")",
+        run=GRPO_RUN_PATTERN,
     threads: lambda wc: grpo_resources(wc.model)["threads"]
     resources:
         gpu=lambda wc: grpo_resources(wc.model)["gpu"],
@@ -126,23 +75,6 @@ rule pass_rate_measure:
         "--model {params.base} --model-name {params.model:q} --dataset {wildcards.dataset} "
         "--prompt {params.prompt} --settings {params.settings} --eval-settings {params.eval_settings} "
         "--output {output.table:q} > {log:q} 2>&1"
-
-
-def grpo_metrics_files(wildcards=None):
-    """Every GRPO job's train_metrics.json holder: the model folder, or its kept copy when models are deleted."""
-    keep = config["storage"]["delete_finetuned_models"]
-    return [
-        f"results/finetune/{m}/{d}/{run}" + (".train_metrics.json" if keep else "")
-        for d in study_datasets()
-        for m in MODELS
-        for run in grpo_checks.grpo_runs(PLAN)
-    ]
-
-
-def grpo_targets():
-    if "grpo" not in config["study"]["methods"] or not study_datasets():
-        return []
-    return ["results/tables/grpo_diagnostics.csv", "results/figures/grpo_reward_curves.png"]
 
 
 rule grpo_diagnostics:

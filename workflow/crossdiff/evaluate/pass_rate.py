@@ -153,7 +153,8 @@ def _sample_vllm(model_path, prompts: list[str], seeds: list[int], s: dict, ev: 
     tok = llm.get_tokenizer()
     from crossdiff.prompts.reward import encode_prompt
 
-    params = [SamplingParams(n=int(s["k"]), temperature=float(s["temperature"]), top_p=float(s["top_p"]), top_k=-1,
+    # top_k 0: off (as TRL 1.16 passes it to vLLM); one request per item with its own seed
+    params = [SamplingParams(n=int(s["k"]), temperature=float(s["temperature"]), top_p=float(s["top_p"]), top_k=0,
                              max_tokens=int(s["max_new_tokens"]), seed=seed, repetition_penalty=1.0) for seed in seeds]
     outs = llm.generate([{"prompt_token_ids": encode_prompt(tok, p)} for p in prompts], params, use_tqdm=True)
     return [[c.text for c in o.outputs] for o in outs]

@@ -22,7 +22,8 @@ config.json. One process per job (world size 1).
 reward of each logged step), ``learnable_share`` (the share of prompt groups whose rewards differ, counted from the
 recorded groups; ``learnable_share_trl`` from TRL's ``frac_reward_zero_std``, valid with scale_rewards group/none),
 completion lengths and, with ``beta > 0``, the KL. Every group is recorded in ``OUTPUT/reward_groups.jsonl``
-(step, item_id, the G rewards).
+(step, item_id, the G rewards). ``reward_start`` / ``reward_end``: the mean reward over the first / last quarter of
+the logged steps (1 to 10 steps).
 """
 
 from __future__ import annotations
@@ -125,6 +126,11 @@ def learnable_share(groups: list[dict]) -> float | None:
     return sum(differs(g["rewards"]) for g in groups) / len(groups) if groups else None
 
 
+def window(n: int) -> int:
+    """Steps averaged at each end of a reward curve of n steps: a quarter of them, 1 to 10."""
+    return max(1, min(10, n // 4))
+
+
 def diagnostics(history: list[dict], groups: list[dict], s: dict) -> dict:
     """The GRPO diagnostics of train_metrics.json from the Trainer's log history and the recorded groups."""
     logged = [h for h in history if "reward" in h and "step" in h]
@@ -147,6 +153,10 @@ def diagnostics(history: list[dict], groups: list[dict], s: dict) -> dict:
         "reward_first": rewards[0]["reward"] if rewards else None,
         "reward_last": rewards[-1]["reward"] if rewards else None,
         "reward_mean": mean([r["reward"] for r in rewards]),
+        # the means over the first and the last quarter of the logged steps (at most 10 steps, at least 1): one
+        # step's reward is the mean over its few prompts, which differ in difficulty
+        "reward_start": mean([r["reward"] for r in rewards[:window(len(rewards))]]),
+        "reward_end": mean([r["reward"] for r in rewards[len(rewards) - window(len(rewards)):]]),
         "reward_std_curve": curve("reward_std"),
         "learnable_share": learnable_share(groups),
         "learnable_share_trl": (mean([1.0 - f for f in frac if f is not None])
@@ -450,7 +460,8 @@ def train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s,
         write_json(metrics, Path(tmp) / "train_metrics.json")
     print(f"GRPO on {len(rows)} prompts x {s['num_generations']} generations ({runtime['generation']}, "
           f"{runtime['precision']}): {metrics['global_step']} steps in {wall:.1f} s; reward {diag['reward_first']} -> "
-          f"{diag['reward_last']}, learnable share {diag['learnable_share']}, share of parameters changed "
+          f"{diag['reward_last']} (first / last quarter of the steps: {diag['reward_start']} -> {diag['reward_end']}), "
+          f"learnable share {diag['learnable_share']}, share of parameters changed "
           f"{weights.get('share_changed')}; saved to {output}", flush=True)
     return metrics
 

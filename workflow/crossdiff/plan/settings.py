@@ -17,6 +17,9 @@ icl            ``study.icl`` < ``datasets.<d>.icl``
 filters        ``filters`` < ``datasets.<d>.filters``
 prompt         the benchmark adapter's format < ``datasets.<d>.prompt``
 resources      ``resources.<stage>`` < ``models[].resources`` (fine-tuning)
+grpo           the run's resolved finetune settings' shared keys < :data:`crossdiff.finetune.grpo_settings.DEFAULTS`
+               (TRL's) < ``grpo`` < ``datasets.<d>.grpo`` < ``models[].grpo`` < the run's design (seed, shuffle)
+pass_rate      :data:`crossdiff.evaluate.pass_rate.DEFAULTS` < ``bins.pass_rate`` < ``datasets.<d>.bins.pass_rate``
 =============  ===========================================================================================
 
 Rules pass a job the resolved section (``--settings JSON``); the job validates it and merges nothing. The

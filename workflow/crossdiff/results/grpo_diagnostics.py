@@ -43,7 +43,7 @@ def table(metrics: list[dict]) -> pl.DataFrame:
             "steps": m.get("global_step"), "n_prompts": m.get("n_examples"),
             "num_generations": (m.get("settings") or {}).get("num_generations"),
             "reward_first": m.get("reward_first"), "reward_last": m.get("reward_last"),
-            "reward_mean": m.get("reward_mean"),
+            "reward_mean": m.get("reward_mean"), "reward_start": m.get("reward_start"), "reward_end": m.get("reward_end"),
             "learnable_share": m.get("learnable_share"), "learnable_share_trl": m.get("learnable_share_trl"),
             "completion_length": m.get("completion_length"), "kl": m.get("kl"),
             "share_changed": m.get("share_changed"), "generation": m.get("generation"),
@@ -51,7 +51,8 @@ def table(metrics: list[dict]) -> pl.DataFrame:
         })
     schema = {"model": pl.Utf8, "dataset": pl.Utf8, "run": pl.Utf8, "train": pl.Utf8, "steps": pl.Int64,
               "n_prompts": pl.Int64, "num_generations": pl.Int64, "reward_first": pl.Float64, "reward_last": pl.Float64,
-              "reward_mean": pl.Float64, "learnable_share": pl.Float64, "learnable_share_trl": pl.Float64,
+              "reward_mean": pl.Float64, "reward_start": pl.Float64, "reward_end": pl.Float64,
+              "learnable_share": pl.Float64, "learnable_share_trl": pl.Float64,
               "completion_length": pl.Float64, "kl": pl.Float64, "share_changed": pl.Float64, "generation": pl.Utf8,
               "wall_seconds": pl.Float64}
     return pl.DataFrame(rows, schema=schema).sort(["dataset", "model", "run"])
@@ -108,5 +109,6 @@ def run(args: argparse.Namespace) -> None:
     write_csv(df, args.table)
     figure(metrics, args.figure)
     for r in df.iter_rows(named=True):
-        print(f"{r['dataset']} {r['model']} {r['run']}: reward {r['reward_first']} -> {r['reward_last']}, "
+        print(f"{r['dataset']} {r['model']} {r['run']}: reward {r['reward_first']} -> {r['reward_last']} (first/last "
+              f"quarter {r['reward_start']} -> {r['reward_end']}), "
               f"learnable share {r['learnable_share']}")
