@@ -90,7 +90,11 @@ include: "workflow/rules/finetune.smk"
 include: "workflow/rules/grpo_common.smk"
 include: "workflow/rules/grpo.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/measures.smk"
+include: "workflow/rules/probe.smk"
 include: "workflow/rules/results.smk"
+include: "workflow/rules/results_partial.smk"
+include: "workflow/rules/plan_estimate.smk"
 
 
 rule all:

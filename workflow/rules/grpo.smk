@@ -77,6 +77,39 @@ rule pass_rate_measure:
         "--output {output.table:q} > {log:q} 2>&1"
 
 
+# bins.measures: pass_rate:<slug> of a model other than bins.by's (same job as rule pass_rate_measure; the
+# sampling settings are the dataset's bins.pass_rate, the evaluation settings that model's)
+rule pass_rate_measure_model:
+    input:
+        base=lambda wc: base_model_files(wc.model),
+        task_config=task_config_files,
+        item_table=lambda wc: items_table(wc.dataset),
+        irt="results/irt/{dataset}/items.parquet",
+    output:
+        table="results/bins/{dataset}/measures/pass_rate/{model}.parquet",
+        samples="results/bins/{dataset}/measures/pass_rate/{model}.samples.jsonl",
+    log:
+        "logs/pass_rate_measure/{dataset}/{model}.log",
+    threads: config["resources"]["evaluate"]["threads"]
+    resources:
+        gpu=config["resources"]["evaluate"]["gpu"],
+        mem_mb=lambda wc, attempt: config["resources"]["evaluate"]["mem_mb"] * attempt,
+        runtime=lambda wc, attempt: config["resources"]["evaluate"]["runtime"] * attempt,
+    params:
+        **gpu_params(),
+        base=lambda wc: shlex.quote(base_model_ref(wc.model)),
+        prompt=lambda wc: prompt_json(wc.dataset),
+        settings=lambda wc: cli_json(PLAN.pass_rate(wc.dataset)),
+        eval_settings=lambda wc: eval_settings_json(wc.dataset, wc.model),
+    shell:
+        "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS={threads} "
+        + gpu_prefix("evaluate")
+        + "crossdiff pass-rate-measure --items {input.item_table:q} --irt {input.irt:q} "
+        "--model {params.base} --model-name {wildcards.model:q} --dataset {wildcards.dataset} "
+        "--prompt {params.prompt} --settings {params.settings} --eval-settings {params.eval_settings} "
+        "--output {output.table:q} > {log:q} 2>&1"
+
+
 rule grpo_diagnostics:
     input:
         grpo_metrics_files,

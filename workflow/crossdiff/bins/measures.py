@@ -21,6 +21,8 @@ class Measure:
     rule: str     #: the Snakemake rule that writes the table
     table: str    #: its file under results/bins/{dataset}/
     about: str    #: what the measure is (logs, docs)
+    #: ``<prefix>:avg`` is allowed too: the mean over the models its own settings name (bins.mdl.models)
+    avg: bool = False
 
 
 MEASURES: dict[str, Measure] = {
@@ -30,6 +32,14 @@ MEASURES: dict[str, Measure] = {
                     "the base model's mean NLL of the training target (crossdiff.evaluate.loss_measure)"),
     "pass_rate": Measure("pass_rate", "pass_rate_measure", "pass_rate_measure.parquet",
                          "1 - the base model's pass rate over k samples (crossdiff.evaluate.pass_rate)"),
+    # Hase et al. 2024's text likelihoods: one job per (dataset, model) writes both tables ({model}: the slug)
+    "answer_prob": Measure("answer_prob", "text_prob_measure", "measures/answer_prob/{model}.parquet",
+                           "the base model's summed NLL of the answer text, empty prompt (crossdiff.evaluate.text_prob)"),
+    "question_prob": Measure("question_prob", "text_prob_measure", "measures/question_prob/{model}.parquet",
+                             "the base model's summed NLL of the question, empty prompt (crossdiff.evaluate.text_prob)"),
+    "mdl": Measure("mdl", "mdl_measure", "mdl_measure.parquet",
+                   "Hase et al.'s MDL: 1 - the mean gold-option probability of models fitted on n items "
+                   "(crossdiff.evaluate.mdl)", avg=True),
 }
 
 
@@ -47,6 +57,8 @@ def check_by(dataset: str, by: str, models) -> None:
     if found is None:
         return
     m, slug = found
+    if m.avg and slug == "avg":
+        return
     if slug not in models:
         raise CrossdiffError(
             f"datasets.{dataset}.bins.by = {by!r}: no model with slug {slug!r}; "
@@ -56,4 +68,16 @@ def check_by(dataset: str, by: str, models) -> None:
 
 def table_path(dataset: str, by: str) -> str | None:
     found = parse(by)
-    return f"results/bins/{dataset}/{found[0].table}" if found else None
+    return f"results/bins/{dataset}/{found[0].table.replace('{model}', found[1])}" if found else None
+
+
+def extra_table_path(dataset: str, spec: str, by: str) -> str | None:
+    """The table of a ``datasets.<d>.bins.measures`` entry of this table (crossdiff.bins.measure_set): bins.by's own
+    when it is the same, a per-model table (``{model}`` in :attr:`Measure.table`), else
+    ``results/bins/<d>/measures/<prefix>/<slug>.parquet`` (the rules of workflow/rules/measures.smk)."""
+    found = parse(spec)
+    if found is None:
+        return None
+    if spec == by or "{model}" in found[0].table:
+        return table_path(dataset, spec)
+    return f"results/bins/{dataset}/measures/{found[0].prefix}/{found[1]}.parquet"

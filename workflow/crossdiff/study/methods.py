@@ -53,6 +53,9 @@ METHODS: dict[str, Method] = {
                    "reinforcement learning per train bin: GRPO with the evaluation score as verifiable reward "
                    "(TRL GRPOTrainer; crossdiff.finetune.grpo), scored on every test bin",
                    train_rule="finetune_grpo"),
+    "probe": Method("probe", False, "probe", "evaluate_probe", False,
+                    "a linear probe on the frozen base model's hidden states per train bin, Hase et al. 2024 "
+                    "(crossdiff.evaluate.probe)"),
 }
 
 
