@@ -183,3 +183,32 @@ def test_pass_rate_settings_resolve_and_default_to_the_prompts_budget():
                  datasets={"d": {"bins": {"by": "pass_rate:m", "pass_rate": {"seed": 9}}}})
     assert plan.pass_rate("d") == {"k": 4, "temperature": 0.8, "top_p": 1.0, "seed": 9, "max_new_tokens": 16,
                                    "backend": "auto"}
+
+
+def test_a_listed_pass_rate_measure_has_its_own_job(tmp_path):
+    """bins.measures: [pass_rate:<slug>] beside bins.by irt: rule pass_rate_measure_model writes the model's table,
+    with the dataset's bins.pass_rate settings, and the agreement and Spearman jobs read it."""
+    cfg = """
+datasets:
+  tiny:
+    items: {source: synthetic, n_items: 40, max_ops: 2, max_digits: 2, seed: 1}
+    responses: {source: simulated, n_models: 30, seed: 2}
+    bins: {measures: ['pass_rate:tm'], pass_rate: {k: 3}}
+irt: {engine: fast, stability: {seeds: [], engines: []}}
+bins: {n_bins: 2}
+models:
+  - {id: tm, build: tiny}
+resources:
+  finetune: {gpu: 0}
+  evaluate: {gpu: 0}
+"""
+    wd = make_workdir(tmp_path / "wf", cfg)
+    proc = snakemake(wd, "-n", "-p", "--cores", "1", check=False, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "rule pass_rate_measure_model:" in out and "results/bins/tiny/measures/pass_rate/tm.parquet" in out
+    assert "crossdiff pass-rate-measure" in out and '"k": 3' in out and "rule pass_rate_measure:" not in out
+    for rule in ("bin_agreement", "difficulty_spearman"):
+        block = out[out.index(f"rule {rule}:"):]
+        block = block[:block.index("\n\n")]
+        assert "results/bins/tiny/measures/pass_rate/tm.parquet" in block, block
