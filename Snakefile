@@ -88,6 +88,8 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/study.smk"
 include: "workflow/rules/finetune_common.smk"
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/grpo_common.smk"
+include: "workflow/rules/grpo.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/measures.smk"
 include: "workflow/rules/probe.smk"
@@ -103,6 +105,7 @@ rule all:
         all_targets(),
         summary_targets(),
         sgr_targets(),
+        grpo_targets(),
 
 
 # On failure, one line per failed job on the console: the error line of its log (rules send all

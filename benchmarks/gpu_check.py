@@ -12,7 +12,8 @@ padding-free (when flash-attn imports), LoRA on a bf16 base, and QLoRA (``quanti
 bitsandbytes imports) followed by the evaluation's own loading of its unmerged save (base/ + adapter/ through
 crossdiff.evaluate.run.load_lm: lm-eval's HFLM with peft). Each row: share of parameters changed, peak GPU memory vs the memory plan, SFT
 tokens/s and MFU (6 x params x tokens/s / peak bf16 FLOP/s), hf generation items/s, vLLM items/s when
-importable. Results: ``$OUT/gpu_check.md`` (a table) and ``$OUT/gpu_check.json``. A failing configuration is a
+importable, and a GRPO row (crossdiff.finetune.grpo with vLLM colocated, ~0.5B model, a few steps: generations/s in
+items_per_s, seconds per step, peak memory vs the GRPO memory plan; skipped in smoke mode, saying why). Results: ``$OUT/gpu_check.md`` (a table) and ``$OUT/gpu_check.json``. A failing configuration is a
 row with its error; the exit status is 1 when any row failed.
 """
 
@@ -215,6 +216,53 @@ def qlora_eval_row(out: Path, n_items: int) -> dict:
                     f"{manifest['share_changed_fp32']:.1%} (fp32) vs {manifest['share_changed_bf16_merge']:.1%} (bf16 merge)"}
 
 
+def grpo_row(model_dir: Path, root: Path, smoke: bool) -> dict:
+    """GRPO (issue 29) through the product's own path (crossdiff.finetune.grpo.grpo): a few steps on the 0.5B model
+    with vLLM colocated on the GPU (TRL's GRPOTrainer, vllm_mode colocate at 0.3 of the GPU), exact-match rewards
+    on arithmetic items; generations/s, seconds per step, peak GPU memory (torch's allocator: the policy, and vLLM's
+    weights and KV cache where vLLM allocates through torch) vs crossdiff.finetune.grpo_memory's plan."""
+    label = f"grpo vllm colocate {model_dir.name}"
+    if smoke:
+        return {"check": label, "ok": None, "note": "GRPO with vLLM colocate needs a CUDA GPU and vllm: skipped in smoke mode"}
+    if find_spec("vllm") is None:
+        return {"check": label, "ok": None, "note": "vllm not importable: skipped"}
+    import random
+
+    import polars as pl
+    import torch
+
+    from crossdiff.finetune.grpo import grpo
+    from crossdiff.finetune.grpo_memory import grpo_plan
+
+    rng = random.Random(0)
+    rows = []
+    for i in range(64):
+        a, b = rng.randint(0, 9), rng.randint(0, 9)
+        rows.append({"item_id": f"g{i}", "question": f"what is {a} plus {b}", "answer": str(a + b)})
+    pl.DataFrame(rows).write_parquet(root / "grpo_items.parquet")
+    train = root / "grpo_train.jsonl"
+    train.write_text("".join(json.dumps({"item_id": r["item_id"], "prompt": "-", "completion": "-"}) + "\n" for r in rows))
+    steps = 4
+    settings = {"num_generations": 8, "per_device_train_batch_size": 64, "max_completion_length": 128, "max_steps": steps,
+                "learning_rate": 1e-6, "use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3,
+                "save_steps": 1000}
+    finetune = {"device": "cuda", "seed": 0}
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.time()
+    m = grpo(model_dir, train, root / "grpo_items.parquet", root / "grpo_out", settings=settings, finetune=finetune,
+             prompt={"template": "Question: {question}\nAnswer:", "target": " {answer}", "max_gen_toks": 128})
+    wall = time.time() - t0
+    gpu_gb = torch.cuda.get_device_properties(0).total_memory / 1e9
+    plan = grpo_plan(json.loads((model_dir / "config.json").read_text()), m["settings"], gpu_mem_gb=gpu_gb,
+                     prompt_tokens=m["prompt_tokens_max"])
+    return {"check": label, "ok": m["global_step"] == steps, "wall_s": round(wall, 1), "engine": m["generation"],
+            "share_changed": m.get("share_changed"), "peak_gb": m.get("peak_gpu_gb"), "plan_gb": round(plan["total_gb"], 1),
+            "items_per_s": round(m["generations_per_second"] or 0.0, 2),
+            "note": f"{m['wall_seconds'] / steps:.2f} s/step, {m['completions']} generations; plan: policy "
+                    f"{plan['policy_gb']:.1f} GB + vLLM share {plan['generation_gb']:.1f} GB; reward "
+                    f"{m['reward_first']} -> {m['reward_last']}"}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, type=Path)
@@ -269,6 +317,12 @@ def main(argv=None) -> int:
             results.append(fn())
         except Exception as exc:
             results.append({"check": "eval", "ok": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+    try:  # GRPO with vLLM colocate on the ~0.5B model (issue 29)
+        grpo_model = built.get("qwen2-0.5b") or (build_model("qwen2-0.5b", root / "models") if not args.smoke else eval_model)
+        results.append(grpo_row(grpo_model, root, args.smoke))
+    except Exception as exc:
+        results.append({"check": "grpo vllm colocate", "ok": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+        traceback.print_exc()
     cols = ["check", "ok", "wall_s", "engine", "share_changed", "peak_gb", "plan_gb", "tokens_per_s", "mfu", "items_per_s", "note", "error"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in results:

@@ -25,3 +25,5 @@ def test_gpu_check_smoke_mode(tmp_path):
         assert qlora["ok"] and rows["qlora eval (hf + peft)"]["ok"]
     assert rows["hf eval tiny-llama"]["ok"] and rows["hf eval tiny-llama"]["items_per_s"] > 0
     assert "| tiny-qwen2 single | True |" in (tmp_path / "gpu_check.md").read_text()
+    grpo = rows["grpo vllm colocate tiny-llama"]  # issue 29: GPU and vLLM only, skipped with the reason
+    assert grpo["ok"] is None and "CUDA GPU and vllm" in grpo["note"]

@@ -30,6 +30,8 @@ MEASURES: dict[str, Measure] = {
                          "the base model's zero-shot error (1 - correct; crossdiff.evaluate.zero_shot)"),
     "loss": Measure("loss", "loss_measure", "loss_measure.parquet",
                     "the base model's mean NLL of the training target (crossdiff.evaluate.loss_measure)"),
+    "pass_rate": Measure("pass_rate", "pass_rate_measure", "pass_rate_measure.parquet",
+                         "1 - the base model's pass rate over k samples (crossdiff.evaluate.pass_rate)"),
     # Hase et al. 2024's text likelihoods: one job per (dataset, model) writes both tables ({model}: the slug)
     "answer_prob": Measure("answer_prob", "text_prob_measure", "measures/answer_prob/{model}.parquet",
                            "the base model's summed NLL of the answer text, empty prompt (crossdiff.evaluate.text_prob)"),

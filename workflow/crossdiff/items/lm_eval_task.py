@@ -710,11 +710,11 @@ def prompt_format(items_settings: dict, prompt: dict | None) -> dict:
             "lm_eval_task": {k: v for k, v in items_settings.items() if k != "solutions"}, **prompt}
 
 
-def describe_evaluation(settings: dict, item: dict, tokenizer=None, render=None) -> dict:
+def describe_evaluation(settings: dict, item: dict, tokenizer=None, render=None, tasks=None) -> dict:
     """What lm-eval sends the model for one item (show-prompt): its context (chat-rendered by ``render``, the
     lm-eval renderer of ``tokenizer`` that evaluation installs, crossdiff.prompts.chat.lm_eval_renderer, when
-    items.chat_template is on) and its requests."""
-    tasks = load_tasks(settings)
+    items.chat_template is on) and its requests. ``tasks``: :func:`load_tasks`'s, when already loaded."""
+    tasks = tasks if tasks is not None else load_tasks(settings)
     task = tasks.get(item["subtask"])
     if task is None:
         raise CrossdiffError(f"item {item['item_id']!r}: lm-eval task {item['subtask']!r} not in {sorted(tasks)}")

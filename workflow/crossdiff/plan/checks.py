@@ -98,7 +98,8 @@ def _seed_problems(plan, name, slug, runs: dict) -> list[str]:
     if len(plan.study.get("seeds") or []) < 2:
         return []
     fixed = sorted({designs.parse_label(methods.split_run(run)[1])["set"] for run, s in runs.items()
-                    if s["seed"] is not None and not s["shuffle"] and s["lora"] is None})
+                    if s["seed"] is not None and not s["shuffle"] and s["lora"] is None
+                    and methods.get(methods.split_run(run)[0]).train_rule == "finetune"})  # GRPO samples: seeded
     if not fixed:
         return []
     return [f"study.seeds: {plan.study['seeds']} with the curriculum train set(s) {fixed} under full fine-tuning "
@@ -264,6 +265,9 @@ def problems(plan) -> list[str]:
     out += shared_icl_problems(plan)
     out += sgr_problems(plan)
     out += item_problems(plan)
+    from crossdiff.plan.grpo_checks import problems as grpo_problems  # issue 29: GRPO jobs, pass-rate measures
+
+    out += grpo_problems(plan)
     from crossdiff.plan import probe_checks  # probes, MDL, the multiple-choice objective (Hase et al., issue 27)
 
     out += probe_checks.problems(plan, max_train_items)
@@ -283,7 +287,7 @@ def memory_plan(plan) -> dict:
     from crossdiff.finetune.plan_check import check_models
 
     mode = plan.config["resources"]["memory_check"]
-    if mode == "off" or not plan.trained_methods():
+    if mode == "off" or not any(m.train_rule == "finetune" for m in plan.trained_methods()):  # GRPO: grpo_memory
         return {}
     by_setting = {}
     for name in plan.study_datasets():

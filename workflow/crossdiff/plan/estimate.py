@@ -641,6 +641,23 @@ def estimate(plan, *, tokenize: bool = False, lookup: bool = False, model_config
                         k = int(re.search(r"\d+", label).group()) if re.search(r"\d+", label) else 0
                         rows.append(evaluation(row, prof["prefill"] + k * prof["train_tokens"], len(plan.train_bins()), 1))
                         continue
+                    if method.name == "grpo":  # issue 29: generation + policy updates (crossdiff.plan.grpo_estimate)
+                        from crossdiff.plan.grpo_estimate import grpo_row
+
+                        def n_prompts(full):
+                            path = Path(sft_path(plan, name, slug, full))
+                            if path.is_file():
+                                st = plan.finetune(name, slug, full)
+                                return _file_tokens(ctx, slug, prof["fmt"], path, st["max_length"])[0]
+                            return run_examples(ctx, name, full, prof["train_counts"])
+
+                        runs = [methods.run_label(method.name, run) for run in plan.runs]
+                        grpo_row(plan, name, slug, row, runs=runs, n_prompts=n_prompts, prompt_tokens=prof["prefill"],
+                                 params=params, cfg=cfg, speed=speed, disk=_disk, on_gpu=int(res["gpu"]) > 0,
+                                 job_s=float(s["startup_s"]) + load_s, io=io,
+                                 delete_models=bool(storage["delete_finetuned_models"]))
+                        rows.append(evaluation(row, prof["prefill"], len(runs), len(runs)))
+                        continue
                     examples = tokens = flops = overhead = 0.0
                     sources, model_b, peak_b, kept_b, micro = set(), 0.0, 0.0, 0.0, []
                     for run in plan.runs:

@@ -21,6 +21,9 @@ mdl            :data:`crossdiff.evaluate.mdl.DEFAULTS` < ``bins.mdl`` < ``datase
 filters        ``filters`` < ``datasets.<d>.filters``
 prompt         the benchmark adapter's format < ``datasets.<d>.prompt``
 resources      ``resources.<stage>`` < ``models[].resources`` (fine-tuning)
+grpo           the run's resolved finetune settings' shared keys < :data:`crossdiff.finetune.grpo_settings.DEFAULTS`
+               (TRL's) < ``grpo`` < ``datasets.<d>.grpo`` < ``models[].grpo`` < the run's design (seed, shuffle)
+pass_rate      :data:`crossdiff.evaluate.pass_rate.DEFAULTS` < ``bins.pass_rate`` < ``datasets.<d>.bins.pass_rate``
 estimate       :data:`ESTIMATE_DEFAULTS` < ``resources.estimate`` (``crossdiff estimate``, the dry run's summary)
 =============  ===========================================================================================
 
@@ -222,6 +225,56 @@ class Plan:
             raise CrossdiffError(f"evaluation settings of {where} (evaluate < datasets.{name}.evaluate < "
                                  f"models[].evaluate): {exc}") from None
 
+    # ------------------------------------------------------------------- GRPO and pass rates (issue 29)
+    def max_gen_toks(self, name: str) -> int:
+        """The tokens evaluation generates for the dataset's items: the prompt's max_gen_toks, or an lm-eval task's."""
+        from crossdiff.prompts.format import PromptFormat
+
+        fmt = PromptFormat.from_config(self.prompt(name), where=f"datasets.{name}.prompt")
+        if fmt.lm_eval_task is not None:
+            from crossdiff.items.lm_eval_task import DEFAULT_MAX_GEN_TOKS, declared_max_gen_toks
+
+            return int(declared_max_gen_toks(self.dataset(name)["items"]) or DEFAULT_MAX_GEN_TOKS)
+        return int(fmt.max_gen_toks)
+
+    def grpo_where(self, name: str, slug: str) -> str:
+        return (f"GRPO settings of dataset {name!r} x {self.model_key(slug)} (finetune's shared keys < grpo < "
+                f"datasets.{name}.grpo < {self.model_key(slug).split(' ')[0]}.grpo)")
+
+    @functools.cache
+    def grpo(self, name: str, slug: str, run: str | None = None) -> dict:
+        """The complete, validated settings of one GRPO job (:mod:`crossdiff.finetune.grpo_settings`): the run's
+        resolved finetune settings' shared keys < GRPO defaults < ``grpo`` < ``datasets.<d>.grpo`` <
+        ``models[].grpo`` < the run's design (seed, shuffle). ``run``: its folder label (``grpo-bin3``)."""
+        from crossdiff.finetune.grpo_settings import DEFAULTS, SHARED, validate_settings
+
+        ft = self.finetune(name, slug, run)
+        design_layer = None
+        if run is not None:
+            design_layer = designs.design_layer(self.study, methods.split_run(run)[1], self.n_bins)
+        s = deep_merge({k: ft[k] for k in SHARED}, DEFAULTS, self.config.get("grpo"), self.dataset(name).get("grpo"),
+                       self.models[slug].get("grpo"), design_layer)
+        try:
+            if s.get("max_completion_length") is None:
+                s["max_completion_length"] = self.max_gen_toks(name)
+            return validate_settings(s)
+        except CrossdiffError as exc:
+            raise CrossdiffError(f"{self.grpo_where(name, slug)}: {exc}") from None
+
+    @functools.cache
+    def pass_rate(self, name: str) -> dict:
+        """``bins.pass_rate`` < ``datasets.<d>.bins.pass_rate`` over :data:`crossdiff.evaluate.pass_rate.DEFAULTS`,
+        validated; ``max_new_tokens: null`` = the prompt's max_gen_toks."""
+        from crossdiff.evaluate.pass_rate import DEFAULTS, validate_settings
+
+        s = deep_merge(DEFAULTS, self.config["bins"].get("pass_rate"), self.dataset(name)["bins"].get("pass_rate"))
+        try:
+            if s.get("max_new_tokens") is None:
+                s["max_new_tokens"] = self.max_gen_toks(name)
+            return validate_settings(s)
+        except CrossdiffError as exc:
+            raise CrossdiffError(f"datasets.{name}.bins.pass_rate (bins.pass_rate < datasets.{name}.bins.pass_rate): "
+                                 f"{exc}") from None
     @functools.cache
     def probe(self, name: str) -> dict:
         """The complete, validated probe settings of a dataset (study.methods probe; the mdl measure's probes)."""
@@ -313,6 +366,8 @@ def run(args) -> None:
                                           "evaluate": plan.evaluate(name, slug),
                                           "resources.finetune": plan.resources("finetune", slug),
                                           **({"icl": plan.icl(name)} if "icl" in plan.study["methods"] else {})}
+            if "grpo" in plan.study["methods"]:  # issue 29: the GRPO job's settings
+                out[f"{name} x {m['id']}"]["grpo"] = plan.grpo(name, slug, args.run)
             if "probe" in plan.study["methods"] or plan.dataset(name)["bins"]["by"].startswith("mdl:"):
                 out[f"{name} x {m['id']}"]["probe"] = plan.probe(name)
             if plan.dataset(name)["bins"]["by"].startswith("mdl:"):

@@ -223,9 +223,15 @@ def score_output(fmt: "PromptFormat", item: dict, output: str) -> dict:
         return {"prediction": idx, "gold": fmt.gold_index(item), "correct": int(idx == fmt.gold_index(item)),
                 "note": "multiple choice is scored by log-likelihood of each choice; this maps a choice "
                         "text or label to its index"}
+    return score_record(fmt, fmt.eval_record(item), output)
+
+
+def score_record(fmt: "PromptFormat", record: dict, output: str) -> dict:
+    """:func:`score_output` of a generation format on an item's evaluation record (:meth:`PromptFormat.eval_record`:
+    what the task JSONL holds): the one scoring of a generated output, used by show-prompt and by GRPO's reward
+    (:mod:`crossdiff.prompts.reward`)."""
     from lm_eval.api.metrics import exact_match_hf_evaluate
 
-    record = fmt.eval_record(item)
     gold = str(record["gold"])
     out = {}
     for f in fmt.filter_list():

@@ -41,6 +41,7 @@ def _runs(paths, bins_path):
     from crossdiff.results.aggregate import load_results
     from crossdiff.bins.holdout import training_part
     from crossdiff.study.designs import parse_label
+    from crossdiff.study.methods import split_label
 
     df, samples = load_results(paths)
     bins = read_table(bins_path, "bins table")
@@ -48,6 +49,8 @@ def _runs(paths, bins_path):
     out: dict = {}
     for r in df.iter_rows(named=True):
         if r["train_bin"] == "zero-shot":
+            continue
+        if split_label(r["train_bin"])[0] != "sft":  # SFT's figure: other methods' cells (grpo-3-n16, icl-k8-3) out
             continue
         p = parse_label(r["train_bin"])
         if p["bin"] is None:

@@ -41,6 +41,10 @@ def _words(method) -> dict:
                          "prompt, no fine-tuning)",
                 "source": "the demonstrations' bin", "easier": "Demonstrations from easier bins than the test bin",
                 "harder": "demonstrations from harder ones", "gain": "gain", "best": "The best demonstration bin"}
+    if str(method or "") == "grpo":  # issue 29: reinforcement learning on the train bin (crossdiff.finetune.grpo)
+        return {"cells": "GRPO cells (reinforcement learning on the train bin, the evaluation score as reward)",
+                "source": "the training bin", "easier": "Training on easier bins than the test bin",
+                "harder": "training on harder ones", "gain": "gains", "best": "The best training bin"}
     return {"cells": "fine-tuned cells", "source": "the training bin",
             "easier": "Training on easier bins than the test bin", "harder": "training on harder ones",
             "gain": "gains", "best": "The best training bin"}

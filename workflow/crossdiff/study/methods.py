@@ -49,6 +49,10 @@ METHODS: dict[str, Method] = {
                   train_rule="finetune"),
     "icl": Method("icl", False, r"icl-k\d+", "evaluate_icl", False,
                   "the base model with k demonstrations from the train bin (crossdiff.evaluate.icl)"),
+    "grpo": Method("grpo", True, "grpo", "evaluate_checkpoint", True,
+                   "reinforcement learning per train bin: GRPO with the evaluation score as verifiable reward "
+                   "(TRL GRPOTrainer; crossdiff.finetune.grpo), scored on every test bin",
+                   train_rule="finetune_grpo"),
     "probe": Method("probe", False, "probe", "evaluate_probe", False,
                     "a linear probe on the frozen base model's hidden states per train bin, Hase et al. 2024 "
                     "(crossdiff.evaluate.probe)"),
