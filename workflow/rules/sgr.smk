@@ -23,6 +23,7 @@ rule sgr:
         "logs/sgr.log",
     params:
         settings=lambda wc: cli_json(PLAN.sgr() or {}),
+        n_bins=N_BINS,
     shell:
         "crossdiff sgr --table {input.table:q} --csv {output.csv:q} --figure {output.figure:q} "
-        "--text {output.text:q} --n-bins {N_BINS} --settings {params.settings} > {log:q} 2>&1"
+        "--text {output.text:q} --n-bins {params.n_bins} --settings {params.settings} > {log:q} 2>&1"
