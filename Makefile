@@ -30,7 +30,7 @@ demo: venv
 	@echo "results in results/, report in results/report.html"
 
 test: venv
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=30 tests
 
 lint: venv
 	$(BIN)/snakemake --lint
