@@ -49,6 +49,10 @@ METHODS: dict[str, Method] = {
                   train_rule="finetune"),
     "icl": Method("icl", False, r"icl-k\d+", "evaluate_icl", False,
                   "the base model with k demonstrations from the train bin (crossdiff.evaluate.icl)"),
+    # Liu et al. 2026 put DFT beside SFT: the same bins, sizes and seeds, TRL's own loss (crossdiff.finetune.dft)
+    "dft": Method("dft", True, "dft", "evaluate_checkpoint", True,
+                  "a fine-tune per train bin with the Dynamic Fine-Tuning loss (Wu et al. 2025; TRL loss_type dft), "
+                  "scored on every test bin", finetune={"loss": "dft"}, train_rule="finetune"),
 }
 
 
