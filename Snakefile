@@ -73,6 +73,9 @@ localrules:
     bin_agreement,
     size_difficulty,
     summarize,
+    make_bins_measure,
+    plot_transfer,
+    optimum_by_n,
 
 
 # One rule file per DAG stage, named like the stage (and its crossdiff subpackage):
@@ -89,6 +92,9 @@ include: "workflow/rules/finetune_common.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/results.smk"
+include: "workflow/rules/corpora.smk"
+include: "workflow/rules/transfer.smk"
+include: "workflow/rules/optimum.smk"
 
 
 rule all:

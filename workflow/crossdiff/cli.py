@@ -44,6 +44,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "summarize": ("crossdiff.results.summary", "the answer in numbers: slope of gain on |gap|, asymmetry, best train bin"),
     "gpu-run": ("crossdiff.runtime.gpus", "run a command on its own GPU(s) (locks locally; pass-through under SLURM)"),
     "resolve": ("crossdiff.plan.settings", "print each (dataset, model) fine-tune's and evaluation's resolved settings"),
+    "length-tokens-measure": ("crossdiff.bins.token_length", "a text column's length in tokens per item (bins.by: length_tokens:COLUMN)"),
+    "plot-transfer": ("crossdiff.results.transfer", "heatmaps of checkpoints of one dataset scored on another's bins (test_on)"),
+    "optimum-by-n": ("crossdiff.results.optimum", "the best train bin per training size n and its shift with n"),
 }
 
 

@@ -9,7 +9,7 @@ All problems are gathered and reported together (:func:`check`), each naming its
 from __future__ import annotations
 
 from crossdiff.errors import CrossdiffError
-from crossdiff.plan import inputs
+from crossdiff.plan import corpora, inputs
 from crossdiff.study import designs, methods
 
 
@@ -207,6 +207,7 @@ def problems(plan) -> list[str]:
     out += evaluate_problems(plan)
     out += icl_problems(plan)
     out += item_problems(plan)
+    out += corpora.problems(plan)  # responses none, length_tokens, test_on (issue 28)
     return out
 
 

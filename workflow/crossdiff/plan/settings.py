@@ -61,7 +61,7 @@ class Plan:
     def items_table(self, name: str):
         """The dataset's item table path, or None (items.source: none)."""
         src = self.dataset(name)["items"]["source"]
-        if src in ("synthetic", "hub", "lm_eval_task"):
+        if src in ("synthetic", "hub", "lm_eval_task", "corpus"):
             return f"results/items/{name}.parquet"
         if src == "file":
             return self.dataset(name)["items"]["path"]
@@ -188,6 +188,23 @@ class Plan:
             where = f"datasets.{name}" + (f" x {self.model_key(slug)}" if slug else "")
             raise CrossdiffError(f"evaluation settings of {where} (evaluate < datasets.{name}.evaluate < "
                                  f"models[].evaluate): {exc}") from None
+
+    # ---------------------------------------- corpora without responses, token lengths, test_on (crossdiff.plan.corpora)
+    def has_irt(self, name: str) -> bool:
+        from crossdiff.plan.corpora import has_irt
+
+        return has_irt(self, name)
+
+    def tokenizer(self, name: str) -> dict | None:
+        """``datasets.<d>.bins.tokenizer`` resolved (the first model's by default): ref, model slug, input files."""
+        from crossdiff.plan.corpora import tokenizer_of
+
+        return tokenizer_of(self, name)
+
+    def test_on(self, name: str) -> list[str]:
+        from crossdiff.plan.corpora import test_on
+
+        return test_on(self, name)
 
     def summary(self) -> dict:
         """``summary`` for the CLI: ``diagonal: auto`` resolved (include the diagonal only when each bin's
