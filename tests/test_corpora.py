@@ -188,3 +188,17 @@ def test_corpus_dataset_plans_without_responses_or_irt(tmp_path):
         assert rule in jobs, jobs[-3000:]
     for rule in ("import_responses", "fit_irt", "simulate_leaderboard"):
         assert rule not in jobs
+
+
+def test_token_length_bins_a_dataset_with_responses_too(tmp_path):
+    """On a dataset with responses the measure table joins the IRT items (make_bins, ties by IRT difficulty)."""
+    text = json.dumps({
+        "datasets": {"d": {"items": {"source": "synthetic", "n_items": 60}, "responses": {"source": "simulated"},
+                           "bins": {"by": "length_tokens:question", "tokenizer": "m"}}},
+        "models": [{"id": "m", "build": "tiny"}], "bins": {"n_bins": 3}})
+    wd = make_workdir(tmp_path, text)
+    proc = snakemake(wd, "-n", "--cores", "1", "results/bins/d/bins.parquet")
+    jobs = proc.stdout + proc.stderr
+    for rule in ("fit_irt", "build_base_model", "length_tokens_measure", "rule make_bins:"):
+        assert rule in jobs, jobs[-3000:]
+    assert "make_bins_measure" not in jobs

@@ -144,10 +144,23 @@ def _answer_text(value) -> str | None:
     return _text(value)
 
 
+def last_boxed(text: str) -> str | None:
+    """The content of the last ``\\boxed{...}`` (balanced braces), or None: the rule of the MATH adapter
+    (:func:`crossdiff.items.adapters._boxed`), kept here so this module does not import the adapters."""
+    i = text.rfind("\\boxed")
+    j = text.find("{", i) if i >= 0 else -1
+    if j < 0:
+        return None
+    depth = 0
+    for k in range(j, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[k], 0)
+        if depth == 0:
+            return text[j + 1:k]
+    return None
+
+
 def corpus_items(df: pl.DataFrame, settings: dict, dataset: str = "items") -> pl.DataFrame:
     """The item table of a source frame (see the module doc)."""
-    from crossdiff.items.adapters import _boxed
-
     cols = settings["columns"]
     where = f"datasets.{dataset}.items ({_where(settings)})"
     if not cols.get("answer") and not cols.get("solution"):
@@ -166,7 +179,7 @@ def corpus_items(df: pl.DataFrame, settings: dict, dataset: str = "items") -> pl
     for i in range(n_source):
         question = _text(q[i])
         solution = _text(sol[i]) if sol is not None else None
-        answer = _answer_text(ans[i]) if ans is not None else (_boxed(solution) if solution else None)
+        answer = _answer_text(ans[i]) if ans is not None else (last_boxed(solution) if solution else None)
         options = choices[i] if choices is not None else None
         if question is None:
             dropped["question"] += 1

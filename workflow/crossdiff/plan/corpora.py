@@ -145,6 +145,12 @@ def _test_on_problems(plan, name: str) -> list[str]:
     if plan.config["models"] and name not in plan.study_datasets():
         out.append(f"{key}: set, but {name!r} is not in study.datasets ({plan.study_datasets()}): nothing is trained "
                    "on it, so nothing is scored on the others")
+    for t in [t for t in others if t in plan.config["datasets"] and t not in plan.study_datasets()]:
+        for slug in plan.models:  # a test-only dataset's evaluation settings (the study's own are checked already)
+            try:
+                plan.evaluate(t, slug)
+            except Exception as exc:  # noqa: BLE001 - CrossdiffError naming the keys
+                out.append(str(exc))
     if plan.study_datasets() and not plan.trained_methods():
         out.append(f"{key}: set, but study.methods {plan.study['methods']} trains no checkpoint (cross-dataset tests "
                    "score fine-tuned checkpoints: sft, dft)")
