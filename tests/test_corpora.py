@@ -202,3 +202,23 @@ def test_token_length_bins_a_dataset_with_responses_too(tmp_path):
     for rule in ("fit_irt", "build_base_model", "length_tokens_measure", "rule make_bins:"):
         assert rule in jobs, jobs[-3000:]
     assert "make_bins_measure" not in jobs
+
+
+def test_liu2026_config_plans_offline(tmp_path):
+    """config/liu2026.yaml plans from an empty folder with HF_HUB_OFFLINE=1: hub-only sources download nothing."""
+    import re
+
+    import yaml
+
+    from conftest import REPO
+
+    cfg = yaml.safe_load((REPO / "config" / "liu2026.yaml").read_text())
+    wd = make_workdir(tmp_path, yaml.safe_dump(cfg))
+    proc = snakemake(wd, "-n", "--cores", "8", "--quiet", "rules", env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr, re.M)}
+    runs = 2 * 3 * 3 * 5 * 2  # models x corpora x buckets x n x {sft, dft}
+    assert counts["finetune"] == counts["evaluate_checkpoint"] == counts["evaluate_transfer"] == runs
+    assert counts["evaluate_zero_shot"] == 2 * 5  # the corpora's and MATH500's / MMLU's own
+    assert counts["prepare_items"] == counts["length_tokens_measure"] == counts["make_bins_measure"] == 5
+    assert counts["plot_transfer"] == 3 and counts["optimum_by_n"] == 1
+    assert not {"fit_irt", "import_responses", "build_base_model"} & set(counts)

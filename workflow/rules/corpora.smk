@@ -3,30 +3,6 @@
 # token-length measure of a text column (bins.by: length_tokens:COLUMN, crossdiff.bins.token_length).
 
 
-def no_irt_datasets():
-    return [d for d in DATASETS if not PLAN.has_irt(d)]
-
-
-def no_irt_pattern():
-    return "|".join(re.escape(d) for d in no_irt_datasets()) or "(?!)"
-
-
-def tokenizer_files(wildcards):
-    """The tokenizer's files: a built model's directory, a local model's files; nothing for a hub id."""
-    return (PLAN.tokenizer(wildcards.dataset) or {}).get("files") or []
-
-
-def tokenizer_ref(wildcards):
-    return (PLAN.tokenizer(wildcards.dataset) or {}).get("ref") or ""
-
-
-def no_irt_bins_inputs(wildcards):
-    out = {"item_table": items_table(wildcards.dataset)}
-    if measure_table_of(wildcards.dataset):
-        out["measure"] = measure_table_of(wildcards.dataset)
-    return out
-
-
 # the bins of a dataset without responses: the same outputs as make_bins, which needs an IRT fit
 ruleorder: make_bins_measure > make_bins
 

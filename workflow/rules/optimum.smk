@@ -2,22 +2,6 @@
 # train bin per n for every model x dataset x test dataset x method, its interval and its shift with n.
 
 
-def optimum_study():
-    """study.train_sizes with single train bins and a trained method: the optimum per n has something to say."""
-    return size_study() and bool(PLAN.trained_methods())
-
-
-def optimum_targets():
-    if not optimum_study() or not study_datasets():
-        return []
-    return [
-        "results/tables/optimum_by_n.csv",
-        "results/tables/optimum_shift.csv",
-        "results/figures/optimum_by_n.png",
-        "results/summary/optimum.rst",
-    ]
-
-
 rule optimum_by_n:
     input:
         table="results/tables/results.parquet",

@@ -1,45 +1,6 @@
 # Cross-dataset testing (datasets.<d>.test_on, crossdiff.plan.corpora): every checkpoint trained on a bin of
 # one dataset is also scored on every bin of the others, with their task folders and evaluation settings; a
 # dataset scored only as another's test set gets its own zero-shot cells. Heatmaps per (train, test) pair.
-import crossdiff.plan.corpora as plan_corpora
-
-TRANSFER_PAIRS = plan_corpora.transfer_pairs(PLAN)
-TEST_ONLY_DATASETS = plan_corpora.test_only_datasets(PLAN)
-TRAINED_LABELS = [m.name for m in PLAN.trained_methods()]
-
-
-def transfer_dir(test):
-    return f"{plan_corpora.TRANSFER_DIR}{test}"
-
-
-def transfer_eval_results(wildcards=None):
-    """Every cross-dataset cell's result, and the zero-shot cells of datasets that are only test sets."""
-    out = []
-    for name, test in TRANSFER_PAIRS:
-        for model in MODELS:
-            for label in trained_eval_labels(name):
-                out += [
-                    f"results/eval/{model}/{name}/{label}/{transfer_dir(test)}/bin{t}.json"
-                    for t in range(N_BINS)
-                ]
-    for test in TEST_ONLY_DATASETS:
-        for model in MODELS:
-            out += eval_outputs(model, test, "zero-shot")
-    return out
-
-
-def transfer_figures():
-    out = []
-    for name, test in TRANSFER_PAIRS:
-        for label in TRAINED_LABELS:
-            sub = f"results/figures/{name}/{transfer_dir(test)}/{study_methods.figure_dir(label)}"
-            out += [f"{sub}{m}/{k}.png" for m in MODELS for k in ("accuracy", "gain")]
-            out += [f"{sub}{k}.png" for k in ("gain_vs_gap", "zero_shot")]
-    return out
-
-
-def transfer_targets():
-    return transfer_eval_results() + transfer_figures()
 
 
 # {trained}: a trained method's evaluation label (train3, dft-train3-n100, ...); {test}: the scored dataset
