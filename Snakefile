@@ -91,11 +91,15 @@ include: "workflow/rules/study.smk"
 include: "workflow/rules/finetune_common.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/measures.smk"
+include: "workflow/rules/probe.smk"
 include: "workflow/rules/results.smk"
 include: "workflow/rules/corpora_common.smk"
 include: "workflow/rules/corpora.smk"
 include: "workflow/rules/transfer.smk"
 include: "workflow/rules/optimum.smk"
+include: "workflow/rules/results_partial.smk"
+include: "workflow/rules/plan_estimate.smk"
 
 
 rule all:

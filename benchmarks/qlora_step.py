@@ -11,7 +11,10 @@ i.e. the adapter reaches evaluation; the share of adapted weights a bf16 merge w
 curve; peak GPU memory (torch.cuda.max_memory_allocated). Without bitsandbytes or a GPU it prints why and exits
 0 (skipped).
 
-    python benchmarks/qlora_step.py [--steps 4] [--hidden 256 --layers 4]
+    python benchmarks/qlora_step.py [--steps 4] [--hidden 256 --layers 4] [--quantization int8]
+
+``--quantization int8``: Hase et al.'s 8-bit base with their recipe (``preset: hase2024``, 8-bit Adam) the same way;
+``base/`` then holds the row-wise dequantised int8 weights (crossdiff.finetune.qlora.INT8_NOTE).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--quantization", choices=("nf4", "int8"), default="nf4")
     args = ap.parse_args()
 
     from crossdiff.finetune.qlora import bitsandbytes_missing
@@ -59,8 +63,10 @@ def main() -> int:
         torch.cuda.reset_peak_memory_stats()
         t0 = time.time()
         metrics = finetune(tmp / "base", tmp / "train.jsonl", tmp / "out",
-                           settings={"quantization": "nf4", "lora": {"r": 8, "alpha": 16}, "max_steps": args.steps,
-                                     "learning_rate": 1e-3, "per_device_train_batch_size": 8, "save_steps": 1000})
+                           settings={"quantization": args.quantization, "lora": {"r": 8, "alpha": 16},
+                                     **({"preset": "hase2024"} if args.quantization == "int8" else {}),
+                                     "max_steps": args.steps, "learning_rate": 1e-3,
+                                     "per_device_train_batch_size": 8, "save_steps": 1000})
         wall = time.time() - t0
         peak = torch.cuda.max_memory_allocated() / 1e9
         from crossdiff.finetune.qlora import eval_paths, load_for_evaluation
@@ -78,13 +84,14 @@ def main() -> int:
         ids = torch.tensor([[1, 5, 9, 13, 17, 21, 25, 29]], device="cuda")
         with torch.no_grad():
             effect = float((evaluated(ids).logits.float() - plain(ids).logits.float()).abs().max())
-        print(json.dumps({"steps": metrics["global_step"], "loss_curve": [c["loss"] for c in metrics["loss_curve"]],
+        print(json.dumps({"quantization": manifest.get("quantization"), "optim": metrics["settings"]["optim"],
+                          "steps": metrics["global_step"], "loss_curve": [c["loss"] for c in metrics["loss_curve"]],
                           "base_dtype": str(next(plain.parameters()).dtype), "base_tensors_nf4_rounded": requantised,
                           "tensors": len(w), "adapter_effect_max_abs_logit": effect,
                           "share_changed_fp32": manifest["share_changed_fp32"],
                           "share_changed_bf16_merge": manifest["share_changed_bf16_merge"],
                           "peak_gpu_gb": round(peak, 3), "wall_s": round(wall, 1)}, indent=1))
-        assert requantised > 0, "base/ should hold the dequantised NF4 weights"
+        assert requantised > 0, f"base/ should hold the dequantised {args.quantization} weights"
         assert effect > 0, "the adapter does not reach the evaluated model"
     return 0
 

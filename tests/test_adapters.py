@@ -56,7 +56,8 @@ def test_musr_domains_and_string_choices():
 
 
 def test_every_adapter_has_a_fixture_and_a_prompt():
-    assert set(ADAPTERS) == {"arc", "gsm8k", "mmlu_pro", "bbh", "math", "musr", "gpqa_extended", "ifeval"}
+    assert set(ADAPTERS) == {"arc", "gsm8k", "mmlu_pro", "bbh", "math", "musr", "gpqa_extended", "ifeval",
+                             "arc_hase", "mmlu_stem5", "strategyqa"}  # Hase et al.'s: tests/test_hase_data.py
     for a in ADAPTERS.values():
         assert a.prompt, a.name
 
@@ -97,8 +98,11 @@ def test_adapter_prompt_renders_training_and_evaluation(name, tmp_path):
     from crossdiff.study.sft_data import make_sft_data
 
     path = {"bbh": FIX / "bbh", "math": FIX / "math", "musr": FIX / "musr",
-            "gpqa_extended": FIX / "gpqa_extended_samples.jsonl"}.get(name, FIX / f"{name}.jsonl")
+            "gpqa_extended": FIX / "gpqa_extended_samples.jsonl", "arc_hase": FIX / "hase" / "arc",
+            "mmlu_stem5": FIX / "hase" / "mmlu", "strategyqa": FIX / "hase" / "strategyqa"}.get(name, FIX / f"{name}.jsonl")
     settings = {"source": "hub", "adapter": name, "path": str(path)}
+    if name == "arc_hase":
+        settings["annotations"] = {"path": str(FIX / "hase" / "arc-challenge-easy-annotations.json")}
     if name == "gpqa_extended":  # a 3-doc fixture of the 546-doc benchmark
         settings["allow_partial"] = True
     if name == "ifeval":  # no reference response: the target comes from items.solutions
@@ -111,7 +115,8 @@ def test_adapter_prompt_renders_training_and_evaluation(name, tmp_path):
     prompt = prompt_for(settings, {"instruction": "Be brief.\n"})
     assert prompt["instruction"] == "Be brief.\n"  # the dataset's own keys win over the adapter's
     fmt = PromptFormat.from_config(prompt)
-    assert fmt.scoring == ("multiple_choice" if name in ("arc", "musr", "gpqa_extended") else "generation")
+    assert fmt.scoring == ("multiple_choice" if name in ("arc", "musr", "gpqa_extended", "arc_hase", "mmlu_stem5",
+                                                         "strategyqa") else "generation")
     meta = make_task(tmp_path / "items.parquet", tmp_path / "bins.parquet", 0, tmp_path / "task", name, prompt)
     assert meta["n_items"] == items.height and meta["scoring"] == fmt.scoring
     n = make_sft_data(tmp_path / "items.parquet", tmp_path / "bins.parquet", 0, tmp_path / "sft.jsonl", prompt)

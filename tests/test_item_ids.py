@@ -31,6 +31,8 @@ REAL_FILES = {
 
 def test_subtask_file_table_covers_every_config_of_every_adapter():
     for name, adapter in ADAPTERS.items():
+        if adapter.load is not None:  # its own loader names the ids (e.g. ARCCH_<id>); tests/test_hase_data.py
+            continue
         if not adapter.subtask_in_id:
             assert adapter.configs == (None,) or len(adapter.configs) == 1, name
             continue

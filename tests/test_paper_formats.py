@@ -22,7 +22,8 @@ from conftest import REPO
 FIX = REPO / "tests" / "fixtures" / "datasets"
 PATHS = {"arc": FIX / "arc.jsonl", "gsm8k": FIX / "gsm8k.jsonl", "mmlu_pro": FIX / "mmlu_pro.jsonl",
          "bbh": FIX / "bbh", "math": FIX / "math", "musr": FIX / "musr",
-         "gpqa_extended": FIX / "gpqa_extended_samples.jsonl", "ifeval": FIX / "ifeval.jsonl"}
+         "gpqa_extended": FIX / "gpqa_extended_samples.jsonl", "ifeval": FIX / "ifeval.jsonl",
+         "arc_hase": FIX / "hase" / "arc", "mmlu_stem5": FIX / "hase" / "mmlu", "strategyqa": FIX / "hase" / "strategyqa"}
 
 
 def _load(name, **extra):

@@ -24,8 +24,8 @@ def test_settings_validation():
     assert s["quantization"] == "nf4" and s["lora"]["r"] == 16
     with pytest.raises(CrossdiffError, match="set finetune.lora too"):
         resolve_settings({"quantization": "nf4"})
-    with pytest.raises(CrossdiffError, match=r"expected null or 'nf4', got 'int8'"):
-        resolve_settings({"quantization": "int8", "lora": {}})
+    with pytest.raises(CrossdiffError, match=r"expected null, 'nf4' or 'int8', got 'int4'"):
+        resolve_settings({"quantization": "int4", "lora": {}})  # int8: tests/test_hase_finetune.py
     with pytest.raises(CrossdiffError, match="one process per job"):
         resolve_settings({"quantization": "nf4", "lora": {}, "num_processes": 2})
 

@@ -92,7 +92,7 @@ def _pending_after_edit(study, edited: str) -> set[str]:
     wd, data, rows = study
     assert not [r for r in _summary(wd) if r["plan"] == "update pending"], "the stand-ins are not up to date"
     path = data / edited
-    original = path.read_bytes()
+    original, stat = path.read_bytes(), path.stat()
     try:
         path.write_bytes(original + b"\n")
         later = time.time() + 60
@@ -100,7 +100,7 @@ def _pending_after_edit(study, edited: str) -> set[str]:
         return {r["output_file"] for r in _summary(wd) if r["plan"] == "update pending"}
     finally:
         path.write_bytes(original)
-        os.utime(path, (time.time() - 60, time.time() - 60))
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as before the edit: older than the stand-ins
 
 
 def _rules(rows, outputs):

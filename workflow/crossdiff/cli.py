@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "zero-shot-measure": ("crossdiff.evaluate.zero_shot", "a base model's zero-shot error on every item (bins.by: zero_shot:<slug>)"),
     "evaluate-icl": ("crossdiff.evaluate.icl", "score a base model with k demonstrations from each train bin on every test bin (one load)"),
     "loss-measure": ("crossdiff.evaluate.loss_measure", "a base model's mean NLL of every item's training target (bins.by: loss:<slug>)"),
+    "text-prob-measure": ("crossdiff.evaluate.text_prob", "a base model's summed NLL of every item's answer and question text, empty prompt (bins.by: answer_prob:<slug>, question_prob:<slug>)"),
     "bin-agreement": ("crossdiff.bins.agreement", "agreement of a dataset's measure bins with its IRT bins"),
     "summarize": ("crossdiff.results.summary", "the answer in numbers: slope of gain on |gap|, asymmetry, best train bin"),
     "gpu-run": ("crossdiff.runtime.gpus", "run a command on its own GPU(s) (locks locally; pass-through under SLURM)"),
@@ -47,6 +48,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "length-tokens-measure": ("crossdiff.bins.token_length", "a text column's length in tokens per item (bins.by: length_tokens:COLUMN)"),
     "plot-transfer": ("crossdiff.results.transfer", "heatmaps of checkpoints of one dataset scored on another's bins (test_on)"),
     "optimum-by-n": ("crossdiff.results.optimum", "the best train bin per training size n and its shift with n"),
+    "probe-states": ("crossdiff.evaluate.hidden", "a base model's hidden states of every (item, option) sequence (probes, MDL)"),
+    "evaluate-probe": ("crossdiff.evaluate.probe", "linear probes per train bin on a model's hidden states, scored on every test bin"),
+    "mdl-measure": ("crossdiff.evaluate.mdl", "Hase et al.'s MDL of every item from models' hidden states (bins.by: mdl:<slug>)"),
+    "partial-results": ("crossdiff.results.partial", "results so far: progress, heatmaps with missing cells marked, the summary on what exists"),
+    "estimate": ("crossdiff.plan.estimate", "the study's cost before it runs: tokens, GPU-hours and disk per model x dataset x method"),
 }
 
 

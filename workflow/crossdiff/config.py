@@ -120,6 +120,12 @@ def check_references(c: dict) -> list[str]:
     for b in c["study"]["train_bins"] or []:
         if b >= c["bins"]["n_bins"]:
             problems.append(f"study.train_bins: bin {b} does not exist; expected 0..{c['bins']['n_bins'] - 1}")
+    irt = c["irt"]
+    if irt["model"] == "4pl-standard":
+        for where, engine in [("irt.engine", irt["engine"])] + [("irt.stability.engines", e) for e in irt["stability"]["engines"]]:
+            if engine != "fast":
+                problems.append(f"{where}: {engine} cannot fit irt.model: 4pl-standard (floor and ceiling per item): "
+                                "py-irt has no such model (its 4pl has no guessing floor); use engine fast, or irt.model 4pl")
     for i, m in enumerate(c["models"]):
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in m["id"]):
             problems.append(f"models.{i}.id: {m['id']!r} holds a control character (newline, tab, ...); "

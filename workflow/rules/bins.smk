@@ -71,7 +71,9 @@ rule bin_stability:
 # datasets binned by an item measure (datasets.<name>.bins.by): how far it agrees with IRT
 rule bin_agreement:
     input:
-        "results/bins/{dataset}/bins.parquet",
+        bins="results/bins/{dataset}/bins.parquet",
+        extra=lambda wc: extra_measure_tables(wc.dataset),  # bins.measures
+        item_table=lambda wc: agreement_item_table(wc.dataset),
     output:
         table=report(
             "results/bins/{dataset}/agreement.csv",
@@ -90,8 +92,9 @@ rule bin_agreement:
     params:
         n_bins=config["bins"]["n_bins"],
         by=lambda wc: shlex.quote(dataset(wc.dataset)["bins"]["by"]),
+        extra=lambda wc: agreement_extra_args(wc.dataset),
     shell:
-        "crossdiff bin-agreement --bins {input:q} --n-bins {params.n_bins} --by {params.by} "
+        "crossdiff bin-agreement --bins {input.bins:q} --n-bins {params.n_bins} --by {params.by}{params.extra} "
         "--title {wildcards.dataset} --output {output.table:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 
@@ -158,6 +161,7 @@ rule difficulty_spearman:
         irt="results/irt/{dataset}/items.parquet",
         item_table=lambda wc: items_table(wc.dataset),
         measure=lambda wc: measure_table_of(wc.dataset) or [],
+        extra=lambda wc: extra_measure_tables(wc.dataset),  # bins.measures
     output:
         report(
             "results/figures/{dataset}/difficulty/spearman.png",
@@ -172,9 +176,10 @@ rule difficulty_spearman:
             f"--items {shlex.quote(input.item_table)}" if input.item_table else ""
         ),
         measure=lambda wc: spearman_measure_arg(wc.dataset),
+        extra=lambda wc: extra_measure_args(wc.dataset),
     shell:
         "crossdiff plot-difficulty --figure spearman --irt-items {input.irt:q} "
-        "{params.item_table} {params.measure} --title {wildcards.dataset} --output {output:q} > {log:q} 2>&1"
+        "{params.item_table} {params.measure}{params.extra} --title {wildcards.dataset} --output {output:q} > {log:q} 2>&1"
 
 
 rule difficulty_truth:

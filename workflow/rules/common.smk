@@ -123,6 +123,15 @@ def irt_settings():
     return {k: v for k, v in config["irt"].items() if k != "stability"}
 
 
+def irt_item_table(name):
+    """The item table for fit_irt when its options counts centre a floor prior (the fast engine's 3pl
+    and 4pl-standard with irt.guess_prior_weight > 0), else []."""
+    irt = config["irt"]
+    if irt["model"] in ("3pl", "4pl-standard") and irt["guess_prior_weight"] > 0:
+        return items_table(name)
+    return []
+
+
 def difficulty_targets(name):
     if not PLAN.has_irt(name):  # responses.source none: bins from an item measure alone (rules/corpora.smk)
         return [f"results/bins/{name}/bins.parquet"]
@@ -139,7 +148,7 @@ def difficulty_targets(name):
         out.append(f"results/figures/{name}/difficulty/truth.png")
     if replicate_labels():
         out.append(f"results/bins/{name}/stability.csv")
-    if dataset(name)["bins"]["by"] != "irt":
+    if dataset(name)["bins"]["by"] != "irt" or PLAN.extra_measures(name):
         out += [
             f"results/bins/{name}/agreement.csv",
             f"results/figures/{name}/difficulty/agreement.png",
@@ -453,3 +462,50 @@ def summary_targets():
         "results/figures/summary.png",
         "results/summary/summary.rst",
     ]
+
+
+# ---------------------------------------------------------------- bins.measures (crossdiff.bins.measure_set)
+def extra_measures(name):
+    """datasets.<name>.bins.measures: shown beside IRT difficulty and bins.by (checked in crossdiff.plan.checks)."""
+    return PLAN.extra_measures(name)
+
+
+def extra_measure_table(name, spec):
+    return bin_measures.extra_table_path(name, spec, dataset(name)["bins"]["by"])
+
+
+def extra_measure_tables(name):
+    """The per-item tables of the entries that have a job of their own (workflow/rules/measures.smk)."""
+    return [
+        t for t in (extra_measure_table(name, s) for s in extra_measures(name)) if t
+    ]
+
+
+def extra_measure_args(name):
+    """--measure SPEC=TABLE / --column SPEC per entry, for plot-difficulty spearman and bin-agreement."""
+    out = ""
+    for spec in extra_measures(name):
+        table = extra_measure_table(name, spec)
+        out += (
+            f" --measure {shlex.quote(f'{spec}={table}')}"
+            if table
+            else f" --column {shlex.quote(spec)}"
+        )
+    return out
+
+
+def agreement_extra_args(name):
+    """bin-agreement's options for the entries: their tables and columns, the item table, quantile edges."""
+    out = extra_measure_args(name)
+    if any(not extra_measure_table(name, s) for s in extra_measures(name)):
+        out += f" --items {shlex.quote(items_table(name))}"
+    if extra_measures(name) and config["bins"]["scheme"] == "quantiles":
+        out += " --edges " + " ".join(map(repr, map(float, config["bins"]["edges"])))
+    return out
+
+
+def agreement_item_table(name):
+    """The item table when an entry reads a column of it, else []."""
+    if any(not extra_measure_table(name, s) for s in extra_measures(name)):
+        return items_table(name)
+    return []

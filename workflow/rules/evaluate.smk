@@ -132,6 +132,7 @@ rule loss_measure:
         mem_mb=lambda wc, attempt: config["resources"]["evaluate"]["mem_mb"] * attempt,
         runtime=lambda wc, attempt: config["resources"]["evaluate"]["runtime"] * attempt,
     params:
+        **gpu_params(),  # gpu_prefix names them
         model=lambda wc: measure_model(wc.dataset),
         base=lambda wc: shlex.quote(base_model_ref(measure_model(wc.dataset))),
         prompt=lambda wc: prompt_json(wc.dataset),

@@ -56,8 +56,8 @@ def bin_accuracy(bins: pl.DataFrame, title: str):
 def calibration(held: pl.DataFrame, title: str, n_groups: int = 10, irt_items: pl.DataFrame | None = None,
                 model: str | None = None):
     """Predicted vs observed accuracy on held-out cells; with ``irt_items`` and ``model`` also the fitted
-    item characteristic curves of five items (difficulty quantiles 0.1 .. 0.9), 3PL floors and 4PL
-    ceilings included."""
+    item characteristic curves of five items (difficulty quantiles 0.1 .. 0.9), 3PL floors, 4PL ceilings
+    and the standard 4PL's floor and ceiling included."""
     if held.height == 0:
         raise CrossdiffError("no held-out cells: set irt.holdout_fraction > 0 for the calibration figure")
     df = held.with_columns(((pl.col("p") * n_groups).floor().clip(0, n_groups - 1)).alias("g"))
@@ -82,9 +82,13 @@ def item_curves(ax, irt_items: pl.DataFrame, model: str, quantiles=(0.1, 0.3, 0.
     for q in quantiles:
         row = ranked.row(min(ranked.height - 1, int(q * ranked.height)), named=True)
         a = row.get("discrimination") or 1.0
-        lam = row.get("lambdas")
-        p = asymptotes(1.0 / (1.0 + np.exp(-a * (theta - row["difficulty"]))), lam, model)
-        label = f"b={row['difficulty']:.2f}" + (f", λ={lam:.2f}" if lam is not None and model in ("3pl", "4pl") else "")
+        lam, c, d = row.get("lambdas"), row.get("guess"), row.get("ceiling")
+        p = asymptotes(1.0 / (1.0 + np.exp(-a * (theta - row["difficulty"]))), lam, model, c, d)
+        label = f"b={row['difficulty']:.2f}"
+        if model in ("3pl", "4pl") and lam is not None:
+            label += f", λ={lam:.2f}"
+        elif model == "4pl-standard":
+            label += f", c={c:.2f}, d={d:.2f}"
         ax.plot(theta, p, label=label)
     ax.set(xlabel="ability θ", ylabel="P(correct)", ylim=(0, 1), title=f"fitted {model.upper()} curves (difficulty quantiles)")
     ax.legend(fontsize=8, loc="lower right")
@@ -145,6 +149,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--truth", help="true item parameters (simulated data)")
     p.add_argument("--measure", action="append", default=[], metavar="NAME=TABLE",
                    help="spearman: a per-item measure table (item_id, measure), e.g. loss:tiny=loss_measure.parquet")
+    p.add_argument("--column", action="append", default=[], metavar="SPEC",
+                   help="spearman: an item-table measure (bins.measures), e.g. length:solution")
     p.add_argument("--title", default="")
     p.add_argument("--output", required=True)
 
@@ -182,6 +188,14 @@ def run(args: argparse.Namespace) -> None:
             require_columns(m, ["item_id", "measure"], path, "measure table")
             m = m.select(pl.col("item_id").cast(pl.Utf8), pl.col("measure").cast(pl.Float64).alias(name))
             items = m if items is None else items.with_columns(pl.col("item_id").cast(pl.Utf8)).join(m, on="item_id", how="left")
+        for spec in args.column:  # bins.measures read from the item table (crossdiff.bins.measure_set)
+            from crossdiff.bins.measure_set import column_values
+
+            if items is None:
+                raise CrossdiffError(f"--column {spec!r} needs the item table (--items)")
+            if spec not in items.columns:
+                m = column_values(items, spec, args.items).rename({"measure": spec})
+                items = items.with_columns(pl.col("item_id").cast(pl.Utf8)).join(m, on="item_id", how="left")
         fig = spearman(irt_items, items, t)
     else:
         fig = truth(irt_items, _need(args, "truth"), t)

@@ -25,6 +25,8 @@ class Measure:
     #: what follows ``<prefix>:``: a model slug (the base model whose scores are the measure) or a column of the
     #: item table (``length_tokens:solution``; its tokenizer is ``datasets.<d>.bins.tokenizer``)
     argument: str = "model"
+    #: ``<prefix>:avg`` is allowed too: the mean over the models its own settings name (bins.mdl.models)
+    avg: bool = False
 
 
 MEASURES: dict[str, Measure] = {
@@ -35,6 +37,14 @@ MEASURES: dict[str, Measure] = {
     "length_tokens": Measure("length_tokens", "length_tokens_measure", "length_tokens_measure.parquet",
                              "the column's length in tokens (crossdiff.bins.token_length; Liu et al. 2026's CoT length)",
                              argument="column"),
+    # Hase et al. 2024's text likelihoods: one job per (dataset, model) writes both tables ({model}: the slug)
+    "answer_prob": Measure("answer_prob", "text_prob_measure", "measures/answer_prob/{model}.parquet",
+                           "the base model's summed NLL of the answer text, empty prompt (crossdiff.evaluate.text_prob)"),
+    "question_prob": Measure("question_prob", "text_prob_measure", "measures/question_prob/{model}.parquet",
+                             "the base model's summed NLL of the question, empty prompt (crossdiff.evaluate.text_prob)"),
+    "mdl": Measure("mdl", "mdl_measure", "mdl_measure.parquet",
+                   "Hase et al.'s MDL: 1 - the mean gold-option probability of models fitted on n items "
+                   "(crossdiff.evaluate.mdl)", avg=True),
 }
 
 
@@ -56,6 +66,8 @@ def check_by(dataset: str, by: str, models) -> None:
         if not slug:
             raise CrossdiffError(f"datasets.{dataset}.bins.by = {by!r}: expected {m.prefix}:<column>, e.g. {m.prefix}:solution")
         return
+    if m.avg and slug == "avg":
+        return
     if slug not in models:
         raise CrossdiffError(
             f"datasets.{dataset}.bins.by = {by!r}: no model with slug {slug!r}; "
@@ -65,4 +77,16 @@ def check_by(dataset: str, by: str, models) -> None:
 
 def table_path(dataset: str, by: str) -> str | None:
     found = parse(by)
-    return f"results/bins/{dataset}/{found[0].table}" if found else None
+    return f"results/bins/{dataset}/{found[0].table.replace('{model}', found[1])}" if found else None
+
+
+def extra_table_path(dataset: str, spec: str, by: str) -> str | None:
+    """The table of a ``datasets.<d>.bins.measures`` entry of this table (crossdiff.bins.measure_set): bins.by's own
+    when it is the same, a per-model table (``{model}`` in :attr:`Measure.table`), else
+    ``results/bins/<d>/measures/<prefix>/<slug>.parquet`` (the rules of workflow/rules/measures.smk)."""
+    found = parse(spec)
+    if found is None:
+        return None
+    if spec == by or "{model}" in found[0].table:
+        return table_path(dataset, spec)
+    return f"results/bins/{dataset}/measures/{found[0].prefix}/{found[1]}.parquet"

@@ -210,7 +210,7 @@ def load_lm(model_path, s: dict):
     # a QLoRA fine-tune: its dequantised base (bf16 on disk) with the LoRA adapter applied, unmerged
     base, adapter, manifest = eval_paths(model_path)
     if adapter is not None and s["dtype"] in ("float16", "half"):
-        raise CrossdiffError(f"{model_path}: a QLoRA fine-tune's base is the dequantised NF4 weights in bfloat16; "
+        raise CrossdiffError(f"{model_path}: a QLoRA fine-tune's base is the dequantised NF4 (or int8) weights in bfloat16; "
                              f"evaluate.dtype {s['dtype']!r} would round them: use auto, bfloat16 or float32")
     kwargs = hf_model_kwargs(s)
     t0 = time.time()

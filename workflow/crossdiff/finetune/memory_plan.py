@@ -19,7 +19,8 @@ QLoRA (``quantization="nf4"`` with LoRA): the base's decoder-layer weights in NF
 quantisation (4 bits + 8-bit block constants per 64 weights + their fp32 constants per 256 blocks:
 ``4.127/8`` bytes per weight); embeddings, lm_head and norms stay bf16 (2 bytes); the LoRA adapters
 (``r*(in+out)`` per targeted linear) train in fp32 with AdamW: 16 bytes per adapter parameter.
-One GPU (QLoRA runs one process).
+One GPU (QLoRA runs one process). ``quantization="int8"`` (LLM.int8): 1 byte per decoder-layer weight plus an
+fp32 scale per output row (counted as 4 bytes per row of the hidden size), the rest as for NF4.
 
 Activations per GPU (bf16, per micro-batch of b sequences of s tokens; flash/SDPA attention, no s^2
 term): without activation checkpointing ``b*s*L*(18*h + 4*I + 4*n_kv*d) * 2 bytes`` (inputs of
@@ -128,12 +129,17 @@ def lora_param_count(cfg: dict, r: int = 16) -> int:
     return sh["layers"] * sum(r * (a + b) for a, b in dims)
 
 
-def qlora_state_bytes(cfg: dict, r: int = 16) -> float:
+def quantized_bytes_per_weight(quantization: str | None, cfg: dict) -> float:
+    """Bytes per decoder-layer weight of a quantised base (NF4 or LLM.int8 with its fp32 row scales)."""
+    return 1 + 4 / shape(cfg)["hidden"] if quantization == "int8" else NF4_BYTES
+
+
+def qlora_state_bytes(cfg: dict, r: int = 16, quantization: str = "nf4") -> float:
     """Weights + adapter training state of a QLoRA fine-tune (bytes): NF4 layers, bf16 rest, fp32 adapters + AdamW."""
     sh = shape(cfg)
     p = param_count(cfg)
     quantized = sh["layers"] * (layer_params(sh) - 2 * sh["hidden"])  # the linears; norms stay bf16
-    return quantized * NF4_BYTES + (p - quantized) * 2 + 16 * lora_param_count(cfg, r)
+    return quantized * quantized_bytes_per_weight(quantization, cfg) + (p - quantized) * 2 + 16 * lora_param_count(cfg, r)
 
 
 def plan(cfg: dict, *, gpus: int = 1, batch: int = 1, seq: int = 4096, master: str = "fp32",
@@ -144,8 +150,8 @@ def plan(cfg: dict, *, gpus: int = 1, batch: int = 1, seq: int = 4096, master: s
     p = param_count(cfg)
     n = max(1, int(gpus))
     eight_bit = "8bit" in optimizer
-    if quantization == "nf4":  # QLoRA: one process, the whole 4-bit model on its GPU
-        state = qlora_state_bytes(cfg, lora_r)
+    if quantization in ("nf4", "int8"):  # QLoRA: one process, the whole 4-bit (8-bit) model on its GPU
+        state = qlora_state_bytes(cfg, lora_r, quantization)
         compute = 0.0
     elif lora:  # frozen bf16 base + small adapters: weights only (adapter states are negligible)
         state = 2 * p

@@ -1,4 +1,6 @@
-"""QLoRA (``finetune.quantization: nf4`` with ``finetune.lora``): a 4-bit base, LoRA adapters trained on it.
+"""QLoRA (``finetune.quantization: nf4`` with ``finetune.lora``): a 4-bit base, LoRA adapters trained on it; and
+``quantization: int8``: an 8-bit bitsandbytes LLM.int8 base (Hase et al. 2024's Llama-2 runs, their run_jobs.py:136-148
+``load_in_8bit``), the same way (one process, a CUDA GPU, saved unmerged; notes at :data:`INT8_NOTE`).
 
 Training: the base model is loaded by transformers with bitsandbytes NF4 weights, double quantisation
 (the block constants quantised again) and bf16 compute (``BitsAndBytesConfig``); SFTTrainer sees a
@@ -45,25 +47,33 @@ from importlib.util import find_spec
 
 from crossdiff.errors import CrossdiffError
 
-QUANTIZATIONS = (None, "nf4")
+QUANTIZATIONS = (None, "nf4", "int8")
+BITS = {"nf4": "4-bit", "int8": "8-bit"}
+#: how an int8 fine-tune is saved and evaluated (config/README.md)
+INT8_NOTE = (
+    "int8: base/ holds the 8-bit weights dequantised (W = CB * SCB / 127, bitsandbytes' int8_vectorwise_dequant) "
+    "in bf16, adapter/ the fp32 adapter; evaluation runs that base in bf16 plus the adapter through peft. The "
+    "training forward was LLM.int8's (8-bit activations, fp16 outlier columns), so the evaluated model differs by "
+    "that activation quantisation and the bf16 rounding of W; Hase et al. evaluated the 8-bit model itself")
 
 
 def check_settings(s: dict) -> None:
     """Config-time checks of ``quantization`` (called from the settings validation)."""
     q = s.get("quantization")
     if q not in QUANTIZATIONS:
-        raise CrossdiffError(f"finetune settings.quantization: expected null or 'nf4', got {q!r}")
+        raise CrossdiffError(f"finetune settings.quantization: expected null, 'nf4' or 'int8', got {q!r}")
     if q is None:
         return
     if not s.get("lora"):
-        raise CrossdiffError("finetune settings.quantization 'nf4' (QLoRA) trains LoRA adapters on a 4-bit base: "
-                             "set finetune.lora too (e.g. lora: {r: 16}); a 4-bit model cannot be fully fine-tuned")
+        raise CrossdiffError(f"finetune settings.quantization {q!r} trains LoRA adapters on a {BITS[q]} base: "
+                             f"set finetune.lora too (e.g. lora: {{r: 16}}, or preset: hase2024); a {BITS[q]} model "
+                             "cannot be fully fine-tuned")
     n = s.get("num_processes", "auto")
     if isinstance(n, int) and n > 1:
-        raise CrossdiffError(f"finetune settings.quantization 'nf4' runs one process per job (num_processes {n}); "
-                             "a 4-bit 70B model fits one 80 GB GPU: set num_processes: 1 (or auto with one GPU)")
+        raise CrossdiffError(f"finetune settings.quantization {q!r} runs one process per job (num_processes {n}); "
+                             f"a {BITS[q]} 70B model fits one 80 GB GPU: set num_processes: 1 (or auto with one GPU)")
     if s.get("master_weights") == "bf16":
-        raise CrossdiffError("finetune settings.quantization 'nf4': master_weights applies to full fine-tuning only; "
+        raise CrossdiffError(f"finetune settings.quantization {q!r}: master_weights applies to full fine-tuning only; "
                              "the adapters train in fp32 with bf16 compute. Leave master_weights at fp32")
 
 
@@ -75,7 +85,7 @@ def bitsandbytes_missing() -> str | None:
         import torch
 
         if not torch.cuda.is_available():
-            return "no CUDA device: bitsandbytes 4-bit training needs a GPU"
+            return "no CUDA device: bitsandbytes 4-bit and 8-bit training needs a GPU"
     except ImportError:
         return "torch is not installed"
     return None
@@ -83,14 +93,15 @@ def bitsandbytes_missing() -> str | None:
 
 def check_available(s: dict, on_gpu: bool) -> None:
     """Refuse a QLoRA run that cannot run here, before any model loads."""
-    if s.get("quantization") is None:
+    q = s.get("quantization")
+    if q is None:
         return
     if not on_gpu:
-        raise CrossdiffError("finetune settings.quantization 'nf4' needs a CUDA GPU (this job runs on CPU: "
+        raise CrossdiffError(f"finetune settings.quantization {q!r} needs a CUDA GPU (this job runs on CPU: "
                              "finetune.device / resources.finetune.gpu)")
     why = bitsandbytes_missing()
     if why:
-        raise CrossdiffError(f"finetune settings.quantization 'nf4': {why}")
+        raise CrossdiffError(f"finetune settings.quantization {q!r}: {why}")
 
 
 def model_kwargs(s: dict, on_gpu: bool) -> dict:
@@ -101,6 +112,9 @@ def model_kwargs(s: dict, on_gpu: bool) -> dict:
     import torch
     from transformers import BitsAndBytesConfig
 
+    if s["quantization"] == "int8":  # LLM.int8 (theirs: load_in_8bit); the unquantised parts in bf16 (theirs fp16)
+        return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True), "dtype": torch.bfloat16,
+                "device_map": {"": torch.cuda.current_device()}}
     return {
         "quantization_config": BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -116,12 +130,25 @@ ADAPTER_DIR = "adapter"
 MANIFEST = "qlora.json"
 
 
-def _plain(p):
-    """A parameter as a plain fp32 tensor: a bitsandbytes 4-bit one dequantised (to its bf16, exactly), else itself."""
+def dequantize_int8(data, scb):
+    """An LLM.int8 weight as fp32: ``CB * SCB / 127`` row-wise (bitsandbytes' ``int8_vectorwise_dequant``)."""
+    return data.float() * scb.float().to(data.device).view(-1, 1) * (1.0 / 127.0)
+
+
+def _plain(p, module=None):
+    """A parameter as a plain fp32 tensor: a bitsandbytes 4-bit one dequantised (to its bf16, exactly), an 8-bit one
+    (``Int8Params``, its row scales on the parameter or the owning ``Linear8bitLt``'s state) dequantised, else itself."""
     if hasattr(p, "quant_state"):
         from peft.utils.integrations import dequantize_bnb_weight
 
         return dequantize_bnb_weight(p, state=p.quant_state).float()
+    if type(p).__name__ == "Int8Params":
+        scb = getattr(p, "SCB", None)
+        if scb is None and module is not None:
+            scb = getattr(getattr(module, "state", None), "SCB", None)
+        if scb is None:
+            raise CrossdiffError("an 8-bit weight without its row scales (SCB): cannot dequantise it")
+        return dequantize_int8(p.data, scb)
     return p.detach().float()
 
 
@@ -143,7 +170,7 @@ def base_state_dict(peft_model, dtype=None, merge: bool = False, stats: dict | N
         for name, mod in base.named_modules():
             if isinstance(mod, LoraLayer):
                 layer = mod.get_base_layer()
-                w = _plain(layer.weight)
+                w = _plain(layer.weight, layer)
                 merged = w
                 for adapter in mod.active_adapters:
                     if adapter in mod.lora_A:
@@ -156,8 +183,12 @@ def base_state_dict(peft_model, dtype=None, merge: bool = False, stats: dict | N
                 if getattr(layer, "bias", None) is not None:
                     out[f"{name}.bias"] = layer.bias.detach().to(dtype).cpu()
                 lora_prefixes.append(name + ".")
+        modules = dict(base.named_modules())
         for key, p in base.named_parameters(remove_duplicate=False):
             if any(key.startswith(pref) for pref in lora_prefixes):
+                continue
+            if type(p).__name__ == "Int8Params":  # an 8-bit linear without an adapter (int8: every other linear)
+                out[key] = _plain(p, modules.get(key.rpartition(".")[0])).to(dtype).cpu()
                 continue
             out[key] = _plain(p).to(dtype).cpu() if p.is_floating_point() else p.detach().cpu()
     if stats is not None:
@@ -180,7 +211,7 @@ def plain_base(peft_model):
         delattr(model.config, "quantization_config")
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer = None
-    for flag in ("is_loaded_in_4bit", "is_quantized"):
+    for flag in ("is_loaded_in_4bit", "is_loaded_in_8bit", "is_quantized"):
         if getattr(model, flag, False):
             try:
                 setattr(model, flag, False)
@@ -189,7 +220,7 @@ def plain_base(peft_model):
     return model
 
 
-def save_for_evaluation(peft_model, tokenizer, out_dir) -> dict:
+def save_for_evaluation(peft_model, tokenizer, out_dir, quantization: str | None = "nf4") -> dict:
     """Write ``out_dir/base`` (the dequantised base, bf16, + tokenizer), ``out_dir/adapter`` (the peft adapter,
     fp32) and ``out_dir/qlora.json`` (module docstring); returns the manifest."""
     import json
@@ -215,6 +246,7 @@ def save_for_evaluation(peft_model, tokenizer, out_dir) -> dict:
         tokenizer.save_pretrained(str(out / BASE_DIR))
     adapter_cfg = json.loads((out / ADAPTER_DIR / "adapter_config.json").read_text())
     manifest = {"format": "crossdiff-qlora-unmerged", "base": BASE_DIR, "adapter": ADAPTER_DIR,
+                "quantization": quantization, **({"note": INT8_NOTE} if quantization == "int8" else {}),
                 "base_dtype": "bfloat16", "adapter_dtype": "float32", "r": adapter_cfg.get("r"),
                 "lora_alpha": adapter_cfg.get("lora_alpha"), **stats}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")

@@ -52,7 +52,16 @@ lora                           null         null = full fine-tuning; or {"r": 16
                                             "dropout": 0.05, "target_modules": "all-linear"}
 quantization                   null         "nf4" = QLoRA: 4-bit NF4 base (double quantisation, bf16
                                             compute) with lora; needs bitsandbytes and a GPU
-                                            (crossdiff.finetune.qlora)
+                                            (crossdiff.finetune.qlora); "int8" = bitsandbytes
+                                            LLM.int8 8-bit base with lora (Hase et al. 2024)
+preset                         null         a named recipe layered under the config's finetune keys:
+                                            "hase2024" (crossdiff.finetune.presets)
+objective                      "sft"        "sft": token-level loss on the completion (TRL SFT);
+                                            "multiple_choice": cross-entropy over the item's options'
+                                            summed log-probabilities (Hase et al.;
+                                            crossdiff.finetune.mc_objective)
+final_lr_ratio                 null         with lr_scheduler_type linear: decay to this fraction of
+                                            learning_rate instead of 0 (Hase et al.: 0.1)
 shuffle                        true         false = train in file order (curricula: the
                                             trainer's sequential sampler, see crossdiff.study.designs)
 ddp_timeout                    7200         seconds a rank waits at a collective (a 14B rank-0
@@ -104,6 +113,9 @@ DEFAULTS: dict = {
     "keep_checkpoints": False,
     "lora": None,
     "quantization": None,
+    "preset": None,
+    "objective": "sft",
+    "final_lr_ratio": None,
     "shuffle": True,
     "ddp_timeout": 7200,
     "loss": "sft",
@@ -141,9 +153,10 @@ def resolve_settings(settings: dict | None) -> dict:
     """Settings over their defaults (nested ``lora`` merged key by key), validated: the Python API's entry.
     The workflow's jobs get settings resolved at parse time (crossdiff.plan) and only validate them."""
     from crossdiff.config import deep_merge
+    from crossdiff.finetune.presets import preset_layer
 
     settings = dict(settings or {})
-    return validate_settings(deep_merge(defaults_for(settings), settings))
+    return validate_settings(deep_merge(defaults_for(settings), preset_layer(settings), settings))
 
 
 def validate_settings(s: dict, complete: bool = True) -> dict:
@@ -190,6 +203,22 @@ def validate_settings(s: dict, complete: bool = True) -> dict:
         )
     if s["master_weights"] == "bf16" and not s["allow_pure_bf16"]:
         raise CrossdiffError(PURE_BF16_MESSAGE)
+    from crossdiff.finetune.mc_objective import check_settings as check_objective
+    from crossdiff.finetune.presets import PRESETS
+
+    if s["preset"] is not None and s["preset"] not in PRESETS:
+        raise CrossdiffError(f"finetune settings.preset: expected null or one of {list(PRESETS)}, got {s['preset']!r}")
+    r = s["final_lr_ratio"]
+    if r is not None:
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < 1:
+            raise CrossdiffError(f"finetune settings.final_lr_ratio: expected null or a number in [0, 1), got {r!r}")
+        if s["lr_scheduler_type"] != "linear":
+            raise CrossdiffError(f"finetune settings.final_lr_ratio {r} shapes the linear schedule; lr_scheduler_type "
+                                 f"is {s['lr_scheduler_type']!r}: set lr_scheduler_type: linear or final_lr_ratio: null")
+    check_objective(s)
+    if s["loss"] == "dft" and s["objective"] == "multiple_choice":  # the MC loss is crossdiff's own, not TRL's
+        raise CrossdiffError("finetune settings.loss dft is TRL's token loss; objective multiple_choice trains "
+                             "crossdiff's loss over the options instead: set one of them back to sft")
     from crossdiff.finetune.qlora import check_settings as check_quantization
 
     check_quantization(s)

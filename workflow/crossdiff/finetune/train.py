@@ -3,7 +3,9 @@
 Loss is on completion tokens only (``completion_only_loss=True``). Full fine-tuning by default;
 ``lora`` switches to a peft LoRA adapter merged (``merge_and_unload``) before saving, so evaluation
 loads a plain model; except QLoRA (``quantization: nf4``), saved unmerged as the dequantised base plus the
-adapter (crossdiff.finetune.qlora), which evaluation applies through peft / vLLM's LoRA.
+adapter (crossdiff.finetune.qlora), which evaluation applies through peft / vLLM's LoRA; ``quantization: int8``
+likewise. ``objective: multiple_choice`` trains Hase et al.'s loss over the options instead
+(crossdiff.finetune.mc_objective: pre-tokenised option sequences, its own collator and ``compute_loss``).
 
 Precision (see settings.py): the model is loaded with fp32 parameters; on a GPU the forward and
 backward run in bf16 (Trainer ``bf16=True`` = torch autocast; under FSDP the engine's mixed
@@ -58,16 +60,31 @@ def _fsdp_args(s: dict, grad_ckpt: bool) -> dict:
     }
 
 
-def sft_config_kwargs(s: dict, work_dir, *, engine: str, on_gpu: bool, prec: dict, grad_ckpt: bool, accum: int) -> dict:
+def schedule_kwargs(s: dict) -> dict:
+    """The learning-rate schedule's SFTConfig arguments: ``final_lr_ratio`` r with the linear schedule is
+    transformers' polynomial schedule of power 1 ending at ``lr_end = r * learning_rate``, i.e.
+    ``lr * (1 - (1 - r) * step / T)``: Hase et al.'s linear schedule over ``T / (1 - r)`` steps (their probes.py:395-401)."""
+    r = s.get("final_lr_ratio")
+    if r is None:
+        return {"lr_scheduler_type": s["lr_scheduler_type"]}
+    return {"lr_scheduler_type": "polynomial",
+            "lr_scheduler_kwargs": {"lr_end": float(r) * float(s["learning_rate"]), "power": 1.0}}
+
+
+def sft_config_kwargs(s: dict, work_dir, *, engine: str, on_gpu: bool, prec: dict, grad_ckpt: bool, accum: int,
+                      items_per_device: int | None = None) -> dict:
     """SFTConfig's arguments for resolved settings (tests build a real SFTConfig from them under the pinned
-    transformers/TRL: a renamed field fails there, not on the first GPU)."""
+    transformers/TRL: a renamed field fails there, not on the first GPU). ``items_per_device``: the multiple-choice
+    objective's items per micro-batch (crossdiff.finetune.mc_objective)."""
     extra = _fsdp_args(s, grad_ckpt) if engine == "fsdp2" else {}
-    return dict(
+    if s.get("objective", "sft") == "multiple_choice":  # pre-tokenised option sequences, their own collator
+        extra.update(dataset_kwargs={"skip_prepare_dataset": True}, remove_unused_columns=False)
+    kw = dict(
         output_dir=str(work_dir),
         num_train_epochs=s["num_train_epochs"],
         max_steps=s["max_steps"],
         learning_rate=s["learning_rate"],
-        lr_scheduler_type=s["lr_scheduler_type"],
+        **schedule_kwargs(s),
         warmup_steps=float(s["warmup_ratio"]),  # transformers 5: a float in [0, 1) is a ratio
         weight_decay=s["weight_decay"],
         adam_beta1=s["adam_beta1"],
@@ -108,6 +125,9 @@ def sft_config_kwargs(s: dict, work_dir, *, engine: str, on_gpu: bool, prec: dic
         disable_tqdm=False,
         **extra,
     )
+    if items_per_device is not None:
+        kw["per_device_train_batch_size"] = int(items_per_device)
+    return kw
 
 
 def rank0_loading_env(config) -> None:
@@ -166,8 +186,12 @@ def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFo
     accum = accumulation_steps(s, n_processes)
     # the config first: with FSDP it tells transformers (FSDP_CPU_RAM_EFFICIENT_LOADING) that only
     # rank 0 reads the weights
+    mc = s.get("objective", "sft") == "multiple_choice"
+    if mc:
+        from crossdiff.finetune import mc_objective
     config = SFTConfig(**sft_config_kwargs(s, work_dir, engine=engine, on_gpu=on_gpu, prec=prec,
-                                           grad_ckpt=grad_ckpt, accum=accum))
+                                           grad_ckpt=grad_ckpt, accum=accum,
+                                           items_per_device=mc_objective.items_per_batch(s, rows) if mc else None))
     if engine == "fsdp2" and s["cpu_ram_efficient_loading"]:
         rank0_loading_env(config)
     if s["attn_implementation"] == "flash_attention_2":
@@ -190,7 +214,12 @@ def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFo
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     chat = fmt.use_chat(tokenizer)
-    dataset = Dataset.from_list([fmt.training_example(r, chat) for r in rows])
+    trainer_cls, collator = SFTTrainer, None
+    if mc:  # finetune.objective multiple_choice: Hase et al.'s loss over the options (crossdiff.finetune.mc_objective)
+        dataset, collator = mc_objective.dataset_and_collator(rows, tokenizer, fmt, chat, s["max_length"])
+        trainer_cls = mc_objective.trainer_class()
+    else:
+        dataset = Dataset.from_list([fmt.training_example(r, chat) for r in rows])
     peft_config = None
     if s["lora"]:
         from peft import LoraConfig
@@ -200,13 +229,14 @@ def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFo
             r=lo["r"], lora_alpha=lo["alpha"], lora_dropout=lo["dropout"],
             target_modules=lo["target_modules"], task_type="CAUSAL_LM",
         )
-    trainer = SFTTrainer(
+    trainer = trainer_cls(
         model=model,
         args=config,
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[completion_callback(), *callbacks],
+        **({"data_collator": collator} if collator is not None else {}),
     )
     if s["padding_free"]:
         trainer.train_dataset = truncate_dataset(trainer.train_dataset, s["max_length"])
@@ -225,6 +255,8 @@ def build_trainer(model_path, rows: list[dict], work_dir, s: dict, fmt: PromptFo
         "global_batch_size": s["per_device_train_batch_size"] * accum * n_processes,
         "rank0_loading": engine == "fsdp2" and bool(s["cpu_ram_efficient_loading"]),
         "gradient_reduce_dtype": "fp32" if engine != "single" else None,  # FSDP2: fp32_gradient_reduction
+        "objective": s.get("objective", "sft"),
+        "items_per_micro_batch": config.per_device_train_batch_size if mc else None,
     }
     return trainer, tokenizer, runtime
 
@@ -355,7 +387,7 @@ def train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s,
     metrics = None
     if _is_main() and state_dict is None:  # QLoRA: the dequantised base (bf16, exact) and the fp32 adapter
         with atomic_path(output, directory=True) as tmp:
-            manifest = qlora.save_for_evaluation(model, tokenizer, tmp)
+            manifest = qlora.save_for_evaluation(model, tokenizer, tmp, s["quantization"])
             weights = {"share_changed": manifest["share_changed_fp32"], "share_changed_bf16": None,
                        "share_changed_bf16_merge": manifest["share_changed_bf16_merge"], "warnings": [],
                        "note": "QLoRA: saved unmerged (base/ = the dequantised NF4 base, adapter/ = the LoRA adapter); "

@@ -28,8 +28,11 @@ All-correct / all-wrong items and models (``extreme``) have a finite MAP only th
 sigmoid is within float32 rounding of 0 or 1, so they are solved separately in float64 by Newton on
 the log of their stationarity equation (which is near-linear in the tail) and reported in ``info``.
 
-The response matrix stays dense and compact: ``uint8`` responses and a ``bool`` missing mask, swept
-in row blocks of float32 work arrays (about 2 MB on CPU); missing cells contribute nothing.
+The response matrix is dense: a float32 0/1 mask of observed cells (2PL: also the observed responses
+as float32), swept in row blocks of float32 work arrays (4 MiB on CPU); missing cells contribute
+nothing. Per block the cell arithmetic is float32 and the row and column statistics come from float32
+row sums and one float32 GEMM ([1; d_theta]' [P | W]), accumulated across blocks in float64. The
+success counts of rows and columns are computed once. The objective reported at the end costs one pass.
 """
 
 from __future__ import annotations
@@ -40,10 +43,15 @@ import time
 
 import numpy as np
 
+from crossdiff.irt import cells
 from crossdiff.irt.base import EngineResult, IrtSettings, check_matrix
 
 HYPER_SD = 1.0e6  # py-irt's prior scale for every hierarchical location mu
 MAX_STEP = 4.0  # cap on any single Newton step (logit units); only acts far from the optimum
+BLOCK_CELLS = 1 << 20  # cells per row block of the float32 work arrays (4 MiB each) on CPU
+GEMM_ROWS = 32  # rows per block at most: column sums are float32 over <= 32 rows, float64 across blocks
+ROW_CHUNK = 128  # row sums: float32 over chunks of 128 cells, float64 across chunks (a float32 total of
+# thousands of cells would round the gradient p - y by ~1e-3)
 
 
 def _vague_priors(model: str) -> dict:
@@ -68,20 +76,35 @@ class _Fit:
         self.device = device
         self.model = settings.model
         self.hier = settings.priors == "hierarchical"
+        self.threads = settings.threads or max(1, min(2, os.cpu_count() or 1))
         M, N = Y.shape
         self.M, self.N = M, N
-        yo = (Y.astype(bool) & observed)
-        self.n_row = observed.sum(1).astype(np.float64)
-        self.n_col = observed.sum(0).astype(np.float64)
-        self.s_row = yo.sum(1).astype(np.float64)
-        self.s_col = yo.sum(0).astype(np.float64)
+        yo = np.not_equal(Y, 0)
+        yo &= observed
+        self.n_row = np.count_nonzero(observed, axis=1).astype(np.float64)
+        self.n_col = np.count_nonzero(observed, axis=0).astype(np.float64)
+        self.s_row = np.count_nonzero(yo, axis=1).astype(np.float64)
+        self.s_col = np.count_nonzero(yo, axis=0).astype(np.float64)
         self.observed = observed
         self.yo = yo
         self.any_missing = not observed.all()
-        self.miss_t = torch.from_numpy(~observed).to(device) if self.any_missing else None
-        self.yo_t = torch.from_numpy(yo.view(np.uint8)).to(device) if self.model == "2pl" else None
-        rows = max(1, (1 << 26 if device.type == "cuda" else 1 << 19) // max(N, 1))
+        # 1PL on CPU: the fused C sweep of crossdiff.irt.cells (one pass, the cell codes as its only matrix)
+        self.lib = None
+        if self.model == "1pl" and device.type == "cpu" and cells.kernel_choice() != "numpy":
+            self.lib = cells.load_library()
+            if self.lib is None and cells.kernel_choice() == "c":
+                raise RuntimeError(f"the C kernel of crossdiff.irt.cells is unavailable: {cells.load_kernel()[1]}")
+        self.kernel = "C" if self.lib is not None else "torch"
+        self.code = cells.code_matrix(Y, observed) if self.lib is not None else None
+        # torch: float32 0/1 mask (multiplying by it is cheaper than masked_fill_ with a bool mask) and, for
+        # the 2PL, the observed responses as float32: the GEMMs below read them directly
+        self.mask_t = (torch.from_numpy(observed).to(device=device, dtype=torch.float32)
+                       if self.any_missing and self.lib is None else None)
+        self.yo_t = torch.from_numpy(yo).to(device=device, dtype=torch.float32) if self.model == "2pl" else None
+        # at most GEMM_ROWS rows per block: the float32 GEMM sums over a block's rows (then float64 across blocks)
+        rows = max(1, min(GEMM_ROWS, (1 << 26 if device.type == "cuda" else BLOCK_CELLS) // max(N, 1)))
         self.blocks = [slice(i, min(i + rows, M)) for i in range(0, M, rows)]
+        self.work = torch.empty(min(rows, M), 2, N, dtype=torch.float32, device=device)  # [P | W] of a block
         # extremes: every observed response equal (and at least one observed)
         self.xi_correct = np.flatnonzero((self.s_col == self.n_col) & (self.n_col > 0))
         self.xi_wrong = np.flatnonzero((self.s_col == 0) & (self.n_col > 0))
@@ -106,44 +129,82 @@ class _Fit:
         return self.torch.as_tensor(x, dtype=self.torch.float32, device=self.device)
 
     def _probs(self, blk, theta_t, b_t, a_t=None):
-        """P(correct) on a row block, zero where missing (float32)."""
-        x = theta_t[blk, None] - b_t[None, :]
-        if a_t is not None:
-            x.mul_(a_t[None, :])
-        p = x.sigmoid_()
+        """[P | W] of a row block in the work buffer: P(correct) and W = P (1 - P), zero where missing
+        (float32). Returns the (rows, 2, N) view, P and W."""
+        r = blk.stop - blk.start
+        buf = self.work[:r]
+        p, w = buf[:, 0], buf[:, 1]
+        torch = self.torch
+        if a_t is None:
+            torch.sub(theta_t[blk, None], b_t[None, :], out=p)
+        else:
+            torch.addr(-(a_t * b_t)[None, :].expand(r, -1), theta_t[blk], a_t, out=p)  # a (theta - b)
+        p.sigmoid_()
         if self.any_missing:
-            p.masked_fill_(self.miss_t[blk], 0.0)
-        return p
+            p.mul_(self.mask_t[blk])
+        torch.addcmul(p, p, p, value=-1.0, out=w)
+        return buf, p, w
+
+    def _row_sums(self, buf):
+        """Sums over the last axis of a float32 (..., N) block as float64 (float32 over ROW_CHUNK cells)."""
+        n = buf.shape[-1]
+        main = n - n % ROW_CHUNK
+        out = buf[..., :main].reshape(*buf.shape[:-1], main // ROW_CHUNK, ROW_CHUNK).sum(-1).double().sum(-1)
+        if main < n:
+            out += buf[..., main:].sum(-1).double()
+        return out
 
     def _np(self, t):
         return t.double().cpu().numpy()
 
     # -- sweeps ------------------------------------------------------------------------------
+    def sweep_1pl_c(self):
+        """:meth:`sweep_1pl` in one fused C pass (crossdiff_sweep_1pl in ``_cells.c``)."""
+        p_ = self.p
+        d_theta, h = np.empty(self.M), np.empty(self.M)
+        cols = np.empty((3, self.N))
+        b32 = self.b.astype(np.float32)
+        regular = self.model_regular.view(np.uint8)
+        if self.lib.crossdiff_sweep_1pl(self.code.ctypes.data, self.M, self.N, self.theta.ctypes.data, b32.ctypes.data,
+                                        self.s_row.ctypes.data, float(p_["tau_theta"]), float(p_["mu_theta"]),
+                                        regular.ctypes.data, MAX_STEP, self.threads, d_theta.ctypes.data,
+                                        h.ctypes.data, cols.ctypes.data) != 0:
+            raise MemoryError("crossdiff.irt.fast: the C sweep could not allocate its column sums")
+        self.h_theta = h
+        col_p, col_w, col_dp = cols
+        self.theta += d_theta
+        g = -(col_p + col_dp - self.s_col) + p_["tau_b"] * (self.b - p_["mu_b"])
+        h_b = col_w + p_["tau_b"]
+        d_b = np.clip(-g / h_b, -MAX_STEP, MAX_STEP) * self.item_regular
+        self.b += d_b
+        self.h_b = h_b
+        self.var_b = 1.0 / h_b
+        return d_theta, d_b
+
     def sweep_1pl(self):
-        """Ability Newton step, then difficulty Newton step at the linearised new abilities."""
+        """Ability Newton step, then difficulty Newton step at the linearised new abilities.
+
+        One pass: per row block, P and W = P (1 - P) in float32; row sums in float32 (over one row),
+        column sums as one GEMM [1; d_theta]' [P | W] per block, accumulated in float64 across blocks.
+        """
         torch, p_ = self.torch, self.p
         theta_t, b_t = self._t(self.theta), self._t(self.b)
-        col_p = torch.zeros(self.N, dtype=torch.float64, device=self.device)
-        col_w = torch.zeros_like(col_p)
-        col_dp = torch.zeros_like(col_p)
+        cols = torch.zeros(2, 2 * self.N, dtype=torch.float64, device=self.device)  # [1; d] x [P | W]
+        basis = torch.ones(2, self.work.shape[0], dtype=torch.float32, device=self.device)
         d_theta = np.zeros(self.M)
         for blk in self.blocks:
-            p = self._probs(blk, theta_t, b_t)
-            q = p * p
-            sp = self._np(p.sum(1, dtype=torch.float64))
-            w = sp - self._np(q.sum(1, dtype=torch.float64))
-            g = sp - self.s_row[blk] + p_["tau_theta"] * (self.theta[blk] - p_["mu_theta"])
-            h = w + p_["tau_theta"]
+            buf, p, w = self._probs(blk, theta_t, b_t)
+            r = blk.stop - blk.start
+            sums = self._np(self._row_sums(buf))  # (r, 2): sum p, sum w per row
+            g = sums[:, 0] - self.s_row[blk] + p_["tau_theta"] * (self.theta[blk] - p_["mu_theta"])
+            h = sums[:, 1] + p_["tau_theta"]
             d = np.clip(-g / h, -MAX_STEP, MAX_STEP) * self.model_regular[blk]
             d_theta[blk] = d
             self.h_theta[blk] = h
-            cp = p.sum(0, dtype=torch.float64)
-            cw = cp - q.sum(0, dtype=torch.float64)
-            col_p += cp
-            col_w += cw
-            dt = self._t(d)
-            col_dp += (dt @ p - dt @ q).double()  # sum_i w_ij d_theta_i: first-order change of p at new theta
-        col_p, col_w, col_dp = self._np(col_p), self._np(col_w), self._np(col_dp)
+            basis[1, :r] = self._t(d)
+            cols += (basis[:, :r] @ buf.view(r, 2 * self.N)).double()
+        cols = self._np(cols)
+        col_p, col_w, col_dp = cols[0, :self.N], cols[0, self.N:], cols[1, self.N:]  # col_dp: sum_i w_ij d_i
         self.theta += d_theta
         g = -(col_p + col_dp - self.s_col) + p_["tau_b"] * (self.b - p_["mu_b"])
         h = col_w + p_["tau_b"]
@@ -154,32 +215,37 @@ class _Fit:
         return d_theta, d_b
 
     def sweep_2pl(self):
-        """Ability Newton step; then Fisher scoring on (b, log a) per item at the new abilities."""
+        """Ability Newton step; then Fisher scoring on (b, log a) per item at the linearised new abilities.
+
+        One pass, as the 1PL: per row block the abilities' Newton step first, then one GEMM
+        [1, t, t^2, d, t d]' [P - Y | W] (t = theta, d = its step) gives the item sums at theta and their
+        first-order change with theta (exact at the fixed point, where d = 0).
+        """
         torch, p_ = self.torch, self.p
         a = np.exp(self.eta)
         theta_t, b_t, a_t = self._t(self.theta), self._t(self.b), self._t(a)
+        a2_t = a_t * a_t
         d_theta = np.zeros(self.M)
+        cols = torch.zeros(5, 2 * self.N, dtype=torch.float64, device=self.device)
         for blk in self.blocks:
-            p = self._probs(blk, theta_t, b_t, a_t)
-            w = p - p * p
-            ya = self.yo_t[blk].to(torch.float32) @ a_t
-            g = self._np(p @ a_t - ya) + p_["tau_theta"] * (self.theta[blk] - p_["mu_theta"])
-            h = self._np(w @ (a_t * a_t)) + p_["tau_theta"]
-            d_theta[blk] = np.clip(-g / h, -MAX_STEP, MAX_STEP) * self.model_regular[blk]
+            buf, p, w = self._probs(blk, theta_t, b_t, a_t)
+            p.sub_(self.yo_t[blk])  # p - y on observed cells, 0 elsewhere
+            g = self._np(p @ a_t) + p_["tau_theta"] * (self.theta[blk] - p_["mu_theta"])
+            h = self._np(w @ a2_t) + p_["tau_theta"]
+            d = np.clip(-g / h, -MAX_STEP, MAX_STEP) * self.model_regular[blk]
+            d_theta[blk] = d
             self.h_theta[blk] = h
+            t, d_t = theta_t[blk], self._t(d)
+            basis = torch.stack([torch.ones_like(t), t, t * t, d_t, t * d_t])
+            cols += (basis @ buf.view(blk.stop - blk.start, 2 * self.N)).double()
         self.theta += d_theta
-        theta_t = self._t(self.theta)
-        R = torch.zeros(2, self.N, dtype=torch.float64, device=self.device)  # sum (p-y) [1, theta]
-        W = torch.zeros(3, self.N, dtype=torch.float64, device=self.device)  # sum w [1, theta, theta^2]
-        for blk in self.blocks:
-            p = self._probs(blk, theta_t, b_t, a_t)
-            w = p - p * p
-            t = theta_t[blk]
-            basis = torch.stack([torch.ones_like(t), t, t * t])
-            R += (basis[:2] @ (p - self.yo_t[blk].to(torch.float32))).double()
-            W += (basis @ w).double()
-        R, W = self._np(R), self._np(W)
+        cols = self._np(cols)
+        R0, R1, Rd = cols[0, :self.N], cols[1, :self.N], cols[3, :self.N]
+        W0, W1, W2, Wd, Wtd = (cols[k, self.N:] for k in (0, 1, 2, 3, 4))
         b = self.b
+        # at theta + d, to first order: d/dtheta_i of sum (p - y) = a w; of sum (p - y) theta = (p - y) + a w theta of sum (p - y) = a w; of sum (p - y) theta = (p - y) + a w theta
+        R = np.stack([R0 + a * Wd, R1 + Rd + a * Wtd])
+        W = np.stack([W0, W1, W2])
         g_b = -a * R[0] + p_["tau_b"] * (b - p_["mu_b"])
         g_e = a * (R[1] - b * R[0]) + p_["tau_eta"] * (self.eta - p_["mu_eta"])
         i_bb = a * a * W[0] + p_["tau_b"]
@@ -288,22 +354,42 @@ class _Fit:
 
     # -- objective ---------------------------------------------------------------------------
     def objective(self):
-        """Negative log posterior (up to additive constants of the fixed priors)."""
+        """Negative log posterior (up to additive constants of the fixed priors).
+
+        NLL = sum_obs softplus(x) - sum_obs y x: the second sum is O(M + N) (1PL: success counts; 2PL:
+        one product with the responses), the first one pass of softplus, summed per row in float32.
+        """
         torch, p_ = self.torch, self.p
-        a = np.exp(self.eta) if self.model == "2pl" else np.ones(self.N)
+        two = self.model == "2pl"
+        a = np.exp(self.eta) if two else np.ones(self.N)
         theta_t, b_t, a_t = self._t(self.theta), self._t(self.b), self._t(a)
         nll = 0.0
-        yo = torch.from_numpy(self.yo.view(np.uint8)).to(self.device)
-        for blk in self.blocks:
-            x = (theta_t[blk, None] - b_t[None, :]) * a_t[None, :]
-            sgn = 1.0 - 2.0 * yo[blk].to(torch.float32)  # softplus(-x) if correct, softplus(x) if wrong
-            ll = torch.nn.functional.softplus(sgn * x)
+        if self.lib is not None:
+            rows = np.empty(self.M)
+            b32 = self.b.astype(np.float32)
+            self.lib.crossdiff_softplus_1pl(self.code.ctypes.data, self.M, self.N, self.theta.ctypes.data,
+                                            b32.ctypes.data, self.threads, rows.ctypes.data)
+            nll = float(rows.sum())
+        for blk in (self.blocks if self.lib is None else []):
+            r = blk.stop - blk.start
+            x = self.work[:r, 0]
+            if two:
+                torch.addr(-(a_t * b_t)[None, :].expand(r, -1), theta_t[blk], a_t, out=x)
+            else:
+                torch.sub(theta_t[blk, None], b_t[None, :], out=x)
+            sp = torch.nn.functional.softplus(x)
             if self.any_missing:
-                ll.masked_fill_(self.miss_t[blk], 0.0)
-            nll += float(ll.sum(dtype=torch.float64))
+                sp.mul_(self.mask_t[blk])
+            nll += float(sp.sum(1).double().sum())
+            if two:  # sum_obs y x over this block, from the responses
+                nll -= float((self.yo_t[blk] @ a_t).double() @ theta_t[blk].double())
+        if two:
+            nll += float((a * self.b) @ self.s_col)
+        else:
+            nll -= float(self.s_row @ self.theta - self.s_col @ self.b)
         nlp = nll + 0.5 * p_["tau_theta"] * ((self.theta - p_["mu_theta"]) ** 2).sum() \
             + 0.5 * p_["tau_b"] * ((self.b - p_["mu_b"]) ** 2).sum()
-        if self.model == "2pl":
+        if two:
             nlp += 0.5 * p_["tau_eta"] * ((self.eta - p_["mu_eta"]) ** 2).sum()
         if self.hier:
             for name, n in (("theta", self.M), ("b", self.N)):
@@ -335,7 +421,8 @@ def fit(Y: np.ndarray, observed: np.ndarray, settings: IrtSettings, progress: bo
     try:
         with torch.no_grad():
             state = _Fit(Y, observed, settings, torch, _device(settings, torch))
-            sweep = state.sweep_1pl if settings.model == "1pl" else state.sweep_2pl
+            sweep = state.sweep_2pl if settings.model == "2pl" else (
+                state.sweep_1pl_c if state.lib is not None else state.sweep_1pl)
             converged, crit, it = False, float("inf"), 0
             for it in range(1, settings.max_iter + 1):
                 d_theta, d_item = sweep()
@@ -361,6 +448,7 @@ def fit(Y: np.ndarray, observed: np.ndarray, settings: IrtSettings, progress: bo
         "objective": float(objective),
         "objective_name": "negative log posterior (constants of the fixed priors dropped)",
         "device": str(state.device),
+        "kernel": state.kernel,
         "wall_s": time.perf_counter() - start,
         "extreme_items": {"all_correct": state.xi_correct.tolist(), "all_wrong": state.xi_wrong.tolist()},
         "extreme_models": {"all_correct": state.xm_correct.tolist(), "all_wrong": state.xm_wrong.tolist()},

@@ -2,7 +2,8 @@
 
 Reads the canonical long table, builds a dense models x items matrix with a missing mask, holds
 out a seeded fraction of observed cells, fits the configured engine on the rest, and writes:
-item table (item_id, difficulty, difficulty_sd, discrimination, accuracy, n_responses), model
+item table (item_id, difficulty, difficulty_sd, discrimination, accuracy, n_responses; 3pl/4pl: lambdas;
+4pl-standard: guess, ceiling), model
 table (model_id, ability, ability_sd, accuracy, n_responses), the held-out cells with their
 predicted probability, and a fit summary JSON (settings, sizes, runtime, convergence, held-out
 log-likelihood and accuracy).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 
 import numpy as np
@@ -88,12 +90,40 @@ def heldout_metrics(result: EngineResult, m: ResponseMatrix, held: np.ndarray) -
     }, table
 
 
-def fit_dataset(responses: pl.DataFrame, settings: IrtSettings, holdout_fraction: float, progress: bool = False):
+def options_per_item(item_table: pl.DataFrame | None, item_ids: list[str]) -> np.ndarray | None:
+    """Options count per item (NaN where unknown) from an item table's ``n_choices`` column, else the length
+    of its ``choices`` (a list, or a JSON list as text); None without a table or either column."""
+    if item_table is None or "item_id" not in item_table.columns:
+        return None
+    if "n_choices" in item_table.columns:
+        counts = item_table.select(pl.col("item_id").cast(pl.Utf8), pl.col("n_choices").cast(pl.Float64).alias("k"))
+    elif "choices" in item_table.columns:
+        def length(v):
+            if isinstance(v, str):
+                try:
+                    v = json.loads(v)
+                except ValueError:
+                    return None
+            return float(len(v)) if isinstance(v, (list, tuple)) else None
+
+        counts = pl.DataFrame({"item_id": item_table["item_id"].cast(pl.Utf8).to_list(),
+                               "k": [length(v) for v in item_table["choices"].to_list()]}, schema={"item_id": pl.Utf8, "k": pl.Float64})
+    else:
+        return None
+    k = dict(zip(counts["item_id"].to_list(), counts["k"].to_list()))
+    return np.array([np.nan if k.get(i) is None else k[i] for i in item_ids], dtype=np.float64)
+
+
+def fit_dataset(responses: pl.DataFrame, settings: IrtSettings, holdout_fraction: float, progress: bool = False,
+                item_table: pl.DataFrame | None = None):
+    """Fit one response matrix. ``item_table`` (optional): its options counts centre the floor prior of the
+    fast engine's 3pl / 4pl-standard (``n_choices``, or the length of ``choices``)."""
     m = to_matrix(responses)
     held = holdout_mask(m.observed, holdout_fraction, settings.seed)
     train = m.observed & ~held
+    n_options = options_per_item(item_table, m.item_ids)
     start = time.perf_counter()
-    result = fit_engine(m.Y, train, settings, progress=progress)
+    result = fit_engine(m.Y, train, settings, progress=progress, n_options=n_options)
     runtime = time.perf_counter() - start
     n_obs = m.observed.sum(0)
     acc_items = (m.Y * m.observed).sum(0) / np.maximum(n_obs, 1)
@@ -110,6 +140,9 @@ def fit_dataset(responses: pl.DataFrame, settings: IrtSettings, holdout_fraction
     })
     if result.lambdas is not None:  # 3PL guessing floor / 4PL upper asymptote, py-irt's "lambdas"
         items = items.with_columns(pl.Series("lambdas", result.lambdas, dtype=pl.Float64))
+    if result.guess is not None:  # the standard 4PL's floor c and ceiling d
+        items = items.with_columns(pl.Series("guess", result.guess, dtype=pl.Float64),
+                                   pl.Series("ceiling", result.ceiling, dtype=pl.Float64))
     models = pl.DataFrame({
         "model_id": m.model_ids,
         "ability": result.ability,
@@ -140,6 +173,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-out", required=True)
     p.add_argument("--heldout-out", required=True)
     p.add_argument("--summary-out", required=True)
+    p.add_argument("--items", help="item table (optional): options counts (n_choices / choices) centre the floor "
+                                   "prior of the fast engine's 3pl and 4pl-standard")
     p.add_argument("--progress", action="store_true")
 
 
@@ -159,7 +194,8 @@ def run(args: argparse.Namespace) -> None:
     settings = IrtSettings.from_dict(s)
     print(f"fitting {settings.model} with engine {settings.engine} on {df['model_id'].n_unique()} models x "
           f"{df['item_id'].n_unique()} items ({df.height} responses)", flush=True)
-    items, models, held, summary = fit_dataset(df, settings, holdout, progress=args.progress)
+    item_table = read_table(args.items, "item table") if getattr(args, "items", None) else None
+    items, models, held, summary = fit_dataset(df, settings, holdout, progress=args.progress, item_table=item_table)
     write_parquet(items, args.items_out)
     write_parquet(models, args.models_out)
     write_parquet(held, args.heldout_out)

@@ -31,6 +31,9 @@ def _to_jsonlines(Y: np.ndarray, observed: np.ndarray, path: str) -> None:
 
 def fit(Y: np.ndarray, observed: np.ndarray, settings: IrtSettings, progress: bool = False) -> EngineResult:
     check_matrix(Y, observed)
+    if settings.model not in ("1pl", "2pl", "3pl", "4pl"):
+        raise ValueError(f"irt.model: {settings.model} is not a py-irt model (py-irt 0.7.1 fits 1pl, 2pl, 3pl, 4pl; "
+                         "its 4pl has no guessing floor); use irt.engine: fast for 4pl-standard")
     # scikit-learn's OpenMP beside torch's makes torch ~40x slower on 2 cores unless passive.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import pyro

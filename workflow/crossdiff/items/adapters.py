@@ -36,6 +36,7 @@ from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
 from crossdiff.io import iter_jsonl, write_parquet
 from crossdiff.items.gpqa import GPQA_PROMPT, gpqa_item, gpqa_rows
+from crossdiff.items.hase import MMLU_CONFIGS, gsm8k_columns, load_arc, load_mmlu, load_strategyqa
 from crossdiff.items.ifeval import IFEVAL_PROMPT, LEADERBOARD_HUB_ID, ifeval_item, ifeval_rows
 
 BBH_SUBTASKS = (
@@ -100,6 +101,8 @@ class Adapter:
     keep: Callable[[dict], bool] | None = None  # row filter (MATH: level 5 only)
     default_subtasks: tuple[str, ...] | None = None  # subtasks loaded when items.subtasks is unset (None = all)
     rows: Callable[[list[dict], dict, str], list[dict]] | None = None  # (rows, settings, where) -> rows in doc order
+    load: Callable[[dict, str], list[dict]] | None = None  # (settings, where) -> items with item_id: several configs
+    # and splits in one table (Hase et al.'s data, crossdiff.items.hase); replaces the per-subtask loop
 
 
 def _boxed(text: str) -> str | None:
@@ -137,7 +140,8 @@ def gsm8k_item(row: dict, _sub) -> dict:
         raise ValueError("answer has no '#### <number>' line")
     return {"question": row["question"], "answer": final.strip().replace(",", ""), "solution": row["answer"],
             "n_steps": len([ln for ln in solution.strip().splitlines() if ln.strip()]),
-            "n_calculations": solution.count("<<"), "question_words": _n_words(row["question"])}
+            "n_calculations": solution.count("<<"), "question_words": _n_words(row["question"]),
+            **gsm8k_columns(row)}  # Hase et al.'s num_steps, lengths and answer_text (crossdiff.items.hase)
 
 
 def mmlu_pro_item(row: dict, _sub) -> dict:
@@ -219,8 +223,11 @@ MUSR_PROMPT = {"scoring": "multiple_choice", "template": "{question}\n\n{options
 #: the authors score 21 of the leaderboard's 24 BBH subtasks (their data set holds 21 x 250 = 5,250 items)
 BBH_SCORED = tuple(s for s in BBH_SUBTASKS if s not in ("causal_judgement", "penguins_in_a_table", "snarks"))
 
+#: Hase et al.'s multiple-choice data (mmlu_stem5, strategyqa): the ARC format with letters A, B, ... as labels
+HASE_MC_PROMPT = {k: v for k, v in ARC_PROMPT.items() if k != "labels_field"}
+
 #: the authors train with max_seq_length 4096 on every benchmark
-for _p in (ARC_PROMPT, GSM8K_PROMPT, MMLU_PRO_PROMPT, BBH_PROMPT, MATH_PROMPT, MUSR_PROMPT):
+for _p in (ARC_PROMPT, GSM8K_PROMPT, MMLU_PRO_PROMPT, BBH_PROMPT, MATH_PROMPT, MUSR_PROMPT, HASE_MC_PROMPT):
     _p["max_length"] = 4096
 
 ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
@@ -240,6 +247,12 @@ ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
     # the training target needs items.solutions (column model_solution); evaluation: lm-eval's checkers
     # the dataset leaderboard_ifeval loads (its row order = the leaderboard's doc ids), not google/IFEval's copy
     Adapter("ifeval", LEADERBOARD_HUB_ID, (None,), "train", ifeval_item, IFEVAL_PROMPT, rows=ifeval_rows),
+    # Hase et al. 2024's data with their human hardness measures (crossdiff.items.hase)
+    Adapter("arc_hase", "allenai/ai2_arc", ("ARC-Easy", "ARC-Challenge"), "train+validation+test", arc_item,
+            ARC_PROMPT, load=load_arc),
+    Adapter("mmlu_stem5", "tasksource/mmlu", tuple(MMLU_CONFIGS), "validation+test", mmlu_pro_item,
+            HASE_MC_PROMPT, load=load_mmlu),
+    Adapter("strategyqa", "wics/strategy-qa", (None,), "test", arc_item, HASE_MC_PROMPT, load=load_strategyqa),
 )}
 
 
@@ -290,6 +303,8 @@ def load_items(name: str, settings: dict | None = None) -> pl.DataFrame:
     if name not in ADAPTERS:
         raise CrossdiffError(f"items.adapter = {name!r}; expected one of: {', '.join(ADAPTERS)}")
     adapter = ADAPTERS[name]
+    if adapter.load is not None:
+        return _item_frame(adapter.load(settings, str(settings.get("path") or settings.get("hub_id") or adapter.hub_id)))
     subtasks: Iterable = settings.get("subtasks") or adapter.default_subtasks or adapter.configs
     unknown = [s for s in subtasks if s not in adapter.configs]
     if unknown:
@@ -328,6 +343,15 @@ def load_items(name: str, settings: dict | None = None) -> pl.DataFrame:
     if not items:
         raise CrossdiffError(f"{where}: no {name} items found")
     df = pl.DataFrame(items, infer_schema_length=None)
+    return df.with_columns(pl.col("question").str.len_chars().alias("question_length"))
+
+
+def _item_frame(items: list[dict]) -> pl.DataFrame:
+    """An adapter's ``load`` items as the item table (choices as one JSON string column, question_length; a
+    column that is null throughout is text)."""
+    rows = [{**it, "choices": json.dumps(it["choices"])} if "choices" in it else it for it in items]
+    df = pl.DataFrame(rows, infer_schema_length=None)
+    df = df.with_columns([pl.col(c).cast(pl.Utf8) for c, t in df.schema.items() if t == pl.Null])
     return df.with_columns(pl.col("question").str.len_chars().alias("question_length"))
 
 

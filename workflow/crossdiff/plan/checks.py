@@ -54,6 +54,13 @@ def bins_problems(plan) -> list[str]:
     return problems
 
 
+def measure_list_problems(plan) -> list[str]:
+    """datasets.<d>.bins.measures: known measures and model slugs, columns the item table has, no repeats."""
+    from crossdiff.bins.measure_set import spec_problems
+
+    return [p for name in plan.datasets for p in spec_problems(name, plan.dataset(name), plan.models)]
+
+
 def solution_problems(plan) -> list[str]:
     from crossdiff.study.solutions import check_model_solutions
 
@@ -153,7 +160,7 @@ def item_problems(plan) -> list[str]:
     """What the benchmarks' own checks can tell before any job: an lm-eval task's section (its overrides, shots,
     splits, ICL), a generation longer than a model's context (where its config.json is on disk), IFEval's
     checkers and nltk's punkt_tab."""
-    from crossdiff.items import ifeval, lm_eval_task
+    from crossdiff.items import hase, ifeval, lm_eval_task
 
     problems = ifeval.study_problems(plan.config)
     configs = {}
@@ -164,6 +171,7 @@ def item_problems(plan) -> list[str]:
     for name in plan.datasets:
         items = plan.dataset(name)["items"]
         problems += lm_eval_task.parse_problems(name, items, plan.study["methods"])
+        problems += hase.parse_problems(name, items)
         if items["source"] != "lm_eval_task" or name not in plan.study_datasets():
             continue
         for slug, cfg in configs.items():
@@ -202,12 +210,16 @@ def problems(plan) -> list[str]:
     out = inputs.brace_problems(plan.config)
     out += design_problems(plan)
     out += bins_problems(plan)
+    out += measure_list_problems(plan)
     out += solution_problems(plan)
     out += finetune_problems(plan)
     out += evaluate_problems(plan)
     out += icl_problems(plan)
     out += item_problems(plan)
     out += corpora.problems(plan)  # responses none, length_tokens, test_on (issue 28)
+    from crossdiff.plan import probe_checks  # probes, MDL, the multiple-choice objective (Hase et al., issue 27)
+
+    out += probe_checks.problems(plan, max_train_items)
     return out
 
 

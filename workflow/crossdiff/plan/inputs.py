@@ -7,7 +7,8 @@ as a missing input before any job runs.
 =================================  ===========================================================================
 function                           files
 =================================  ===========================================================================
-:func:`item_files`                 ``items.path`` (file or folder), ``items.solutions.path``, and for
+:func:`item_files`                 ``items.path`` (file or folder), ``items.solutions.path``,
+                                   ``items.annotations.path`` (arc_hase), and for
                                    ``items.source: lm_eval_task`` :func:`lm_eval_task_files`
 :func:`lm_eval_task_files`         the ``include_path`` tree (every file: YAMLs and the ``.py`` files of
                                    their ``!function`` tags), YAMLs and modules it ``include:``\\ s or
@@ -111,6 +112,7 @@ def item_files(dataset: dict) -> list[str]:
     """Every local file behind a dataset's item table (see the module's table)."""
     items = dataset["items"]
     out = local_files(items.get("path")) + local_files((items.get("solutions") or {}).get("path"))
+    out += local_files((items.get("annotations") or {}).get("path"))  # arc_hase: Hase et al.'s ARC annotations
     if items["source"] == "lm_eval_task":
         out += lm_eval_task_files(items)
     return list(dict.fromkeys(out))
@@ -160,6 +162,7 @@ def brace_problems(config: dict) -> list[str]:
         items, r = d["items"], d["responses"]
         check(f"datasets.{name}.items.path", items.get("path"))
         check(f"datasets.{name}.items.solutions.path", (items.get("solutions") or {}).get("path"))
+        check(f"datasets.{name}.items.annotations.path", (items.get("annotations") or {}).get("path"))
         check(f"datasets.{name}.items.include_path", items.get("include_path"))
         for p in override_data_files(items.get("overrides") or {}) if items["source"] == "lm_eval_task" else []:
             check(f"datasets.{name}.items.overrides (data file)", p)

@@ -7,16 +7,21 @@ every depth, lists and scalars replaced, an explicit ``null`` replaces) of its l
 section        layers (first = lowest)
 =============  ===========================================================================================
 finetune       crossdiff's defaults (:data:`crossdiff.finetune.settings.DEFAULTS`; LoRA's learning rate when
-               the merged layers set ``lora`` and no ``learning_rate``) < ``finetune`` < the dataset's
+               the merged layers set ``lora`` and no ``learning_rate``) < the named preset the merged layers
+               choose (``preset``: :mod:`crossdiff.finetune.presets`) < ``finetune`` < the dataset's
                ``prompt.max_length`` (a benchmark's own training length) < ``datasets.<d>.finetune`` <
                ``models[].finetune`` < the method's own settings (:mod:`crossdiff.study.methods`) < the run's
                design (``-seed<s>``: seed; curricula: ``shuffle: false``; :mod:`crossdiff.study.designs`)
 evaluate       :data:`crossdiff.evaluate.run.DEFAULTS` < ``evaluate`` < ``datasets.<d>.evaluate`` <
                ``models[].evaluate``
 icl            ``study.icl`` < ``datasets.<d>.icl``
+probe          :data:`crossdiff.evaluate.probe.DEFAULTS` < ``study.probe`` < ``datasets.<d>.probe``
+mdl            :data:`crossdiff.evaluate.mdl.DEFAULTS` < ``bins.mdl`` < ``datasets.<d>.bins.mdl``; ``models``
+               resolved from ``bins.by`` (``mdl:<slug>``: that model; ``mdl:avg``: ``models``, null = all)
 filters        ``filters`` < ``datasets.<d>.filters``
 prompt         the benchmark adapter's format < ``datasets.<d>.prompt``
 resources      ``resources.<stage>`` < ``models[].resources`` (fine-tuning)
+estimate       :data:`ESTIMATE_DEFAULTS` < ``resources.estimate`` (``crossdiff estimate``, the dry run's summary)
 =============  ===========================================================================================
 
 Rules pass a job the resolved section (``--settings JSON``); the job validates it and merges nothing. The
@@ -33,6 +38,23 @@ from crossdiff.config import deep_merge
 from crossdiff.errors import CrossdiffError
 from crossdiff.slugs import slugify
 from crossdiff.study import designs, methods
+
+
+#: ``resources.estimate`` defaults (their sources: :mod:`crossdiff.plan.estimate`, config/README.md)
+ESTIMATE_DEFAULTS = {
+    "mfu": 0.33,
+    "peak_tflops": 989.0,
+    "eval_mfu": None,
+    "decode_mfu": None,
+    "decode_batch": 16,
+    "hbm_tbps": 3.35,
+    "chars_per_token": 4.0,
+    "chat_overhead_tokens": 30,
+    "generation": "max_gen_toks",
+    "startup_s": 120,
+    "io_gbps": 1.0,
+    "measured": None,
+}
 
 
 class Plan:
@@ -66,6 +88,11 @@ class Plan:
         if src == "file":
             return self.dataset(name)["items"]["path"]
         return None
+
+    def extra_measures(self, name: str) -> list[str]:
+        """``datasets.<name>.bins.measures``: measures shown beside IRT difficulty and bins.by
+        (crossdiff.bins.measure_set; checked by crossdiff.plan.checks.measure_list_problems)."""
+        return list(self.dataset(name)["bins"].get("measures") or [])
 
     def own_solutions(self, slug: str, name: str):
         """The model's own solutions source for a dataset (models[].solutions.<name>), or None."""
@@ -169,7 +196,13 @@ class Plan:
             method, base = methods.split_run(run)
             method_layer = methods.get(method).finetune
             design_layer = designs.design_layer(self.study, base, self.n_bins)
-        s = deep_merge(defaults_for(user), user, method_layer, design_layer)
+        from crossdiff.finetune.presets import preset_layer
+
+        try:
+            preset = preset_layer(user)
+        except CrossdiffError as exc:
+            raise CrossdiffError(f"{self.finetune_where(name, slug)}: {exc}") from None
+        s = deep_merge(defaults_for(user), preset, user, method_layer, design_layer)
         try:
             return validate_settings(s)
         except CrossdiffError as exc:
@@ -205,6 +238,38 @@ class Plan:
         from crossdiff.plan.corpora import test_on
 
         return test_on(self, name)
+    @functools.cache
+    def probe(self, name: str) -> dict:
+        """The complete, validated probe settings of a dataset (study.methods probe; the mdl measure's probes)."""
+        from crossdiff.evaluate.probe import DEFAULTS, validate_settings
+
+        s = deep_merge(DEFAULTS, self.study.get("probe"), self.dataset(name).get("probe"))
+        return validate_settings(s, f"probe settings of datasets.{name} (study.probe < datasets.{name}.probe)")
+
+    @functools.cache
+    def mdl(self, name: str, by: str | None = None) -> dict:
+        """The complete, validated MDL settings of a dataset, ``models`` resolved to slugs (crossdiff.evaluate.mdl)
+        from ``by`` (default: the dataset's bins.by; another ``mdl:<slug>`` / ``mdl:avg``: a measure listed beside it)."""
+        from crossdiff.evaluate.mdl import AVG, DEFAULTS, PREFIX, validate_settings
+
+        where = f"MDL settings of datasets.{name} (bins.mdl < datasets.{name}.bins.mdl)"
+        s = deep_merge(DEFAULTS, self.config["bins"].get("mdl"), self.dataset(name)["bins"].get("mdl"))
+        s = validate_settings(s, where)
+        by = self.dataset(name)["bins"]["by"] if by is None else by
+        if by.startswith(PREFIX) and by[len(PREFIX):] != AVG:
+            s["models"] = [by[len(PREFIX):]]
+        elif s["models"] is None:
+            s["models"] = sorted(self.models)
+        unknown = [m for m in s["models"] if m not in self.models]
+        if unknown:
+            raise CrossdiffError(f"{where}: bins.mdl.models: {unknown} are not model slugs; expected some of "
+                                 f"{sorted(self.models)}")
+        return s
+
+    def estimate(self) -> dict:
+        """``resources.estimate`` over :data:`ESTIMATE_DEFAULTS`: the cost model of ``crossdiff estimate`` and the
+        dry run's summary (:mod:`crossdiff.plan.estimate`)."""
+        return deep_merge(ESTIMATE_DEFAULTS, self.config["resources"].get("estimate"))
 
     def summary(self) -> dict:
         """``summary`` for the CLI: ``diagonal: auto`` resolved (include the diagonal only when each bin's
@@ -244,6 +309,10 @@ def run(args) -> None:
             out[f"{name} x {m['id']}"] = {"finetune": plan.finetune(name, slug, args.run),
                                           "evaluate": plan.evaluate(name, slug),
                                           "resources.finetune": plan.resources("finetune", slug)}
+            if "probe" in plan.study["methods"] or plan.dataset(name)["bins"]["by"].startswith("mdl:"):
+                out[f"{name} x {m['id']}"]["probe"] = plan.probe(name)
+            if plan.dataset(name)["bins"]["by"].startswith("mdl:"):
+                out[f"{name} x {m['id']}"]["bins.mdl"] = plan.mdl(name)
     if not out:
         raise CrossdiffError("no (dataset, model) pair matches --dataset/--model")
     print(json.dumps(out, indent=2, sort_keys=True))

@@ -11,8 +11,9 @@ rendering (``instruction``, ``template``, ``train_template``, ``target``, ``targ
 ``option_template``, ``labels_field``, ``choices_field``, ``choice_template``, ``option_labels``,
 ``chat_template``), scoring in lm-eval's vocabulary (``scoring``, ``stop``, ``max_gen_toks``,
 ``answer_regex``/``checker`` or ``filters`` + ``primary_filter``, ``reference``, ``ignore_case``,
-``ignore_punctuation``, ``regexes_to_ignore``, ``metrics``) and training limits (``max_length``,
-``on_no_completion``). Placeholders: any item column, plus ``{options}`` (the option lines) and
+``ignore_punctuation``, ``regexes_to_ignore``, ``metrics``), training limits (``max_length``,
+``on_no_completion``) and a generation item's answer options for the option-scoring methods (``candidates``:
+:mod:`crossdiff.prompts.options`). Placeholders: any item column, plus ``{options}`` (the option lines) and
 ``{gold_label}`` (the gold option's label) when the item has choices.
 
 For multiple choice the gold is ``answer``: either the text of one choice or, when it is not a
@@ -68,6 +69,7 @@ class PromptFormat:
     max_length: int | None = None
     on_no_completion: str = "error"
     lm_eval_task: dict | None = None  # items.source lm_eval_task: evaluation runs that task's own config
+    candidates: dict | None = None  # generation: the options of probe / mdl / multiple_choice loss (prompts/options.py)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -152,6 +154,10 @@ class PromptFormat:
             raise CrossdiffError(f"{where}.on_no_completion: expected one of {NO_COMPLETION}, got {self.on_no_completion!r}")
         if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2):
             raise CrossdiffError(f"{where}.max_length: expected an integer >= 2 or null, got {self.max_length!r}")
+        if self.candidates is not None:
+            from crossdiff.prompts.options import check_candidates
+
+            check_candidates(self.candidates, f"{where}.candidates")
         if self.metrics is not None:
             allowed = ("exact_match",) if self.scoring == "generation" else MC_METRICS
             bad = [m for m in self.metrics if m not in allowed]

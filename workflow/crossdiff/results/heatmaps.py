@@ -57,10 +57,28 @@ def _diagonal(label: str, test_bin: int) -> bool:
     return p["bin"] is not None and p["bin"] == test_bin
 
 
-def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = False, method: str = "sft") -> list[str]:
+def _mark_missing(ax, values: np.ndarray, mask: np.ndarray | None = None) -> None:
+    """Partial results: hatch the cells with no value yet (not evaluated) and label them ``missing``."""
+    from matplotlib.patches import Rectangle
+
+    for i, j in zip(*np.where(np.isnan(values))):
+        if mask is not None and mask[i, j]:
+            continue
+        ax.add_patch(Rectangle((j, i), 1, 1, fill=False, hatch="///", edgecolor="0.55", linewidth=0))
+        ax.text(j + 0.5, i + 0.5, "missing", ha="center", va="center", fontsize=6, color="0.35")
+
+
+def _partial_note(values: np.ndarray) -> str:
+    return f"PARTIAL ({int(np.isfinite(values).sum())} of {values.size} cells) "
+
+
+def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = False, method: str = "sft",
+             partial: bool = False) -> list[str]:
     """Write the figures; with ``dataset``, only that dataset's, laid out as the workflow declares them:
     ``outdir/{model}/accuracy.png``, ``outdir/{model}/gain.png``, ``outdir/gain_vs_gap.png``,
-    ``outdir/zero_shot.png``. Without it, every dataset's with flat ``{model}__{dataset}__*.png`` names."""
+    ``outdir/zero_shot.png``. Without it, every dataset's with flat ``{model}__{dataset}__*.png`` names.
+    ``partial``: a table with rows of null value for planned cells not evaluated yet
+    (:mod:`crossdiff.results.partial`): those cells are hatched and labelled missing, titles say PARTIAL."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,7 +123,9 @@ def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = Fa
                     xticklabels=test_bins, yticklabels=rows, cbar_kws={"label": "accuracy"}, annot_kws={"size": 7})
         ax.set_xlabel("test bin (0 = easiest)")
         ax.set_ylabel("train bin / set")
-        ax.set_title(f"{model} / {dataset_}{tag}: accuracy{seeds_note}")
+        ax.set_title(f"{_partial_note(acc) if partial else ''}{model} / {dataset_}{tag}: accuracy{seeds_note}")
+        if partial:
+            _mark_missing(ax, acc)
         save(fig, "accuracy", model, dataset_)
 
         ft = sub.filter(pl.col("train_bin") != "zero-shot")
@@ -125,7 +145,10 @@ def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = Fa
             ax.set_xlabel("test bin (0 = easiest)")
             ax.set_ylabel("train bin / set")
             diag = "held-out test items" if show_diagonal else "diagonal masked"
-            ax.set_title(f"{model} / {dataset_}{tag}: gain over zero-shot{seeds_note}\n(* = CI excludes 0; {diag})")
+            ax.set_title(f"{_partial_note(gain) if partial else ''}{model} / {dataset_}{tag}: gain over zero-shot"
+                         f"{seeds_note}\n(* = CI excludes 0; {diag})")
+            if partial:
+                _mark_missing(ax, gain, mask)
             save(fig, "gain", model, dataset_)
 
     for (dataset_,), sub in df.group_by(["dataset"], maintain_order=True):
@@ -147,7 +170,7 @@ def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = Fa
             ax.axvline(0, color="grey", lw=0.8, ls=":")
             ax.set_xlabel("bin gap (train bin - test bin)")
             ax.set_ylabel("mean gain over zero-shot")
-            ax.set_title(f"{dataset_}: gain vs difficulty gap")
+            ax.set_title(f"{'PARTIAL: ' if partial else ''}{dataset_}: gain vs difficulty gap")
             save(fig, "gain_vs_gap", None, dataset_)
         elif sub.filter(pl.col("train_bin") != "zero-shot").height:
             # only train sets (study.train_bins: []): no gap to speak of; the gain per test bin per set
@@ -158,7 +181,7 @@ def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = Fa
             ax.axhline(0, color="grey", lw=0.8)
             ax.set_xlabel("test bin (0 = easiest)")
             ax.set_ylabel("gain over zero-shot (mean over models)")
-            ax.set_title(f"{dataset_}: gain per test bin of each train set (no single-bin runs, so no gap)")
+            ax.set_title(f"{'PARTIAL: ' if partial else ''}{dataset_}: gain per test bin of each train set (no single-bin runs, so no gap)")
             save(fig, "gain_vs_gap", None, dataset_)
         zs = sub.filter(pl.col("train_bin") == "zero-shot").sort(["model", "test_bin"])
         if zs.height:
@@ -168,7 +191,7 @@ def plot_all(table, outdir, dataset: str | None = None, show_diagonal: bool = Fa
             ax.set_xlabel("test bin (0 = easiest)")
             ax.set_ylabel("zero-shot accuracy")
             ax.set_ylim(bottom=0)
-            ax.set_title(f"{dataset_}: zero-shot accuracy per bin")
+            ax.set_title(f"{'PARTIAL: ' if partial else ''}{dataset_}: zero-shot accuracy per bin")
             save(fig, "zero_shot", None, dataset_)
     if not written:
         raise CrossdiffError(f"{table}: no rows to plot")

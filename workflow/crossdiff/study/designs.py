@@ -207,7 +207,10 @@ def make_train_set(items_path, bins_path, train_bins, output, size=None, order="
     chosen = select_training_items(bins, list(train_bins), size, order, sample_seed, where=str(bins_path))
     items = bin_items(items_path, bins_path, None)
     ordered = pl.DataFrame({"item_id": chosen["item_id"]}).with_row_index("_pos").join(items, on="item_id").sort("_pos")
-    rows = [{**fmt.sft_record(item), "item_id": item["item_id"], "bin": int(item["bin"])} for item in ordered.to_dicts()]
+    from crossdiff.study.sft_data import option_fields  # finetune.objective multiple_choice's options
+
+    rows = [{**fmt.sft_record(item), "item_id": item["item_id"], "bin": int(item["bin"]), **option_fields(fmt, item)}
+            for item in ordered.to_dicts()]
     write_jsonl(rows, output)
     return len(rows)
 

@@ -53,6 +53,9 @@ METHODS: dict[str, Method] = {
     "dft": Method("dft", True, "dft", "evaluate_checkpoint", True,
                   "a fine-tune per train bin with the Dynamic Fine-Tuning loss (Wu et al. 2025; TRL loss_type dft), "
                   "scored on every test bin", finetune={"loss": "dft"}, train_rule="finetune"),
+    "probe": Method("probe", False, "probe", "evaluate_probe", False,
+                    "a linear probe on the frozen base model's hidden states per train bin, Hase et al. 2024 "
+                    "(crossdiff.evaluate.probe)"),
 }
 
 

@@ -2,7 +2,10 @@
 
 Each row holds both renderings produced by :meth:`crossdiff.prompts.format.PromptFormat.sft_record`
 (plain ``prompt``/``completion`` and chat ``system``/``user``/``assistant``); ``finetune`` picks one
-according to the model's tokenizer. Items are written in item_id order.
+according to the model's tokenizer. Items are written in item_id order. Each row also holds the item's answer
+options (``options``: continuation texts, ``gold_option``: the gold's index; :mod:`crossdiff.prompts.options`) for
+``finetune.objective: multiple_choice``, or ``options: null`` and the reason (``options_error``) where an item has
+none (a generation item whose answer is not an integer).
 """
 
 from __future__ import annotations
@@ -23,9 +26,23 @@ from crossdiff.prompts.format import PromptFormat
 def make_sft_data(items_path, bins_path, b: int, output: str | os.PathLike, prompt: dict | None = None) -> int:
     fmt = PromptFormat.from_config(prompt)
     df = training_part(bin_items(items_path, bins_path, b))  # without bins.holdout_fraction's held-out items
-    rows = [{**fmt.sft_record(item), "bin": int(item["bin"])} for item in df.to_dicts()]
+    rows = [{**fmt.sft_record(item), "bin": int(item["bin"]), **option_fields(fmt, item)} for item in df.to_dicts()]
     write_jsonl(rows, output)
     return len(rows)
+
+
+def option_fields(fmt: PromptFormat, item: dict) -> dict:
+    """``options`` and ``gold_option`` of a training row (module doc)."""
+    from crossdiff.prompts.options import options
+
+    if fmt.lm_eval_task is not None:
+        return {"options": None, "gold_option": None,
+                "options_error": "an lm_eval_task dataset's options are the task's own (not rendered by crossdiff)"}
+    try:
+        texts, gold = options(fmt, item)
+    except CrossdiffError as exc:
+        return {"options": None, "gold_option": None, "options_error": str(exc)}
+    return {"options": texts, "gold_option": gold}
 
 
 def _token_lengths(tokenizer, example: dict, chat: bool) -> tuple[int, int]:

@@ -1,0 +1,398 @@
+/* Per-pass statistics of the 3PL / 4PL / standard 4PL response model, fused into one pass over the
+ * dense response matrix (crossdiff.irt.cells compiles this file on first use; the numpy code there is
+ * the reference it is tested against).
+ *
+ * Model: P = c_j + g_j * s, s = sigmoid(x), x = a_j (theta_i - b_j), g_j = d_j - c_j (floor c, ceiling d).
+ * code[i, j]: bit 0 = observed, bit 1 = correct (missing cells contribute nothing).
+ *
+ * Outputs (float64): row_out[i] = (d loglik / d theta_i, Fisher information of theta_i, -loglik of row i,
+ * -d2 loglik / d theta_i^2); col_out[k * N + j] for the column sums listed in the enum below, with
+ * sx = d loglik / dx = q dP/dx, q = (y - P) / (P (1 - P)), v = q^2, dx = dP/dx = g s sb, s2 = s sb (sb - s).
+ *
+ * Cell arithmetic is float32 (vectorised, expf/logf from libmvec); row sums are float64, column sums are
+ * float32 over at most FLUSH rows and then float64. Rows are split into one contiguous range per thread
+ * and the threads' float64 column sums are added in thread order: the same inputs and thread count give
+ * the same bits.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+enum { G0, G1, GC, GD, NLL, H0, H1, H2, HC0, HC1, HD0, HD1, HCC, HDD, HCD, S0, S1, S2, T0, T1, NCOL };
+#define NCOL_GRAD 5 /* G0 .. NLL: what a pass without column information needs */
+#define FLUSH 32
+#define PMIN 1.0e-12f
+
+int crossdiff_cells_ncol(void) { return NCOL; }
+
+static inline __attribute__((always_inline)) void one_row(
+    const uint8_t *restrict ci, int64_t N, float th, const float *restrict a, const float *restrict b,
+    const float *restrict c, const float *restrict g, const float *restrict omd, float *restrict acc,
+    double *restrict out, const int col_info, const int row_info) {
+  double rg = 0.0, rh = 0.0, rn = 0.0, ro = 0.0;
+  const float th2 = th * th;
+  float *restrict aG0 = acc + G0 * N, *restrict aG1 = acc + G1 * N, *restrict aGC = acc + GC * N;
+  float *restrict aGD = acc + GD * N, *restrict aNLL = acc + NLL * N;
+  float *restrict aH0 = acc + H0 * N, *restrict aH1 = acc + H1 * N, *restrict aH2 = acc + H2 * N;
+  float *restrict aHC0 = acc + HC0 * N, *restrict aHC1 = acc + HC1 * N, *restrict aHD0 = acc + HD0 * N;
+  float *restrict aHD1 = acc + HD1 * N, *restrict aHCC = acc + HCC * N, *restrict aHDD = acc + HDD * N;
+  float *restrict aHCD = acc + HCD * N, *restrict aS0 = acc + S0 * N, *restrict aS1 = acc + S1 * N;
+  float *restrict aS2 = acc + S2 * N, *restrict aT0 = acc + T0 * N, *restrict aT1 = acc + T1 * N;
+#pragma omp simd reduction(+ : rg, rh, rn, ro)
+  for (int64_t j = 0; j < N; j++) {
+    const int code = ci[j];
+    const float m = (float)(code & 1), y = (float)((code >> 1) & 1);
+    const float x = a[j] * (th - b[j]);
+    const float e = expf(-fabsf(x)), t = 1.0f / (1.0f + e);
+    const float s = x >= 0.0f ? t : e * t, sb = x >= 0.0f ? e * t : t;
+    const float P = fmaxf(c[j] + g[j] * s, PMIN), Pb = fmaxf(omd[j] + g[j] * sb, PMIN);
+    const float iPP = 1.0f / (P * Pb), iP = Pb * iPP, iPb = P * iPP;
+    const float q = y > 0.0f ? m * iP : -m * iPb;
+    const float nll = -m * logf(y > 0.0f ? P : Pb);
+    const float ss = s * sb;
+    const float dx = g[j] * ss;
+    const float sx = q * dx;
+    const float v = q * q;
+    const float qgs2 = q * g[j] * ss * (sb - s);
+    const float vdx2 = v * dx * dx;
+    const float a2 = a[j] * a[j];
+    rn += (double)nll;
+    if (row_info) {
+      rg += (double)(sx * a[j]);
+      rh += (double)(m * iPP * dx * dx * a2);
+      ro += (double)((vdx2 - qgs2) * a2);
+    }
+    aG0[j] += sx;
+    aG1[j] += sx * th;
+    aGC[j] += q * sb;
+    aGD[j] += q * s;
+    aNLL[j] += nll;
+    if (col_info) {
+      const float vdx = v * dx, qss = q * ss;
+      aH0[j] += vdx2;
+      aH1[j] += vdx2 * th;
+      aH2[j] += vdx2 * th2;
+      aHC0[j] += vdx * sb;
+      aHC1[j] += vdx * sb * th;
+      aHD0[j] += vdx * s;
+      aHD1[j] += vdx * s * th;
+      aHCC[j] += v * sb * sb;
+      aHDD[j] += v * s * s;
+      aHCD[j] += v * ss;
+      aS0[j] += qgs2;
+      aS1[j] += qgs2 * th;
+      aS2[j] += qgs2 * th2;
+      aT0[j] += qss;
+      aT1[j] += qss * th;
+    }
+  }
+  out[0] = rg;
+  out[1] = rh;
+  out[2] = rn;
+  out[3] = ro;
+}
+
+
+/* The same sums as one_row for 4 rows at once: each column sum is loaded and stored once per 4 cells. */
+static inline __attribute__((always_inline)) void four_rows(
+    const uint8_t *restrict code, int64_t N, const double *theta, const float *restrict a,
+    const float *restrict b, const float *restrict c, const float *restrict g, const float *restrict omd,
+    float *restrict acc, double *restrict out, const int col_info, const int row_info) {
+  const uint8_t *restrict c0 = code + 0 * N; const float th0 = (float)theta[0]; const uint8_t *restrict c1 = code + 1 * N; const float th1 = (float)theta[1]; const uint8_t *restrict c2 = code + 2 * N; const float th2 = (float)theta[2]; const uint8_t *restrict c3 = code + 3 * N; const float th3 = (float)theta[3];
+  double rg0 = 0.0, rh0 = 0.0, rn0 = 0.0, ro0 = 0.0, rg1 = 0.0, rh1 = 0.0, rn1 = 0.0, ro1 = 0.0, rg2 = 0.0, rh2 = 0.0, rn2 = 0.0, ro2 = 0.0, rg3 = 0.0, rh3 = 0.0, rn3 = 0.0, ro3 = 0.0;
+  float *restrict aG0 = acc + G0 * N; float *restrict aG1 = acc + G1 * N; float *restrict aGC = acc + GC * N; float *restrict aGD = acc + GD * N; float *restrict aNLL = acc + NLL * N; float *restrict aH0 = acc + H0 * N; float *restrict aH1 = acc + H1 * N; float *restrict aH2 = acc + H2 * N; float *restrict aHC0 = acc + HC0 * N; float *restrict aHC1 = acc + HC1 * N; float *restrict aHD0 = acc + HD0 * N; float *restrict aHD1 = acc + HD1 * N; float *restrict aHCC = acc + HCC * N; float *restrict aHDD = acc + HDD * N; float *restrict aHCD = acc + HCD * N; float *restrict aS0 = acc + S0 * N; float *restrict aS1 = acc + S1 * N; float *restrict aS2 = acc + S2 * N; float *restrict aT0 = acc + T0 * N; float *restrict aT1 = acc + T1 * N;
+#pragma omp simd reduction(+ : rg0, rh0, rn0, ro0, rg1, rh1, rn1, ro1, rg2, rh2, rn2, ro2, rg3, rh3, rn3, ro3)
+  for (int64_t j = 0; j < N; j++) {
+    const float a2 = a[j] * a[j];
+    float G0s = 0.0f, G1s = 0.0f, GCs = 0.0f, GDs = 0.0f, NLLs = 0.0f, H0s = 0.0f, H1s = 0.0f, H2s = 0.0f, HC0s = 0.0f, HC1s = 0.0f, HD0s = 0.0f, HD1s = 0.0f, HCCs = 0.0f, HDDs = 0.0f, HCDs = 0.0f, S0s = 0.0f, S1s = 0.0f, S2s = 0.0f, T0s = 0.0f, T1s = 0.0f;
+    {
+      const int code = c0[j];
+      const float m = (float)(code & 1), y = (float)((code >> 1) & 1);
+      const float x = a[j] * (th0 - b[j]);
+      const float e = expf(-fabsf(x)), t = 1.0f / (1.0f + e);
+      const float s = x >= 0.0f ? t : e * t, sb = x >= 0.0f ? e * t : t;
+      const float P = fmaxf(c[j] + g[j] * s, PMIN), Pb = fmaxf(omd[j] + g[j] * sb, PMIN);
+      const float iPP = 1.0f / (P * Pb), iP = Pb * iPP, iPb = P * iPP;
+      const float q = y > 0.0f ? m * iP : -m * iPb;
+      const float nll = -m * logf(y > 0.0f ? P : Pb);
+      const float ss = s * sb, dx = g[j] * ss, sx = q * dx, v = q * q;
+      const float qgs2 = q * g[j] * ss * (sb - s), vdx2 = v * dx * dx;
+      rn0 += (double)nll;
+      if (row_info) {
+        rg0 += (double)(sx * a[j]);
+        rh0 += (double)(m * iPP * dx * dx * a2);
+        ro0 += (double)((vdx2 - qgs2) * a2);
+      }
+      G0s += sx; G1s += sx * th0; GCs += q * sb; GDs += q * s; NLLs += nll;
+      if (col_info) {
+        const float vdx = v * dx, qss = q * ss;
+        H0s += vdx2; H1s += vdx2 * th0; H2s += vdx2 * th0 * th0;
+        HC0s += vdx * sb; HC1s += vdx * sb * th0; HD0s += vdx * s; HD1s += vdx * s * th0;
+        HCCs += v * sb * sb; HDDs += v * s * s; HCDs += v * ss;
+        S0s += qgs2; S1s += qgs2 * th0; S2s += qgs2 * th0 * th0; T0s += qss; T1s += qss * th0;
+      }
+    }
+    {
+      const int code = c1[j];
+      const float m = (float)(code & 1), y = (float)((code >> 1) & 1);
+      const float x = a[j] * (th1 - b[j]);
+      const float e = expf(-fabsf(x)), t = 1.0f / (1.0f + e);
+      const float s = x >= 0.0f ? t : e * t, sb = x >= 0.0f ? e * t : t;
+      const float P = fmaxf(c[j] + g[j] * s, PMIN), Pb = fmaxf(omd[j] + g[j] * sb, PMIN);
+      const float iPP = 1.0f / (P * Pb), iP = Pb * iPP, iPb = P * iPP;
+      const float q = y > 0.0f ? m * iP : -m * iPb;
+      const float nll = -m * logf(y > 0.0f ? P : Pb);
+      const float ss = s * sb, dx = g[j] * ss, sx = q * dx, v = q * q;
+      const float qgs2 = q * g[j] * ss * (sb - s), vdx2 = v * dx * dx;
+      rn1 += (double)nll;
+      if (row_info) {
+        rg1 += (double)(sx * a[j]);
+        rh1 += (double)(m * iPP * dx * dx * a2);
+        ro1 += (double)((vdx2 - qgs2) * a2);
+      }
+      G0s += sx; G1s += sx * th1; GCs += q * sb; GDs += q * s; NLLs += nll;
+      if (col_info) {
+        const float vdx = v * dx, qss = q * ss;
+        H0s += vdx2; H1s += vdx2 * th1; H2s += vdx2 * th1 * th1;
+        HC0s += vdx * sb; HC1s += vdx * sb * th1; HD0s += vdx * s; HD1s += vdx * s * th1;
+        HCCs += v * sb * sb; HDDs += v * s * s; HCDs += v * ss;
+        S0s += qgs2; S1s += qgs2 * th1; S2s += qgs2 * th1 * th1; T0s += qss; T1s += qss * th1;
+      }
+    }
+    {
+      const int code = c2[j];
+      const float m = (float)(code & 1), y = (float)((code >> 1) & 1);
+      const float x = a[j] * (th2 - b[j]);
+      const float e = expf(-fabsf(x)), t = 1.0f / (1.0f + e);
+      const float s = x >= 0.0f ? t : e * t, sb = x >= 0.0f ? e * t : t;
+      const float P = fmaxf(c[j] + g[j] * s, PMIN), Pb = fmaxf(omd[j] + g[j] * sb, PMIN);
+      const float iPP = 1.0f / (P * Pb), iP = Pb * iPP, iPb = P * iPP;
+      const float q = y > 0.0f ? m * iP : -m * iPb;
+      const float nll = -m * logf(y > 0.0f ? P : Pb);
+      const float ss = s * sb, dx = g[j] * ss, sx = q * dx, v = q * q;
+      const float qgs2 = q * g[j] * ss * (sb - s), vdx2 = v * dx * dx;
+      rn2 += (double)nll;
+      if (row_info) {
+        rg2 += (double)(sx * a[j]);
+        rh2 += (double)(m * iPP * dx * dx * a2);
+        ro2 += (double)((vdx2 - qgs2) * a2);
+      }
+      G0s += sx; G1s += sx * th2; GCs += q * sb; GDs += q * s; NLLs += nll;
+      if (col_info) {
+        const float vdx = v * dx, qss = q * ss;
+        H0s += vdx2; H1s += vdx2 * th2; H2s += vdx2 * th2 * th2;
+        HC0s += vdx * sb; HC1s += vdx * sb * th2; HD0s += vdx * s; HD1s += vdx * s * th2;
+        HCCs += v * sb * sb; HDDs += v * s * s; HCDs += v * ss;
+        S0s += qgs2; S1s += qgs2 * th2; S2s += qgs2 * th2 * th2; T0s += qss; T1s += qss * th2;
+      }
+    }
+    {
+      const int code = c3[j];
+      const float m = (float)(code & 1), y = (float)((code >> 1) & 1);
+      const float x = a[j] * (th3 - b[j]);
+      const float e = expf(-fabsf(x)), t = 1.0f / (1.0f + e);
+      const float s = x >= 0.0f ? t : e * t, sb = x >= 0.0f ? e * t : t;
+      const float P = fmaxf(c[j] + g[j] * s, PMIN), Pb = fmaxf(omd[j] + g[j] * sb, PMIN);
+      const float iPP = 1.0f / (P * Pb), iP = Pb * iPP, iPb = P * iPP;
+      const float q = y > 0.0f ? m * iP : -m * iPb;
+      const float nll = -m * logf(y > 0.0f ? P : Pb);
+      const float ss = s * sb, dx = g[j] * ss, sx = q * dx, v = q * q;
+      const float qgs2 = q * g[j] * ss * (sb - s), vdx2 = v * dx * dx;
+      rn3 += (double)nll;
+      if (row_info) {
+        rg3 += (double)(sx * a[j]);
+        rh3 += (double)(m * iPP * dx * dx * a2);
+        ro3 += (double)((vdx2 - qgs2) * a2);
+      }
+      G0s += sx; G1s += sx * th3; GCs += q * sb; GDs += q * s; NLLs += nll;
+      if (col_info) {
+        const float vdx = v * dx, qss = q * ss;
+        H0s += vdx2; H1s += vdx2 * th3; H2s += vdx2 * th3 * th3;
+        HC0s += vdx * sb; HC1s += vdx * sb * th3; HD0s += vdx * s; HD1s += vdx * s * th3;
+        HCCs += v * sb * sb; HDDs += v * s * s; HCDs += v * ss;
+        S0s += qgs2; S1s += qgs2 * th3; S2s += qgs2 * th3 * th3; T0s += qss; T1s += qss * th3;
+      }
+    }
+    aG0[j] += G0s; aG1[j] += G1s; aGC[j] += GCs; aGD[j] += GDs; aNLL[j] += NLLs;
+    if (col_info) {
+      aH0[j] += H0s; aH1[j] += H1s; aH2[j] += H2s; aHC0[j] += HC0s; aHC1[j] += HC1s; aHD0[j] += HD0s; aHD1[j] += HD1s; aHCC[j] += HCCs; aHDD[j] += HDDs; aHCD[j] += HCDs; aS0[j] += S0s; aS1[j] += S1s; aS2[j] += S2s; aT0[j] += T0s; aT1[j] += T1s;
+    }
+  }
+  out[0] = rg0; out[1] = rh0; out[2] = rn0; out[3] = ro0;
+  out[4] = rg1; out[5] = rh1; out[6] = rn1; out[7] = ro1;
+  out[8] = rg2; out[9] = rh2; out[10] = rn2; out[11] = ro2;
+  out[12] = rg3; out[13] = rh3; out[14] = rn3; out[15] = ro3;
+}
+
+static void rows_range(const uint8_t *code, int64_t r0, int64_t r1, int64_t N, const double *theta,
+                       const float *a, const float *b, const float *c, const float *g, const float *omd,
+                       int mode, int ncol, float *acc, double *dacc, double *row_out) {
+  int pending = 0;
+  memset(acc, 0, sizeof(float) * ncol * N);
+  for (int64_t i = r0; i < r1;) {
+    int step = 1;
+    const double *th = theta + i;
+    double *out = row_out + 4 * i;
+    const uint8_t *ci = code + i * N;
+    if (i + 4 <= r1 && pending + 4 <= FLUSH) {
+      step = 4;
+      switch (mode) {
+        case 1: four_rows(ci, N, th, a, b, c, g, omd, acc, out, 1, 0); break;
+        case 2: four_rows(ci, N, th, a, b, c, g, omd, acc, out, 0, 1); break;
+        case 3: four_rows(ci, N, th, a, b, c, g, omd, acc, out, 1, 1); break;
+        default: four_rows(ci, N, th, a, b, c, g, omd, acc, out, 0, 0);
+      }
+    } else {
+      switch (mode) {
+        case 1: one_row(ci, N, (float)*th, a, b, c, g, omd, acc, out, 1, 0); break;
+        case 2: one_row(ci, N, (float)*th, a, b, c, g, omd, acc, out, 0, 1); break;
+        case 3: one_row(ci, N, (float)*th, a, b, c, g, omd, acc, out, 1, 1); break;
+        default: one_row(ci, N, (float)*th, a, b, c, g, omd, acc, out, 0, 0);
+      }
+    }
+    i += step;
+    pending += step;
+    if (pending >= FLUSH || i == r1) {
+      for (int64_t k = 0; k < (int64_t)ncol * N; k++) {
+        dacc[k] += acc[k];
+        acc[k] = 0.0f;
+      }
+      pending = 0;
+    }
+  }
+}
+
+/* Returns 0, or -1 when memory ran out. a, b, c, g (= d - c), omd (= 1 - d) are float32 per column.
+ * mode: bit 0 = the column information sums (H0 .. T1), bit 1 = the row gradient and informations
+ * (row_out[:, 0], [1], [3]; else 0). The row objective and G0 .. NLL are always computed. */
+int crossdiff_cells(const uint8_t *code, int64_t M, int64_t N, const double *theta, const float *a,
+                    const float *b, const float *c, const float *g, const float *omd, int mode,
+                    int nthreads, double *row_out, double *col_out) {
+  const int ncol = (mode & 1) ? NCOL : NCOL_GRAD;
+  if (nthreads < 1) nthreads = 1;
+  if (nthreads > M) nthreads = M > 0 ? (int)M : 1;
+  double *dacc = calloc((size_t)nthreads * ncol * N, sizeof(double));
+  float *acc = malloc((size_t)nthreads * ncol * N * sizeof(float));
+  if (!dacc || !acc) {
+    free(dacc);
+    free(acc);
+    return -1;
+  }
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static, 1)
+#endif
+  for (int t = 0; t < nthreads; t++) {
+    const int64_t r0 = M * t / nthreads, r1 = M * (t + 1) / nthreads;
+    rows_range(code, r0, r1, N, theta, a, b, c, g, omd, mode, ncol, acc + (size_t)t * ncol * N,
+               dacc + (size_t)t * ncol * N, row_out);
+  }
+  memset(col_out, 0, sizeof(double) * NCOL * N);
+  for (int t = 0; t < nthreads; t++)
+    for (int64_t k = 0; k < (int64_t)ncol * N; k++) col_out[k] += dacc[(size_t)t * ncol * N + k];
+  free(dacc);
+  free(acc);
+  return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * The fast 1PL's sweep (crossdiff.irt.fast): per row i the ability's Newton step
+ *   g_i = sum_j m p - s_row_i + tau (theta_i - mu),  h_i = sum_j m p (1 - p) + tau,
+ *   d_i = clip(-g_i / h_i, +-max_step) * regular_i,
+ * then the column sums at the current abilities, col_out = (sum_i m p, sum_i m w, sum_i m w d_i) with
+ * w = p (1 - p): the difficulty step linearises the column sums in d (crossdiff.irt.fast.sweep_1pl).
+ * p is kept in a row buffer between the two loops. Row sums float64; column sums as crossdiff_cells.
+ */
+static void rows_1pl(const uint8_t *code, int64_t r0, int64_t r1, int64_t N, const double *theta,
+                     const float *b, const double *s_row, double tau, double mu, const uint8_t *regular,
+                     double max_step, float *pbuf, float *acc, double *dacc, double *d_out, double *h_out) {
+  int pending = 0;
+  float *restrict aP = acc, *restrict aW = acc + N, *restrict aD = acc + 2 * N;
+  memset(acc, 0, sizeof(float) * 3 * N);
+  for (int64_t i = r0; i < r1; i++) {
+    const uint8_t *restrict ci = code + i * N;
+    const float th = (float)theta[i];
+    double sp = 0.0, sw = 0.0;
+#pragma omp simd reduction(+ : sp, sw)
+    for (int64_t j = 0; j < N; j++) {
+      const float m = (float)(ci[j] & 1);
+      const float p = m / (1.0f + expf(b[j] - th));
+      pbuf[j] = p;
+      sp += (double)p;
+      sw += (double)(p - p * p);
+    }
+    const double g = sp - s_row[i] + tau * (theta[i] - mu), h = sw + tau;
+    double d = -g / h;
+    d = d > max_step ? max_step : (d < -max_step ? -max_step : d);
+    d = regular[i] ? d : 0.0;
+    d_out[i] = d;
+    h_out[i] = h;
+    const float df = (float)d;
+#pragma omp simd
+    for (int64_t j = 0; j < N; j++) {
+      const float p = pbuf[j], w = p - p * p;
+      aP[j] += p;
+      aW[j] += w;
+      aD[j] += w * df;
+    }
+    if (++pending == FLUSH || i + 1 == r1) {
+      for (int64_t k = 0; k < 3 * N; k++) {
+        dacc[k] += acc[k];
+        acc[k] = 0.0f;
+      }
+      pending = 0;
+    }
+  }
+}
+
+int crossdiff_sweep_1pl(const uint8_t *code, int64_t M, int64_t N, const double *theta, const float *b,
+                        const double *s_row, double tau, double mu, const uint8_t *regular, double max_step,
+                        int nthreads, double *d_out, double *h_out, double *col_out) {
+  if (nthreads < 1) nthreads = 1;
+  if (nthreads > M) nthreads = M > 0 ? (int)M : 1;
+  double *dacc = calloc((size_t)nthreads * 3 * N, sizeof(double));
+  float *acc = malloc((size_t)nthreads * 4 * N * sizeof(float)); /* 3 N sums + N row buffer per thread */
+  if (!dacc || !acc) {
+    free(dacc);
+    free(acc);
+    return -1;
+  }
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static, 1)
+#endif
+  for (int t = 0; t < nthreads; t++) {
+    const int64_t r0 = M * t / nthreads, r1 = M * (t + 1) / nthreads;
+    float *mine = acc + (size_t)t * 4 * N;
+    rows_1pl(code, r0, r1, N, theta, b, s_row, tau, mu, regular, max_step, mine + 3 * N, mine,
+             dacc + (size_t)t * 3 * N, d_out, h_out);
+  }
+  memset(col_out, 0, sizeof(double) * 3 * N);
+  for (int t = 0; t < nthreads; t++)
+    for (int64_t k = 0; k < 3 * N; k++) col_out[k] += dacc[(size_t)t * 3 * N + k];
+  free(dacc);
+  free(acc);
+  return 0;
+}
+
+/* sum over observed cells of softplus(theta_i - b_j), per row (the 1PL objective's dense part). */
+int crossdiff_softplus_1pl(const uint8_t *code, int64_t M, int64_t N, const double *theta, const float *b,
+                           int nthreads, double *row_out) {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads > 0 ? nthreads : 1) schedule(static)
+#endif
+  for (int64_t i = 0; i < M; i++) {
+    const uint8_t *restrict ci = code + i * N;
+    const float th = (float)theta[i];
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < N; j++) {
+      const float x = th - b[j];
+      s += (double)((float)(ci[j] & 1) * (fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x)))));
+    }
+    row_out[i] = s;
+  }
+  return 0;
+}
