@@ -153,6 +153,8 @@ def found(**over) -> list[str]:
     ({"datasets": {"c": {"test_on": ["c"]}}}, "lists the dataset itself"),
     ({"datasets": {"c": {"test_on": ["e"]}, "e": {"items": {"source": "synthetic"}, "responses": {"source": "simulated"}}},
       "study": {"datasets": ["e"]}}, "'c' is not in study.datasets"),
+    ({"datasets": {"c": {"bins": {"measures": ["length_tokens:question"]}}}},
+     "datasets.c.bins.measures[0] = 'length_tokens:question': length_tokens:<column> is a bins.by value only"),
 ])
 def test_parse_checks_name_the_key(over, needle):
     out = found(**over)

@@ -106,3 +106,12 @@ def test_unknown_loss_is_refused():
 
     with pytest.raises(CrossdiffError, match="loss"):
         resolve_settings({"loss": "kl"})
+
+
+def test_dft_with_the_multiple_choice_objective_is_refused():
+    """objective multiple_choice trains crossdiff's own loss over the options (issue 27c): TRL's dft cannot reach it."""
+    from crossdiff.finetune.settings import resolve_settings
+
+    with pytest.raises(CrossdiffError, match="loss dft is TRL's token loss; objective multiple_choice"):
+        resolve_settings({"loss": "dft", "objective": "multiple_choice"})
+    assert resolve_settings({"loss": "dft"})["loss"] == "dft"
