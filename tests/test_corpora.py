@@ -224,3 +224,26 @@ def test_liu2026_config_plans_offline(tmp_path):
     assert counts["prepare_items"] == counts["length_tokens_measure"] == counts["make_bins_measure"] == 5
     assert counts["plot_transfer"] == 3 and counts["optimum_by_n"] == 1
     assert not {"fit_irt", "import_responses", "build_base_model"} & set(counts)
+
+
+def test_estimate_counts_the_test_on_cells(tmp_path, monkeypatch):
+    """crossdiff estimate: every run's passes over the other dataset's test items, and its zero-shot pass."""
+    from crossdiff.plan.estimate import estimate
+
+    monkeypatch.chdir(tmp_path)
+    cfg = {"datasets": {"e": {"items": {"source": "synthetic", "n_items": 120, "seed": 1}, "responses": {"source": "none"},
+                              "bins": {"by": "n_ops"}, "test_on": ["f"]},
+                        "f": {"items": {"source": "synthetic", "n_items": 90, "seed": 2}, "responses": {"source": "none"},
+                              "bins": {"by": "n_ops"}}},
+           "models": [{"id": "m", "build": "tiny"}], "bins": {"n_bins": 3, "holdout_fraction": 0.25},
+           "study": {"datasets": ["e"], "methods": ["sft", "dft"]},
+           "resources": {"finetune": {"gpu": 0}, "evaluate": {"gpu": 0}}}
+    plan = Plan(validate(cfg))
+    rows = {(r["dataset"], r["method"]): r for r in estimate(plan, cache_path=None)["rows"]}
+    assert set(rows) == {("e", "zero-shot"), ("e", "sft"), ("e", "dft"), ("e on f", "sft"), ("e on f", "dft"),
+                         ("f", "zero-shot")}
+    base = rows[("f", "zero-shot")]
+    for method in ("sft", "dft"):
+        on = rows[("e on f", method)]
+        assert on["eval_passes"] == len(plan.runs) == 3 and on["fine_tunes"] == 0
+        assert abs(on["eval_tokens"] - 3 * base["eval_tokens"]) <= 3  # the same items, once per run
