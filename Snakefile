@@ -74,6 +74,9 @@ localrules:
     size_difficulty,
     summarize,
     sgr,
+    make_bins_measure,
+    plot_transfer,
+    optimum_by_n,
 
 
 # One rule file per DAG stage, named like the stage (and its crossdiff subpackage):
@@ -95,6 +98,10 @@ include: "workflow/rules/measures.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/results.smk"
 include: "workflow/rules/sgr.smk"
+include: "workflow/rules/corpora_common.smk"
+include: "workflow/rules/corpora.smk"
+include: "workflow/rules/transfer.smk"
+include: "workflow/rules/optimum.smk"
 include: "workflow/rules/results_partial.smk"
 include: "workflow/rules/plan_estimate.smk"
 

@@ -133,6 +133,8 @@ def irt_item_table(name):
 
 
 def difficulty_targets(name):
+    if not PLAN.has_irt(name):  # responses.source none: bins from an item measure alone (rules/corpora.smk)
+        return [f"results/bins/{name}/bins.parquet"]
     out = [
         f"results/responses/{name}.parquet",
         f"results/irt/{name}/items.parquet",
@@ -445,6 +447,7 @@ def study_targets():
                 f"results/figures/{name}/best_train_bin.png",
                 f"results/tables/{name}/best_train_bin.csv",
             ]
+    out += transfer_targets() + optimum_targets()  # datasets.<d>.test_on; the optimum per n (issue 28)
     if out:
         out += ["results/tables/results.parquet", "results/models/models.tsv"]
     return out
@@ -457,7 +460,7 @@ def all_eval_results(wildcards=None):
         for model in MODELS
         for train in eval_labels(name)
         for f in eval_outputs(model, name, train)
-    ]
+    ] + transfer_eval_results()  # datasets.<d>.test_on (rules/transfer.smk)
 
 
 def sgr_targets():

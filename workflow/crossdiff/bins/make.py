@@ -19,6 +19,9 @@ Options (both off by default, leaving today's table unchanged):
 * ``--by published`` with ``--measure-table`` (from ``crossdiff published-difficulty``): bin by the
   authors' published difficulty, ``--rule equal`` (equal-size bins, ties by IRT difficulty, then item_id)
   or ``--rule quantile`` (their ``b/n <= q < (b+1)/n`` rule, :mod:`crossdiff.bins.published`).
+* ``--no-irt`` (``responses.source: none``): ``--items`` is the item table itself (no IRT fit); the bins come
+  from the measure alone (``--by`` a column, ``length:COLUMN``, or a measure table such as
+  ``length_tokens:COLUMN``), ties by item_id, and ``difficulty`` is that measure (the only difficulty there is).
 * ``--holdout-fraction F`` (``bins.holdout_fraction``): a seeded ``heldout`` column per bin
   (:func:`crossdiff.bins.holdout.holdout_split`): training uses the other items, evaluation the held-out ones.
 """
@@ -159,7 +162,9 @@ def _bins_by(items: pl.DataFrame, n_bins: int, path, key: str, tiebreak=()) -> t
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--items", required=True, help="IRT item table (parquet)")
+    p.add_argument("--items", required=True, help="IRT item table (parquet); with --no-irt the item table")
+    p.add_argument("--no-irt", action="store_true",
+                   help="no IRT fit (responses.source none): bin the item table by --by alone; difficulty = the measure")
     p.add_argument("--n-bins", type=int, required=True)
     p.add_argument("--by", default="irt", help="'irt' (default) or an item-table column / length:COLUMN (needs --item-table)")
     p.add_argument("--item-table", help="item table holding the --by column")
@@ -178,7 +183,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    items = read_table(args.items, "IRT item table")
+    if args.no_irt:
+        if args.by in ("irt", "published"):
+            raise CrossdiffError(f"bins.by = {args.by!r} needs an IRT fit, but this dataset has no responses "
+                                 "(responses.source: none); bin by an item column, length:COLUMN or length_tokens:COLUMN")
+        items = read_table(args.items, "item table")
+        require_columns(items, ["item_id"], args.items, "item table")
+        items = items.select(pl.col("item_id").cast(pl.Utf8), pl.lit(0.0).alias("difficulty"))
+        args.item_table = args.item_table or args.items
+    else:
+        items = read_table(args.items, "IRT item table")
     key, tiebreak = "difficulty", ()
     table_measure = parse_measure(args.by)
     if table_measure is not None:  # a measure with its own job (crossdiff.bins.measures): its per-item table
@@ -204,6 +218,9 @@ def run(args: argparse.Namespace) -> None:
         items = add_measure(items, read_table(args.item_table, "item table"), args.by, args.item_table)
         key = "measure"
         print(f"binning by {args.by!r}: {items['measure'].n_unique()} distinct values for {args.n_bins} bins")
+    if args.no_irt:  # the measure is the difficulty: the bins table's difficulty column says so
+        items = items.with_columns(pl.col("measure").alias("difficulty"))
+        tiebreak = ()
     if args.cutoffs or args.edges:
         cuts = args.cutoffs or quantile_cuts(items, key, args.edges)
         what = "datasets.<name>.bins.cutoffs" if args.cutoffs else f"bins.edges {args.edges} (quantiles)"

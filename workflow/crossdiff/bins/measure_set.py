@@ -86,7 +86,10 @@ def spec_problems(name: str, dataset: dict, models) -> list[str]:
             problems.append(f"{key}: {'IRT difficulty is always shown' if spec == 'irt' else 'published is a bins.by value only (it needs bins.published)'}")
         elif table_measures.parse(spec) is not None:
             m, slug = table_measures.parse(spec)
-            if slug not in models:
+            if m.argument == "column":  # length_tokens: a bins.by value only (issue 28)
+                problems.append(f"{key}: {m.prefix}:<column> is a bins.by value only; list length:<column> "
+                                f"(characters) here")
+            elif slug not in models:
                 problems.append(f"{key}: no model with slug {slug!r}; expected {m.prefix}:<slug> of one of models: "
                                 f"{sorted(models) or '(none configured)'}")
         elif column_of(spec) is None:

@@ -1,4 +1,5 @@
-"""The difficulty measures that need a job of their own, in one table: ``bins.by: <prefix>:<model slug>``.
+"""The difficulty measures that need a job of their own, in one table: ``bins.by: <prefix>:<model slug>`` (or
+``<prefix>:<column>`` for a measure whose argument is a column, ``length_tokens:solution``).
 
 A measure of this table is computed by its own rule into ``results/bins/{dataset}/<table>`` (one row per IRT
 item: ``item_id``, ``measure``, higher = harder) before the bins are cut; ``make-bins --by <prefix>:<slug>
@@ -21,6 +22,9 @@ class Measure:
     rule: str     #: the Snakemake rule that writes the table
     table: str    #: its file under results/bins/{dataset}/
     about: str    #: what the measure is (logs, docs)
+    #: what follows ``<prefix>:``: a model slug (the base model whose scores are the measure) or a column of the
+    #: item table (``length_tokens:solution``; its tokenizer is ``datasets.<d>.bins.tokenizer``)
+    argument: str = "model"
     #: ``<prefix>:avg`` is allowed too: the mean over the models its own settings name (bins.mdl.models)
     avg: bool = False
 
@@ -32,6 +36,9 @@ MEASURES: dict[str, Measure] = {
                     "the base model's mean NLL of the training target (crossdiff.evaluate.loss_measure)"),
     "pass_rate": Measure("pass_rate", "pass_rate_measure", "pass_rate_measure.parquet",
                          "1 - the base model's pass rate over k samples (crossdiff.evaluate.pass_rate)"),
+    "length_tokens": Measure("length_tokens", "length_tokens_measure", "length_tokens_measure.parquet",
+                             "the column's length in tokens (crossdiff.bins.token_length; Liu et al. 2026's CoT length)",
+                             argument="column"),
     # Hase et al. 2024's text likelihoods: one job per (dataset, model) writes both tables ({model}: the slug)
     "answer_prob": Measure("answer_prob", "text_prob_measure", "measures/answer_prob/{model}.parquet",
                            "the base model's summed NLL of the answer text, empty prompt (crossdiff.evaluate.text_prob)"),
@@ -57,6 +64,10 @@ def check_by(dataset: str, by: str, models) -> None:
     if found is None:
         return
     m, slug = found
+    if m.argument == "column":  # a column of the item table: checked by the job (crossdiff.plan.corpora checks the tokenizer)
+        if not slug:
+            raise CrossdiffError(f"datasets.{dataset}.bins.by = {by!r}: expected {m.prefix}:<column>, e.g. {m.prefix}:solution")
+        return
     if m.avg and slug == "avg":
         return
     if slug not in models:

@@ -441,11 +441,26 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outputs", nargs="+", required=True, help="result JSON per task folder, same order")
     p.add_argument("--model-name", help="model name recorded in the results (default: --model)")
     p.add_argument("--train-bin", default="zero-shot", help="'zero-shot' or the training bin number")
+    p.add_argument("--train-dataset", help="the dataset the checkpoint was trained on, when the tasks are another "
+                                           "dataset's bins (datasets.<d>.test_on): recorded as train_dataset")
     p.add_argument("--settings", type=json_arg, default={}, help="JSON object of evaluation settings (see module doc)")
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
     evaluate_model(args.model, args.tasks, args.outputs, args.settings, args.model_name, args.train_bin)
+    if args.train_dataset:
+        record_train_dataset(args.outputs, args.train_dataset)
+
+
+def record_train_dataset(outputs, train_dataset: str) -> None:
+    """A cross-dataset cell (``datasets.<d>.test_on``): its result JSON says which dataset trained the checkpoint
+    (``train_dataset``) beside the scored dataset (``dataset``: the task's); everything else is the plain
+    evaluation's, so the cell equals scoring that checkpoint on the other dataset's bin directly."""
+    import json
+
+    for out in outputs:
+        rec = {**json.loads(Path(out).read_text()), "train_dataset": str(train_dataset)}
+        write_json(rec, out)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -69,6 +69,10 @@ shuffle                        true         false = train in file order (curricu
                                             trainer's sequential sampler, see crossdiff.study.designs)
 ddp_timeout                    7200         seconds a rank waits at a collective (a 14B rank-0
                                             gather and save outlasts transformers' 1800)
+loss                           "sft"        "sft": mean NLL of the completion tokens (TRL
+                                            loss_type "nll"); "dft": Dynamic Fine-Tuning (Wu et al.
+                                            2025), each token's NLL weighted by its stop-gradient
+                                            probability (TRL loss_type "dft"; the method dft)
 =============================  ===========  =====================================================
 """
 
@@ -117,7 +121,10 @@ DEFAULTS: dict = {
     "final_lr_ratio": None,
     "shuffle": True,
     "ddp_timeout": 7200,
+    "loss": "sft",
 }
+#: ``loss`` -> TRL 1.16's ``SFTConfig.loss_type`` (trl/trainer/sft_config.py: "nll" | "dft")
+TRL_LOSS_TYPES = {"sft": "nll", "dft": "dft"}
 LORA_DEFAULTS = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
 #: learning rate of LoRA / QLoRA runs when no level of the config sets one. 5e-6 is the paper's full fine-tune
 #: rate; adapters train from zero-initialised B matrices and need a far larger one: 1e-4 is Hase et al. 2024's
@@ -181,6 +188,7 @@ def validate_settings(s: dict, complete: bool = True) -> dict:
         "sharding": ("fsdp", "ddp", "hybrid"),
         "bf16": ("auto", True, False),
         "gradient_checkpointing": ("auto", True, False),
+        "loss": tuple(TRL_LOSS_TYPES),
     }
     for key, allowed in choices.items():
         if s[key] not in allowed:
@@ -211,6 +219,9 @@ def validate_settings(s: dict, complete: bool = True) -> dict:
             raise CrossdiffError(f"finetune settings.final_lr_ratio {r} shapes the linear schedule; lr_scheduler_type "
                                  f"is {s['lr_scheduler_type']!r}: set lr_scheduler_type: linear or final_lr_ratio: null")
     check_objective(s)
+    if s["loss"] == "dft" and s["objective"] == "multiple_choice":  # the MC loss is crossdiff's own, not TRL's
+        raise CrossdiffError("finetune settings.loss dft is TRL's token loss; objective multiple_choice trains "
+                             "crossdiff's loss over the options instead: set one of them back to sft")
     from crossdiff.finetune.qlora import check_settings as check_quantization
 
     check_quantization(s)

@@ -27,7 +27,7 @@ from crossdiff.compute import deterministic_torch
 from crossdiff.errors import CrossdiffError
 from crossdiff.finetune import qlora
 from crossdiff.finetune.checkpoints import completion_callback, last_complete_checkpoint
-from crossdiff.finetune.settings import accumulation_steps, engine_for, is_bnb_optimizer, precision_plan  # noqa: F401
+from crossdiff.finetune.settings import TRL_LOSS_TYPES, accumulation_steps, engine_for, is_bnb_optimizer, precision_plan  # noqa: F401
 from crossdiff.finetune.weights import changed_share, optimizer_state_dtype
 from crossdiff.io import atomic_path, write_json
 from crossdiff.prompts.format import PromptFormat
@@ -110,6 +110,7 @@ def sft_config_kwargs(s: dict, work_dir, *, engine: str, on_gpu: bool, prec: dic
         padding_free=bool(s["padding_free"]),
         use_cpu=not on_gpu,
         completion_only_loss=True,
+        loss_type=TRL_LOSS_TYPES[s["loss"]],  # dft: trl/trainer/sft_trainer.py:1612-1618 (crossdiff.finetune.dft)
         train_sampling_strategy="random" if s["shuffle"] else "sequential",  # curricula keep their order
         packing=False,
         logging_steps=s["logging_steps"],

@@ -451,13 +451,17 @@ def prepare_items(settings: dict, dataset: str) -> pl.DataFrame:
         if settings.get("solutions"):
             items = attach_solutions(items, settings["solutions"], dataset)
         return items
+    if source == "corpus":  # a question/solution/answer table named by its columns (crossdiff.items.corpus)
+        from crossdiff.items.corpus import load_corpus
+
+        return load_corpus(settings, dataset)
     if source == "lm_eval_task":
         from crossdiff.items.lm_eval_task import load_task_items
 
         items = load_task_items(settings, dataset)
         return attach_solutions(items, settings["solutions"], dataset) if settings.get("solutions") else items
-    raise CrossdiffError(f"datasets.{dataset}.items.source = {source!r}: nothing to prepare (expected synthetic, hub "
-                         f"or lm_eval_task)")
+    raise CrossdiffError(f"datasets.{dataset}.items.source = {source!r}: nothing to prepare (expected synthetic, hub, "
+                         f"lm_eval_task or corpus)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ All problems are gathered and reported together (:func:`check`), each naming its
 from __future__ import annotations
 
 from crossdiff.errors import CrossdiffError
-from crossdiff.plan import inputs
+from crossdiff.plan import corpora, inputs
 from crossdiff.study import designs, methods
 
 
@@ -268,6 +268,7 @@ def problems(plan) -> list[str]:
     from crossdiff.plan.grpo_checks import problems as grpo_problems  # issue 29: GRPO jobs, pass-rate measures
 
     out += grpo_problems(plan)
+    out += corpora.problems(plan)  # responses none, length_tokens, test_on (issue 28)
     from crossdiff.plan import probe_checks  # probes, MDL, the multiple-choice objective (Hase et al., issue 27)
 
     out += probe_checks.problems(plan, max_train_items)

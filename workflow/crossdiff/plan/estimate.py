@@ -600,7 +600,10 @@ def estimate(plan, *, tokenize: bool = False, lookup: bool = False, model_config
             missing.append(f"params of {plan.models[slug]['id']}: {why}")
     eval_gpus = max(1, int(plan.resources("evaluate")["gpu"]))
     storage = plan.config["storage"]
-    for name in names:
+    from crossdiff.plan.corpora import test_only_datasets  # datasets.<d>.test_on (issue 28)
+
+    test_only = test_only_datasets(plan)
+    for name in names + test_only:
         for slug, m in plan.models.items():
             cfg = configs[slug][0]
             params = param_count(cfg) if cfg is not None else None
@@ -616,7 +619,7 @@ def estimate(plan, *, tokenize: bool = False, lookup: bool = False, model_config
             gpus = max(1, int(res["gpu"])) * int(res.get("nodes", 1) or 1)  # nodes: multi-node fine-tunes
             load_s = _weight_bytes(cfg) / io if cfg is not None else 0.0
 
-            def evaluation(row: dict, prefill: float, passes: int, jobs: int) -> dict:
+            def evaluation(row: dict, prefill: float, passes: int, jobs: int, prof: dict = prof) -> dict:
                 """Evaluation passes over every test item: tokens, GPU-hours (both generation lengths)."""
                 decode = {"max_gen_toks": 0 if prof["multiple_choice"] else prof["decode"],
                           "target": 0 if prof["multiple_choice"] else prof["target"]}
@@ -634,6 +637,8 @@ def estimate(plan, *, tokenize: bool = False, lookup: bool = False, model_config
                 return row
 
             rows.append(evaluation(_row(m["id"], name, "zero-shot", gpus, eval_gpus), prof["prefill"], 1, 1))
+            if name in test_only:  # scored only as another dataset's test_on: its zero-shot cells
+                continue
             for method in plan.methods():
                 for label in methods.labels(method.name, plan.icl(name)):
                     row = _row(m["id"], name, label, gpus, eval_gpus)
@@ -695,6 +700,13 @@ def estimate(plan, *, tokenize: bool = False, lookup: bool = False, model_config
                                    overhead_gpu_h=overhead * gpus / 3600)
                         row["wall_h_per_job"] = (row["train_gpu_h"] / gpus + overhead / 3600) / len(plan.runs)
                     rows.append(evaluation(row, prof["prefill"], len(plan.runs), len(plan.runs)))
+                    for test in plan.test_on(name):  # every run also scored on the other dataset's test items
+                        tprof = dataset_profile(ctx, test, slug)
+                        if "why" in tprof:
+                            missing.append(f"{test} x {m['id']}: {tprof['why']}")
+                            continue
+                        rows.append(evaluation(_row(m["id"], f"{name} on {test}", label, gpus, eval_gpus),
+                                               tprof["prefill"], len(plan.runs), len(plan.runs), tprof))
     ctx.save_cache()
     totals = _totals(rows, storage)
     assumptions = {"training": speed["train_from"], "prefill": speed["prefill_from"], "decoding": speed["decode_from"],

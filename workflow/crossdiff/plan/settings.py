@@ -86,7 +86,7 @@ class Plan:
     def items_table(self, name: str):
         """The dataset's item table path, or None (items.source: none)."""
         src = self.dataset(name)["items"]["source"]
-        if src in ("synthetic", "hub", "lm_eval_task"):
+        if src in ("synthetic", "hub", "lm_eval_task", "corpus"):
             return f"results/items/{name}.parquet"
         if src == "file":
             return self.dataset(name)["items"]["path"]
@@ -275,6 +275,23 @@ class Plan:
         except CrossdiffError as exc:
             raise CrossdiffError(f"datasets.{name}.bins.pass_rate (bins.pass_rate < datasets.{name}.bins.pass_rate): "
                                  f"{exc}") from None
+
+    # ---------------------------------------- corpora without responses, token lengths, test_on (crossdiff.plan.corpora)
+    def has_irt(self, name: str) -> bool:
+        from crossdiff.plan.corpora import has_irt
+
+        return has_irt(self, name)
+
+    def tokenizer(self, name: str) -> dict | None:
+        """``datasets.<d>.bins.tokenizer`` resolved (the first model's by default): ref, model slug, input files."""
+        from crossdiff.plan.corpora import tokenizer_of
+
+        return tokenizer_of(self, name)
+
+    def test_on(self, name: str) -> list[str]:
+        from crossdiff.plan.corpora import test_on
+
+        return test_on(self, name)
     @functools.cache
     def probe(self, name: str) -> dict:
         """The complete, validated probe settings of a dataset (study.methods probe; the mdl measure's probes)."""

@@ -8,7 +8,10 @@ zero-shot), test_bin, metric, value, stderr, n_items, zero_shot (value of the ze
 test bin), gain (value - zero_shot), gain_lo, gain_hi (95% paired bootstrap interval of the gain),
 significant (interval excludes 0), bin_gap (train_bin_index - test_bin), result (path), method (``sft``,
 ``icl-k<k>`` for in-context learning cells of :mod:`crossdiff.evaluate.icl`, whose train_bin is the bin
-the demonstrations come from, or ``zero-shot``).
+the demonstrations come from, or ``zero-shot``), test_dataset (the dataset whose bin ``test_bin`` is: ``dataset``
+itself, or another one for a checkpoint of ``dataset`` scored on it, ``datasets.<d>.test_on``; a zero-shot row's
+``dataset`` and ``test_dataset`` are the scored dataset, and a cross-dataset cell's gain is over that dataset's
+zero-shot cell of the same test bin).
 
 The bootstrap resamples a test bin's items with replacement; the SAME resample indexes the
 checkpoint's and the zero-shot model's per-item scores (paired by item_id), so item difficulty
@@ -112,12 +115,15 @@ def load_results(paths) -> tuple[pl.DataFrame, dict]:
         for key in ("model", "dataset", "train_bin", "test_bin", "metric", "value", "n_items"):
             if key not in rec:
                 raise CrossdiffError(f"{p}: result lacks key {key!r}")
-        key = (rec["model"], rec["dataset"], str(rec["train_bin"]), int(rec["test_bin"]))
+        # a cross-dataset cell (datasets.<d>.test_on): trained on train_dataset, scored on dataset's bins
+        train_ds = str(rec.get("train_dataset") or rec["dataset"])
+        key = (rec["model"], train_ds, rec["dataset"], str(rec["train_bin"]), int(rec["test_bin"]))
         if key in samples:
-            raise CrossdiffError(f"{p}: duplicate result for model={key[0]} dataset={key[1]} train={key[2]} test={key[3]}")
+            raise CrossdiffError(f"{p}: duplicate result for model={key[0]} dataset={key[1]} test_dataset={key[2]} "
+                                 f"train={key[3]} test={key[4]}")
         samples[key] = _read_samples(p, rec)
         rows.append({
-            "model": rec["model"], "dataset": rec["dataset"], "train_bin": str(rec["train_bin"]),
+            "model": rec["model"], "dataset": train_ds, "test_dataset": rec["dataset"], "train_bin": str(rec["train_bin"]),
             "test_bin": int(rec["test_bin"]), "metric": rec["metric"], "value": float(rec["value"]),
             "stderr": rec.get("stderr"), "n_items": int(rec["n_items"]), "result": str(p),
         })
@@ -163,16 +169,16 @@ def aggregate(paths, settings: dict | None = None) -> pl.DataFrame:
         raise CrossdiffError(f"aggregate settings: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
     df, samples = load_results(paths)
     df = _cells(df)
-    zero = {(r["model"], r["dataset"], r["test_bin"]): r["value"] for r in df.filter(pl.col("cell") == "zero-shot").iter_rows(named=True)}
+    zero = {(r["model"], r["test_dataset"], r["test_bin"]): r["value"] for r in df.filter(pl.col("cell") == "zero-shot").iter_rows(named=True)}
     out = []
-    for key, grp in df.group_by(["model", "dataset", "cell", "test_bin"], maintain_order=True):
-        model, dataset, cell, test_bin = key
+    for key, grp in df.group_by(["model", "dataset", "test_dataset", "cell", "test_bin"], maintain_order=True):
+        model, dataset, test_dataset, cell, test_bin = key
         grp = grp.sort("seed", nulls_last=False)
         if cell != "zero-shot" and grp["seed"].null_count() not in (0, grp.height):
             raise CrossdiffError(f"{grp['result'][0]}: cell {cell} mixes runs with and without a seed label")
         first = grp.row(0, named=True)
-        row = {k: first[k] for k in ("model", "dataset", "test_bin", "metric", "n_items")}
-        zs_value = zero.get((model, dataset, test_bin))
+        row = {k: first[k] for k in ("model", "dataset", "test_dataset", "test_bin", "metric", "n_items")}
+        zs_value = zero.get((model, test_dataset, test_bin))
         values = grp["value"].to_numpy()
         row.update({
             "train_bin": design_part(cell, first["method"]), "method": first["method"],
@@ -182,11 +188,11 @@ def aggregate(paths, settings: dict | None = None) -> pl.DataFrame:
             "result": ";".join(grp["result"].to_list()), "n_seeds": grp.height,
             "seed_sd": float(values.std(ddof=1)) if grp.height > 1 else None,
         })
-        zs = samples.get((model, dataset, "zero-shot", test_bin))
+        zs = samples.get((model, test_dataset, test_dataset, "zero-shot", test_bin))
         if cell != "zero-shot" and zs is not None:
             runs = []
             for r in grp.iter_rows(named=True):
-                mine = samples[(model, dataset, r["train_bin"], test_bin)]
+                mine = samples[(model, dataset, test_dataset, r["train_bin"], test_bin)]
                 if set(mine) != set(zs):
                     raise CrossdiffError(
                         f"{r['result']}: its items differ from the zero-shot result's items on test bin {test_bin} "
@@ -197,6 +203,8 @@ def aggregate(paths, settings: dict | None = None) -> pl.DataFrame:
             # a stable per-cell seed, distinct per model and dataset: the same cell gets the same
             # resamples on every run, and different models or datasets get independent ones
             names = [_stable_int(model), _stable_int(dataset)]
+            if test_dataset != dataset:  # a cross-dataset cell: its own resamples (own cells keep today's seeds)
+                names.append(_stable_int(test_dataset))
             cell_id = int(cell) if cell.lstrip("-").isdigit() else _stable_int(cell)
             cell_seed = np.random.SeedSequence([s["seed"], *names, test_bin, cell_id]).generate_state(1)[0]
             base = np.array([zs[i] for i in ids])
@@ -211,7 +219,8 @@ def aggregate(paths, settings: dict | None = None) -> pl.DataFrame:
     schema = {"model": pl.Utf8, "dataset": pl.Utf8, "train_bin": pl.Utf8, "train_bin_index": pl.Int64,
               "test_bin": pl.Int64, "metric": pl.Utf8, "value": pl.Float64, "stderr": pl.Float64, "n_items": pl.Int64,
               "zero_shot": pl.Float64, "gain_lo": pl.Float64, "gain_hi": pl.Float64, "result": pl.Utf8,
-              "train_set": pl.Utf8, "train_size": pl.Int64, "n_seeds": pl.Int64, "seed_sd": pl.Float64, "method": pl.Utf8}
+              "train_set": pl.Utf8, "train_size": pl.Int64, "n_seeds": pl.Int64, "seed_sd": pl.Float64, "method": pl.Utf8,
+              "test_dataset": pl.Utf8}
     table = pl.DataFrame(out, schema=schema).with_columns(
         (pl.col("value") - pl.col("zero_shot")).alias("gain"),
         ((pl.col("gain_lo") > 0) | (pl.col("gain_hi") < 0)).alias("significant"),
@@ -219,9 +228,9 @@ def aggregate(paths, settings: dict | None = None) -> pl.DataFrame:
     )
     order = ["model", "dataset", "train_bin", "train_bin_index", "test_bin", "metric", "value", "stderr", "n_items",
              "zero_shot", "gain", "gain_lo", "gain_hi", "significant", "bin_gap", "result",
-             "train_set", "train_size", "n_seeds", "seed_sd", "method"]
-    return table.select(order).sort(["model", "dataset", "train_bin_index", "train_set", "train_size", "method", "test_bin"],
-                                    nulls_last=False)
+             "train_set", "train_size", "n_seeds", "seed_sd", "method", "test_dataset"]
+    return table.select(order).sort(["model", "dataset", "test_dataset", "train_bin_index", "train_set", "train_size",
+                                     "method", "test_bin"], nulls_last=False)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -36,30 +36,106 @@ from crossdiff.io import read_table, write_csv
 DEFAULTS = {"n_boot": 1000, "seed": 0, "confidence": 0.95}
 
 
-def _runs(paths, bins_path):
-    """Per model: {(train_bin, n): {seed: {test_bin: {item: score}}}} of single-bin runs, and the zero-shot items."""
-    from crossdiff.results.aggregate import load_results
-    from crossdiff.bins.holdout import training_part
+def collect_runs(df: pl.DataFrame, samples: dict, train_counts: dict) -> dict:
+    """Single-bin runs of every (model, dataset, test_dataset, method):
+    ``{(model, dataset, test_dataset, method): {(train_bin, n): {seed: {test_bin: {item: score}}}}}``.
+
+    ``df``/``samples`` are :func:`crossdiff.results.aggregate.load_results`'s; ``train_counts`` maps a train
+    dataset to ``{bin: training items}`` (a full-size run's n). Train sets (no single difficulty) and the
+    zero-shot cells are left out."""
     from crossdiff.study.designs import parse_label
     from crossdiff.study.methods import split_label
 
-    df, samples = load_results(paths)
-    bins = read_table(bins_path, "bins table")
-    train_counts = {int(b): int(c) for b, c in training_part(bins).group_by("bin").len().iter_rows()}
     out: dict = {}
     for r in df.iter_rows(named=True):
         if r["train_bin"] == "zero-shot":
             continue
-        if split_label(r["train_bin"])[0] != "sft":  # SFT's figure: other methods' cells (grpo-3-n16, icl-k8-3) out
-            continue
-        p = parse_label(r["train_bin"])
+        method, rest = split_label(r["train_bin"])
+        p = parse_label(rest)
         if p["bin"] is None:
             continue  # train sets have no single difficulty
-        n = p["n"] if p["n"] is not None else train_counts.get(p["bin"])
-        key = (r["model"], r["dataset"])
+        test_ds = r.get("test_dataset") or r["dataset"]
+        n = p["n"] if p["n"] is not None else train_counts.get(r["dataset"], {}).get(p["bin"])
+        key = (r["model"], r["dataset"], test_ds, method)
         out.setdefault(key, {}).setdefault((p["bin"], n), {}).setdefault(p["seed"], {})[r["test_bin"]] = \
-            samples[(r["model"], r["dataset"], r["train_bin"], r["test_bin"])]
+            samples[(r["model"], r["dataset"], test_ds, r["train_bin"], r["test_bin"])]
     return out
+
+
+def train_counts_of(bins_path) -> dict[int, int]:
+    """{bin: training items} of a bins table (bin size minus held-out items)."""
+    from crossdiff.bins.holdout import training_part
+
+    bins = read_table(bins_path, "bins table")
+    return {int(b): int(c) for b, c in training_part(bins).group_by("bin").len().iter_rows()}
+
+
+def _runs(paths, bins_path):
+    """Per model: {(train_bin, n): {seed: {test_bin: {item: score}}}} of sft's single-bin runs scored on their own
+    dataset (the per-dataset figure and table of rule size_difficulty; every method and test dataset:
+    :mod:`crossdiff.results.optimum`)."""
+    from crossdiff.results.aggregate import load_results
+
+    df, samples = load_results(paths)
+    counts = train_counts_of(bins_path)
+    runs = collect_runs(df, samples, {d: counts for d in df["dataset"].unique().to_list()})
+    return {(m, d): cells for (m, d, t, method), cells in runs.items() if t == d and method == "sft"}
+
+
+def size_grid(model: str, dataset: str, cells: dict, s: dict, rng) -> dict:
+    """Accuracy over (train bin, n) of one group's runs, with bootstrap replicates of the overall accuracy.
+
+    Returns ``{"test_bins", "sizes", "n": {n: {"bins", "point" (bins,), "boots" (n_boot, bins)}}, "acc": rows}``.
+    One draw of test items per test bin per replicate is shared by every run (runs are compared on the same
+    items), the seeds of each run are drawn with replacement (the two-level bootstrap of the module doc)."""
+    test_bins = sorted({t for seeds in cells.values() for per_test in seeds.values() for t in per_test})
+    item_ids = {}
+    for t in test_bins:
+        for seeds in cells.values():
+            for per_test in seeds.values():
+                if t in per_test:
+                    ids = sorted(per_test[t])
+                    if t in item_ids and ids != item_ids[t]:
+                        raise CrossdiffError(f"{model}/{dataset}: runs were scored on different items of test bin {t}")
+                    item_ids[t] = ids
+    sizes = sorted({n for (_, n) in cells})
+    # one item draw per test bin, shared by every run (weights: share of each item in the draw)
+    w = {t: _weights(rng, s["n_boot"], len(item_ids[t])) for t in test_bins}
+    n_total = sum(len(item_ids[t]) for t in test_bins)
+    grid, acc_rows = {}, []
+    for n in sizes:
+        bins_here = sorted(b for (b, m) in cells if m == n)
+        point, boots = [], []
+        for b in bins_here:
+            seeds = cells[(b, n)]
+            missing = [t for t in test_bins if any(t not in per_test for per_test in seeds.values())]
+            if missing:
+                raise CrossdiffError(f"{model}/{dataset}: run bin{b} n={n} lacks results on test bins {missing}")
+            # (seeds, items) per test bin
+            mats = {t: np.array([[per_test[t][i] for i in item_ids[t]] for per_test in seeds.values()]) for t in test_bins}
+            for t in test_bins:
+                acc_rows.append({"train_bin": b, "train_size": n, "test": str(t), "accuracy": float(mats[t].mean())})
+            overall = sum(mats[t].mean(axis=0).sum() for t in test_bins) / n_total
+            acc_rows.append({"train_bin": b, "train_size": n, "test": "overall", "accuracy": float(overall)})
+            point.append(overall)
+            u = _weights(rng, s["n_boot"], len(seeds))
+            # overall accuracy per resample: items re-weighted within each test bin, seeds re-weighted
+            boots.append(sum(np.einsum("bk,kn,bn->b", u, mats[t], w[t]) * len(item_ids[t]) for t in test_bins) / n_total)
+        grid[n] = {"bins": bins_here, "point": np.array(point), "boots": np.vstack(boots).T}  # (n_boot, bins)
+    return {"test_bins": test_bins, "sizes": sizes, "n": grid, "acc": acc_rows}
+
+
+def best_row(g: dict, s: dict) -> dict:
+    """The best train bin of one n of :func:`size_grid`: a tie is reported as one (``best_train_bin`` None,
+    ``tied_train_bins`` lists them); its percentile interval and share over the resamples."""
+    bins_here, point, boot_m = g["bins"], g["point"], g["boots"]
+    top = winners(point)
+    best = bins_here[int(top[0])] if len(top) == 1 else None
+    alpha = (1 - s["confidence"]) / 2
+    lo, hi = split_quantiles(boot_m, bins_here, [alpha, 1 - alpha])
+    return {"best_train_bin": best, "tied_train_bins": " ".join(str(bins_here[int(i)]) for i in top),
+            "best_lo": int(lo), "best_hi": int(hi), "best_share": split_share(boot_m, top),
+            "best_accuracy": float(point.max()), "n_train_bins": len(bins_here), "n_boot": s["n_boot"]}
 
 
 def best_bins(paths, bins_path, settings: dict | None = None):
@@ -70,51 +146,11 @@ def best_bins(paths, bins_path, settings: dict | None = None):
         raise CrossdiffError("no single-bin fine-tuned results given; study.train_sizes needs train bins")
     best_rows, acc_rows = [], []
     for (model, dataset), cells in runs.items():
-        test_bins = sorted({t for seeds in cells.values() for per_test in seeds.values() for t in per_test})
-        item_ids = {}
-        for t in test_bins:
-            for seeds in cells.values():
-                for per_test in seeds.values():
-                    if t in per_test:
-                        ids = sorted(per_test[t])
-                        if t in item_ids and ids != item_ids[t]:
-                            raise CrossdiffError(f"{model}/{dataset}: runs were scored on different items of test bin {t}")
-                        item_ids[t] = ids
-        sizes = sorted({n for (_, n) in cells})
         rng = np.random.default_rng(np.random.SeedSequence([s["seed"], _stable_int(model), _stable_int(dataset)]))
-        # one item draw per test bin, shared by every run (weights: share of each item in the draw)
-        w = {t: _weights(rng, s["n_boot"], len(item_ids[t])) for t in test_bins}
-        n_total = sum(len(item_ids[t]) for t in test_bins)
-        for n in sizes:
-            bins_here = sorted(b for (b, m) in cells if m == n)
-            point, boots = [], []
-            for b in bins_here:
-                seeds = cells[(b, n)]
-                missing = [t for t in test_bins if any(t not in per_test for per_test in seeds.values())]
-                if missing:
-                    raise CrossdiffError(f"{model}/{dataset}: run bin{b} n={n} lacks results on test bins {missing}")
-                # (seeds, items) per test bin
-                mats = {t: np.array([[per_test[t][i] for i in item_ids[t]] for per_test in seeds.values()]) for t in test_bins}
-                for t in test_bins:
-                    acc_rows.append({"model": model, "dataset": dataset, "train_bin": b, "train_size": n,
-                                     "test": str(t), "accuracy": float(mats[t].mean())})
-                overall = sum(mats[t].mean(axis=0).sum() for t in test_bins) / n_total
-                acc_rows.append({"model": model, "dataset": dataset, "train_bin": b, "train_size": n,
-                                 "test": "overall", "accuracy": float(overall)})
-                point.append(overall)
-                u = _weights(rng, s["n_boot"], len(seeds))
-                # overall accuracy per resample: items re-weighted within each test bin, seeds re-weighted
-                boots.append(sum(np.einsum("bk,kn,bn->b", u, mats[t], w[t]) * len(item_ids[t]) for t in test_bins) / n_total)
-            point = np.array(point)
-            top = winners(point)  # a tie is reported as one (best_train_bin empty, tied_train_bins lists them)
-            best = bins_here[int(top[0])] if len(top) == 1 else None
-            boot_m = np.vstack(boots).T  # (n_boot, bins)
-            alpha = (1 - s["confidence"]) / 2
-            lo, hi = split_quantiles(boot_m, bins_here, [alpha, 1 - alpha])
-            best_rows.append({"model": model, "dataset": dataset, "train_size": n, "best_train_bin": best,
-                              "tied_train_bins": " ".join(str(bins_here[int(i)]) for i in top),
-                              "best_lo": int(lo), "best_hi": int(hi), "best_share": split_share(boot_m, top),
-                              "best_accuracy": float(point.max()), "n_train_bins": len(bins_here), "n_boot": s["n_boot"]})
+        grid = size_grid(model, dataset, cells, s, rng)
+        acc_rows += [{"model": model, "dataset": dataset, **r} for r in grid["acc"]]
+        for n in grid["sizes"]:
+            best_rows.append({"model": model, "dataset": dataset, "train_size": n, **best_row(grid["n"][n], s)})
     return pl.DataFrame(best_rows, schema_overrides={"best_train_bin": pl.Int64}), pl.DataFrame(acc_rows)
 
 

@@ -19,6 +19,7 @@ from crossdiff.cli import json_arg
 from crossdiff.io import read_table, write_csv
 from crossdiff.results.summary_report import figure, text_rst, write_text
 from crossdiff.results.summary_stats import DEFAULTS, resolve_settings, statistics, summarize, with_methods
+from crossdiff.results.transfer import with_test_datasets
 
 __all__ = ["DEFAULTS", "resolve_settings", "statistics", "summarize"]
 
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> None:
     s = resolve_settings(args.settings)
     df = read_table(args.table, "results table")
     df, s = with_methods(df, s)  # ICL cells: one summary row per method, in the text and the figure too
+    df, s = with_test_datasets(df, s)  # test_on cells: one summary row per (dataset, test_dataset)
     summary, best = summarize(df, s)
     write_csv(summary, args.csv)
     write_csv(best, args.best)

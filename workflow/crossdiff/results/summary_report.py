@@ -85,8 +85,10 @@ def paragraph(row: dict, confidence: float, near_gap: int, group_by: list[str] |
     """One group's numbers in a few plain sentences, worded for the group's method (``row['method']``:
     fine-tuning or in-context learning) and for the signs of its numbers."""
     name = f"**{row['model']}** on **{row['dataset']}**"
+    if row.get("test_dataset") not in (None, row["dataset"]):  # datasets.<d>.test_on: trained on one, tested on another
+        name = f"**{row['model']}** trained on **{row['dataset']}**, tested on **{row['test_dataset']}**"
     words = _words(row.get("method"))
-    extra = [f"{k}={row[k]}" for k in group_by or []]
+    extra = [f"{k}={row[k]}" for k in group_by or [] if k != "test_dataset"]
     if "train_size" in row and "train_size" not in (group_by or []):  # one paragraph per study.train_sizes entry
         n = row["train_size"]
         extra.append(f"n={n} training items per bin" if n is not None else "all training items of each bin")
@@ -147,7 +149,8 @@ def figure(summary: pl.DataFrame, best: pl.DataFrame, results: pl.DataFrame, set
     from crossdiff.io import write_figure
 
     sns.set_theme(style="whitegrid", context="notebook")
-    labels = [f"{r['model']} / {r['dataset']}" + (f" (n={r['train_size']})" if r.get("train_size") is not None else "")
+    labels = [f"{r['model']} / {r['dataset']}" + (f" -> {r['test_dataset']}" if r.get("test_dataset") not in (None, r["dataset"]) else "")
+              + (f" (n={r['train_size']})" if r.get("train_size") is not None else "")
               + (f" [{r['method']}]" if r.get("method") else "")
               for r in summary.iter_rows(named=True)]
     colors = sns.color_palette("tab10", max(1, len(labels)))
@@ -168,6 +171,8 @@ def figure(summary: pl.DataFrame, best: pl.DataFrame, results: pl.DataFrame, set
             sub = sub.filter(pl.col("train_size").is_null() if size is None else pl.col("train_size") == size)
         if row.get("method") and "method" in sub.columns:  # one summary row per method (sft, icl-k<k>)
             sub = sub.filter(pl.col("method") == row["method"])
+        if row.get("test_dataset") and "test_dataset" in sub.columns:  # one summary row per test dataset (test_on)
+            sub = sub.filter(pl.col("test_dataset") == row["test_dataset"])
         mean = sub.group_by("abs_gap").agg(pl.col("gain").mean()).sort("abs_gap")
         ax.plot(mean["abs_gap"], mean["gain"], "o", color=color, label=label)
         if math.isfinite(row["slope"]):

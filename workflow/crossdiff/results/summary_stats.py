@@ -13,7 +13,9 @@ gain g = accuracy - zero-shot accuracy on bin t):
 
 The diagonal (b = t) takes part only when ``diagonal`` is ``include``: when train and test items are
 the same (no held-out split) its gain measures memorisation, not generalisation, so the default
-leaves it out.
+leaves it out. Cross-dataset cells (``datasets.<d>.test_on``: ``test_dataset`` differs from ``dataset``) are
+summarized per (dataset, test_dataset) against the test dataset's zero-shot cells
+(:mod:`crossdiff.results.transfer`), their diagonal always included (bins of two datasets, different items).
 
 Intervals are percentile bootstrap intervals at ``confidence``. ``resample: items`` (default)
 resamples each test bin's items with replacement, the same resample for every checkpoint and the
@@ -33,6 +35,7 @@ import polars as pl
 
 from crossdiff.errors import CrossdiffError
 from crossdiff.results.ties import split_share, winners
+from crossdiff.results.transfer import with_test_datasets
 
 DEFAULTS = {
     "n_boot": 1000,
@@ -204,6 +207,7 @@ def summarize(df: pl.DataFrame, settings: dict | None = None, scores: dict | Non
     """(summary table, best-train-bin table) for a tidy results table."""
     s = resolve_settings(settings)
     df, s = with_methods(df, s)
+    df, s = with_test_datasets(df, s)  # cross-dataset cells (test_on): one group per (dataset, test_dataset)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise CrossdiffError(f"results table lacks column(s) {missing}; expected the table written by aggregate")
@@ -248,7 +252,9 @@ def summarize(df: pl.DataFrame, settings: dict | None = None, scores: dict | Non
                                  f"{dup['_t'][0]}; add the column(s) that tell them apart to summary.group_by"
                                  + (f" (candidates: {others})" if others else ""))
         diagonal_present = bool((cells["_b"] == cells["_t"]).any())
-        if s["diagonal"] == "exclude":
+        # a cross-dataset group's diagonal pairs bins of two datasets, never the same items: always included
+        cross = key.get("test_dataset", key["dataset"]) != key["dataset"]
+        if s["diagonal"] == "exclude" and not cross:
             cells = cells.filter(pl.col("_b") != pl.col("_t"))
         if cells.height == 0:
             raise CrossdiffError(f"results table: {label} has no fine-tuned cells to summarize"
@@ -269,7 +275,8 @@ def summarize(df: pl.DataFrame, settings: dict | None = None, scores: dict | Non
                 one = statistics(b[idx[r]], t[idx[r]], g[idx[r]], s["near_gap"])
                 for k in boots:
                     boots[k][r] = one[k][0]
-        row = {**key, "n_cells": cells.height, "diagonal": "included" if s["diagonal"] == "include" else "excluded",
+        row = {**key, "n_cells": cells.height,
+               "diagonal": "included" if s["diagonal"] == "include" or cross else "excluded",
                "resample": s["resample"], "n_boot": s["n_boot"]}
         for k in STATS:
             lo, hi = _interval(boots[k], float(s["confidence"]))

@@ -53,6 +53,10 @@ METHODS: dict[str, Method] = {
                    "reinforcement learning per train bin: GRPO with the evaluation score as verifiable reward "
                    "(TRL GRPOTrainer; crossdiff.finetune.grpo), scored on every test bin",
                    train_rule="finetune_grpo"),
+    # Liu et al. 2026 put DFT beside SFT: the same bins, sizes and seeds, TRL's own loss (crossdiff.finetune.dft)
+    "dft": Method("dft", True, "dft", "evaluate_checkpoint", True,
+                  "a fine-tune per train bin with the Dynamic Fine-Tuning loss (Wu et al. 2025; TRL loss_type dft), "
+                  "scored on every test bin", finetune={"loss": "dft"}, train_rule="finetune"),
     "probe": Method("probe", False, "probe", "evaluate_probe", False,
                     "a linear probe on the frozen base model's hidden states per train bin, Hase et al. 2024 "
                     "(crossdiff.evaluate.probe)"),
