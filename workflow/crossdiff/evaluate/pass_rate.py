@@ -86,32 +86,15 @@ def item_seed(seed: int, item_id: str) -> int:
 
 
 def load_model(model_path, settings: dict | None = None):
-    """(model, tokenizer, device) of the base model (transformers), counted in MODEL_LOADS."""
+    """(model, tokenizer, device) of the base model (transformers; the loss measure's loader), counted in
+    MODEL_LOADS."""
     global MODEL_LOADS
-    from crossdiff.hub import offline_env
+    from crossdiff.evaluate import loss_measure
 
-    offline_env(model_path)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from crossdiff.compute import deterministic_torch, device_for
-
-    s = settings or {}
-    device = device_for(s.get("device", "auto"), "evaluate.device")
-    deterministic_torch(device)
-    dtype = s.get("dtype", "auto")
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_path))
-        model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=getattr(torch, dtype))
-    except OSError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CrossdiffError(f"{model_path}: cannot load model/tokenizer: {first}") from None
-    model.to(device).eval()
+    out = loss_measure.load_model(model_path, settings)
     MODEL_LOADS += 1
-    print(f"loaded model {model_path} ({device}, {dtype}); loaded model {MODEL_LOADS} time(s) in this process", flush=True)
-    return model, tokenizer, device
+    print(f"loaded model {MODEL_LOADS} time(s) in this process", flush=True)
+    return out
 
 
 def generation_config(tokenizer, s: dict):
