@@ -157,6 +157,19 @@ def iter_jsonl(path: str | os.PathLike):
                 raise CrossdiffError(f"{path}: line {n}: not valid JSON ({exc.msg})") from None
 
 
+def read_rows(path: str | os.PathLike, what: str = "items file") -> list[dict]:
+    """Rows of one .jsonl / .json (a list, or {"examples": [...]}) / .parquet file, as dicts."""
+    path = Path(path)
+    if not path.exists():
+        raise CrossdiffError(f"{path}: {what} not found")
+    if path.suffix == ".parquet":
+        return pl.read_parquet(path).to_dicts()
+    if path.suffix == ".json":
+        data = json.loads(path.read_text())
+        return data if isinstance(data, list) else data.get("examples", [])
+    return [row for _, row in iter_jsonl(path)]
+
+
 def read_table(path: str | os.PathLike, what: str = "table") -> pl.DataFrame:
     """Read a CSV, TSV, parquet or JSONL file, raising CrossdiffError naming the file when it fails."""
     p = Path(path)

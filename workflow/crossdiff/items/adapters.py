@@ -34,7 +34,7 @@ import polars as pl
 
 from crossdiff.cli import json_arg
 from crossdiff.errors import CrossdiffError
-from crossdiff.io import iter_jsonl, write_parquet
+from crossdiff.io import read_rows, write_parquet
 from crossdiff.items.gpqa import GPQA_PROMPT, gpqa_item, gpqa_rows
 from crossdiff.items.hase import MMLU_CONFIGS, gsm8k_columns, load_arc, load_mmlu, load_strategyqa
 from crossdiff.items.ifeval import IFEVAL_PROMPT, LEADERBOARD_HUB_ID, ifeval_item, ifeval_rows
@@ -269,14 +269,7 @@ def _read_local(path: Path, sub: str | None) -> list[dict]:
         for f in files:
             rows += _read_local(f, None)
         return rows
-    if not path.exists():
-        raise CrossdiffError(f"{path}: items file not found")
-    if path.suffix == ".parquet":
-        return pl.read_parquet(path).to_dicts()
-    if path.suffix == ".json":
-        data = json.loads(path.read_text())
-        return data if isinstance(data, list) else data.get("examples", [])
-    return [row for _, row in iter_jsonl(path)]
+    return read_rows(path)
 
 
 def _load_rows(adapter: Adapter, sub: str | None, settings: dict) -> list[dict]:

@@ -114,19 +114,10 @@ def _lengths(question: str, answer_text: str) -> dict:
 
 # ------------------------------------------------------------------------------------------ reading rows
 def _read_file(path: Path) -> list[dict]:
-    """Rows of one .jsonl / .json (a list, or {"examples": [...]}) / .parquet file."""
-    if not path.exists():
-        raise CrossdiffError(f"{path}: items file not found")
-    if path.suffix == ".parquet":
-        import polars as pl
+    """Rows of one .jsonl / .json / .parquet file (:func:`crossdiff.io.read_rows`)."""
+    from crossdiff.io import read_rows
 
-        return pl.read_parquet(path).to_dicts()
-    if path.suffix == ".json":
-        data = json.loads(path.read_text())
-        return data if isinstance(data, list) else data.get("examples", [])
-    from crossdiff.io import iter_jsonl
-
-    return [row for _, row in iter_jsonl(path)]
+    return read_rows(path)
 
 
 def _local_split(root: Path, config: str | None, split: str) -> list[dict]:
