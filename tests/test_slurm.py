@@ -77,7 +77,7 @@ def slurm_cluster():
     if up.returncode != 0:
         subprocess.run(["bash", str(CLUSTER_SH), "down", str(directory)], capture_output=True, text=True)
         log = directory / "log" / "slurmctld.log"
-        tail = log.read_text()[-3000:] if log.exists() else ""
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
         pytest.fail(f"cluster.sh up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}\n{tail}")
     yield directory
     down = subprocess.run(["timeout", "120", "bash", str(CLUSTER_SH), "down", str(directory)], capture_output=True, text=True)
@@ -133,7 +133,7 @@ def run_on_slurm(snakefile: Path, workdir: Path, profile: Path, *args: str, time
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
     proc.seconds = time.monotonic() - t0  # type: ignore[attr-defined]
     if proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in sorted((workdir / "logs").rglob("*.log"))[-6:])
+        logs = "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-1500:]}" for p in sorted((workdir / "logs").rglob("*.log"))[-6:])
         raise AssertionError(
             f"snakemake on SLURM failed ({proc.returncode}{', timed out' if proc.returncode in (124, 137) else ''}):\n"
             f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}\n{logs}"
@@ -350,7 +350,7 @@ def test_study_runs_on_slurm_with_gpus_only_where_declared(slurm_cluster, tmp_pa
         assert metrics["cuda_visible_devices"] in ("0", "1"), "the fine-tuning job saw no GPU"
         job = next(j for j in jobs if j["JobId"] == metrics["slurm_job_id"])
         assert job["rule"] == "finetune" and job.get("Requeue") == "1", "profiles/slurm sets slurm-requeue"
-    log = (workdir / "logs/finetune/tiny-model/tiny/bin0.log").read_text()
+    log = (workdir / "logs/finetune/tiny-model/tiny/bin0.log").read_text(errors="replace")
     assert "pass-through: SLURM job" in log
     print(f"SLURM run: {len(jobs)} jobs in {proc.seconds:.0f} s")  # type: ignore[attr-defined]
 
@@ -434,5 +434,5 @@ def test_two_gpu_finetune_is_one_job_of_two_ranks_and_resumes_after_scancel(slur
     assert len(finetunes) == 2, "one SLURM job per run (the cancelled one and the rerun)"
     assert all(gpus_requested(j) == 2 for j in finetunes)
     assert all(j.get("NumTasks", "1") == "1" for j in finetunes), [j.get("NumTasks") for j in finetunes]
-    log = (workdir / "logs/finetune/tiny-model/tiny/bin0.log").read_text()
+    log = (workdir / "logs/finetune/tiny-model/tiny/bin0.log").read_text(errors="replace")
     assert log.count("launching 2 ranks") == 1  # the rerun's log: the command ran once, not once per GPU

@@ -76,7 +76,7 @@ def two_node_cluster():
         _cluster("down", str(directory))
         log = directory / "log" / "slurmctld.log"
         pytest.fail(f"cluster.sh up (2 nodes) failed ({up.returncode}):\n{up.stdout}\n{up.stderr}\n"
-                    f"{log.read_text()[-3000:] if log.exists() else ''}")
+                    f"{log.read_text(errors='replace')[-3000:] if log.exists() else ''}")
     yield directory
     back = _cluster("up", str(directory), "1") if had_one_node else _cluster("down", str(directory))
     assert back.returncode == 0, back.stderr
@@ -146,7 +146,7 @@ def test_two_node_finetune_is_one_slurm_job_and_resumes_after_preemption(two_nod
         if run.poll() is None:
             run.kill()
     t_slurm = time.monotonic() - t1
-    logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
+    logs = "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
     assert run.returncode == 0, f"{out[-6000:]}\n{logs}"
 
     # ONE job: the plugin's sbatch options, requeued once, on both nodes
@@ -162,7 +162,7 @@ def test_two_node_finetune_is_one_slurm_job_and_resumes_after_preemption(two_nod
     assert job["TresPerJob"] == "gres:gpu:fake:4" and job["TresPerNode"] == "gres:gpu:fake:2", job
 
     # the launch: the shell ran once on n1 (no srun around it), which started one launcher per node
-    log = (workdir / "logs/finetune/tiny-model/tiny/bin0.log").read_text()
+    log = (workdir / "logs/finetune/tiny-model/tiny/bin0.log").read_text(errors="replace")
     assert log.count("launching 4 ranks on 2 nodes (n1, n2; 2 per node, sharding hybrid)") == 1, log[-3000:]
     seen = re.search(r"this process sees (.*); nodes", log).group(1).split(", ")
     assert "SLURM_JOB_ID" in seen and "SLURM_JOB_NODELIST" not in seen and "SLURM_NTASKS" not in seen, seen
