@@ -38,7 +38,7 @@ def kv_bytes(cfg: dict, tokens: int, bytes_per: int = 2) -> float:
 
 
 def grpo_plan(cfg: dict, s: dict, *, gpu_mem_gb: float, on_gpu: bool = True, prompt_tokens: int = PROMPT_TOKENS) -> dict:
-    """Peak memory of one GPRO job on one GPU (bytes in GB, with a breakdown) for resolved GRPO settings."""
+    """Peak memory of one GRPO job on one GPU (bytes in GB, with a breakdown) for resolved GRPO settings."""
     from crossdiff.finetune.grpo_settings import steps_per_generation, uses_vllm
 
     completion = int(s["max_completion_length"] or 512)
@@ -109,17 +109,10 @@ def fit_message(model, est: dict, gpu_mem_gb: float) -> str | None:
 
 def check_before_training(model_ref, model_dir, s: dict) -> None:
     """At the start of a GPU job: stop at once when the plan cannot fit (CROSSDIFF_GPU_MEM_GB or the device's memory)."""
-    import os
+    from crossdiff.finetune.memory_plan import job_gpu_memory_gb, read_config
 
-    from crossdiff.finetune.memory_plan import read_config
-
-    try:
-        import torch
-
-        if not torch.cuda.is_available() or s.get("device") == "cpu":
-            return
-        mem = float(os.environ.get("CROSSDIFF_GPU_MEM_GB") or torch.cuda.get_device_properties(0).total_memory / GB)
-    except Exception:
+    mem = job_gpu_memory_gb(s)
+    if mem is None:
         return
     cfg = read_config(model_ref, model_dir)
     if cfg is None:

@@ -300,18 +300,25 @@ def fit_message(model, est: dict, gpus: int, gpu_mem_gb: float, replan=None, nod
     )
 
 
-def check_before_training(model_ref, model_dir, s: dict, n_processes: int, nodes: int = 1) -> None:
-    """At the start of a job on GPUs: stop at once when the plan cannot fit (CROSSDIFF_GPU_MEM_GB or the
-    device's own memory). ``nodes``: the nodes the ``n_processes`` ranks span."""
+def job_gpu_memory_gb(s: dict) -> float | None:
+    """GB of the job's first GPU (CROSSDIFF_GPU_MEM_GB or the device's own memory); None on a CPU job."""
     import os
 
     try:
         import torch
 
         if not torch.cuda.is_available() or s.get("device") == "cpu":
-            return
-        mem = float(os.environ.get("CROSSDIFF_GPU_MEM_GB") or torch.cuda.get_device_properties(0).total_memory / GB)
+            return None
+        return float(os.environ.get("CROSSDIFF_GPU_MEM_GB") or torch.cuda.get_device_properties(0).total_memory / GB)
     except Exception:
+        return None
+
+
+def check_before_training(model_ref, model_dir, s: dict, n_processes: int, nodes: int = 1) -> None:
+    """At the start of a job on GPUs: stop at once when the plan cannot fit (CROSSDIFF_GPU_MEM_GB or the
+    device's own memory). ``nodes``: the nodes the ``n_processes`` ranks span."""
+    mem = job_gpu_memory_gb(s)
+    if mem is None:
         return
     cfg = read_config(model_ref, model_dir)
     if cfg is None:
