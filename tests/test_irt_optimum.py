@@ -107,13 +107,44 @@ def test_kernel_c_matches_numpy_reference():
         np.testing.assert_allclose(r1, r2, rtol=2e-5, atol=1e-5)
         k = len(cells.COLUMNS) if col_info else cells.N_GRAD
         np.testing.assert_allclose(c1[:k], c2[:k], rtol=2e-5, atol=1e-4)
-    # subsets of rows / columns are the same sums over the submatrix
-    rows, cols = np.array([3, 9, 40]), np.array([0, 7, 8, 49])
-    r_sub, c_sub = C.stats(th, a, b, c, d, True, cols=cols)
-    r_ref, c_ref = cells.numpy_stats(C.code[:, cols], th, a[cols], b[cols], c[cols], d[cols])
-    np.testing.assert_allclose(c_sub, c_ref, rtol=2e-5, atol=1e-4)
+    # subsets of rows / columns are the same sums over the submatrix (columns: the item-major kernel)
+    rows, cols = np.array([3, 9, 40]), np.array([0, 7, 8, 49, 8])
+    for col_info in (True, False):
+        for row_info in (True, False):
+            r_sub, c_sub = C.stats(th, a, b, c, d, col_info, cols=cols, row_info=row_info)
+            r_ref, c_ref = cells.numpy_stats(C.code[:, cols], th, a[cols], b[cols], c[cols], d[cols], col_info)
+            k = len(cells.COLUMNS) if col_info else cells.N_GRAD
+            np.testing.assert_allclose(c_sub[:k], c_ref[:k], rtol=2e-5, atol=1e-4)
+            assert not c_sub[k:].any()
+            np.testing.assert_allclose(r_sub[:, 2], r_ref[:, 2], rtol=2e-5, atol=1e-5)
+            if row_info:
+                np.testing.assert_allclose(r_sub, r_ref, rtol=2e-5, atol=1e-5)
+            else:
+                assert not r_sub[:, [0, 1, 3]].any()
+            # a column's sums do not depend on the pass that made them (up to float32 rounding)
+            _, c_full = C.stats(th, a, b, c, d, col_info)
+            np.testing.assert_allclose(c_sub[:k], c_full[:k, cols], rtol=1e-6, atol=1e-6)
+    assert C.stats(th, a, b, c, d, True, cols=np.array([], dtype=int))[1].shape == (len(cells.COLUMNS), 0)
     r_sub, _ = C.stats(th, a, b, c, d, True, rows=rows)
     np.testing.assert_allclose(r_sub, cells.numpy_stats(C.code[rows], th[rows], a, b, c, d)[0], rtol=2e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_conditioning_screen_never_passes_a_matrix_the_eigenvalues_reject(k):
+    """The cheap screen before the modified-Newton eigenvalue floor: a sufficient test, never a wrong pass."""
+    rng = np.random.default_rng(k)
+    A = rng.normal(size=(4000, k, k))
+    H = A @ A.transpose(0, 2, 1)
+    H[:1000] -= rng.uniform(0, 3, 1000)[:, None, None] * np.eye(k)  # indefinite
+    lam, vec = np.linalg.eigh(H[1000:1500])
+    lam[:, 0] = lam[:, -1] * rng.uniform(1e-9, 1e-5, 500)  # around the floor's 1e-6 of the largest
+    H[1000:1500] = np.einsum("nij,nj,nkj->nik", vec, lam, vec)
+    lam = np.linalg.eigvalsh(H)
+    fine = (lam >= asymptote.EIG_FLOOR * np.abs(lam[:, -1:])).all(1)
+    screen = asymptote.well_conditioned(H, asymptote.EIG_FLOOR)
+    assert not (screen & ~fine).any()
+    assert screen[1500:].mean() > 0.5  # and it spares most well-conditioned matrices the eigenvalues
+    assert (~fine).sum() > 500  # the set holds many a floor must catch
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

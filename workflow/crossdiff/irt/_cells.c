@@ -396,3 +396,132 @@ int crossdiff_softplus_1pl(const uint8_t *code, int64_t M, int64_t N, const doub
   }
   return 0;
 }
+
+/* ---------------------------------------------------------------------------------------------------
+ * Column subsets (the items' backtracking and refinement): the sums of crossdiff_cells over the columns
+ * cols[0..K) only, read from the item-major copy codeT (N x M, crossdiff_transpose_u8), so that a few
+ * hundred columns cost their own cells and not a pass over every cache line of the row-major matrix.
+ * a, b, c, g, omd are the K selected items' parameters. Items are split into one contiguous range per
+ * thread; per item the column sums are float32 over CBLK rows, then float64; the row sums go to a float64
+ * buffer per thread, added in thread order (same inputs and thread count, same bits). The cell arithmetic
+ * is one_row's.
+ */
+#define CBLK 256
+
+static inline __attribute__((always_inline)) void one_col(
+    const uint8_t *restrict ci, int64_t M, const float *restrict th, const float aj, const float bj,
+    const float cj, const float gj, const float omdj, double *restrict dsum, double *restrict rg,
+    double *restrict rh, double *restrict rn, double *restrict ro, const int col_info, const int row_info) {
+  const float a2 = aj * aj;
+  for (int k = 0; k < NCOL; k++) dsum[k] = 0.0;
+  for (int64_t i0 = 0; i0 < M; i0 += CBLK) {
+    const int64_t i1 = i0 + CBLK < M ? i0 + CBLK : M;
+    float G0s = 0.0f, G1s = 0.0f, GCs = 0.0f, GDs = 0.0f, NLLs = 0.0f, H0s = 0.0f, H1s = 0.0f, H2s = 0.0f,
+          HC0s = 0.0f, HC1s = 0.0f, HD0s = 0.0f, HD1s = 0.0f, HCCs = 0.0f, HDDs = 0.0f, HCDs = 0.0f, S0s = 0.0f,
+          S1s = 0.0f, S2s = 0.0f, T0s = 0.0f, T1s = 0.0f;
+#pragma omp simd reduction(+ : G0s, G1s, GCs, GDs, NLLs, H0s, H1s, H2s, HC0s, HC1s, HD0s, HD1s, HCCs, HDDs, \
+                               HCDs, S0s, S1s, S2s, T0s, T1s)
+    for (int64_t i = i0; i < i1; i++) {
+      const int code = ci[i];
+      const float t0 = th[i];
+      const float m = (float)(code & 1), y = (float)((code >> 1) & 1);
+      const float x = aj * (t0 - bj);
+      const float e = expf(-fabsf(x)), t = 1.0f / (1.0f + e);
+      const float s = x >= 0.0f ? t : e * t, sb = x >= 0.0f ? e * t : t;
+      const float P = fmaxf(cj + gj * s, PMIN), Pb = fmaxf(omdj + gj * sb, PMIN);
+      const float iPP = 1.0f / (P * Pb), iP = Pb * iPP, iPb = P * iPP;
+      const float q = y > 0.0f ? m * iP : -m * iPb;
+      const float nll = -m * logf(y > 0.0f ? P : Pb);
+      const float ss = s * sb, dx = gj * ss, sx = q * dx, v = q * q;
+      const float qgs2 = q * gj * ss * (sb - s), vdx2 = v * dx * dx;
+      rn[i] += (double)nll;
+      if (row_info) {
+        rg[i] += (double)(sx * aj);
+        rh[i] += (double)(m * iPP * dx * dx * a2);
+        ro[i] += (double)((vdx2 - qgs2) * a2);
+      }
+      G0s += sx; G1s += sx * t0; GCs += q * sb; GDs += q * s; NLLs += nll;
+      if (col_info) {
+        const float vdx = v * dx, qss = q * ss;
+        H0s += vdx2; H1s += vdx2 * t0; H2s += vdx2 * t0 * t0;
+        HC0s += vdx * sb; HC1s += vdx * sb * t0; HD0s += vdx * s; HD1s += vdx * s * t0;
+        HCCs += v * sb * sb; HDDs += v * s * s; HCDs += v * ss;
+        S0s += qgs2; S1s += qgs2 * t0; S2s += qgs2 * t0 * t0; T0s += qss; T1s += qss * t0;
+      }
+    }
+    dsum[G0] += G0s; dsum[G1] += G1s; dsum[GC] += GCs; dsum[GD] += GDs; dsum[NLL] += NLLs;
+    if (col_info) {
+      dsum[H0] += H0s; dsum[H1] += H1s; dsum[H2] += H2s; dsum[HC0] += HC0s; dsum[HC1] += HC1s;
+      dsum[HD0] += HD0s; dsum[HD1] += HD1s; dsum[HCC] += HCCs; dsum[HDD] += HDDs; dsum[HCD] += HCDs;
+      dsum[S0] += S0s; dsum[S1] += S1s; dsum[S2] += S2s; dsum[T0] += T0s; dsum[T1] += T1s;
+    }
+  }
+}
+
+/* Returns 0, or -1 when memory ran out. mode as crossdiff_cells; col_out is NCOL x K (column sums of
+ * a pass without column information: G0 .. NLL, the rest 0), row_out M x 4. */
+int crossdiff_cells_cols(const uint8_t *codeT, int64_t M, int64_t N, const int64_t *cols, int64_t K,
+                         const double *theta, const float *a, const float *b, const float *c, const float *g,
+                         const float *omd, int mode, int nthreads, double *row_out, double *col_out) {
+  (void)N;
+  if (nthreads < 1) nthreads = 1;
+  if (nthreads > K) nthreads = K > 0 ? (int)K : 1;
+  float *thf = malloc(sizeof(float) * (M > 0 ? M : 1));
+  double *rbuf = calloc((size_t)nthreads * 4 * (M > 0 ? M : 1), sizeof(double));
+  if (!thf || !rbuf) {
+    free(thf);
+    free(rbuf);
+    return -1;
+  }
+  for (int64_t i = 0; i < M; i++) thf[i] = (float)theta[i];
+  memset(col_out, 0, sizeof(double) * NCOL * K);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static, 1)
+#endif
+  for (int t = 0; t < nthreads; t++) {
+    const int64_t k0 = K * t / nthreads, k1 = K * (t + 1) / nthreads;
+    double *rg = rbuf + (size_t)t * 4 * M, *rh = rg + M, *rn = rh + M, *ro = rn + M;
+    double dsum[NCOL];
+    for (int64_t k = k0; k < k1; k++) {
+      const uint8_t *ci = codeT + cols[k] * M;
+      switch (mode) {
+        case 1: one_col(ci, M, thf, a[k], b[k], c[k], g[k], omd[k], dsum, rg, rh, rn, ro, 1, 0); break;
+        case 2: one_col(ci, M, thf, a[k], b[k], c[k], g[k], omd[k], dsum, rg, rh, rn, ro, 0, 1); break;
+        case 3: one_col(ci, M, thf, a[k], b[k], c[k], g[k], omd[k], dsum, rg, rh, rn, ro, 1, 1); break;
+        default: one_col(ci, M, thf, a[k], b[k], c[k], g[k], omd[k], dsum, rg, rh, rn, ro, 0, 0);
+      }
+      for (int j = 0; j < NCOL; j++) col_out[(int64_t)j * K + k] = dsum[j];
+    }
+  }
+  for (int64_t i = 0; i < M; i++) {
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    for (int t = 0; t < nthreads; t++) {
+      const double *r = rbuf + (size_t)t * 4 * M;
+      s0 += r[i];
+      s1 += r[M + i];
+      s2 += r[2 * M + i];
+      s3 += r[3 * M + i];
+    }
+    row_out[4 * i] = s0;
+    row_out[4 * i + 1] = s1;
+    row_out[4 * i + 2] = s2;
+    row_out[4 * i + 3] = s3;
+  }
+  free(thf);
+  free(rbuf);
+  return 0;
+}
+
+/* dst (N x M) = src (M x N)', uint8, in 64 x 64 tiles. */
+void crossdiff_transpose_u8(const uint8_t *src, int64_t M, int64_t N, uint8_t *dst, int nthreads) {
+  const int64_t T = 64;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads > 0 ? nthreads : 1) schedule(static)
+#endif
+  for (int64_t j0 = 0; j0 < N; j0 += T)
+    for (int64_t i0 = 0; i0 < M; i0 += T) {
+      const int64_t i1 = i0 + T < M ? i0 + T : M, j1 = j0 + T < N ? j0 + T : N;
+      for (int64_t j = j0; j < j1; j++)
+        for (int64_t i = i0; i < i1; i++) dst[j * M + i] = src[i * N + j];
+    }
+}

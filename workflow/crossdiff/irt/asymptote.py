@@ -54,7 +54,9 @@ parameter and the gradient points out) and ``H`` the Hessian of the objective, a
 objective changed by at most ``irt.tol`` (relative) in the last sweep. Parameter changes are not used:
 on the flat ridges of these posteriors they keep moving while the objective does not. fit.json's
 ``engine_info`` reports both, the projected gradient's largest component and norm, and the backtracking.
-Start: the fast 1PL fit, a = 1, c and d at their prior modes (flat: c = 0.05, d = 0.95).
+Start: the fast 1PL fit; c and d at their prior modes (flat: c = 0.05, d = 0.95); b and a such that the item
+curve crosses 1/2 where the 1PL's does (theta = the 1PL's b) with the 1PL's slope there (1/4), a clipped to
+[0.5, 3] (on the 5000 x 12000 benchmark matrix this start saves 3 of 15 sweeps for the standard 4PL).
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ SD_G_MAX = 2.0  # ... and the log-discrimination scale 1/u_gamma to at most 2
 BOUND = 1.0e-6  # c, d in [BOUND, 1 - BOUND]: log P stays finite
 MIN_GAP = 1.0e-3  # 4pl-standard: d - c >= MIN_GAP
 START = {"3pl": (0.05, 1.0), "4pl": (0.0, 0.95), "4pl-standard": (0.05, 0.95)}  # where c / d have no prior
+START_A = (0.5, 3.0)  # range of the start's discrimination
 STEP_CAP = np.array([2.0, 1.0, 0.25, 0.25])  # whole-step scaling: largest move of b, log a, c, d
 THETA_CAP = 2.0
 HALVINGS = 10
@@ -106,6 +109,29 @@ def guess_modes(n_items: int, settings: IrtSettings, n_options=None) -> tuple[np
         modes[ok] = 1.0 / k[ok]
         known = int(ok.sum())
     return modes, known
+
+
+def well_conditioned(H: np.ndarray, floor: float) -> np.ndarray:
+    """True where the symmetric ``H[n]`` (k x k) surely has lambda_min >= floor * lambda_max.
+
+    Sufficient test from the LDL' pivots p_1..p_k (Schur complements): positive pivots mean positive
+    definite, and prod p = det = prod lambda <= lambda_min lambda_max^(k-1), so lambda_min / lambda_max
+    >= prod p / trace^k (lambda_max <= trace). Items that fail it get their eigenvalues computed.
+    """
+    n, k = H.shape[:2]
+    A = H.copy()
+    det = np.ones(n)
+    ok = np.ones(n, dtype=bool)
+    for j in range(k):
+        piv = A[:, j, j]
+        ok &= piv > 0
+        safe = np.where(piv > 0, piv, 1.0)
+        det *= safe
+        if j + 1 < k:
+            col = A[:, j + 1:, j] / safe[:, None]
+            A[:, j + 1:, j + 1:] -= col[:, :, None] * A[:, j, None, j + 1:]
+    trace = np.trace(H, axis1=1, axis2=2)
+    return ok & (det >= floor * np.maximum(trace, 1e-300) ** k)
 
 
 class _Fit:
@@ -203,13 +229,16 @@ class _Fit:
         H = H[:, self.free][:, :, self.free]
         k = np.arange(len(self.free))
         H[:, k, k] += ph[:, self.free]
-        lam, vec = np.linalg.eigh(H)
-        floor = np.maximum(EIG_FLOOR * np.abs(lam[:, -1:]), 1e-12)
-        bad = (lam < floor).any(1)
-        if bad.any():
-            self.not_pd += int(bad.sum())
-            lb = np.maximum(np.abs(lam[bad]), floor[bad])
-            H[bad] = np.einsum("nij,nj,nkj->nik", vec[bad], lb, vec[bad])
+        # eigenvalues only where a cheap test cannot rule out lambda_min < EIG_FLOOR lambda_max
+        maybe = np.flatnonzero(~well_conditioned(H, EIG_FLOOR))
+        if maybe.size:
+            lam, vec = np.linalg.eigh(H[maybe])
+            floor = np.maximum(EIG_FLOOR * np.abs(lam[:, -1:]), 1e-12)
+            bad = (lam < floor).any(1)
+            if bad.any():
+                self.not_pd += int(bad.sum())
+                lb = np.maximum(np.abs(lam[bad]), floor[bad])
+                H[maybe[bad]] = np.einsum("nij,nj,nkj->nik", vec[bad], lb, vec[bad])
         return G, H
 
     # -- items ---------------------------------------------------------------------------------
@@ -458,6 +487,13 @@ class _Fit:
         return dec_t, dec_i, g_t, pg
 
 
+def _q95(v: np.ndarray) -> float:
+    """95% quantile; inf where not every value is finite (the first sweep has no item Hessian yet)."""
+    if v.size == 0:
+        return 0.0
+    return float(np.quantile(v, 0.95)) if np.isfinite(v).all() else math.inf
+
+
 def _optimise(F: _Fit, theta, X, gtol: float, ftol: float, max_iter: int, progress: bool, label: str):
     """Gauss-Seidel sweeps from (theta, X) until the stopping rule or ``max_iter`` sweeps (module docstring)."""
     N = X.shape[0]
@@ -493,7 +529,7 @@ def _optimise(F: _Fit, theta, X, gtol: float, ftol: float, max_iter: int, progre
             F.update_hyper(X)
         # abilities
         # over-relax once most parameters are in the Newton region (a few slow items are refined alone)
-        bulk = max(np.quantile(dec_t, 0.95) if dec_t.size else 0.0, np.quantile(dec_i, 0.95) if dec_i.size else 0.0)
+        bulk = max(_q95(dec_t), _q95(dec_i))
         omega = OMEGA if bulk < SOR_BELOW else 1.0
         step = np.clip(omega * (row[:, 0] - theta) / F.theta_curvature(row), -THETA_CAP, THETA_CAP)
         before = row[:, 2] + 0.5 * theta**2
@@ -542,6 +578,12 @@ def fit(Y: np.ndarray, observed: np.ndarray, settings: IrtSettings, progress: bo
     if 3 in F.beta:
         X[:, 3] = np.clip(F.ceiling_mode, 0.6, 1 - 1e-3)
     X[:, F.free] = np.clip(X[:, F.free], F.lo, F.hi)
+    # the 1PL's item curve matched at its midpoint: P = 1/2 at the 1PL's b and the same slope there
+    c0, d0 = X[:, 2], X[:, 3]
+    mid = np.clip((0.5 - c0) / (d0 - c0), 0.05, 0.95)  # sigmoid(a (theta - b)) where P = 1/2
+    a0 = np.clip(0.25 / ((d0 - c0) * mid * (1 - mid)), START_A[0], START_A[1])
+    X[:, 1] = np.log(a0)
+    X[:, 0] = init.difficulty - np.log(mid / (1 - mid)) / a0
     F.X = X
     gtol, ftol = settings.gtol, settings.tol
     theta, X, state = _optimise(F, theta, X, gtol, ftol, settings.max_iter, progress, model)
@@ -588,7 +630,7 @@ def fit(Y: np.ndarray, observed: np.ndarray, settings: IrtSettings, progress: bo
         "objective_change_last_sweep": float(obj_change),
         "objective_name": "negative log posterior (constants dropped)",
         "objective_monotone": bool(all(b <= a + F.cells.eps * max(1.0, abs(a)) for a, b in zip(history, history[1:]))),
-        "start": "fast 1PL fit (%.2f s); a = 1; c = %s, d = %s" % (
+        "start": "fast 1PL fit (%.2f s); b, a: the 1PL's curve matched at P = 1/2; c = %s, d = %s" % (
             t_init, "prior mode" if 2 in F.beta else START[model][0], "prior mode" if 3 in F.beta else START[model][1]),
         "parameters_at_bounds": at_bound,
         "backtracking": dict(F.counts),

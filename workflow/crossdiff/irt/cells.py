@@ -19,6 +19,9 @@ Two implementations of the same sums:
   ``$XDG_CACHE_HOME/crossdiff``, else ``~/.cache/crossdiff``), keyed by the source, the flags, the compiler
   and the CPU. One fused pass, float32 cell arithmetic, float64 row sums and float64 column sums of
   float32 partial sums over 32 rows; 2.5 (without column information) to 5 ns of CPU time per cell.
+  Passes over a few columns (the items' backtracking and refinement) read an item-major copy of the codes
+  (made once, on the first such pass: one more byte per cell), so they cost their own cells: a column
+  subset of the row-major matrix touches nearly all of its cache lines.
   The same library holds the fast 1PL's sweep (:mod:`crossdiff.irt.fast`).
 * ``numpy``: float64 throughout, in row blocks; the reference, and the fallback when no compiler works
   (about 20x slower). ``CROSSDIFF_IRT_KERNEL=numpy`` forces it; ``=c`` makes a failed compile an error.
@@ -174,6 +177,10 @@ def load_kernel():
                     lib.crossdiff_sweep_1pl.argtypes = [P, I64, I64, P, P, P, D, D, P, D, I, P, P, P]
                     lib.crossdiff_softplus_1pl.restype = I
                     lib.crossdiff_softplus_1pl.argtypes = [P, I64, I64, P, P, I, P]
+                    lib.crossdiff_cells_cols.restype = I
+                    lib.crossdiff_cells_cols.argtypes = [P, I64, I64, P, I64, P] + [P] * 5 + [I, I, P, P]
+                    lib.crossdiff_transpose_u8.restype = None
+                    lib.crossdiff_transpose_u8.argtypes = [P, I64, I64, P, I]
                     _LIB["lib"] = lib
                     if lib.crossdiff_cells_ncol() != len(COLUMNS):
                         fn, how = None, f"{out}: column layout differs from crossdiff.irt.cells"
@@ -211,6 +218,31 @@ def c_stats(fn, code, theta, a, b, c, d, col_info=True, threads=1, row_info=True
     return row, col
 
 
+def c_stats_cols(lib, codeT, cols, theta, a, b, c, d, col_info=True, threads=1, row_info=True):
+    """:func:`c_stats` over the columns ``cols`` only, from the item-major copy ``codeT`` (N x M)."""
+    N, M = codeT.shape
+    cols = np.ascontiguousarray(cols, dtype=np.int64)
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    f32 = [np.ascontiguousarray(v, dtype=np.float32) for v in (a, b, c, d - c, 1.0 - d)]
+    row = np.empty((M, 4))
+    col = np.empty((len(COLUMNS), cols.size))
+    mode = (1 if col_info else 0) | (2 if row_info else 0)
+    if lib.crossdiff_cells_cols(codeT.ctypes.data, M, N, cols.ctypes.data, cols.size, theta.ctypes.data,
+                                *[v.ctypes.data for v in f32], mode, int(threads), row.ctypes.data,
+                                col.ctypes.data) != 0:
+        raise MemoryError("crossdiff.irt.cells: the C kernel could not allocate its row sums")
+    return row, col
+
+
+def transpose_codes(lib, code: np.ndarray, threads: int = 1) -> np.ndarray:
+    """The item-major (N x M) copy of a row-major uint8 code matrix (tiled C transpose)."""
+    code = np.ascontiguousarray(code, dtype=np.uint8)
+    M, N = code.shape
+    out = np.empty((N, M), dtype=np.uint8)
+    lib.crossdiff_transpose_u8(code.ctypes.data, M, N, out.ctypes.data, int(threads))
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ facade
 class Cells:
     """The response matrix as cell codes, and the pass over it (C kernel, or numpy as the fallback)."""
@@ -226,6 +258,7 @@ class Cells:
             raise RuntimeError(f"the C kernel of crossdiff.irt.cells is unavailable: {how}")
         self.kernel = "C" if self.fn is not None else "numpy"
         self.kernel_note = how
+        self._codeT = None  # item-major copy for column subsets (C kernel), made on first use
         # float32 cells: relative rounding of a row / column sum, for objective comparisons
         self.eps = 3.0e-7 if self.fn is not None else 1.0e-12
 
@@ -237,6 +270,16 @@ class Cells:
         ``theta`` is indexed like the full row set and ``a, b, c, d`` like the full column set; the
         result covers the selected rows / columns only, in their order.
         """
+        if self.fn is not None and cols is not None and rows is None:
+            # a few columns: read them from the item-major copy (a column subset of the row-major matrix
+            # touches nearly every cache line of it)
+            if self._codeT is None:
+                self._codeT = transpose_codes(_LIB["lib"], self.code, self.threads)
+            cols = np.asarray(cols, dtype=np.int64)
+            if cols.size == 0:
+                return np.zeros((self.code.shape[0], 4)), np.zeros((len(COLUMNS), 0))
+            return c_stats_cols(_LIB["lib"], self._codeT, cols, theta, a[cols], b[cols], c[cols], d[cols],
+                                col_info, self.threads, row_info)
         code = self.code
         if rows is not None:
             code, theta = code[rows], theta[rows]
