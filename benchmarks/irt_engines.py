@@ -247,7 +247,9 @@ def main(argv=None) -> None:
                                   flush=True)
                             continue
                         if proc.returncode != 0:
-                            print(f"| {size} | {model} | {engine} | failed: {proc.stderr.strip().splitlines()[-1:]} |", flush=True)
+                            last = proc.stderr.strip().splitlines()[-1:]
+                            why = last[0] if last else f"no message: the process died (exit code {proc.returncode})"
+                            print(f"| {size} | {model} | {engine} | failed: {why} |", flush=True)
                             continue
                         rec = json.load(open(out + ".json"))
                         est = np.load(out + ".npy")
