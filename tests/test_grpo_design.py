@@ -70,3 +70,23 @@ def test_paper_scale_grpo_config_plans_offline(tmp_path):
                      env={"HF_HUB_OFFLINE": "1"}, timeout=300)
     out = proc.stdout + proc.stderr
     assert "finetune_grpo" in out and "pass_rate_measure" in out
+
+
+def test_an_e2h_scheduled_set_runs_through_the_dag(study):
+    """A train set with E2H's classic schedule, on the shared study's data and base model: one GRPO job draws one
+    level per generation round, easiest first, and is scored on every held-out bin."""
+    cfg = yaml.safe_load(_reduced())
+    cfg["study"] = {"methods": ["grpo"], "train_sizes": [8], "train_sets": {"e2h": {"bins": "all", "schedule": "classic"}}}
+    (study / "config" / "e2h.yaml").write_text(yaml.safe_dump(cfg))
+    run = "grpo-set-e2h-n8"
+    targets = [f"results/eval/tiny-arith/arith/{run}/bin{t}.json" for t in range(3)]
+    snakemake(study, "--configfile", str(study / "config" / "e2h.yaml"), "--cores", "2", *targets)
+    m = json.loads((study / f"results/finetune/tiny-arith/arith/{run}/train_metrics.json").read_text())
+    data = [json.loads(x) for x in (study / "results/sft/arith/set-e2h-n8.jsonl").read_text().splitlines()]
+    assert sorted(r["bin"] for r in data) == [0, 0, 0, 1, 1, 1, 2, 2]  # equal shares of 8, easier bins first
+    assert m["schedule"]["name"] == "classic" and m["schedule"]["rounds"] == 3 == m["global_step"]
+    assert m["schedule"]["prompts_per_level"] == [3, 3, 2] and m["settings"]["schedule"] == "classic"
+    assert [c["mean_level"] for c in m["level_curve"]] == [0, 1, 2]  # 4 prompts per round, one level each
+    for t in range(3):
+        rec = json.loads((study / f"results/eval/tiny-arith/arith/{run}/bin{t}.json").read_text())
+        assert rec["train_bin"] == "grpo-set-e2h-n8" and rec["n_items"] == 15

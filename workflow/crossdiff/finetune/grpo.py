@@ -66,6 +66,20 @@ def read_train_ids(path) -> list[str]:
     return ids
 
 
+def read_train_levels(path) -> list[int]:
+    """Each training row's level for a scheduled run: the rank of its ``bin`` among the file's bins (0 = the
+    easiest bin), as E2H's ``level`` column."""
+    bins = []
+    for n, row in iter_jsonl(Path(path)):
+        b = row.get("bin")
+        if isinstance(b, bool) or not isinstance(b, int):
+            raise CrossdiffError(f"{path}: line {n}: no integer 'bin' (a scheduled GRPO run draws its prompts by level, "
+                                 "the rank of their bin; crossdiff make-train-set writes it)")
+        bins.append(b)
+    rank = {b: k for k, b in enumerate(sorted(set(bins)))}
+    return [rank[b] for b in bins]
+
+
 def make_reward(scorer: Scorer):
     """TRL reward function: each completion's evaluation score (the ``record`` column carries what scoring needs)."""
     def verifiable_reward(prompts, completions, completion_ids=None, record=None, **_):
@@ -129,6 +143,16 @@ def learnable_share(groups: list[dict]) -> float | None:
 def window(n: int) -> int:
     """Steps averaged at each end of a reward curve of n steps: a quarter of them, 1 to 10."""
     return max(1, min(10, n // 4))
+
+
+def level_curve(groups: list[dict], level_of: dict) -> list[dict]:
+    """A scheduled run's drawn levels per step: [{step, mean_level, counts}] from the recorded groups."""
+    by_step: dict[int, list[int]] = {}
+    for g in groups:
+        by_step.setdefault(int(g["step"]), []).append(int(level_of[str(g["item_id"])]))
+    K = max(level_of.values()) + 1 if level_of else 0
+    return [{"step": st, "mean_level": sum(v) / len(v), "counts": [v.count(k) for k in range(K)]}
+            for st, v in sorted(by_step.items())]
 
 
 def diagnostics(history: list[dict], groups: list[dict], s: dict) -> dict:
@@ -240,9 +264,26 @@ def _trainer_class():
     from trl import GRPOTrainer
 
     class CrossdiffGRPOTrainer(GRPOTrainer):
-        """TRL's GRPOTrainer with lm-eval's prompt tokenization and every group's rewards recorded."""
+        """TRL's GRPOTrainer with lm-eval's prompt tokenization and every group's rewards recorded; a scheduled
+        run (``level_schedule``) samples its prompts with E2H's task sampler (crossdiff.finetune.grpo_schedule)."""
 
         recorder: GroupRecorder | None = None
+        level_schedule: dict | None = None  # {"name", "args", "levels", "rounds"}
+
+        def _get_train_sampler(self, dataset=None):
+            if self.level_schedule is None:
+                return super()._get_train_sampler(dataset)
+            from crossdiff.finetune.grpo_schedule import make_sampler
+
+            sch = self.level_schedule
+            # TRL 1.16's RepeatSampler contract (grpo_trainer.py:1306-1313): one round of prompts per generation
+            self.schedule_sampler = make_sampler(
+                sch["levels"], name=sch["name"], args=sch["args"],
+                batch_size=self.args.generation_batch_size // self.num_generations,
+                mini_repeat_count=self.num_generations,
+                repeat_count=self.num_iterations * self.args.steps_per_generation,
+                seed=self.args.seed, total=sch["rounds"])
+            return self.schedule_sampler
 
         def _tokenize_prompts(self, prompts: list):
             if prompts and isinstance(prompts[0], str):  # rendered prompts: encoded as lm-eval encodes a request
@@ -263,8 +304,9 @@ def _trainer_class():
 
 
 def build_trainer(model_path, rows: list[dict], work_dir, s: dict, scorer: Scorer, callbacks=(),
-                  recorder: GroupRecorder | None = None):
-    """(trainer, tokenizer, runtime): the GRPO trainer of one job (``rows``: the items, in training order)."""
+                  recorder: GroupRecorder | None = None, levels: list[int] | None = None):
+    """(trainer, tokenizer, runtime): the GRPO trainer of one job (``rows``: the items, in training order;
+    ``levels``: each row's level when the settings have a ``schedule``)."""
     from crossdiff.hub import offline_env
 
     offline_env(model_path)
@@ -289,7 +331,15 @@ def build_trainer(model_path, rows: list[dict], work_dir, s: dict, scorer: Score
                                  "install -r envs/requirements-gpu.txt, or set grpo.use_vllm: false (transformers' generate)")
     prec = precision_plan(s, on_gpu, on_gpu and torch.cuda.is_bf16_supported())
     grad_ckpt = on_gpu and s["gradient_checkpointing"] in (True, "auto")
-    config = GRPOConfig(**grpo_config_kwargs(s, work_dir, on_gpu=on_gpu, prec=prec, grad_ckpt=grad_ckpt))
+    cfg_kwargs = grpo_config_kwargs(s, work_dir, on_gpu=on_gpu, prec=prec, grad_ckpt=grad_ckpt)
+    if s["schedule"] is not None:
+        from crossdiff.finetune.grpo_schedule import scheduled_max_steps
+
+        if levels is None or len(levels) != len(rows):
+            raise CrossdiffError("a scheduled GRPO run needs a level for every training row")
+        per_step = int(s["per_device_train_batch_size"]) * int(s["gradient_accumulation_steps"]) // int(s["num_generations"])
+        cfg_kwargs["max_steps"] = scheduled_max_steps(s, len(rows), per_step)
+    config = GRPOConfig(**cfg_kwargs)
     kwargs = {"dtype": torch.bfloat16 if prec["master_dtype"] == "bf16" else torch.float32}
     if s["attn_implementation"]:
         kwargs["attn_implementation"] = s["attn_implementation"]
@@ -314,6 +364,12 @@ def build_trainer(model_path, rows: list[dict], work_dir, s: dict, scorer: Score
     trainer = cls(model=model, reward_funcs=make_reward(scorer), args=config, train_dataset=dataset,
                   processing_class=tokenizer, peft_config=peft_config, callbacks=[completion_callback(), *callbacks])
     trainer.recorder = recorder
+    if s["schedule"] is not None:
+        from crossdiff.finetune.grpo_schedule import total_rounds
+
+        trainer.level_schedule = {"name": s["schedule"], "args": s["schedule_args"], "levels": list(levels),
+                                  "rounds": total_rounds(config.max_steps, config.gradient_accumulation_steps,
+                                                         config.steps_per_generation, config.num_iterations)}
     prompt_tokens = [len(encode_prompt(tokenizer, r["prompt"])) for r in records]
     runtime = {
         "device": device,
@@ -332,6 +388,11 @@ def build_trainer(model_path, rows: list[dict], work_dir, s: dict, scorer: Score
         "prompt_tokens_mean": sum(prompt_tokens) / len(prompt_tokens),
         "reference_model": trainer.ref_model is not None,
     }
+    if trainer.level_schedule is not None:
+        sch = trainer.level_schedule
+        runtime["schedule"] = {"name": sch["name"], "args": sch["args"], "rounds": sch["rounds"],
+                               "max_steps": config.max_steps, "levels": max(levels) + 1,
+                               "prompts_per_level": [levels.count(k) for k in range(max(levels) + 1)]}
     return trainer, tokenizer, runtime
 
 
@@ -359,34 +420,39 @@ def grpo(model_path, train_path, items_path, output, work_dir=None, settings: di
         s["max_completion_length"] = int(scorer.fmt.max_gen_toks)
     require_device(s["device"], "finetune.device")  # before anything is read or loaded
     ids = read_train_ids(train_path)
+    levels = read_train_levels(train_path) if s["schedule"] is not None else None
     rows = load_items(items_path, ids)
     output = Path(output)
     work_dir = Path(work_dir) if work_dir else _default_work_dir(output)
     with owned(work_dir):
         try:
-            return _grpo_owned(model_path, train_path, rows, output, work_dir, s, scorer, callbacks)
+            return _grpo_owned(model_path, train_path, rows, output, work_dir, s, scorer, callbacks, levels)
         except BaseException:
             if work_dir.is_dir() and not any(p.name.startswith("checkpoint-") for p in work_dir.iterdir()):
                 shutil.rmtree(work_dir, ignore_errors=True)
             raise
 
 
-def _grpo_owned(model_path, train_path, rows, output, work_dir, s, scorer, callbacks) -> dict:
+def _grpo_owned(model_path, train_path, rows, output, work_dir, s, scorer, callbacks, levels=None) -> dict:
     from crossdiff.finetune.weights import resolve_model_dir
 
     model_dir = resolve_model_dir(model_path)
     fp_settings = {k: v for k, v in s.items() if k not in NOT_FINGERPRINTED}
-    fp = fingerprint(model_dir, [str(r["item_id"]) for r in rows], {"method": "grpo", **fp_settings},
+    fp_ids = [str(r["item_id"]) for r in rows]
+    if levels is not None:  # a scheduled run's levels are part of what it trains on
+        fp_ids = [f"{i}@{lv}" for i, lv in zip(fp_ids, levels)]
+    fp = fingerprint(model_dir, fp_ids, {"method": "grpo", **fp_settings},
                      scorer.fmt.to_config(), 1)
     prepare_work_dir(work_dir, output, fp, {"model": str(model_path), "train": str(train_path), "processes": 1,
                                             "method": "grpo"})
-    metrics = train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s, scorer, callbacks)
+    metrics = train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s, scorer, callbacks, levels)
     if not s["keep_checkpoints"]:
         shutil.rmtree(work_dir, ignore_errors=True)
     return metrics
 
 
-def train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s, scorer, callbacks=()) -> dict:
+def train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s, scorer, callbacks=(),
+                   levels=None) -> dict:
     import torch
 
     from crossdiff.finetune.grpo_memory import check_before_training
@@ -397,7 +463,7 @@ def train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s,
     resume = last_complete_checkpoint(work_dir)
     resume_step = int(Path(resume).name.split("-")[-1]) if resume else None
     recorder = GroupRecorder(Path(work_dir) / GROUPS_FILE, resume_step)
-    trainer, tokenizer, runtime = build_trainer(model_dir, rows, work_dir, s, scorer, callbacks, recorder)
+    trainer, tokenizer, runtime = build_trainer(model_dir, rows, work_dir, s, scorer, callbacks, recorder, levels)
     if resume:
         print(f"resuming from {resume} (step {resume_step}); {len(recorder.groups)} recorded group(s) kept", flush=True)
     t0 = time.time()
@@ -426,6 +492,8 @@ def train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s,
     model.config.dtype = dtype
     history = trainer.state.log_history
     diag = diagnostics(history, recorder.groups, s)
+    if levels is not None:
+        diag["level_curve"] = level_curve(recorder.groups, {str(r["item_id"]): lv for r, lv in zip(rows, levels)})
     n_completions = len(recorder.groups) * int(s["num_generations"])
     metrics = {
         "model": str(model_path),

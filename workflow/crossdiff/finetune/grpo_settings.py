@@ -49,6 +49,9 @@ vllm_max_model_length              null        colocate: vLLM's context (null = 
 vllm_server_base_url               null        server: its URL (else host and port)
 vllm_server_host, _port, _timeout  0.0.0.0, 8000, 240
 logging_steps                      1           crossdiff's (TRL: 10): a reward value per step
+schedule, schedule_args            null        set by the run's train set only (``study.train_sets.<name>.schedule``:
+                                               E2H Reasoner's task sampler, crossdiff.finetune.grpo_schedule);
+                                               refused in the grpo layers
 =================================  ==========  ==========================================================
 
 A GRPO job is one training process (world size 1): on a GPU job one GPU, shared with vLLM in colocate mode; server
@@ -93,6 +96,8 @@ DEFAULTS: dict = {
     "vllm_server_port": 8000,
     "vllm_server_timeout": 240,
     "logging_steps": 1,
+    "schedule": None,
+    "schedule_args": None,
 }
 
 #: keys of the resolved ``finetune`` settings a GRPO job uses as they are (crossdiff.finetune.settings)
@@ -181,6 +186,15 @@ def validate_settings(s: dict) -> dict:
     batch_problem = batch_message(s)
     if batch_problem:
         raise CrossdiffError(batch_problem)
+    if s["schedule"] is not None:
+        from crossdiff.study.schedules import check_args
+
+        s["schedule_args"] = check_args(s["schedule"], s["schedule_args"], 1, "grpo settings")
+        if not s["shuffle"]:
+            raise CrossdiffError("grpo settings: a schedule (E2H's task sampler) draws the prompts' order itself; "
+                                 "shuffle: false (a fixed-order curriculum) cannot go with it")
+    elif s["schedule_args"] is not None:
+        raise CrossdiffError("grpo settings.schedule_args without a schedule")
     return s
 
 

@@ -249,11 +249,14 @@ class Plan:
         from crossdiff.finetune.grpo_settings import DEFAULTS, SHARED, validate_settings
 
         ft = self.finetune(name, slug, run)
-        design_layer = None
+        design_layer, schedule = None, None
         if run is not None:
-            design_layer = designs.design_layer(self.study, methods.split_run(run)[1], self.n_bins)
-        s = deep_merge({k: ft[k] for k in SHARED}, DEFAULTS, self.config.get("grpo"), self.dataset(name).get("grpo"),
-                       self.models[slug].get("grpo"), design_layer)
+            base = methods.split_run(run)[1]
+            design_layer = designs.design_layer(self.study, base, self.n_bins)
+            schedule = designs.schedule_layer(self.study, base, self.n_bins)
+        layers = (self.config.get("grpo"), self.dataset(name).get("grpo"), self.models[slug].get("grpo"))
+        # schedule / schedule_args come from the run's train set only (the schema has no such grpo keys)
+        s = deep_merge({k: ft[k] for k in SHARED}, DEFAULTS, *layers, design_layer, schedule)
         try:
             if s.get("max_completion_length") is None:
                 s["max_completion_length"] = self.max_gen_toks(name)

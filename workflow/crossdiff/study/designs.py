@@ -23,7 +23,9 @@ Item accounting (all seeded, all deterministic):
   ``easy_to_hard`` / ``hard_to_easy``: examples sorted by bin, then within a bin by the binning measure
   (ties by IRT difficulty, then item_id), so the bins follow each other whatever broke the binning's ties, and
   trained in that order with the trainer's sequential sampler (``finetune`` setting ``shuffle: false``),
-  the same order in every epoch.
+  the same order in every epoch;
+* schedule (a set's ``schedule``, GRPO only): E2H Reasoner's task sampler draws each generation round's prompts
+  by level (the set's bins, easiest first) from a schedule over the run (:mod:`crossdiff.study.schedules`; drawn by :mod:`crossdiff.finetune.grpo_schedule`).
 """
 
 from __future__ import annotations
@@ -106,6 +108,8 @@ def check_design(study: dict, n_bins: int) -> None:
                 raise CrossdiffError(f"study.train_sets.{name}.bins: {bad} outside 0..{n_bins - 1} (bins.n_bins = {n_bins})")
             if len(set(bins)) != len(bins):
                 raise CrossdiffError(f"study.train_sets.{name}.bins: {bins} lists a bin twice")
+        if spec.get("schedule") is not None:
+            check_schedule(study, name, spec, n_bins)
     bad = [b for b in (study.get("train_bins") or []) if not 0 <= b < n_bins]
     if bad:
         raise CrossdiffError(f"study.train_bins: {bad} outside 0..{n_bins - 1} (bins.n_bins = {n_bins})")
@@ -113,6 +117,27 @@ def check_design(study: dict, n_bins: int) -> None:
         vals = study.get(key) or []
         if len(set(map(str, vals))) != len(vals):
             raise CrossdiffError(f"study.{key}: {vals} lists a value twice")
+
+
+def check_schedule(study: dict, name: str, spec: dict, n_bins: int) -> None:
+    """A train set with E2H's task sampler: GRPO only, two bins or more, the order left to the schedule."""
+    from crossdiff.study.schedules import check_args
+    from crossdiff.study.methods import METHODS
+
+    where = f"study.train_sets.{name}"
+    bins = list(range(n_bins)) if spec["bins"] == "all" else list(spec["bins"])
+    if len(bins) < 2:
+        raise CrossdiffError(f"{where}.schedule: a schedule draws prompts across levels; this set has {len(bins)} bin")
+    if spec.get("order", "shuffle") != "shuffle":
+        raise CrossdiffError(f"{where}: order {spec['order']!r} and schedule {spec['schedule']!r}: the schedule draws the "
+                             "order itself (E2H's task sampler); leave order at shuffle")
+    others = [m for m in study.get("methods") or ["sft"]
+              if m in METHODS and METHODS[m].trains and METHODS[m].design and m != "grpo"]
+    if others:
+        raise CrossdiffError(f"{where}.schedule {spec['schedule']!r} is E2H Reasoner's GRPO sampler; study.methods "
+                             f"{others} would train this set without it. Run the scheduled set in a design whose "
+                             "trained method is grpo (other sets train SFT on the same bins in a design of their own)")
+    check_args(spec["schedule"], spec.get("schedule_args"), len(bins), where)
 
 
 def design_runs(study: dict, n_bins: int) -> list[str]:
@@ -129,20 +154,21 @@ def set_spec(study: dict, name: str) -> dict:
     sets = study.get("train_sets") or {}
     if name not in sets:
         raise CrossdiffError(f"train set {name!r} is not in study.train_sets ({sorted(sets)})")
-    return {"size": None, "order": "shuffle", **sets[name]}
+    return {"size": None, "order": "shuffle", "schedule": None, "schedule_args": None, **sets[name]}
 
 
 def training_spec(study: dict, label: str, n_bins: int) -> dict:
     """Which bins, how many items and in which order a run (or its training data label) trains on."""
     p = parse_label(label)
     if p["bin"] is not None:
-        bins, size, order = [p["bin"]], p["n"], "shuffle"
+        bins, size, order, schedule, schedule_args = [p["bin"]], p["n"], "shuffle", None, None
     else:
         spec = set_spec(study, p["set"])
         bins = list(range(n_bins)) if spec["bins"] == "all" else list(spec["bins"])
         size = p["n"] if p["n"] is not None else spec["size"]
-        order = spec["order"]
-    return {"bins": bins, "size": size, "order": order, "seed": p["seed"]}
+        order, schedule, schedule_args = spec["order"], spec["schedule"], spec["schedule_args"]
+    return {"bins": bins, "size": size, "order": order, "seed": p["seed"], "schedule": schedule,
+            "schedule_args": schedule_args}
 
 
 def design_layer(study: dict, run: str, n_bins: int) -> dict | None:
@@ -156,6 +182,17 @@ def design_layer(study: dict, run: str, n_bins: int) -> dict | None:
     if spec["order"] != "shuffle":
         out["shuffle"] = False
     return out or None
+
+
+def schedule_layer(study: dict, run: str, n_bins: int) -> dict | None:
+    """A GRPO run's schedule settings from its train set (E2H's task sampler), or None."""
+    spec = training_spec(study, run, n_bins)
+    if spec["schedule"] is None:
+        return None
+    from crossdiff.study.schedules import check_args
+
+    return {"schedule": spec["schedule"],
+            "schedule_args": check_args(spec["schedule"], spec["schedule_args"], len(spec["bins"]), "study.train_sets")}
 
 
 def _quotas(size: int, n: int) -> list[int]:
