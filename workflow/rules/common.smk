@@ -133,7 +133,8 @@ def irt_item_table(name):
 
 
 def difficulty_targets(name):
-    if not PLAN.has_irt(name):  # responses.source none: bins from an item measure alone (rules/corpora.smk)
+    # responses.source none: bins from an item measure alone (rules/corpora.smk)
+    if not PLAN.has_irt(name):
         return [f"results/bins/{name}/bins.parquet"]
     out = [
         f"results/responses/{name}.parquet",
@@ -447,7 +448,8 @@ def study_targets():
                 f"results/figures/{name}/best_train_bin.png",
                 f"results/tables/{name}/best_train_bin.csv",
             ]
-    out += transfer_targets() + optimum_targets()  # datasets.<d>.test_on; the optimum per n (issue 28)
+    # datasets.<d>.test_on; the optimum per n (issue 28)
+    out += transfer_targets() + optimum_targets()
     if out:
         out += ["results/tables/results.parquet", "results/models/models.tsv"]
     return out
