@@ -29,66 +29,114 @@ enum { G0, G1, GC, GD, NLL, H0, H1, H2, HC0, HC1, HD0, HD1, HCC, HDD, HCD, S0, S
 
 int crossdiff_cells_ncol(void) { return NCOL; }
 
+/* One cell's quantities at (theta_i, item j): every pass below computes them with this function. */
+typedef struct {
+  float m, s, sb, q, nll, ss, dx, sx, v, qgs2, vdx2, iPP;
+} cell_t;
+
+static inline __attribute__((always_inline)) cell_t cell_at(const int code, const float th, const float a,
+                                                            const float b, const float c, const float g,
+                                                            const float omd) {
+  cell_t k;
+  const float y = (float)((code >> 1) & 1);
+  k.m = (float)(code & 1);
+  const float x = a * (th - b);
+  const float e = expf(-fabsf(x)), t = 1.0f / (1.0f + e);
+  k.s = x >= 0.0f ? t : e * t;
+  k.sb = x >= 0.0f ? e * t : t;
+  const float P = fmaxf(c + g * k.s, PMIN), Pb = fmaxf(omd + g * k.sb, PMIN);
+  k.iPP = 1.0f / (P * Pb);
+  k.q = y > 0.0f ? k.m * (Pb * k.iPP) : -k.m * (P * k.iPP);
+  k.nll = -k.m * logf(y > 0.0f ? P : Pb);
+  k.ss = k.s * k.sb;
+  k.dx = g * k.ss;
+  k.sx = k.q * k.dx;
+  k.v = k.q * k.q;
+  k.qgs2 = k.q * g * k.ss * (k.sb - k.s);
+  k.vdx2 = k.v * k.dx * k.dx;
+  return k;
+}
+
+/* A row's sums of one cell: d loglik / d theta, its Fisher information, -loglik, -d2 loglik / d theta^2
+ * (row_info: the first, second and fourth; the objective always). */
+#define ROW_SUMS(k, aj, a2, rg, rh, rn, ro)                      \
+  do {                                                            \
+    (rn) += (double)(k).nll;                                      \
+    if (row_info) {                                               \
+      (rg) += (double)((k).sx * (aj));                            \
+      (rh) += (double)((k).m * (k).iPP * (k).dx * (k).dx * (a2)); \
+      (ro) += (double)(((k).vdx2 - (k).qgs2) * (a2));             \
+    }                                                             \
+  } while (0)
+
+/* A column's float32 partial sums (the enum above) and adding one cell to them. */
+#define COL_DECL                                                                                               \
+  float G0s = 0.0f, G1s = 0.0f, GCs = 0.0f, GDs = 0.0f, NLLs = 0.0f, H0s = 0.0f, H1s = 0.0f, H2s = 0.0f,      \
+        HC0s = 0.0f, HC1s = 0.0f, HD0s = 0.0f, HD1s = 0.0f, HCCs = 0.0f, HDDs = 0.0f, HCDs = 0.0f, S0s = 0.0f, \
+        S1s = 0.0f, S2s = 0.0f, T0s = 0.0f, T1s = 0.0f
+#define COL_LIST \
+  G0s, G1s, GCs, GDs, NLLs, H0s, H1s, H2s, HC0s, HC1s, HD0s, HD1s, HCCs, HDDs, HCDs, S0s, S1s, S2s, T0s, T1s
+#define COL_ADD(k, th)                                                                           \
+  do {                                                                                           \
+    G0s += (k).sx;                                                                               \
+    G1s += (k).sx * (th);                                                                        \
+    GCs += (k).q * (k).sb;                                                                       \
+    GDs += (k).q * (k).s;                                                                        \
+    NLLs += (k).nll;                                                                             \
+    if (col_info) {                                                                              \
+      const float vdx_ = (k).v * (k).dx, qss_ = (k).q * (k).ss;                                  \
+      H0s += (k).vdx2;                                                                           \
+      H1s += (k).vdx2 * (th);                                                                    \
+      H2s += (k).vdx2 * (th) * (th);                                                             \
+      HC0s += vdx_ * (k).sb;                                                                     \
+      HC1s += vdx_ * (k).sb * (th);                                                              \
+      HD0s += vdx_ * (k).s;                                                                      \
+      HD1s += vdx_ * (k).s * (th);                                                               \
+      HCCs += (k).v * (k).sb * (k).sb;                                                           \
+      HDDs += (k).v * (k).s * (k).s;                                                             \
+      HCDs += (k).v * (k).ss;                                                                    \
+      S0s += (k).qgs2;                                                                           \
+      S1s += (k).qgs2 * (th);                                                                    \
+      S2s += (k).qgs2 * (th) * (th);                                                             \
+      T0s += qss_;                                                                               \
+      T1s += qss_ * (th);                                                                        \
+    }                                                                                            \
+  } while (0)
+/* dst(K) += the partial sums, K one of the enum's names (an array element or a float32 column sum). */
+#define COL_STORE(dst)                                                                                       \
+  do {                                                                                                       \
+    dst(G0) += G0s; dst(G1) += G1s; dst(GC) += GCs; dst(GD) += GDs; dst(NLL) += NLLs;                       \
+    if (col_info) {                                                                                          \
+      dst(H0) += H0s; dst(H1) += H1s; dst(H2) += H2s; dst(HC0) += HC0s; dst(HC1) += HC1s; dst(HD0) += HD0s; \
+      dst(HD1) += HD1s; dst(HCC) += HCCs; dst(HDD) += HDDs; dst(HCD) += HCDs; dst(S0) += S0s;               \
+      dst(S1) += S1s; dst(S2) += S2s; dst(T0) += T0s; dst(T1) += T1s;                                       \
+    }                                                                                                        \
+  } while (0)
+/* the column sums of a row-major pass: one float32 array of N per sum, restrict (no two overlap) */
+#define ACC_PTRS                                                                                            \
+  float *restrict aG0 = acc + G0 * N, *restrict aG1 = acc + G1 * N, *restrict aGC = acc + GC * N;           \
+  float *restrict aGD = acc + GD * N, *restrict aNLL = acc + NLL * N, *restrict aH0 = acc + H0 * N;         \
+  float *restrict aH1 = acc + H1 * N, *restrict aH2 = acc + H2 * N, *restrict aHC0 = acc + HC0 * N;         \
+  float *restrict aHC1 = acc + HC1 * N, *restrict aHD0 = acc + HD0 * N, *restrict aHD1 = acc + HD1 * N;     \
+  float *restrict aHCC = acc + HCC * N, *restrict aHDD = acc + HDD * N, *restrict aHCD = acc + HCD * N;     \
+  float *restrict aS0 = acc + S0 * N, *restrict aS1 = acc + S1 * N, *restrict aS2 = acc + S2 * N;           \
+  float *restrict aT0 = acc + T0 * N, *restrict aT1 = acc + T1 * N
+#define ACC_AT(K) a##K[j]
+
+/* The cells of one row: its sums, and its terms added to the float32 column sums. */
 static inline __attribute__((always_inline)) void one_row(
     const uint8_t *restrict ci, int64_t N, float th, const float *restrict a, const float *restrict b,
     const float *restrict c, const float *restrict g, const float *restrict omd, float *restrict acc,
     double *restrict out, const int col_info, const int row_info) {
   double rg = 0.0, rh = 0.0, rn = 0.0, ro = 0.0;
-  const float th2 = th * th;
-  float *restrict aG0 = acc + G0 * N, *restrict aG1 = acc + G1 * N, *restrict aGC = acc + GC * N;
-  float *restrict aGD = acc + GD * N, *restrict aNLL = acc + NLL * N;
-  float *restrict aH0 = acc + H0 * N, *restrict aH1 = acc + H1 * N, *restrict aH2 = acc + H2 * N;
-  float *restrict aHC0 = acc + HC0 * N, *restrict aHC1 = acc + HC1 * N, *restrict aHD0 = acc + HD0 * N;
-  float *restrict aHD1 = acc + HD1 * N, *restrict aHCC = acc + HCC * N, *restrict aHDD = acc + HDD * N;
-  float *restrict aHCD = acc + HCD * N, *restrict aS0 = acc + S0 * N, *restrict aS1 = acc + S1 * N;
-  float *restrict aS2 = acc + S2 * N, *restrict aT0 = acc + T0 * N, *restrict aT1 = acc + T1 * N;
+  ACC_PTRS;
 #pragma omp simd reduction(+ : rg, rh, rn, ro)
   for (int64_t j = 0; j < N; j++) {
-    const int code = ci[j];
-    const float m = (float)(code & 1), y = (float)((code >> 1) & 1);
-    const float x = a[j] * (th - b[j]);
-    const float e = expf(-fabsf(x)), t = 1.0f / (1.0f + e);
-    const float s = x >= 0.0f ? t : e * t, sb = x >= 0.0f ? e * t : t;
-    const float P = fmaxf(c[j] + g[j] * s, PMIN), Pb = fmaxf(omd[j] + g[j] * sb, PMIN);
-    const float iPP = 1.0f / (P * Pb), iP = Pb * iPP, iPb = P * iPP;
-    const float q = y > 0.0f ? m * iP : -m * iPb;
-    const float nll = -m * logf(y > 0.0f ? P : Pb);
-    const float ss = s * sb;
-    const float dx = g[j] * ss;
-    const float sx = q * dx;
-    const float v = q * q;
-    const float qgs2 = q * g[j] * ss * (sb - s);
-    const float vdx2 = v * dx * dx;
-    const float a2 = a[j] * a[j];
-    rn += (double)nll;
-    if (row_info) {
-      rg += (double)(sx * a[j]);
-      rh += (double)(m * iPP * dx * dx * a2);
-      ro += (double)((vdx2 - qgs2) * a2);
-    }
-    aG0[j] += sx;
-    aG1[j] += sx * th;
-    aGC[j] += q * sb;
-    aGD[j] += q * s;
-    aNLL[j] += nll;
-    if (col_info) {
-      const float vdx = v * dx, qss = q * ss;
-      aH0[j] += vdx2;
-      aH1[j] += vdx2 * th;
-      aH2[j] += vdx2 * th2;
-      aHC0[j] += vdx * sb;
-      aHC1[j] += vdx * sb * th;
-      aHD0[j] += vdx * s;
-      aHD1[j] += vdx * s * th;
-      aHCC[j] += v * sb * sb;
-      aHDD[j] += v * s * s;
-      aHCD[j] += v * ss;
-      aS0[j] += qgs2;
-      aS1[j] += qgs2 * th;
-      aS2[j] += qgs2 * th2;
-      aT0[j] += qss;
-      aT1[j] += qss * th;
-    }
+    const cell_t k = cell_at(ci[j], th, a[j], b[j], c[j], g[j], omd[j]);
+    ROW_SUMS(k, a[j], a[j] * a[j], rg, rh, rn, ro);
+    COL_DECL;
+    COL_ADD(k, th);
+    COL_STORE(ACC_AT);
   }
   out[0] = rg;
   out[1] = rh;
@@ -96,131 +144,34 @@ static inline __attribute__((always_inline)) void one_row(
   out[3] = ro;
 }
 
+/* four_rows: row n of the four: its cell at column j, its row sums, its terms of the column sums */
+#define ROW_N(n)                                                                \
+  do {                                                                          \
+    const cell_t k = cell_at(c##n[j], th##n, aj, b[j], c[j], g[j], omd[j]);     \
+    ROW_SUMS(k, aj, a2, rg##n, rh##n, rn##n, ro##n);                            \
+    COL_ADD(k, th##n);                                                          \
+  } while (0)
 
 /* The same sums as one_row for 4 rows at once: each column sum is loaded and stored once per 4 cells. */
 static inline __attribute__((always_inline)) void four_rows(
     const uint8_t *restrict code, int64_t N, const double *theta, const float *restrict a,
     const float *restrict b, const float *restrict c, const float *restrict g, const float *restrict omd,
     float *restrict acc, double *restrict out, const int col_info, const int row_info) {
-  const uint8_t *restrict c0 = code + 0 * N; const float th0 = (float)theta[0]; const uint8_t *restrict c1 = code + 1 * N; const float th1 = (float)theta[1]; const uint8_t *restrict c2 = code + 2 * N; const float th2 = (float)theta[2]; const uint8_t *restrict c3 = code + 3 * N; const float th3 = (float)theta[3];
-  double rg0 = 0.0, rh0 = 0.0, rn0 = 0.0, ro0 = 0.0, rg1 = 0.0, rh1 = 0.0, rn1 = 0.0, ro1 = 0.0, rg2 = 0.0, rh2 = 0.0, rn2 = 0.0, ro2 = 0.0, rg3 = 0.0, rh3 = 0.0, rn3 = 0.0, ro3 = 0.0;
-  float *restrict aG0 = acc + G0 * N; float *restrict aG1 = acc + G1 * N; float *restrict aGC = acc + GC * N; float *restrict aGD = acc + GD * N; float *restrict aNLL = acc + NLL * N; float *restrict aH0 = acc + H0 * N; float *restrict aH1 = acc + H1 * N; float *restrict aH2 = acc + H2 * N; float *restrict aHC0 = acc + HC0 * N; float *restrict aHC1 = acc + HC1 * N; float *restrict aHD0 = acc + HD0 * N; float *restrict aHD1 = acc + HD1 * N; float *restrict aHCC = acc + HCC * N; float *restrict aHDD = acc + HDD * N; float *restrict aHCD = acc + HCD * N; float *restrict aS0 = acc + S0 * N; float *restrict aS1 = acc + S1 * N; float *restrict aS2 = acc + S2 * N; float *restrict aT0 = acc + T0 * N; float *restrict aT1 = acc + T1 * N;
+  const uint8_t *restrict c0 = code, *restrict c1 = code + N, *restrict c2 = code + 2 * N, *restrict c3 = code + 3 * N;
+  const float th0 = (float)theta[0], th1 = (float)theta[1], th2 = (float)theta[2], th3 = (float)theta[3];
+  double rg0 = 0.0, rh0 = 0.0, rn0 = 0.0, ro0 = 0.0, rg1 = 0.0, rh1 = 0.0, rn1 = 0.0, ro1 = 0.0;
+  double rg2 = 0.0, rh2 = 0.0, rn2 = 0.0, ro2 = 0.0, rg3 = 0.0, rh3 = 0.0, rn3 = 0.0, ro3 = 0.0;
+  ACC_PTRS;
 #pragma omp simd reduction(+ : rg0, rh0, rn0, ro0, rg1, rh1, rn1, ro1, rg2, rh2, rn2, ro2, rg3, rh3, rn3, ro3)
   for (int64_t j = 0; j < N; j++) {
-    const float a2 = a[j] * a[j];
-    float G0s = 0.0f, G1s = 0.0f, GCs = 0.0f, GDs = 0.0f, NLLs = 0.0f, H0s = 0.0f, H1s = 0.0f, H2s = 0.0f, HC0s = 0.0f, HC1s = 0.0f, HD0s = 0.0f, HD1s = 0.0f, HCCs = 0.0f, HDDs = 0.0f, HCDs = 0.0f, S0s = 0.0f, S1s = 0.0f, S2s = 0.0f, T0s = 0.0f, T1s = 0.0f;
-    {
-      const int code = c0[j];
-      const float m = (float)(code & 1), y = (float)((code >> 1) & 1);
-      const float x = a[j] * (th0 - b[j]);
-      const float e = expf(-fabsf(x)), t = 1.0f / (1.0f + e);
-      const float s = x >= 0.0f ? t : e * t, sb = x >= 0.0f ? e * t : t;
-      const float P = fmaxf(c[j] + g[j] * s, PMIN), Pb = fmaxf(omd[j] + g[j] * sb, PMIN);
-      const float iPP = 1.0f / (P * Pb), iP = Pb * iPP, iPb = P * iPP;
-      const float q = y > 0.0f ? m * iP : -m * iPb;
-      const float nll = -m * logf(y > 0.0f ? P : Pb);
-      const float ss = s * sb, dx = g[j] * ss, sx = q * dx, v = q * q;
-      const float qgs2 = q * g[j] * ss * (sb - s), vdx2 = v * dx * dx;
-      rn0 += (double)nll;
-      if (row_info) {
-        rg0 += (double)(sx * a[j]);
-        rh0 += (double)(m * iPP * dx * dx * a2);
-        ro0 += (double)((vdx2 - qgs2) * a2);
-      }
-      G0s += sx; G1s += sx * th0; GCs += q * sb; GDs += q * s; NLLs += nll;
-      if (col_info) {
-        const float vdx = v * dx, qss = q * ss;
-        H0s += vdx2; H1s += vdx2 * th0; H2s += vdx2 * th0 * th0;
-        HC0s += vdx * sb; HC1s += vdx * sb * th0; HD0s += vdx * s; HD1s += vdx * s * th0;
-        HCCs += v * sb * sb; HDDs += v * s * s; HCDs += v * ss;
-        S0s += qgs2; S1s += qgs2 * th0; S2s += qgs2 * th0 * th0; T0s += qss; T1s += qss * th0;
-      }
-    }
-    {
-      const int code = c1[j];
-      const float m = (float)(code & 1), y = (float)((code >> 1) & 1);
-      const float x = a[j] * (th1 - b[j]);
-      const float e = expf(-fabsf(x)), t = 1.0f / (1.0f + e);
-      const float s = x >= 0.0f ? t : e * t, sb = x >= 0.0f ? e * t : t;
-      const float P = fmaxf(c[j] + g[j] * s, PMIN), Pb = fmaxf(omd[j] + g[j] * sb, PMIN);
-      const float iPP = 1.0f / (P * Pb), iP = Pb * iPP, iPb = P * iPP;
-      const float q = y > 0.0f ? m * iP : -m * iPb;
-      const float nll = -m * logf(y > 0.0f ? P : Pb);
-      const float ss = s * sb, dx = g[j] * ss, sx = q * dx, v = q * q;
-      const float qgs2 = q * g[j] * ss * (sb - s), vdx2 = v * dx * dx;
-      rn1 += (double)nll;
-      if (row_info) {
-        rg1 += (double)(sx * a[j]);
-        rh1 += (double)(m * iPP * dx * dx * a2);
-        ro1 += (double)((vdx2 - qgs2) * a2);
-      }
-      G0s += sx; G1s += sx * th1; GCs += q * sb; GDs += q * s; NLLs += nll;
-      if (col_info) {
-        const float vdx = v * dx, qss = q * ss;
-        H0s += vdx2; H1s += vdx2 * th1; H2s += vdx2 * th1 * th1;
-        HC0s += vdx * sb; HC1s += vdx * sb * th1; HD0s += vdx * s; HD1s += vdx * s * th1;
-        HCCs += v * sb * sb; HDDs += v * s * s; HCDs += v * ss;
-        S0s += qgs2; S1s += qgs2 * th1; S2s += qgs2 * th1 * th1; T0s += qss; T1s += qss * th1;
-      }
-    }
-    {
-      const int code = c2[j];
-      const float m = (float)(code & 1), y = (float)((code >> 1) & 1);
-      const float x = a[j] * (th2 - b[j]);
-      const float e = expf(-fabsf(x)), t = 1.0f / (1.0f + e);
-      const float s = x >= 0.0f ? t : e * t, sb = x >= 0.0f ? e * t : t;
-      const float P = fmaxf(c[j] + g[j] * s, PMIN), Pb = fmaxf(omd[j] + g[j] * sb, PMIN);
-      const float iPP = 1.0f / (P * Pb), iP = Pb * iPP, iPb = P * iPP;
-      const float q = y > 0.0f ? m * iP : -m * iPb;
-      const float nll = -m * logf(y > 0.0f ? P : Pb);
-      const float ss = s * sb, dx = g[j] * ss, sx = q * dx, v = q * q;
-      const float qgs2 = q * g[j] * ss * (sb - s), vdx2 = v * dx * dx;
-      rn2 += (double)nll;
-      if (row_info) {
-        rg2 += (double)(sx * a[j]);
-        rh2 += (double)(m * iPP * dx * dx * a2);
-        ro2 += (double)((vdx2 - qgs2) * a2);
-      }
-      G0s += sx; G1s += sx * th2; GCs += q * sb; GDs += q * s; NLLs += nll;
-      if (col_info) {
-        const float vdx = v * dx, qss = q * ss;
-        H0s += vdx2; H1s += vdx2 * th2; H2s += vdx2 * th2 * th2;
-        HC0s += vdx * sb; HC1s += vdx * sb * th2; HD0s += vdx * s; HD1s += vdx * s * th2;
-        HCCs += v * sb * sb; HDDs += v * s * s; HCDs += v * ss;
-        S0s += qgs2; S1s += qgs2 * th2; S2s += qgs2 * th2 * th2; T0s += qss; T1s += qss * th2;
-      }
-    }
-    {
-      const int code = c3[j];
-      const float m = (float)(code & 1), y = (float)((code >> 1) & 1);
-      const float x = a[j] * (th3 - b[j]);
-      const float e = expf(-fabsf(x)), t = 1.0f / (1.0f + e);
-      const float s = x >= 0.0f ? t : e * t, sb = x >= 0.0f ? e * t : t;
-      const float P = fmaxf(c[j] + g[j] * s, PMIN), Pb = fmaxf(omd[j] + g[j] * sb, PMIN);
-      const float iPP = 1.0f / (P * Pb), iP = Pb * iPP, iPb = P * iPP;
-      const float q = y > 0.0f ? m * iP : -m * iPb;
-      const float nll = -m * logf(y > 0.0f ? P : Pb);
-      const float ss = s * sb, dx = g[j] * ss, sx = q * dx, v = q * q;
-      const float qgs2 = q * g[j] * ss * (sb - s), vdx2 = v * dx * dx;
-      rn3 += (double)nll;
-      if (row_info) {
-        rg3 += (double)(sx * a[j]);
-        rh3 += (double)(m * iPP * dx * dx * a2);
-        ro3 += (double)((vdx2 - qgs2) * a2);
-      }
-      G0s += sx; G1s += sx * th3; GCs += q * sb; GDs += q * s; NLLs += nll;
-      if (col_info) {
-        const float vdx = v * dx, qss = q * ss;
-        H0s += vdx2; H1s += vdx2 * th3; H2s += vdx2 * th3 * th3;
-        HC0s += vdx * sb; HC1s += vdx * sb * th3; HD0s += vdx * s; HD1s += vdx * s * th3;
-        HCCs += v * sb * sb; HDDs += v * s * s; HCDs += v * ss;
-        S0s += qgs2; S1s += qgs2 * th3; S2s += qgs2 * th3 * th3; T0s += qss; T1s += qss * th3;
-      }
-    }
-    aG0[j] += G0s; aG1[j] += G1s; aGC[j] += GCs; aGD[j] += GDs; aNLL[j] += NLLs;
-    if (col_info) {
-      aH0[j] += H0s; aH1[j] += H1s; aH2[j] += H2s; aHC0[j] += HC0s; aHC1[j] += HC1s; aHD0[j] += HD0s; aHD1[j] += HD1s; aHCC[j] += HCCs; aHDD[j] += HDDs; aHCD[j] += HCDs; aS0[j] += S0s; aS1[j] += S1s; aS2[j] += S2s; aT0[j] += T0s; aT1[j] += T1s;
-    }
+    const float aj = a[j], a2 = aj * aj;
+    COL_DECL;
+    ROW_N(0);
+    ROW_N(1);
+    ROW_N(2);
+    ROW_N(3);
+#undef ROW_N
+    COL_STORE(ACC_AT);
   }
   out[0] = rg0; out[1] = rh0; out[2] = rn0; out[3] = ro0;
   out[4] = rg1; out[5] = rh1; out[6] = rn1; out[7] = ro1;
@@ -404,7 +355,7 @@ int crossdiff_softplus_1pl(const uint8_t *code, int64_t M, int64_t N, const doub
  * a, b, c, g, omd are the K selected items' parameters. Items are split into one contiguous range per
  * thread; per item the column sums are float32 over CBLK rows, then float64; the row sums go to a float64
  * buffer per thread, added in thread order (same inputs and thread count, same bits). The cell arithmetic
- * is one_row's.
+ * is cell_at's, as in every pass.
  */
 #define CBLK 256
 
@@ -416,45 +367,16 @@ static inline __attribute__((always_inline)) void one_col(
   for (int k = 0; k < NCOL; k++) dsum[k] = 0.0;
   for (int64_t i0 = 0; i0 < M; i0 += CBLK) {
     const int64_t i1 = i0 + CBLK < M ? i0 + CBLK : M;
-    float G0s = 0.0f, G1s = 0.0f, GCs = 0.0f, GDs = 0.0f, NLLs = 0.0f, H0s = 0.0f, H1s = 0.0f, H2s = 0.0f,
-          HC0s = 0.0f, HC1s = 0.0f, HD0s = 0.0f, HD1s = 0.0f, HCCs = 0.0f, HDDs = 0.0f, HCDs = 0.0f, S0s = 0.0f,
-          S1s = 0.0f, S2s = 0.0f, T0s = 0.0f, T1s = 0.0f;
-#pragma omp simd reduction(+ : G0s, G1s, GCs, GDs, NLLs, H0s, H1s, H2s, HC0s, HC1s, HD0s, HD1s, HCCs, HDDs, \
-                               HCDs, S0s, S1s, S2s, T0s, T1s)
+    COL_DECL;
+#pragma omp simd reduction(+ : COL_LIST)
     for (int64_t i = i0; i < i1; i++) {
-      const int code = ci[i];
-      const float t0 = th[i];
-      const float m = (float)(code & 1), y = (float)((code >> 1) & 1);
-      const float x = aj * (t0 - bj);
-      const float e = expf(-fabsf(x)), t = 1.0f / (1.0f + e);
-      const float s = x >= 0.0f ? t : e * t, sb = x >= 0.0f ? e * t : t;
-      const float P = fmaxf(cj + gj * s, PMIN), Pb = fmaxf(omdj + gj * sb, PMIN);
-      const float iPP = 1.0f / (P * Pb), iP = Pb * iPP, iPb = P * iPP;
-      const float q = y > 0.0f ? m * iP : -m * iPb;
-      const float nll = -m * logf(y > 0.0f ? P : Pb);
-      const float ss = s * sb, dx = gj * ss, sx = q * dx, v = q * q;
-      const float qgs2 = q * gj * ss * (sb - s), vdx2 = v * dx * dx;
-      rn[i] += (double)nll;
-      if (row_info) {
-        rg[i] += (double)(sx * aj);
-        rh[i] += (double)(m * iPP * dx * dx * a2);
-        ro[i] += (double)((vdx2 - qgs2) * a2);
-      }
-      G0s += sx; G1s += sx * t0; GCs += q * sb; GDs += q * s; NLLs += nll;
-      if (col_info) {
-        const float vdx = v * dx, qss = q * ss;
-        H0s += vdx2; H1s += vdx2 * t0; H2s += vdx2 * t0 * t0;
-        HC0s += vdx * sb; HC1s += vdx * sb * t0; HD0s += vdx * s; HD1s += vdx * s * t0;
-        HCCs += v * sb * sb; HDDs += v * s * s; HCDs += v * ss;
-        S0s += qgs2; S1s += qgs2 * t0; S2s += qgs2 * t0 * t0; T0s += qss; T1s += qss * t0;
-      }
+      const cell_t k = cell_at(ci[i], th[i], aj, bj, cj, gj, omdj);
+      ROW_SUMS(k, aj, a2, rg[i], rh[i], rn[i], ro[i]);
+      COL_ADD(k, th[i]);
     }
-    dsum[G0] += G0s; dsum[G1] += G1s; dsum[GC] += GCs; dsum[GD] += GDs; dsum[NLL] += NLLs;
-    if (col_info) {
-      dsum[H0] += H0s; dsum[H1] += H1s; dsum[H2] += H2s; dsum[HC0] += HC0s; dsum[HC1] += HC1s;
-      dsum[HD0] += HD0s; dsum[HD1] += HD1s; dsum[HCC] += HCCs; dsum[HDD] += HDDs; dsum[HCD] += HCDs;
-      dsum[S0] += S0s; dsum[S1] += S1s; dsum[S2] += S2s; dsum[T0] += T0s; dsum[T1] += T1s;
-    }
+#define DSUM_AT(K) dsum[K]
+    COL_STORE(DSUM_AT);
+#undef DSUM_AT
   }
 }
 
