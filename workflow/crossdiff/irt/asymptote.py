@@ -89,7 +89,7 @@ BARRIER_FRACTION = 0.5
 OMEGA = 1.3  # over-relaxation of the ability and item steps once the decrement is below SOR_BELOW
 SOR_BELOW = 0.5
 ACTIVE_EPS = 1.0e-2  # cap of the epsilon of the epsilon-active set
-EIG_FLOOR = 1.0e-6  # modified Newton: Hessian eigenvalues raised to at least this x the largest  # relative ridge on the item information's diagonal
+EIG_FLOOR = 1.0e-6  # modified Newton: Hessian eigenvalues raised to at least this x the largest
 IDX = {name: k for k, name in enumerate(COLUMNS)}
 
 

@@ -25,7 +25,8 @@ Item accounting (all seeded, all deterministic):
   trained in that order with the trainer's sequential sampler (``finetune`` setting ``shuffle: false``),
   the same order in every epoch;
 * schedule (a set's ``schedule``, GRPO only): E2H Reasoner's task sampler draws each generation round's prompts
-  by level (the set's bins, easiest first) from a schedule over the run (:mod:`crossdiff.study.schedules`; drawn by :mod:`crossdiff.finetune.grpo_schedule`).
+  by level (the set's bins, easiest first) from a schedule over the run (:mod:`crossdiff.study.schedules`;
+  drawn by :mod:`crossdiff.finetune.grpo_schedule`).
 """
 
 from __future__ import annotations
