@@ -209,4 +209,10 @@ def test_a_scheduled_grpo_run_draws_its_levels_as_the_schedule_says(tmp_path):
         by_step.setdefault(g["step"], set()).add(level[g["item_id"]])
     assert by_step == {st: {min(int((st - 1) * 3 / 5), 2)} for st in range(1, 6)}  # one level per round, easy first
     assert [c["mean_level"] for c in m["level_curve"]] == [0, 0, 1, 1, 2]
+    assert m["level_start"] == 0 and m["level_end"] == 2  # one step at each end of 5 (as reward_start / reward_end)
+    assert [c["counts"] for c in m["level_curve"]][2] == [0, 4, 0]
+    from crossdiff.results.grpo_diagnostics import read_metrics, table
+
+    row = table([read_metrics(tmp_path / "out")]).row(0, named=True)
+    assert (row["schedule"], row["level_start"], row["level_end"]) == ("classic", 0, 2)
     assert m["settings"]["schedule"] == "classic"

@@ -51,33 +51,29 @@ REWARD_NAME = "verifiable_reward"
 
 
 # ------------------------------------------------------------------------------------------- data
-def read_train_ids(path) -> list[str]:
-    """The item ids of a run's training data (an SFT data JSONL), in file order."""
+def read_train_data(path, levels: bool = False) -> tuple[list[str], list[int] | None]:
+    """The item ids of a run's training data (an SFT data JSONL), in file order, and with ``levels`` each row's
+    level for a scheduled run: the rank of its ``bin`` among the file's bins (0 = the easiest), E2H's ``level``."""
     p = Path(path)
     if not p.exists():
         raise CrossdiffError(f"{p}: training data not found")
-    ids = []
+    ids, bins = [], []
     for n, row in iter_jsonl(p):
         if row.get("item_id") is None:
             raise CrossdiffError(f"{p}: line {n}: no item_id (GRPO joins the run's items to the item table by it)")
         ids.append(str(row["item_id"]))
+        if levels:
+            b = row.get("bin")
+            if isinstance(b, bool) or not isinstance(b, int):
+                raise CrossdiffError(f"{p}: line {n}: no integer 'bin' (a scheduled GRPO run draws its prompts by "
+                                     "level, the rank of their bin; crossdiff make-train-set writes it)")
+            bins.append(b)
     if not ids:
         raise CrossdiffError(f"{p}: no training examples")
-    return ids
-
-
-def read_train_levels(path) -> list[int]:
-    """Each training row's level for a scheduled run: the rank of its ``bin`` among the file's bins (0 = the
-    easiest bin), as E2H's ``level`` column."""
-    bins = []
-    for n, row in iter_jsonl(Path(path)):
-        b = row.get("bin")
-        if isinstance(b, bool) or not isinstance(b, int):
-            raise CrossdiffError(f"{path}: line {n}: no integer 'bin' (a scheduled GRPO run draws its prompts by level, "
-                                 "the rank of their bin; crossdiff make-train-set writes it)")
-        bins.append(b)
+    if not levels:
+        return ids, None
     rank = {b: k for k, b in enumerate(sorted(set(bins)))}
-    return [rank[b] for b in bins]
+    return ids, [rank[b] for b in bins]
 
 
 def make_reward(scorer: Scorer):
@@ -145,18 +141,9 @@ def window(n: int) -> int:
     return max(1, min(10, n // 4))
 
 
-def level_curve(groups: list[dict], level_of: dict) -> list[dict]:
-    """A scheduled run's drawn levels per step: [{step, mean_level, counts}] from the recorded groups."""
-    by_step: dict[int, list[int]] = {}
-    for g in groups:
-        by_step.setdefault(int(g["step"]), []).append(int(level_of[str(g["item_id"])]))
-    K = max(level_of.values()) + 1 if level_of else 0
-    return [{"step": st, "mean_level": sum(v) / len(v), "counts": [v.count(k) for k in range(K)]}
-            for st, v in sorted(by_step.items())]
-
-
-def diagnostics(history: list[dict], groups: list[dict], s: dict) -> dict:
-    """The GRPO diagnostics of train_metrics.json from the Trainer's log history and the recorded groups."""
+def diagnostics(history: list[dict], groups: list[dict], s: dict, level_of: dict | None = None) -> dict:
+    """The GRPO diagnostics of train_metrics.json from the Trainer's log history and the recorded groups;
+    ``level_of`` (item_id -> level, a scheduled run) adds the drawn levels per step and at both ends."""
     logged = [h for h in history if "reward" in h and "step" in h]
 
     def curve(key, name=None):
@@ -194,6 +181,15 @@ def diagnostics(history: list[dict], groups: list[dict], s: dict) -> dict:
         "kl": mean([h.get("kl") for h in logged]) if float(s["beta"]) > 0 else None,
         "kl_curve": curve("kl") if float(s["beta"]) > 0 else [],
     }
+    if level_of is not None:
+        K = max(level_of.values()) + 1
+        lv = {st: [int(level_of[str(g["item_id"])]) for g in gs] for st, gs in sorted(per_step.items())}
+        out["level_curve"] = [{"step": st, "mean_level": sum(v) / len(v), "counts": [v.count(k) for k in range(K)]}
+                              for st, v in lv.items()]
+        means = [c["mean_level"] for c in out["level_curve"]]
+        # the mean drawn level over the first and the last quarter of the steps, as reward_start / reward_end
+        out["level_start"] = mean(means[:window(len(means))])
+        out["level_end"] = mean(means[len(means) - window(len(means)):])
     return out
 
 
@@ -277,13 +273,12 @@ def _trainer_class():
 
             sch = self.level_schedule
             # TRL 1.16's RepeatSampler contract (grpo_trainer.py:1306-1313): one round of prompts per generation
-            self.schedule_sampler = make_sampler(
+            return make_sampler(
                 sch["levels"], name=sch["name"], args=sch["args"],
                 batch_size=self.args.generation_batch_size // self.num_generations,
                 mini_repeat_count=self.num_generations,
                 repeat_count=self.num_iterations * self.args.steps_per_generation,
                 seed=self.args.seed, total=sch["rounds"])
-            return self.schedule_sampler
 
         def _tokenize_prompts(self, prompts: list):
             if prompts and isinstance(prompts[0], str):  # rendered prompts: encoded as lm-eval encodes a request
@@ -419,8 +414,7 @@ def grpo(model_path, train_path, items_path, output, work_dir=None, settings: di
     if s["max_completion_length"] is None:
         s["max_completion_length"] = int(scorer.fmt.max_gen_toks)
     require_device(s["device"], "finetune.device")  # before anything is read or loaded
-    ids = read_train_ids(train_path)
-    levels = read_train_levels(train_path) if s["schedule"] is not None else None
+    ids, levels = read_train_data(train_path, levels=s["schedule"] is not None)
     rows = load_items(items_path, ids)
     output = Path(output)
     work_dir = Path(work_dir) if work_dir else _default_work_dir(output)
@@ -491,9 +485,8 @@ def train_and_save(model_path, model_dir, train_path, rows, output, work_dir, s,
     state_dict = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state_dict.items()}
     model.config.dtype = dtype
     history = trainer.state.log_history
-    diag = diagnostics(history, recorder.groups, s)
-    if levels is not None:
-        diag["level_curve"] = level_curve(recorder.groups, {str(r["item_id"]): lv for r, lv in zip(rows, levels)})
+    level_of = None if levels is None else {str(r["item_id"]): lv for r, lv in zip(rows, levels)}
+    diag = diagnostics(history, recorder.groups, s, level_of)
     n_completions = len(recorder.groups) * int(s["num_generations"])
     metrics = {
         "model": str(model_path),

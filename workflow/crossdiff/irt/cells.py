@@ -204,15 +204,20 @@ def kernel_choice() -> str:
     return choice
 
 
+def _kernel_args(theta, a, b, c, d, col_info, row_info):
+    """What both C passes take: float64 abilities, the float32 item columns (a, b, c, d - c, 1 - d), the mode."""
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    f32 = [np.ascontiguousarray(v, dtype=np.float32) for v in (a, b, c, d - c, 1.0 - d)]
+    return theta, f32, (1 if col_info else 0) | (2 if row_info else 0)
+
+
 def c_stats(fn, code, theta, a, b, c, d, col_info=True, threads=1, row_info=True):
     M, N = code.shape
     code = np.ascontiguousarray(code, dtype=np.uint8)
-    theta = np.ascontiguousarray(theta, dtype=np.float64)
-    f32 = [np.ascontiguousarray(v, dtype=np.float32) for v in (a, b, c, d - c, 1.0 - d)]
+    theta, f32, mode = _kernel_args(theta, a, b, c, d, col_info, row_info)
     row = np.empty((M, 4))
     col = np.empty((len(COLUMNS), N))
     ptr = [v.ctypes.data for v in (code, theta, *f32)]
-    mode = (1 if col_info else 0) | (2 if row_info else 0)
     if fn(ptr[0], M, N, *ptr[1:], mode, int(threads), row.ctypes.data, col.ctypes.data) != 0:
         raise MemoryError("crossdiff.irt.cells: the C kernel could not allocate its column sums")
     return row, col
@@ -222,11 +227,9 @@ def c_stats_cols(lib, codeT, cols, theta, a, b, c, d, col_info=True, threads=1, 
     """:func:`c_stats` over the columns ``cols`` only, from the item-major copy ``codeT`` (N x M)."""
     N, M = codeT.shape
     cols = np.ascontiguousarray(cols, dtype=np.int64)
-    theta = np.ascontiguousarray(theta, dtype=np.float64)
-    f32 = [np.ascontiguousarray(v, dtype=np.float32) for v in (a, b, c, d - c, 1.0 - d)]
+    theta, f32, mode = _kernel_args(theta, a, b, c, d, col_info, row_info)
     row = np.empty((M, 4))
     col = np.empty((len(COLUMNS), cols.size))
-    mode = (1 if col_info else 0) | (2 if row_info else 0)
     if lib.crossdiff_cells_cols(codeT.ctypes.data, M, N, cols.ctypes.data, cols.size, theta.ctypes.data,
                                 *[v.ctypes.data for v in f32], mode, int(threads), row.ctypes.data,
                                 col.ctypes.data) != 0:
@@ -258,6 +261,7 @@ class Cells:
             raise RuntimeError(f"the C kernel of crossdiff.irt.cells is unavailable: {how}")
         self.kernel = "C" if self.fn is not None else "numpy"
         self.kernel_note = how
+        self.lib = load_library() if self.fn is not None else None
         self._codeT = None  # item-major copy for column subsets (C kernel), made on first use
         # float32 cells: relative rounding of a row / column sum, for objective comparisons
         self.eps = 3.0e-7 if self.fn is not None else 1.0e-12
@@ -270,15 +274,15 @@ class Cells:
         ``theta`` is indexed like the full row set and ``a, b, c, d`` like the full column set; the
         result covers the selected rows / columns only, in their order.
         """
-        if self.fn is not None and cols is not None and rows is None:
+        if self.lib is not None and cols is not None and rows is None:
             # a few columns: read them from the item-major copy (a column subset of the row-major matrix
             # touches nearly every cache line of it)
             if self._codeT is None:
-                self._codeT = transpose_codes(_LIB["lib"], self.code, self.threads)
+                self._codeT = transpose_codes(self.lib, self.code, self.threads)
             cols = np.asarray(cols, dtype=np.int64)
             if cols.size == 0:
                 return np.zeros((self.code.shape[0], 4)), np.zeros((len(COLUMNS), 0))
-            return c_stats_cols(_LIB["lib"], self._codeT, cols, theta, a[cols], b[cols], c[cols], d[cols],
+            return c_stats_cols(self.lib, self._codeT, cols, theta, a[cols], b[cols], c[cols], d[cols],
                                 col_info, self.threads, row_info)
         code = self.code
         if rows is not None:

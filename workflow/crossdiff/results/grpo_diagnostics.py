@@ -5,7 +5,7 @@ One row per GRPO job (its ``train_metrics.json``, :func:`crossdiff.finetune.grpo
 the run, the learnable share (share of prompt groups whose rewards differ; TRL's 1 - frac_reward_zero_std beside
 it), the mean completion length, the mean KL (beta > 0) and the share of weights changed; for a run of a set with
 E2H's schedule, the schedule and the mean drawn level (0 = the set's easiest bin) over the first and the last quarter
-of its steps. The figure draws every
+of its steps (1 to 10 steps, as the rewards). The figure draws every
 job's reward curve (mean reward per logged step, and a 5-step running mean), one panel per dataset x model.
 """
 
@@ -36,15 +36,6 @@ def read_metrics(path) -> dict:
     return m
 
 
-def _quarter_mean(curve, first: bool):
-    """A scheduled run's mean drawn level over the first / last quarter of its steps (at least one step)."""
-    if not curve:
-        return None
-    n = max(1, len(curve) // 4)
-    part = curve[:n] if first else curve[-n:]
-    return sum(c["mean_level"] for c in part) / len(part)
-
-
 def table(metrics: list[dict]) -> pl.DataFrame:
     rows = []
     for m in metrics:
@@ -60,8 +51,7 @@ def table(metrics: list[dict]) -> pl.DataFrame:
             "share_changed": m.get("share_changed"), "generation": m.get("generation"),
             "wall_seconds": m.get("wall_seconds"),
             "schedule": (m.get("schedule") or {}).get("name"),
-            "level_start": _quarter_mean(m.get("level_curve"), first=True),
-            "level_end": _quarter_mean(m.get("level_curve"), first=False),
+            "level_start": m.get("level_start"), "level_end": m.get("level_end"),
         })
     schema = {"model": pl.Utf8, "dataset": pl.Utf8, "run": pl.Utf8, "train": pl.Utf8, "steps": pl.Int64,
               "n_prompts": pl.Int64, "num_generations": pl.Int64, "reward_first": pl.Float64, "reward_last": pl.Float64,
